@@ -1,0 +1,285 @@
+"""Cluster-level pod CIDRs of a node: ``spec.podCIDRs``, or IPAM blocks claimed through the API.
+
+A block is claimed by creating the ``IPAMBlock`` object whose name is derived from its CIDR
+(:func:`calyx.model.block_name`) with ``spec.affinity: host:<node>``. The API server makes the
+create atomic: when two nodes race for the same block, one gets 201 and the other 409 and moves
+on to the next free block. Blocks of a deleted Node are released (their objects deleted) by
+:func:`collect_garbage`, but only once no Pod is bound to that node any more.
+
+The candidate calculation (:func:`candidate_blocks`) is pure; :class:`BlockClaimer` and
+:func:`collect_garbage` do the API I/O through the official ``kubernetes`` client.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from ipaddress import IPv4Network
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import urllib3.exceptions
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from calyx import model
+from calyx.cni.config import ERR_API, ERR_IPAM_EXHAUSTED, ERR_TRY_AGAIN_LATER, CniError
+from calyx.observability import get_logger
+
+IPAMBLOCK_PLURAL = "ipamblocks"
+IPPOOL_PLURAL = "ippools"
+AFFINITY_PREFIX = "host:"
+RELIST_AFTER_CONFLICTS = 8
+
+log = get_logger("calyx.cni.blocks")
+
+
+# --- pure ---------------------------------------------------------------------------------
+
+def block_object(cidr: IPv4Network, node: str, pool: str) -> dict[str, Any]:
+    """The IPAMBlock object that claims ``cidr`` for ``node``."""
+    return {
+        "apiVersion": model.API_VERSION,
+        "kind": "IPAMBlock",
+        "metadata": {"name": model.block_name(cidr)},
+        "spec": {"cidr": str(cidr), "affinity": f"{AFFINITY_PREFIX}{node}", "pool": pool},
+    }
+
+
+def candidate_blocks(pool: model.IPPool, taken: Iterable[IPv4Network]) -> Iterator[IPv4Network]:
+    """Blocks of ``pool`` (of its blockSize) that overlap no taken block, lowest first."""
+    if pool.block_size < pool.cidr.prefixlen:
+        raise CniError(ERR_API, f"IPPool {pool.name!r}: spec.blockSize: {pool.block_size}: "
+                                f"smaller than the pool's own prefix /{pool.cidr.prefixlen}")
+    exact: set[IPv4Network] = set()
+    other: list[IPv4Network] = []
+    for block in taken:
+        if block.prefixlen == pool.block_size:
+            exact.add(block)
+        elif block.overlaps(pool.cidr):
+            other.append(block)
+    for candidate in pool.cidr.subnets(new_prefix=pool.block_size):
+        if candidate in exact or any(candidate.overlaps(b) for b in other):
+            continue
+        yield candidate
+
+
+def exhausted_message(node: str, pools: Iterable[model.IPPool]) -> str:
+    names = [f"{p.name} ({p.cidr}, blockSize {p.block_size})" for p in pools]
+    if not names:
+        return (f"IPAM: node {node!r}: no enabled IPPool selects this node "
+                f"(check the pools' nodeSelector and disabled fields)")
+    return f"IPAM: node {node!r}: every pool is exhausted, no free block left in: {', '.join(names)}"
+
+
+def blocks_of_node(blocks: Mapping[str, model.IPAMBlock], node: str) -> tuple[IPv4Network, ...]:
+    return tuple(sorted(b.cidr for b in blocks.values() if b.node == node))
+
+
+# --- API I/O ------------------------------------------------------------------------------
+
+def _api_error(action: str, exc: Exception) -> CniError:
+    if isinstance(exc, ApiException):
+        if exc.status in (429, 500, 502, 503, 504):
+            return CniError(ERR_TRY_AGAIN_LATER, f"{action}: API answered {exc.status} {exc.reason}")
+        return CniError(ERR_API, f"{action}: API answered {exc.status} {exc.reason}: {exc.body}")
+    return CniError(ERR_TRY_AGAIN_LATER, f"{action}: Kubernetes API unreachable: {exc}")
+
+
+API_FAILURES = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class Api:
+    """The few API calls IPAM makes, returning plain dicts (as the model parses them)."""
+
+    def __init__(self, api_client: k8s.ApiClient):
+        self._client = api_client
+        self._core = k8s.CoreV1Api(api_client)
+        self._custom = k8s.CustomObjectsApi(api_client)
+
+    def _plain(self, obj: Any) -> Any:
+        return self._client.sanitize_for_serialization(obj)
+
+    def read_node(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(self._core.read_node(name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        return self._plain(self._core.list_node()).get("items", [])
+
+    def list_pods_on(self, node: str) -> list[dict[str, Any]]:
+        return self._plain(self._core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={node}")).get("items", [])
+
+    def list_custom(self, plural: str) -> list[dict[str, Any]]:
+        return self._custom.list_cluster_custom_object(model.GROUP, model.VERSION, plural).get("items", [])
+
+    def create_block(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._custom.create_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, body)
+
+    def read_block(self, name: str) -> dict[str, Any]:
+        return self._custom.get_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name)
+
+    def delete_block(self, name: str, uid: str | None) -> None:
+        body = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid)) if uid else None
+        self._custom.delete_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name, body=body)
+
+
+def parse_valid(items: Iterable[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], Any]) -> dict[str, Any]:
+    """name -> parsed object; invalid objects are logged (naming object, field, value) and left out."""
+    out: dict[str, Any] = {}
+    for raw in items:
+        try:
+            parsed = parse(raw)
+        except model.ValidationError as exc:
+            log.warning("ignoring invalid object", error=str(exc))
+            continue
+        out[raw.get("metadata", {}).get("name", "")] = parsed
+    return out
+
+
+@dataclass
+class BlockClaimer:
+    """The pod CIDRs of one node, claiming more blocks on demand (an ``ipam.CidrSource``)."""
+
+    api: Api
+    node: str
+    _node_info: model.NodeInfo | None = None
+
+    def _node(self) -> model.NodeInfo:
+        if self._node_info is None:
+            try:
+                raw = self.api.read_node(self.node)
+            except API_FAILURES as exc:
+                raise _api_error(f"reading Node {self.node!r}", exc) from None
+            if raw is None:
+                raise CniError(ERR_API, f"IPAM: Node {self.node!r} not found in the API "
+                                        f"(check nodename in the CNI config or NODENAME)")
+            try:
+                self._node_info = model.parse_node(raw)
+            except model.ValidationError as exc:
+                raise CniError(ERR_API, f"IPAM: {exc}") from None
+        return self._node_info
+
+    def _blocks(self) -> tuple[list[dict[str, Any]], dict[str, model.IPAMBlock]]:
+        try:
+            raw = self.api.list_custom(IPAMBLOCK_PLURAL)
+        except API_FAILURES as exc:
+            raise _api_error("listing IPAMBlocks", exc) from None
+        return raw, parse_valid(raw, model.parse_ipam_block)
+
+    def current(self) -> tuple[IPv4Network, ...]:
+        node = self._node()
+        if node.pod_cidrs:
+            return tuple(node.pod_cidrs)
+        return blocks_of_node(self._blocks()[1], self.node)
+
+    def claim_more(self) -> IPv4Network:
+        node = self._node()
+        if node.pod_cidrs:
+            raise CniError(ERR_IPAM_EXHAUSTED, f"IPAM: node {self.node!r}: every address of its "
+                           f"spec.podCIDRs {', '.join(map(str, node.pod_cidrs))} is in use")
+        try:
+            pools = parse_valid(self.api.list_custom(IPPOOL_PLURAL), model.parse_ippool)
+        except API_FAILURES as exc:
+            raise _api_error("listing IPPools", exc) from None
+        eligible = sorted(model.pools_for_node(pools, node), key=lambda p: p.name)
+        conflicts = 0
+        while True:
+            raw_blocks, blocks = self._blocks()
+            taken = [b.cidr for b in blocks.values()]
+            taken_names = {r.get("metadata", {}).get("name") for r in raw_blocks}
+            relist = False
+            for pool in eligible:
+                for cidr in candidate_blocks(pool, taken):
+                    name = model.block_name(cidr)
+                    if name in taken_names:
+                        continue
+                    if self._create(cidr, pool.name):
+                        return cidr
+                    conflicts += 1
+                    taken_names.add(name)
+                    if conflicts % RELIST_AFTER_CONFLICTS == 0:
+                        relist = True
+                        break
+                if relist:
+                    break
+            if not relist:
+                raise CniError(ERR_IPAM_EXHAUSTED, exhausted_message(self.node, eligible))
+
+    def _create(self, cidr: IPv4Network, pool: str) -> bool:
+        """Claim one block: True if this node now owns it, False if another node got it first."""
+        body = block_object(cidr, self.node, pool)
+        name = body["metadata"]["name"]
+        try:
+            self.api.create_block(body)
+            log.info("claimed block", node=self.node, block=str(cidr), pool=pool)
+            return True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _api_error(f"creating IPAMBlock {name!r}", exc) from None
+        except API_FAILURES as exc:
+            raise _api_error(f"creating IPAMBlock {name!r}", exc) from None
+        # 409: someone holds that name; it is ours only if an earlier, unanswered create of ours made it.
+        try:
+            existing = model.parse_ipam_block(self.api.read_block(name))
+        except (ApiException, model.ValidationError):
+            return False
+        except API_FAILURES as exc:
+            raise _api_error(f"reading IPAMBlock {name!r}", exc) from None
+        return existing.node == self.node and existing.cidr == cidr
+
+
+# --- garbage collection --------------------------------------------------------------------
+
+def _age_seconds(raw: Mapping[str, Any], now: datetime) -> float | None:
+    stamp = raw.get("metadata", {}).get("creationTimestamp")
+    if not stamp:
+        return None
+    try:
+        created = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (now - created).total_seconds()
+
+
+def collect_garbage(api: Api, *, min_age_s: float = 60.0, now: datetime | None = None) -> list[str]:
+    """Release (delete) the blocks whose node no longer exists and has no Pod left bound to it.
+
+    Blocks younger than ``min_age_s`` are kept, so a node that claims a block just before its
+    Node object is registered does not lose it. Returns the names of the released blocks.
+    """
+    now = now or datetime.now(timezone.utc)
+    nodes = {raw.get("metadata", {}).get("name") for raw in api.list_nodes()}
+    released: list[str] = []
+    pods_left: dict[str, int] = {}
+    for raw in api.list_custom(IPAMBLOCK_PLURAL):
+        meta = raw.get("metadata", {})
+        try:
+            block = model.parse_ipam_block(raw)
+        except model.ValidationError as exc:
+            log.warning("ignoring invalid block", error=str(exc))
+            continue
+        if block.node in nodes:
+            continue
+        age = _age_seconds(raw, now)
+        if age is not None and age < min_age_s:
+            continue
+        owner = block.node or ""
+        if owner and owner not in pods_left:
+            pods_left[owner] = len(api.list_pods_on(owner))
+        if pods_left.get(owner, 0):
+            log.info("keeping block of deleted node until its pods are gone",
+                     block=str(block.cidr), node=owner, pods=pods_left[owner])
+            continue
+        try:
+            api.delete_block(meta.get("name", block.name), meta.get("uid"))
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+            continue
+        log.info("released block of deleted node", block=str(block.cidr), node=owner)
+        released.append(meta.get("name", block.name))
+    return released

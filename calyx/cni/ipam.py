@@ -1,0 +1,223 @@
+"""Per-node address assignment: which pod holds which address of the node's pod CIDRs.
+
+The state lives on the node under ``$run_dir/ipam/``: ``state.json`` (container ID + interface
++ pod -> address) is rewritten atomically (temp file, fsync, rename) under an exclusive
+``fcntl`` lock on ``lock``, so concurrent ADD/DEL invocations never hand out one address twice
+and a crash at any instant leaves either the old or the new state, never a torn file.
+
+The node's CIDRs themselves (``spec.podCIDRs`` or claimed IPAM blocks) come from a
+:class:`CidrSource`; when every CIDR is full the source is asked to claim another one.
+The first address of every CIDR is kept for the node's tunnel device and never given to a pod.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Iterator, Protocol, Sequence
+
+from calyx import naming
+from calyx.cni.config import ERR_INVALID_CONFIG, ERR_IO, ERR_TRY_AGAIN_LATER, CniError
+
+STATE_VERSION = 1
+LOCK_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One address held by one pod interface."""
+
+    address: IPv4Address
+    container_id: str
+    ifname: str
+    namespace: str
+    pod: str
+    host_ifname: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.container_id, self.ifname)
+
+    def to_json(self) -> dict[str, str]:
+        return {"address": str(self.address), "containerID": self.container_id, "ifname": self.ifname,
+                "namespace": self.namespace, "pod": self.pod, "hostInterface": self.host_ifname}
+
+    @classmethod
+    def from_json(cls, raw: Any, path: str) -> "Allocation":
+        try:
+            return cls(address=IPv4Address(raw["address"]), container_id=str(raw["containerID"]),
+                       ifname=str(raw["ifname"]), namespace=str(raw["namespace"]), pod=str(raw["pod"]),
+                       host_ifname=str(raw["hostInterface"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CniError(ERR_IO, f"{path}: allocation {raw!r}: unreadable ({exc})") from None
+
+
+@dataclass(frozen=True)
+class State:
+    """The node's address assignments (immutable; every change makes a new State)."""
+
+    allocations: tuple[Allocation, ...] = ()
+
+    def find(self, container_id: str, ifname: str) -> Allocation | None:
+        return next((a for a in self.allocations if a.key == (container_id, ifname)), None)
+
+    def find_by_host_ifname(self, host_ifname: str) -> list[Allocation]:
+        return [a for a in self.allocations if a.host_ifname == host_ifname]
+
+    def used(self) -> frozenset[IPv4Address]:
+        return frozenset(a.address for a in self.allocations)
+
+    def with_allocation(self, alloc: Allocation) -> "State":
+        return replace(self, allocations=tuple(a for a in self.allocations if a.key != alloc.key) + (alloc,))
+
+    def without(self, container_id: str, ifname: str) -> "State":
+        return replace(self, allocations=tuple(a for a in self.allocations if a.key != (container_id, ifname)))
+
+    def to_json(self) -> str:
+        return json.dumps({"version": STATE_VERSION,
+                           "allocations": [a.to_json() for a in self.allocations]}, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, path: str) -> "State":
+        if not text.strip():
+            return cls()
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise CniError(ERR_IO, f"{path}: corrupt IPAM state ({exc}); inspect it before removing") from None
+        if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
+            raise CniError(ERR_IO, f"{path}: version: {raw.get('version') if isinstance(raw, dict) else raw!r}: "
+                                   f"unknown IPAM state format (want {STATE_VERSION})")
+        return cls(allocations=tuple(Allocation.from_json(a, path) for a in raw.get("allocations", [])))
+
+
+def reserved_address(cidr: IPv4Network) -> IPv4Address:
+    """The address of a CIDR kept for the node (tunl0): its first (network) address."""
+    return cidr.network_address
+
+
+def pick_address(cidrs: Sequence[IPv4Network], used: frozenset[IPv4Address]) -> IPv4Address | None:
+    """The lowest free pod address of the CIDRs, in the given order; None when all are full."""
+    for cidr in cidrs:
+        base = int(cidr.network_address)
+        for offset in range(1, cidr.num_addresses):
+            candidate = IPv4Address(base + offset)
+            if candidate not in used:
+                return candidate
+    return None
+
+
+class CidrSource(Protocol):
+    """Where the node's pod CIDRs come from (the API): current ones, and one more on demand."""
+
+    def current(self) -> tuple[IPv4Network, ...]: ...
+
+    def claim_more(self) -> IPv4Network: ...   # raises CniError when every pool is exhausted
+
+
+class AddressStore:
+    """The on-disk state under ``<run_dir>/ipam`` and its lock."""
+
+    def __init__(self, run_dir: str):
+        self.dir = os.path.join(run_dir, naming.IPAM_DIR)
+        self.state_path = os.path.join(self.dir, "state.json")
+        self.lock_path = os.path.join(self.dir, "lock")
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the node-wide IPAM lock (released by the kernel if the process dies)."""
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise CniError(ERR_IO, f"{self.lock_path}: cannot open IPAM lock: {exc.strerror}") from None
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise CniError(ERR_IO, f"{self.lock_path}: flock: {exc.strerror}") from None
+                    if time.monotonic() > deadline:
+                        raise CniError(ERR_TRY_AGAIN_LATER,
+                                       f"{self.lock_path}: IPAM lock held by another invocation for {timeout:.0f}s") from None
+                    time.sleep(0.005)
+            yield
+        finally:
+            os.close(fd)
+
+    def read(self) -> State:
+        try:
+            with open(self.state_path, encoding="utf-8") as f:
+                return State.from_json(f.read(), self.state_path)
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise CniError(ERR_IO, f"{self.state_path}: cannot read IPAM state: {exc.strerror}") from None
+
+    def write(self, state: State) -> None:
+        """Replace the state file atomically and durably."""
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.dir)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(state.to_json())
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.rename(tmp, self.state_path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            dir_fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise CniError(ERR_IO, f"{self.state_path}: cannot write IPAM state: {exc.strerror}") from None
+
+
+def assign(store: AddressStore, cidrs: CidrSource, *, container_id: str, ifname: str,
+           namespace: str, pod: str, host_ifname: str) -> Allocation:
+    """Give the pod interface an address, or return the one it already holds (ADD retried).
+
+    Must be called with the store's lock held.
+    """
+    state = store.read()
+    existing = state.find(container_id, ifname)
+    if existing is not None:
+        return existing
+    used = state.used()
+    node_cidrs = cidrs.current()
+    address = pick_address(node_cidrs, used | {reserved_address(c) for c in node_cidrs})
+    while address is None:
+        more = cidrs.claim_more()
+        if more in node_cidrs:
+            raise CniError(ERR_INVALID_CONFIG, f"IPAM: block {more} claimed twice for this node")
+        node_cidrs = node_cidrs + (more,)
+        address = pick_address((more,), used | {reserved_address(more)})
+    alloc = Allocation(address=address, container_id=container_id, ifname=ifname,
+                       namespace=namespace, pod=pod, host_ifname=host_ifname)
+    store.write(state.with_allocation(alloc))
+    return alloc
+
+
+def release(store: AddressStore, *, container_id: str, ifname: str) -> Allocation | None:
+    """Free the address of a pod interface; unknown containers are not an error (DEL is idempotent).
+
+    Must be called with the store's lock held.
+    """
+    state = store.read()
+    existing = state.find(container_id, ifname)
+    if existing is not None:
+        store.write(state.without(container_id, ifname))
+    return existing
