@@ -1,26 +1,41 @@
 """Calyx's resource model: typed, validated views of the Kubernetes objects Calyx reads.
 
-Pure code (no I/O). Every function here turns a raw Kubernetes object (the dict the API
-returns) into a frozen dataclass, or raises :class:`ValidationError` naming the object, the
-field and the offending value. felix, bgpd and the CNI plugin all read resources through this
-module; nobody else parses raw objects.
+Pure calculation: every function here turns a raw Kubernetes object (the JSON dict the API
+returns, camelCase keys) into a frozen dataclass, or raises :class:`ValidationError` naming
+the object, the field and the offending value. felix, bgpd and the CNI plugin all read
+resources through this module; nobody else parses raw objects.
 
 Defaults, enums and ranges come from the CRD YAML in ``charts/calyx/crds/`` (see
-:mod:`calyx.crds`), which is the single source of the schema; this module adds the checks a
-schema cannot express (CIDR parsing, IPv6 refusal, XOR rules, selector syntax).
+:mod:`calyx.crds`, which reads it once per process), the single source of the schema: each
+custom resource's ``spec`` gets the schema's defaults and is validated against it. This module
+adds the checks a schema cannot express (CIDR parsing with precise messages, IPv6 refusal,
+XOR rules, selector syntax, durations). Pods and Nodes are core objects and are parsed
+directly, without a schema, because felix parses thousands of them.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
+import re
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any, Mapping
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface, ip_network
+from typing import Any, Callable, Iterable, Mapping
 
-from calyx.selector import Selector
+from calyx import crds
+from calyx.selector import Selector, SelectorError
 
-GROUP = "calyx.dev"
-VERSION = "v1"
+GROUP = crds.GROUP
+VERSION = crds.VERSION
 API_VERSION = f"{GROUP}/{VERSION}"
+
+KIND_IPPOOL = "IPPool"
+KIND_BGP_CONFIGURATION = "BGPConfiguration"
+KIND_BGP_PEER = "BGPPeer"
+KIND_IPAM_BLOCK = "IPAMBlock"
+KIND_NODE = "Node"
+KIND_POD = "Pod"
+KIND_SECRET = "Secret"
 
 # Node annotations (Calico's projectcalico.org/* equivalents).
 ANNOTATION_IPV4_ADDRESS = "calyx.dev/ipv4-address"            # "10.0.0.5/24"
@@ -30,6 +45,9 @@ ANNOTATION_TUNNEL_ADDR = "calyx.dev/ipv4-ipip-tunnel-addr"    # "10.244.1.0"
 
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_BGP_PORT = 179
+DEFAULT_BGP_CONFIGURATION_NAME = "default"
+MAX_AS_NUMBER = 4294967295
+BLOCK_AFFINITY_PREFIX = "host:"
 
 
 class ValidationError(ValueError):
@@ -80,7 +98,7 @@ class IPPool:
 class BGPConfiguration:
     """The effective global BGP configuration (the object named ``default``, or all defaults)."""
 
-    name: str = "default"
+    name: str = DEFAULT_BGP_CONFIGURATION_NAME
     as_number: int = DEFAULT_AS_NUMBER
     node_to_node_mesh_enabled: bool = True
     service_cluster_ips: tuple[IPv4Network, ...] = ()
@@ -110,6 +128,14 @@ class BGPPeer:
     @property
     def is_global(self) -> bool:
         return self.node is None and self.node_selector is None
+
+    def applies_to(self, node: "NodeInfo") -> bool:
+        """True when ``node`` opens this session (global, named, or selected)."""
+        if self.node is not None:
+            return self.node == node.name
+        if self.node_selector is not None:
+            return self.node_selector.matches(node.labels)
+        return True
 
 
 @dataclass(frozen=True)
@@ -148,61 +174,512 @@ class PodInfo:
 
 @dataclass(frozen=True)
 class IPAMBlock:
-    """A block of a pool claimed by (affine to) one node: Calyx's own pod CIDR allocation."""
+    """A block of a pool claimed by (affine to) one node: Calyx's own pod CIDR allocation.
+
+    The object is named after the CIDR (:func:`block_name`), so two nodes claiming the same
+    block collide on the name. ``deleted`` marks a block being released: it is no longer one
+    of the node's pod CIDRs even while its affinity is still set.
+    """
 
     name: str
     cidr: IPv4Network
     node: str | None          # from spec.affinity "host:<node>"; None once released
     pool: str | None = None
+    deleted: bool = False
+
+
+# --- Field parsers shared by the resource parsers ---------------------------------------------
+
+@dataclass(frozen=True)
+class _Where:
+    """Which object an error is about: kind and name (namespace/name for namespaced objects)."""
+
+    kind: str
+    name: str
+
+    def error(self, field_path: str, value: Any, problem: str) -> ValidationError:
+        return ValidationError(self.kind, self.name, field_path, value, problem)
+
+
+def _metadata(kind: str, obj: Mapping[str, Any]) -> tuple[_Where, Mapping[str, Any]]:
+    if not isinstance(obj, Mapping):
+        raise ValidationError(kind, "?", "(object)", obj, "not a Kubernetes object (expected a mapping)")
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise ValidationError(kind, "?", "metadata.name", name, "required")
+    return _Where(kind, name), meta
+
+
+def _custom_spec(where: _Where, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object's spec with the CRD's defaults applied (not yet validated)."""
+    spec = obj.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise where.error("spec", spec, "must be an object")
+    return crds.apply_defaults(crds.crd(where.kind).spec_schema, spec)
+
+
+def _validate_against_crd(where: _Where, spec: Mapping[str, Any]) -> None:
+    """Raise the first (by field path) violation of the kind's CRD spec schema."""
+    validator = crds.spec_validator(where.kind)
+    if validator.is_valid(spec):
+        return
+    errors = list(validator.iter_errors(spec))
+    error = min(errors, key=lambda e: [str(p) for p in e.absolute_path])
+    path = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if error.validator == "required":
+        missing = next((k for k in error.validator_value if k not in error.instance), "?")
+        raise where.error(f"{path}.{missing}", None, "required")
+    if error.validator == "type":
+        raise where.error(path, error.instance, f"must be of type {error.validator_value}")
+    if error.validator == "enum":
+        raise where.error(path, error.instance, "must be one of " + ", ".join(map(str, error.validator_value)))
+    if error.validator in ("minimum", "maximum"):
+        low, high = schema.get("minimum"), schema.get("maximum")
+        bounds = (f"between {low} and {high}" if low is not None and high is not None
+                  else f"at least {low}" if low is not None else f"at most {high}")
+        raise where.error(path, error.instance, f"must be {bounds}")
+    if error.validator == "minLength" and error.validator_value == 1:
+        raise where.error(path, error.instance, "must not be empty")
+    if error.validator == "pattern":
+        raise where.error(path, error.instance, f"does not match the pattern {error.validator_value}")
+    raise where.error(path, error.instance, error.message)
+
+
+def _ipv4_network(where: _Where, path: str, value: Any, ipv6_problem: str) -> IPv4Network:
+    """A strict IPv4 CIDR ("10.244.0.0/16"); host bits set, IPv6 or any other form refused."""
+    if not isinstance(value, str):
+        raise where.error(path, value, "required" if value is None else "must be a string (an IPv4 CIDR)")
+    address, slash, prefix = value.partition("/")
+    if not slash or not prefix.isdigit():
+        raise where.error(path, value, "not a valid IPv4 CIDR (expected address/prefix-length)")
+    try:
+        network = ip_network(value, strict=False)
+    except ValueError:
+        raise where.error(path, value, "not a valid IPv4 CIDR") from None
+    if network.version != 4:
+        raise where.error(path, value, ipv6_problem)
+    if network.network_address != ip_address(address):
+        raise where.error(path, value, f"host bits are set; the network is {network}")
+    return network
+
+
+def _ipv4_address(where: _Where, path: str, value: Any, what: str = "IPv4 address") -> IPv4Address:
+    if not isinstance(value, str):
+        raise where.error(path, value, f"must be a string (an {what})")
+    try:
+        address = ip_address(value)
+    except ValueError:
+        raise where.error(path, value, f"not a valid {what}") from None
+    if address.version != 4:
+        raise where.error(path, value, f"IPv6 is not supported yet (expected an {what})")
+    return address
+
+
+def _selector(where: _Where, path: str, value: Any) -> Selector | None:
+    if value is None:
+        return None
+    try:
+        return Selector.parse(value)
+    except SelectorError as err:
+        raise where.error(path, value, err.detail) from None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration string ("90s", "1m30s", "2h", "500ms", "0"); negative refused.
+
+    Raises ValueError on anything else.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a duration must be a string, not {type(text).__name__}")
+    if text == "0":
+        return 0.0
+    position, total = 0, 0.0
+    while position < len(text):
+        part = _DURATION_PART.match(text, position)
+        if not part:
+            break
+        total += float(part.group(1)) * _DURATION_UNITS[part.group(2)]
+        position = part.end()
+    if not text or position != len(text):
+        raise ValueError("not a valid duration (Go syntax, e.g. 90s, 1m30s, 2h, 500ms)")
+    return total
+
+
+def _duration(where: _Where, path: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise where.error(path, value, str(err)) from None
+
+
+def _secret_key_ref(holder: Mapping[str, Any] | None) -> SecretKeyRef | None:
+    """{secretKeyRef: {name, key}} (already schema-validated) -> SecretKeyRef."""
+    if not holder:
+        return None
+    ref = holder["secretKeyRef"]
+    return SecretKeyRef(name=ref["name"], key=ref["key"])
+
+
+def _cidr_list(where: _Where, spec: Mapping[str, Any], key: str) -> tuple[IPv4Network, ...]:
+    items = spec.get(key) or []
+    if not isinstance(items, list):
+        raise where.error(f"spec.{key}", items, "must be a list of {cidr: ...}")
+    networks = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise where.error(f"spec.{key}[{index}]", item, "must be an object {cidr: ...}")
+        networks.append(_ipv4_network(where, f"spec.{key}[{index}].cidr", item.get("cidr"),
+                                      "IPv6 service ranges are not supported yet"))
+    return tuple(networks)
+
+
+def _as_number(where: _Where, path: str, value: Any) -> int:
+    if not isinstance(value, str) or not value.isdigit() or not 1 <= int(value) <= MAX_AS_NUMBER:
+        raise where.error(path, value, f"not a valid AS number (1..{MAX_AS_NUMBER})")
+    return int(value)
 
 
 # --- Parsing: raw Kubernetes object (dict) -> dataclass, or ValidationError --------------
 
 def parse_ippool(obj: Mapping[str, Any]) -> IPPool:
-    raise NotImplementedError
+    where, _ = _metadata(KIND_IPPOOL, obj)
+    spec = _custom_spec(where, obj)
+    cidr = _ipv4_network(where, "spec.cidr", spec.get("cidr"), "IPv6 pools are not supported yet")
+    selector = _selector(where, "spec.nodeSelector", spec.get("nodeSelector"))
+    _validate_against_crd(where, spec)
+    if spec["blockSize"] < cidr.prefixlen:
+        raise where.error("spec.blockSize", spec["blockSize"],
+                          f"must be at least the pool's prefix length /{cidr.prefixlen}")
+    if spec["vxlanMode"] != EncapMode.NEVER.value:
+        raise where.error("spec.vxlanMode", spec["vxlanMode"],
+                          "VXLAN encapsulation is not supported yet: vxlanMode must be Never")
+    return IPPool(
+        name=where.name,
+        cidr=cidr,
+        block_size=spec["blockSize"],
+        ipip_mode=EncapMode(spec["ipipMode"]),
+        vxlan_mode=EncapMode(spec["vxlanMode"]),
+        nat_outgoing=spec["natOutgoing"],
+        disabled=spec["disabled"],
+        node_selector=selector or Selector.all(),
+        disable_bgp_export=spec["disableBGPExport"],
+    )
 
 
 def parse_bgp_configuration(obj: Mapping[str, Any]) -> BGPConfiguration:
-    raise NotImplementedError
+    where, _ = _metadata(KIND_BGP_CONFIGURATION, obj)
+    spec = _custom_spec(where, obj)
+    cluster_ips = _cidr_list(where, spec, "serviceClusterIPs")
+    external_ips = _cidr_list(where, spec, "serviceExternalIPs")
+    load_balancer_ips = _cidr_list(where, spec, "serviceLoadBalancerIPs")
+    max_restart = _duration(where, "spec.nodeMeshMaxRestartTime", spec.get("nodeMeshMaxRestartTime"))
+    _validate_against_crd(where, spec)
+    return BGPConfiguration(
+        name=where.name,
+        as_number=spec["asNumber"],
+        node_to_node_mesh_enabled=spec["nodeToNodeMeshEnabled"],
+        service_cluster_ips=cluster_ips,
+        service_external_ips=external_ips,
+        service_load_balancer_ips=load_balancer_ips,
+        listen_port=spec["listenPort"],
+        log_severity_screen=spec["logSeverityScreen"],
+        node_mesh_password=_secret_key_ref(spec.get("nodeMeshPassword")),
+        node_mesh_max_restart_time=max_restart,
+    )
+
+
+def effective_bgp_configuration(
+        configs: Mapping[str, BGPConfiguration] | Iterable[BGPConfiguration]) -> BGPConfiguration:
+    """The global configuration in effect: the object named ``default``, else all defaults.
+
+    Objects with other names are accepted (and kept by the datastore) but, as in Calico, only
+    ``default`` configures the cluster.
+    """
+    values = configs.values() if isinstance(configs, Mapping) else configs
+    for config in values:
+        if config.name == DEFAULT_BGP_CONFIGURATION_NAME:
+            return config
+    return BGPConfiguration()
+
+
+def _peer_address(where: _Where, value: Any) -> tuple[IPv4Address, int]:
+    path = "spec.peerIP"
+    if not isinstance(value, str):
+        raise where.error(path, value, "must be a string (IPv4 address or address:port)")
+    if value.count(":") > 1 or value.startswith("["):
+        raise where.error(path, value, "IPv6 peers are not supported yet")
+    host, colon, port_text = value.partition(":")
+    try:
+        address = IPv4Address(host)
+    except ValueError:
+        raise where.error(path, value, "not a valid IPv4 address (or address:port)") from None
+    if not colon:
+        return address, DEFAULT_BGP_PORT
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise where.error(path, value, f"port {port_text!r} is not a number in 1..65535")
+    return address, int(port_text)
 
 
 def parse_bgp_peer(obj: Mapping[str, Any]) -> BGPPeer:
-    raise NotImplementedError
+    where, _ = _metadata(KIND_BGP_PEER, obj)
+    spec = _custom_spec(where, obj)
+    peer_ip, peer_port = (_peer_address(where, spec["peerIP"]) if spec.get("peerIP") is not None
+                          else (None, DEFAULT_BGP_PORT))
+    node_selector = _selector(where, "spec.nodeSelector", spec.get("nodeSelector"))
+    peer_selector = _selector(where, "spec.peerSelector", spec.get("peerSelector"))
+    max_restart = _duration(where, "spec.maxRestartTime", spec.get("maxRestartTime"))
+    hold_time = _duration(where, "spec.holdTime", spec.get("holdTime"))
+    _validate_against_crd(where, spec)
+    if "node" in spec and "nodeSelector" in spec:
+        raise where.error("spec.nodeSelector", spec["nodeSelector"],
+                          f"node ({spec['node']!r}) and nodeSelector are mutually exclusive "
+                          "(set neither for a global peer)")
+    if ("peerIP" in spec) == ("peerSelector" in spec):
+        both = "both are set" if "peerIP" in spec else "neither is set"
+        raise where.error("spec.peerIP", spec.get("peerIP"),
+                          f"exactly one of peerIP and peerSelector must be set ({both})")
+    if peer_ip is not None and "asNumber" not in spec:
+        raise where.error("spec.asNumber", None, "required with peerIP")
+    if hold_time is not None and (0 < hold_time < 3 or hold_time > 65535):
+        raise where.error("spec.holdTime", spec["holdTime"], "must be 0 or between 3s and 65535s (RFC 4271)")
+    return BGPPeer(
+        name=where.name,
+        peer_ip=peer_ip,
+        peer_port=peer_port,
+        as_number=spec.get("asNumber"),
+        node=spec.get("node"),
+        node_selector=node_selector,
+        peer_selector=peer_selector,
+        password=_secret_key_ref(spec.get("password")),
+        max_restart_time=max_restart,
+        keep_original_next_hop=spec["keepOriginalNextHop"],
+        source_address=spec["sourceAddress"],
+        hold_time=hold_time,
+    )
+
+
+def _string_map(where: _Where, path: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise where.error(path, value, "must be a map of strings")
+    return dict(value)
+
+
+def _ipv4_cidr_entries(where: _Where, path: str, values: Iterable[Any]) -> tuple[IPv4Network, ...]:
+    """The IPv4 entries of a dual-stack CIDR list; IPv6 entries are skipped, bad ones refused."""
+    networks = []
+    for index, value in enumerate(values):
+        if isinstance(value, str) and ":" in value:
+            continue
+        networks.append(_ipv4_network(where, f"{path}[{index}]", value, "IPv6 is not supported"))
+    return tuple(networks)
 
 
 def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
-    raise NotImplementedError
+    where, meta = _metadata(KIND_NODE, obj)
+    labels = _string_map(where, "metadata.labels", meta.get("labels"))
+    annotations = _string_map(where, "metadata.annotations", meta.get("annotations"))
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+
+    internal_ip = None
+    for index, entry in enumerate(status.get("addresses") or []):
+        if isinstance(entry, Mapping) and entry.get("type") == "InternalIP" and ":" not in str(entry.get("address")):
+            internal_ip = _ipv4_address(where, f"status.addresses[{index}].address", entry.get("address"))
+            break
+
+    bgp_address = None
+    if ANNOTATION_IPV4_ADDRESS in annotations:
+        path = f"metadata.annotations[{ANNOTATION_IPV4_ADDRESS}]"
+        value = annotations[ANNOTATION_IPV4_ADDRESS]
+        try:
+            interface = ip_interface(value)
+        except ValueError:
+            raise where.error(path, value, "not a valid IPv4 address with prefix (e.g. 10.0.0.5/24)") from None
+        if interface.version != 4:
+            raise where.error(path, value, "IPv6 node addresses are not supported yet")
+        bgp_address = interface
+    elif internal_ip is not None:
+        bgp_address = IPv4Interface(f"{internal_ip}/32")
+
+    as_number = None
+    if ANNOTATION_AS_NUMBER in annotations:
+        as_number = _as_number(where, f"metadata.annotations[{ANNOTATION_AS_NUMBER}]",
+                               annotations[ANNOTATION_AS_NUMBER])
+    rr_cluster_id = None
+    if ANNOTATION_RR_CLUSTER_ID in annotations:
+        rr_cluster_id = str(_ipv4_address(where, f"metadata.annotations[{ANNOTATION_RR_CLUSTER_ID}]",
+                                          annotations[ANNOTATION_RR_CLUSTER_ID],
+                                          "IPv4-formatted route reflector cluster ID (e.g. 244.0.0.1)"))
+    tunnel = None
+    if ANNOTATION_TUNNEL_ADDR in annotations:
+        tunnel = _ipv4_address(where, f"metadata.annotations[{ANNOTATION_TUNNEL_ADDR}]",
+                               annotations[ANNOTATION_TUNNEL_ADDR])
+
+    pod_cidrs: tuple[IPv4Network, ...] = ()
+    if spec.get("podCIDRs"):
+        if not isinstance(spec["podCIDRs"], list):
+            raise where.error("spec.podCIDRs", spec["podCIDRs"], "must be a list of CIDRs")
+        pod_cidrs = _ipv4_cidr_entries(where, "spec.podCIDRs", spec["podCIDRs"])
+    elif spec.get("podCIDR"):
+        value = spec["podCIDR"]
+        if not (isinstance(value, str) and ":" in value):
+            pod_cidrs = (_ipv4_network(where, "spec.podCIDR", value, "IPv6 is not supported"),)
+
+    return NodeInfo(
+        name=where.name,
+        labels=labels,
+        bgp_address=bgp_address,
+        as_number=as_number,
+        rr_cluster_id=rr_cluster_id,
+        tunnel_address_override=tunnel,
+        pod_cidrs=pod_cidrs,
+        internal_ip=internal_ip,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
 
 
 def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
-    raise NotImplementedError
+    """A Pod's networking facts. Kept lean: felix parses every pod of its node on each change."""
+    if not isinstance(obj, Mapping):
+        raise ValidationError(KIND_POD, "?", "(object)", obj, "not a Kubernetes object (expected a mapping)")
+    meta = obj.get("metadata") or {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if not isinstance(name, str) or not name or not isinstance(namespace, str) or not namespace:
+        raise ValidationError(KIND_POD, f"{namespace}/{name}",
+                              "metadata.name" if not name else "metadata.namespace",
+                              name if not name else namespace, "required")
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    pod_ips = status.get("podIPs")
+    if pod_ips:
+        raw = [(f"status.podIPs[{i}].ip", entry.get("ip") if isinstance(entry, Mapping) else entry)
+               for i, entry in enumerate(pod_ips)]
+    elif status.get("podIP"):
+        raw = [("status.podIP", status["podIP"])]
+    else:
+        raw = []
+    ips = []
+    for path, value in raw:
+        if isinstance(value, str) and ":" in value:
+            continue   # IPv6 addresses of dual-stack pods are not Calyx's
+        try:
+            ips.append(IPv4Address(value))
+        except ValueError:
+            raise ValidationError(KIND_POD, f"{namespace}/{name}", path, value, "not a valid IPv4 address") from None
+    return PodInfo(
+        namespace=namespace,
+        name=name,
+        node=spec.get("nodeName") or None,
+        ips=tuple(ips),
+        host_network=bool(spec.get("hostNetwork", False)),
+        phase=status.get("phase") or "",
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def block_name(cidr: IPv4Network | str) -> str:
+    """IPAMBlock object name of a block: 10.244.1.0/26 -> "10-244-1-0-26"."""
+    network = ip_network(cidr) if isinstance(cidr, str) else cidr
+    return f"{network.network_address}-{network.prefixlen}".replace(".", "-")
 
 
 def parse_ipam_block(obj: Mapping[str, Any]) -> IPAMBlock:
-    raise NotImplementedError
+    where, _ = _metadata(KIND_IPAM_BLOCK, obj)
+    spec = _custom_spec(where, obj)
+    cidr = _ipv4_network(where, "spec.cidr", spec.get("cidr"), "IPv6 blocks are not supported yet")
+    affinity = spec.get("affinity")
+    node = None
+    if affinity is not None:
+        if not isinstance(affinity, str) or not affinity.startswith(BLOCK_AFFINITY_PREFIX) \
+                or len(affinity) == len(BLOCK_AFFINITY_PREFIX):
+            raise where.error("spec.affinity", affinity, "must be host:<node name>")
+        node = affinity[len(BLOCK_AFFINITY_PREFIX):]
+    _validate_against_crd(where, spec)
+    expected = block_name(cidr)
+    if where.name != expected:
+        raise where.error("metadata.name", where.name,
+                          f"must be {expected!r}, derived from spec.cidr {str(cidr)!r}")
+    return IPAMBlock(name=where.name, cidr=cidr, node=node, pool=spec.get("pool"), deleted=spec["deleted"])
+
+
+def parse_secret(obj: Mapping[str, Any]) -> tuple[tuple[str, str], dict[str, str]]:
+    """((namespace, name), {key: decoded value}) of a Secret: base64 ``data`` and ``stringData``.
+
+    Values are never part of error messages (they are secrets).
+    """
+    if not isinstance(obj, Mapping):
+        raise ValidationError(KIND_SECRET, "?", "(object)", None, "not a Kubernetes object (expected a mapping)")
+    meta = obj.get("metadata") or {}
+    namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+    values: dict[str, str] = {}
+    for key, encoded in (obj.get("data") or {}).items():
+        try:
+            values[key] = base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
+            raise ValidationError(KIND_SECRET, f"{namespace}/{name}", f"data[{key}]", "<hidden>",
+                                  "not base64-encoded UTF-8 text") from None
+    for key, value in (obj.get("stringData") or {}).items():
+        values[key] = str(value)
+    return (namespace, name), values
+
+
+PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
+    KIND_IPPOOL: parse_ippool,
+    KIND_BGP_CONFIGURATION: parse_bgp_configuration,
+    KIND_BGP_PEER: parse_bgp_peer,
+    KIND_IPAM_BLOCK: parse_ipam_block,
+    KIND_NODE: parse_node,
+    KIND_POD: parse_pod,
+}
 
 
 # --- Derived facts shared by felix, bgpd and the CNI plugin --------------------------------
 
 def node_pod_cidrs(node: NodeInfo, blocks: Mapping[str, IPAMBlock] | None = None) -> tuple[IPv4Network, ...]:
     """The node's pod CIDRs: ``spec.podCIDRs`` when the cluster allocates them, else the
-    Calyx IPAM blocks affine to the node, sorted. The one function every consumer uses."""
-    raise NotImplementedError
+    Calyx IPAM blocks affine to the node (not being deleted), sorted. The one function every
+    consumer uses."""
+    if node.pod_cidrs:
+        return node.pod_cidrs
+    return tuple(sorted(block.cidr for block in (blocks or {}).values()
+                        if block.node == node.name and not block.deleted))
 
 
 def node_tunnel_address(node: NodeInfo, blocks: Mapping[str, IPAMBlock] | None = None) -> IPv4Address | None:
     """tunl0's address: the annotation override, else the first address of the first pod CIDR."""
-    raise NotImplementedError
+    if node.tunnel_address_override is not None:
+        return node.tunnel_address_override
+    cidrs = node_pod_cidrs(node, blocks)
+    return cidrs[0].network_address if cidrs else None
 
 
 def pools_for_node(pools: Mapping[str, IPPool], node: NodeInfo) -> list[IPPool]:
-    """Enabled pools whose nodeSelector selects the node."""
-    raise NotImplementedError
+    """Enabled pools whose nodeSelector selects the node, by name."""
+    return [pool for _, pool in sorted(pools.items()) if not pool.disabled and pool.selects(node)]
 
 
 def pool_containing(pools: Mapping[str, IPPool], addr: IPv4Address | IPv4Network) -> IPPool | None:
-    """The enabled pool whose CIDR contains addr (longest match)."""
-    raise NotImplementedError
+    """The enabled pool whose CIDR contains addr (longest match; ties go to the first name)."""
+    network = addr if isinstance(addr, IPv4Network) else IPv4Network(addr)
+    best: IPPool | None = None
+    for _, pool in sorted(pools.items()):
+        if pool.disabled or not network.subnet_of(pool.cidr):
+            continue
+        if best is None or pool.cidr.prefixlen > best.cidr.prefixlen:
+            best = pool
+    return best
 
 
 @dataclass(frozen=True)
