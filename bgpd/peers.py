@@ -1,0 +1,251 @@
+"""The BGP peer set of one node: a pure function of the Snapshot and the node's name.
+
+Rules (Calico's, see docs/bgpd.md):
+
+* Node-to-node mesh (BGPConfiguration.nodeToNodeMeshEnabled, default on): a session to every
+  other node that has a BGP address.
+* BGPPeer resources: a peer applies to this node when it is global (no ``node`` and no
+  ``nodeSelector``), names this node, or its ``nodeSelector`` selects this node. It targets
+  ``peerIP`` or, with ``peerSelector``, every node the selector matches. A ``peerSelector``
+  peer also works in reverse: a node matched by ``peerSelector`` peers with every node matched
+  by ``nodeSelector`` (so route reflectors get sessions to their clients).
+* A node carrying a route-reflector cluster ID is a route reflector. From an RR, a peer that
+  is a cluster node and is not an RR with the same cluster ID is a *client* (RRs sharing a
+  cluster ID are non-clients of each other; RRs with different cluster IDs are clients of each
+  other, as in Calico).
+* One session per peer address: an explicit BGPPeer (node specific, then global) wins over the
+  mesh entry for the same address.
+* eBGP whenever the AS numbers differ.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Iterable
+
+from calyx.model import BGPPeer, NodeInfo, SecretKeyRef, Snapshot
+
+
+class PeerType(str, enum.Enum):
+    """How a session came to exist, as seen from this node (the PEER TYPE column)."""
+
+    MESH = "node-to-node mesh"
+    GLOBAL = "global"
+    NODE_SPECIFIC = "node specific"
+    RR_CLIENT = "route reflector client"     # the remote node is our client (we are an RR)
+    ROUTE_REFLECTOR = "route reflector"      # the remote node is an RR and we are its client
+
+
+# Precedence when two sources produce a session to the same address (lower wins).
+_PRECEDENCE = {
+    PeerType.RR_CLIENT: 0,
+    PeerType.ROUTE_REFLECTOR: 0,
+    PeerType.NODE_SPECIFIC: 1,
+    PeerType.GLOBAL: 2,
+    PeerType.MESH: 3,
+}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One BGP session of this node."""
+
+    address: IPv4Address
+    peer_as: int
+    local_address: IPv4Address
+    local_as: int
+    peer_type: PeerType
+    source: str                              # "mesh" or "BGPPeer/<name>"
+    port: int = 179
+    node: str | None = None                  # the cluster node behind the address, if any
+    rr_client: bool = False                  # we reflect to it as to a client
+    password: str | None = field(default=None, repr=False)
+    graceful_restart_time: float | None = None
+    hold_time: float | None = None
+    keep_original_next_hop: bool = False
+    error: str | None = None                 # configuration problem: the session is not configured
+
+    @property
+    def ebgp(self) -> bool:
+        return self.peer_as != self.local_as
+
+    @property
+    def is_cluster_node(self) -> bool:
+        return self.node is not None
+
+
+@dataclass(frozen=True)
+class LocalSpeaker:
+    """This node as a BGP speaker."""
+
+    node: str
+    address: IPv4Address
+    as_number: int
+    router_id: IPv4Address
+    cluster_id: IPv4Address | None
+
+    @property
+    def is_route_reflector(self) -> bool:
+        return self.cluster_id is not None
+
+
+class PeerSetError(ValueError):
+    """This node cannot speak BGP (unknown node, no BGP address)."""
+
+
+def node_as(snapshot: Snapshot, node: NodeInfo) -> int:
+    return node.as_number if node.as_number is not None else snapshot.bgp_configuration.as_number
+
+
+def local_speaker(snapshot: Snapshot, node_name: str) -> LocalSpeaker:
+    node = snapshot.nodes.get(node_name)
+    if node is None:
+        raise PeerSetError(f"Node {node_name!r}: not found in the datastore")
+    if node.bgp_address is None:
+        raise PeerSetError(
+            f"Node {node_name!r}: metadata.annotations[calyx.dev/ipv4-address]: None: "
+            "no BGP address (annotation or InternalIP) to speak BGP from")
+    address = node.bgp_address.ip
+    cluster_id = None
+    if node.rr_cluster_id is not None:
+        try:
+            cluster_id = IPv4Address(node.rr_cluster_id)
+        except ValueError:
+            raise PeerSetError(
+                f"Node {node_name!r}: metadata.annotations[calyx.dev/route-reflector-cluster-id]: "
+                f"{node.rr_cluster_id!r}: not a dotted-quad cluster ID") from None
+    return LocalSpeaker(node=node_name, address=address, as_number=node_as(snapshot, node),
+                        router_id=address, cluster_id=cluster_id)
+
+
+def _resolve_password(snapshot: Snapshot, namespace: str, ref: SecretKeyRef | None,
+                      owner: str) -> tuple[str | None, str | None]:
+    """(password, error). A missing Secret is an error: never fall back to no password."""
+    if ref is None:
+        return None, None
+    secret = snapshot.secrets.get((namespace, ref.name))
+    if secret is None:
+        return None, f"{owner}: password.secretKeyRef.name: {ref.name!r}: Secret not found in {namespace!r}"
+    value = secret.get(ref.key)
+    if value is None:
+        return None, f"{owner}: password.secretKeyRef.key: {ref.key!r}: key not in Secret {ref.name!r}"
+    return value, None
+
+
+def _applies_to(peer: BGPPeer, node: NodeInfo) -> bool:
+    if peer.is_global:
+        return True
+    if peer.node is not None and peer.node == node.name:
+        return True
+    return peer.node_selector is not None and peer.node_selector.matches(node.labels)
+
+
+def _nodes_selected_by(snapshot: Snapshot, selector_owner: BGPPeer, use_peer_selector: bool) -> list[NodeInfo]:
+    if use_peer_selector:
+        sel = selector_owner.peer_selector
+        return [n for n in snapshot.nodes.values() if sel is not None and sel.matches(n.labels)]
+    return [n for n in snapshot.nodes.values() if _applies_to(selector_owner, n)]
+
+
+def _is_client_of_us(me: NodeInfo, other: NodeInfo) -> bool:
+    """Calico's rule: from an RR, any node not sharing our cluster ID is a client."""
+    return me.rr_cluster_id is not None and other.rr_cluster_id != me.rr_cluster_id
+
+
+def _node_session_type(me: NodeInfo, other: NodeInfo, default: PeerType) -> tuple[PeerType, bool]:
+    if _is_client_of_us(me, other):
+        return PeerType.RR_CLIENT, True
+    if _is_client_of_us(other, me):
+        return PeerType.ROUTE_REFLECTOR, False
+    return default, False
+
+
+def peer_set(snapshot: Snapshot, node_name: str, namespace: str = "calyx-system") -> dict[IPv4Address, Peer]:
+    """All sessions of ``node_name``, keyed by peer address."""
+    me_speaker = local_speaker(snapshot, node_name)
+    me = snapshot.nodes[node_name]
+    config = snapshot.bgp_configuration
+    candidates: list[Peer] = []
+
+    def node_peer(other: NodeInfo, default_type: PeerType, source: str, resource: BGPPeer | None) -> Peer | None:
+        if other.name == me.name or other.bgp_address is None or other.deleting:
+            return None
+        if other.bgp_address.ip == me_speaker.address:
+            return None
+        if default_type is PeerType.MESH:
+            peer_type, client = PeerType.MESH, False   # the mesh is plain iBGP, as in Calico
+        else:
+            peer_type, client = _node_session_type(me, other, default_type)
+        if resource is None:
+            password, error = _resolve_password(snapshot, namespace, config.node_mesh_password,
+                                                "BGPConfiguration 'default' nodeMeshPassword")
+            gr = config.node_mesh_max_restart_time
+            hold = None
+            keep_nh = False
+            port = config.listen_port
+        else:
+            password, error = _resolve_password(snapshot, namespace, resource.password,
+                                                f"BGPPeer {resource.name!r}")
+            gr = resource.max_restart_time
+            hold = resource.hold_time
+            keep_nh = resource.keep_original_next_hop
+            port = config.listen_port
+        return Peer(address=other.bgp_address.ip, peer_as=node_as(snapshot, other),
+                    local_address=me_speaker.address, local_as=me_speaker.as_number,
+                    peer_type=peer_type, source=source, port=port, node=other.name,
+                    rr_client=client, password=password, graceful_restart_time=gr,
+                    hold_time=hold, keep_original_next_hop=keep_nh, error=error)
+
+    if config.node_to_node_mesh_enabled:
+        for other in snapshot.nodes.values():
+            p = node_peer(other, PeerType.MESH, "mesh", None)
+            if p is not None:
+                candidates.append(p)
+
+    nodes_by_ip = {n.bgp_address.ip: n for n in snapshot.nodes.values() if n.bgp_address is not None}
+    for resource in sorted(snapshot.bgp_peers.values(), key=lambda r: r.name):
+        default_type = PeerType.GLOBAL if resource.is_global else PeerType.NODE_SPECIFIC
+        source = f"BGPPeer/{resource.name}"
+        if _applies_to(resource, me):
+            if resource.peer_ip is not None:
+                if resource.peer_ip == me_speaker.address:
+                    continue
+                cluster_node = nodes_by_ip.get(resource.peer_ip)
+                password, error = _resolve_password(snapshot, namespace, resource.password,
+                                                    f"BGPPeer {resource.name!r}")
+                peer_as = resource.as_number
+                if peer_as is None:
+                    peer_as = node_as(snapshot, cluster_node) if cluster_node else me_speaker.as_number
+                peer_type, client = default_type, False
+                if cluster_node is not None:
+                    peer_type, client = _node_session_type(me, cluster_node, default_type)
+                candidates.append(Peer(
+                    address=resource.peer_ip, peer_as=peer_as, local_address=me_speaker.address,
+                    local_as=me_speaker.as_number, peer_type=peer_type, source=source,
+                    port=resource.peer_port, node=cluster_node.name if cluster_node else None,
+                    rr_client=client, password=password,
+                    graceful_restart_time=resource.max_restart_time, hold_time=resource.hold_time,
+                    keep_original_next_hop=resource.keep_original_next_hop, error=error))
+            elif resource.peer_selector is not None:
+                for other in _nodes_selected_by(snapshot, resource, use_peer_selector=True):
+                    p = node_peer(other, default_type, source, resource)
+                    if p is not None:
+                        candidates.append(p)
+        # Reverse direction of a selector peering: we are selected by peerSelector.
+        if resource.peer_selector is not None and resource.peer_selector.matches(me.labels):
+            for other in _nodes_selected_by(snapshot, resource, use_peer_selector=False):
+                p = node_peer(other, default_type, source, resource)
+                if p is not None:
+                    candidates.append(p)
+
+    return _dedupe(candidates)
+
+
+def _dedupe(candidates: Iterable[Peer]) -> dict[IPv4Address, Peer]:
+    chosen: dict[IPv4Address, Peer] = {}
+    for p in candidates:
+        current = chosen.get(p.address)
+        if current is None or _PRECEDENCE[p.peer_type] < _PRECEDENCE[current.peer_type]:
+            chosen[p.address] = p
+    return dict(sorted(chosen.items()))
