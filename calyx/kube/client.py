@@ -1,0 +1,67 @@
+"""Building Kubernetes API clients: from a kubeconfig file, else from the in-cluster service
+account, else a clear error. Never touches the kubernetes package's global default configuration.
+
+An ``ApiClient`` owns one urllib3 pool; a long-running watch holds one of its connections for
+minutes. Each reflector thread therefore gets its own client (:func:`clone`) sharing the same
+:class:`kubernetes.client.Configuration`, so watches never starve ordinary requests.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
+
+
+class ClientConfigError(RuntimeError):
+    """No usable API configuration; the message says what was tried."""
+
+
+def load(kubeconfig: str | None, environ: Mapping[str, str] | None = None,
+         context: str | None = None) -> kubernetes.client.ApiClient:
+    """An ApiClient for ``kubeconfig``; with None, the in-cluster configuration when
+    ``KUBERNETES_SERVICE_HOST`` is set; otherwise :class:`ClientConfigError`."""
+    env = os.environ if environ is None else environ
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig:
+        if not os.path.isfile(kubeconfig):
+            raise ClientConfigError(f"kubeconfig {kubeconfig!r}: no such file")
+        try:
+            kubernetes.config.load_kube_config(config_file=kubeconfig, context=context,
+                                               client_configuration=configuration,
+                                               persist_config=False)
+        except (ConfigException, ValueError, TypeError, KeyError) as exc:
+            raise ClientConfigError(f"kubeconfig {kubeconfig!r}: unusable: {exc}") from exc
+    elif env.get(IN_CLUSTER_ENV):
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except ConfigException as exc:
+            raise ClientConfigError(f"in-cluster configuration ({IN_CLUSTER_ENV}={env[IN_CLUSTER_ENV]}): "
+                                    f"unusable: {exc}") from exc
+    else:
+        raise ClientConfigError(f"no Kubernetes API configuration: pass a kubeconfig (KUBECONFIG or --kubeconfig) "
+                                f"or run in a pod ({IN_CLUSTER_ENV} unset)")
+    return kubernetes.client.ApiClient(configuration)
+
+
+def clone(api: kubernetes.client.ApiClient) -> kubernetes.client.ApiClient:
+    """A new ApiClient (own connection pool) with the same configuration, for another thread."""
+    return kubernetes.client.ApiClient(api.configuration)
+
+
+def server_url(api: kubernetes.client.ApiClient) -> str:
+    return str(api.configuration.host)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line account of a failed API call for logs: HTTP status and reason, or the
+    connection error."""
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason or ''}".strip()
+    text = str(exc) or type(exc).__name__
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
