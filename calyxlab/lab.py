@@ -1,0 +1,512 @@
+"""A running lab: deploy a topology, drive its nodes, destroy it without leftovers.
+
+:class:`Lab` is both what the ``calyx-lab`` CLI uses and the Python API for tests::
+
+    with Lab.deploy("containerlab/two-nodes.clab.yml", name="t1", mgmt_subnet="172.31.7.0/24",
+                    kernel="host") as lab:
+        lab.exec("node1", ["ping", "-c1", "10.0.0.2"], check=True)
+
+Deploy order: (UML kernel), wiring (:mod:`calyxlab.netplan`), the embedded API server when
+the topology has cluster nodes, router daemons (a container's entrypoint), every node's
+``exec`` lines in order, then each cluster node is registered as a Node and its felix/bgpd
+started. Each step is recorded in the state file first, and a failed deploy destroys what it
+made. :func:`destroy` works from the state file and from the lab's derived names.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from calyxlab import netplan, nodeview, procs, roles, uml
+from calyxlab.backend import Backend, HostBackend, ProcHandle, Result
+from calyxlab.state import LabNames, StateFile, remove_state
+from calyxlab.topology import MGMT_INTERFACE, Node, Role, Topology, load
+
+API_PORT = 6443
+API_READY_TIMEOUT = 60.0
+ROUTER_READY_TIMEOUT = 30.0
+EXEC_TIMEOUT = 120.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CRD_DIR = REPO_ROOT / "charts" / "calyx" / "crds"
+KERNELS = ("host", "uml", "auto")
+
+Printer = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    """The lab could not be deployed or driven; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A node as the lab sees it (a row of ``inspect``)."""
+
+    name: str
+    namespace: str
+    kind: str
+    image: str
+    role: str
+    mgmt_ipv4: str
+    mgmt_prefixlen: int
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def host_supports_ipip() -> bool:
+    """Whether this kernel can create an ipip device (tried in a scratch namespace)."""
+    ns = f"calyx-ipip-probe-{os.getpid()}-{time.monotonic_ns() % 100000}"
+    host = HostBackend()
+    if host.run(["ip", "netns", "add", ns]).returncode != 0:
+        return False
+    try:
+        return host.run(["ip", "-n", ns, "link", "add", "probe0", "type", "ipip",
+                         "remote", "192.0.2.1"]).returncode == 0
+    finally:
+        host.run(["ip", "netns", "del", ns])
+
+
+def resolve_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise LabError(f"--kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
+    if kernel == "auto":
+        return "host" if host_supports_ipip() else "uml"
+    return kernel
+
+
+def _subnet_in_use(subnet) -> str | None:
+    """The host interface already holding an address in ``subnet``, if any."""
+    res = HostBackend().run(["ip", "-j", "-4", "addr", "show"])
+    for link in json.loads(res.stdout or "[]"):
+        for addr in link.get("addr_info", []):
+            if IPv4Address(addr["local"]) in subnet:
+                return f"{link['ifname']} ({addr['local']}/{addr['prefixlen']})"
+    return None
+
+
+class Lab:
+    """A deployed lab (see module docstring)."""
+
+    def __init__(self, topology: Topology, kernel: str, backend: Backend, state: StateFile,
+                 printer: Printer = _quiet):
+        self.topology = topology
+        self.kernel = kernel
+        self.backend = backend
+        self.state = state
+        self.names = state.names
+        self.print = printer
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def deploy(cls, topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
+               mgmt_subnet: str | None = None, kernel: str = "auto",
+               uml_memory: str = uml.DEFAULT_MEMORY, printer: Printer = _quiet) -> "Lab":
+        """Build the lab; on any failure destroy what was built and re-raise."""
+        topo = topology if isinstance(topology, Topology) else load(
+            topology, name=name, mgmt_subnet=mgmt_subnet)
+        names = LabNames(topo.name)
+        if names.state_file.exists() or _lab_namespaces(HostBackend(), names):
+            raise LabError(f"lab {topo.name!r} is already deployed (or left over): run "
+                           f"'calyx-lab destroy --name {topo.name}' first")
+        used = _subnet_in_use(topo.mgmt.subnet)
+        if used:
+            raise LabError(f"{topo.file}: /mgmt/ipv4-subnet: {topo.mgmt.subnet} is already in "
+                           f"use on this machine by {used}")
+        kernel = resolve_kernel(kernel)
+        if kernel == "uml" and (why := uml.uml_available()):
+            raise LabError(f"cannot use the UML kernel: {why}")
+        if topo.has_cluster_nodes and importlib.util.find_spec("calyxlab.apiserver") is None:
+            raise LabError("the embedded Kubernetes API server (python -m calyxlab.apiserver) is "
+                           "not installed; a topology with calyx/node images needs it")
+        state = StateFile(names)
+        state.data.update({
+            "topology": str(topo.file), "kernel": kernel, "mgmt_subnet": str(topo.mgmt.subnet),
+            "bridge": names.bridge, "tap": names.tap if kernel == "uml" else None,
+            "namespaces": [], "deploying": True, "cli_pid": os.getpid(),
+            "nodes": [_node_row(topo, n).__dict__ for n in topo.nodes]})
+        state.save()
+        lab = cls(topo, kernel, HostBackend(), state, printer)
+        try:
+            lab._build(uml_memory)
+        except BaseException:
+            printer(f"deploy of lab {topo.name!r} failed; cleaning up")
+            destroy(topo.name, printer=printer)
+            raise
+        state.set("deploying", False)
+        return lab
+
+    @classmethod
+    def attach(cls, name: str, *, printer: Printer = _quiet) -> "Lab":
+        """A handle on an already deployed lab (from its state file)."""
+        names = LabNames(name)
+        state = StateFile.load(names)
+        if state is None:
+            raise LabError(f"lab {name!r} is not deployed (no {names.state_file})")
+        topo = load(state.data["topology"], name=name, mgmt_subnet=state.data["mgmt_subnet"])
+        return cls(topo, state.data["kernel"], _backend_for(state, topo), state, printer)
+
+    def __enter__(self) -> "Lab":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()
+
+    # ----------------------------------------------------------------- build steps
+    def _build(self, uml_memory: str) -> None:
+        topo, names = self.topology, self.names
+        self.print(f"Creating lab {topo.name!r} ({len(topo.nodes)} nodes, {len(topo.links)} "
+                   f"links, {self.kernel} kernel, mgmt {topo.mgmt.subnet})")
+        if self.kernel == "uml":
+            self._boot_uml(uml_memory)
+        bridge_address = None if self.kernel == "uml" else \
+            f"{topo.mgmt.gateway}/{topo.mgmt.subnet.prefixlen}"
+        self.state.set("namespaces", [names.namespace(n.name) for n in topo.nodes])
+        self.backend.run(["ip", "-batch", "-"], input=netplan.root_batch(
+            topo, names, bridge_address=bridge_address, create_bridge=self.kernel != "uml"),
+            timeout=EXEC_TIMEOUT).check_returncode("wiring the lab")
+        for node in topo.nodes:
+            self.backend.run(["ip", "netns", "exec", names.namespace(node.name), "sh", "-c",
+                              netplan.node_script(topo, node.name)], timeout=EXEC_TIMEOUT
+                             ).check_returncode(f"node {node.name}: bringing interfaces up")
+        if topo.has_cluster_nodes:
+            self._start_api()
+        for node in topo.nodes:
+            if node.role in (Role.FRR, Role.BIRD, Role.GOBGP):
+                self._start_router(node)
+        for node in topo.nodes:
+            for line in node.exec:
+                self._run_exec_line(node, line)
+        for node in topo.nodes:
+            if node.role is Role.CLUSTER:
+                self._register(node)
+                self.start_daemons(node.name)
+
+    def _boot_uml(self, memory: str) -> None:
+        topo, names, host = self.topology, self.names, HostBackend()
+        self.print(f"Booting user-mode Linux ({memory}) behind tap {names.tap}")
+        host.run(["ip", "tuntap", "add", "dev", names.tap, "mode", "tap"]).check_returncode(
+            "creating the UML tap")
+        host.run(["ip", "addr", "add", f"{topo.mgmt.gateway}/{topo.mgmt.subnet.prefixlen}",
+                  "dev", names.tap]).check_returncode("addressing the UML tap")
+        host.run(["ip", "link", "set", names.tap, "up"]).check_returncode("raising the UML tap")
+        module_dir = uml.uml_module_dir()
+        modules = uml.module_load_order((module_dir / "modules.dep").read_text(),
+                                        uml.UML_MODULES)
+        init = names.state_dir / "uml-init.sh"
+        init.write_text(uml.init_script(bridge=names.bridge, agent=topo.mgmt.agent_address,
+                                        subnet=topo.mgmt.subnet, python=uml.python_for_uml(),
+                                        module_dir=module_dir, modules=modules))
+        init.chmod(0o755)
+        console = names.state_dir / "uml-console.log"
+        pid, started = host.spawn(uml.uml_command(memory=memory, init=str(init), tap=names.tap),
+                                  log=str(console))
+        self.state.set("uml", {"pid": pid, "start_time": started})
+        backend = uml.UmlBackend(topo.mgmt.agent_address)
+        uml.wait_for_agent(backend, uml_alive=lambda: host.alive(pid, started),
+                           console_log=console)
+        self.backend = backend
+
+    def _start_api(self) -> None:
+        topo, names = self.topology, self.names
+        log = names.state_dir / "apiserver.log"
+        names.kubeconfig.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "calyxlab.apiserver", "--listen",
+                f"{topo.mgmt.gateway}:{API_PORT}", "--crd-dir", str(CRD_DIR),
+                "--kubeconfig-out", str(names.kubeconfig)]
+        host = HostBackend()
+        pid, started = host.spawn(argv, log=str(log))
+        self.state.set("apiserver", ProcHandle(pid, started, tuple(argv), str(log),
+                                               None, "apiserver").to_json())
+        deadline = time.monotonic() + API_READY_TIMEOUT
+        while time.monotonic() < deadline:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            ready = [ln for ln in text.splitlines() if ln.startswith("ready ")]
+            if ready:
+                self.state.set("api_url", ready[0].split(None, 1)[1].strip())
+                self.print(f"API server ready at {self.api_url}")
+                return
+            if not host.alive(pid, started):
+                raise LabError(f"the API server exited before it was ready; {log}:\n"
+                               + "\n".join(text.splitlines()[-20:]))
+            time.sleep(0.05)
+        raise LabError(f"the API server did not print 'ready <url>' within "
+                       f"{API_READY_TIMEOUT:.0f} s (log {log})")
+
+    def _run_exec_line(self, node: Node, line: str) -> None:
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise LabError(f"node {node.name}: exec {line!r}: {exc}") from None
+        res = self.exec(node.name, argv, timeout=EXEC_TIMEOUT)
+        self.print(f"Executed command {line!r} on node {node.name}. stdout:\n{res.stdout}"
+                   if res.stdout.strip() else f"Executed command {line!r} on node {node.name}")
+        if res.returncode != 0:
+            raise LabError(f"node {node.name}: exec {line!r} exited {res.returncode}: "
+                           f"{(res.stderr or res.stdout).strip()}")
+
+    def _start_router(self, node: Node) -> None:
+        specs = roles.router_daemons(node)
+        for spec in specs:
+            self.spawn(node.name, list(spec.argv), name=spec.name,
+                       log=str(self.names.log_dir(node.name) / f"{spec.name}.log"))
+            if spec.ready:
+                self._wait_ready(node, spec)
+        if node.role is Role.FRR:
+            res = self.exec(node.name, list(roles.FRR_APPLY_CONFIG), timeout=EXEC_TIMEOUT)
+            if res.returncode != 0:
+                raise LabError(f"node {node.name}: FRR rejected its configuration "
+                               f"(vtysh -b exited {res.returncode}): "
+                               f"{(res.stdout + res.stderr).strip()}")
+        self.print(f"Node {node.name}: started {', '.join(s.name for s in specs)}")
+
+    def _wait_ready(self, node: Node, spec: roles.DaemonSpec) -> None:
+        deadline = time.monotonic() + ROUTER_READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.exec(node.name, list(spec.ready), timeout=10).returncode == 0:
+                return
+            handle = self._process(node.name, spec.name)
+            if handle is None or not self.backend.alive(handle.pid, handle.start_time):
+                raise LabError(f"node {node.name}: {spec.name} exited at start:\n"
+                               + self.daemon_log(node.name, spec.name)[-2000:])
+            time.sleep(0.1)
+        raise LabError(f"node {node.name}: {spec.name} not ready within "
+                       f"{ROUTER_READY_TIMEOUT:.0f} s ({' '.join(spec.ready)} keeps failing)")
+
+    def internal_ip(self, node: str) -> str | None:
+        """NODE_IP from the node's env, else its first global IPv4 not on eth0."""
+        if ip := self.topology.node(node).env.get("NODE_IP"):
+            return ip
+        res = self.exec(node, ["ip", "-j", "-4", "addr", "show", "scope", "global"], check=True)
+        for link in json.loads(res.stdout or "[]"):
+            if link.get("ifname") == MGMT_INTERFACE:
+                continue
+            for addr in link.get("addr_info", []):
+                return addr["local"]
+        return None
+
+    def _register(self, node: Node) -> None:
+        from calyxlab import kubenode   # the kubernetes client is only needed for cluster labs
+        ip = self.internal_ip(node.name)
+        kubenode.register(str(self.kubeconfig), node.name, node.labels, ip)
+        self.print(f"Node {node.name}: registered in the API (InternalIP {ip or 'none'})")
+
+    # ----------------------------------------------------------------- driving nodes
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.names.kubeconfig
+
+    @property
+    def api_url(self) -> str | None:
+        return self.state.data.get("api_url")
+
+    @property
+    def nodes(self) -> dict[str, NodeStatus]:
+        return {n.name: _node_row(self.topology, n) for n in self.topology.nodes}
+
+    def node_env(self, node: str) -> dict[str, str]:
+        """Environment of processes the lab starts in a cluster node."""
+        n = self.topology.node(node)
+        return {"NODENAME": n.name, "KUBECONFIG": str(self.kubeconfig),
+                "CALYX_RUN_DIR": nodeview.calyx_run_dir(self.names, n.name),
+                "CALYX_NAMESPACE": "calyx-system", **n.env}
+
+    def exec(self, node: str, argv: str | Sequence[str], *, check: bool = False,
+             timeout: float | None = EXEC_TIMEOUT, env: Mapping[str, str] | None = None,
+             input: str | None = None) -> Result:
+        """Run ``argv`` (a list, or a string split like a shell would) inside ``node``."""
+        args = shlex.split(argv) if isinstance(argv, str) else list(argv)
+        res = self.backend.run(nodeview.enter_argv(self.names, self.topology.node(node), args),
+                               input=input, timeout=timeout, env=env)
+        res = Result(tuple(args), res.returncode, res.stdout, res.stderr)
+        if check:
+            res.check_returncode(f"node {node}")
+        return res
+
+    def run_root(self, argv: Sequence[str], *, check: bool = False,
+                 timeout: float | None = EXEC_TIMEOUT) -> Result:
+        """Run in the root namespace of the lab's kernel (the UML instance in UML mode)."""
+        res = self.backend.run(list(argv), timeout=timeout)
+        return res.check_returncode("lab kernel") if check else res
+
+    def spawn(self, node: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              log: str | os.PathLike[str] | None = None, name: str | None = None) -> ProcHandle:
+        """Start a background process in ``node``; it is recorded and killed by destroy."""
+        name = name or Path(argv[0]).name
+        log = str(log or self.names.log_dir(node) / f"{name}.log")
+        full = nodeview.enter_argv(self.names, self.topology.node(node), list(argv))
+        pid, started = self.backend.spawn(full, env=env, log=log)
+        if started < 0:
+            raise LabError(f"node {node}: {name} exited at once; see {log}")
+        handle = ProcHandle(pid, started, tuple(argv), log, node, name)
+        self.state.append("processes", handle.to_json())
+        return handle
+
+    def alive(self, handle: ProcHandle) -> bool:
+        return self.backend.alive(handle.pid, handle.start_time)
+
+    def kill(self, handle: ProcHandle, *, grace: float = 5.0) -> None:
+        """SIGTERM (then SIGKILL after ``grace``) a process started by :meth:`spawn`."""
+        self.backend.terminate(handle.pid, handle.start_time, grace=grace)
+        self.state.remove_process(handle.pid, handle.start_time)
+
+    def processes(self, node: str | None = None) -> list[ProcHandle]:
+        return [ProcHandle.from_json(p) for p in self.state.data.get("processes", [])
+                if node is None or p.get("node") == node]
+
+    def _process(self, node: str, name: str) -> ProcHandle | None:
+        found = [p for p in self.processes(node) if p.name == name]
+        return found[-1] if found else None
+
+    def start_daemons(self, node: str, which: Iterable[str] | None = None) -> list[ProcHandle]:
+        """Start a cluster node's daemons (default: its CALYX_LAB_DAEMONS)."""
+        n = self.topology.node(node)
+        if n.role is not Role.CLUSTER:
+            raise LabError(f"node {node}: image {n.image!r} is not a calyx/node image")
+        wanted = tuple(which) if which is not None else roles.cluster_daemons(n)
+        bindir = Path(sys.executable).parent
+        started = []
+        for daemon in wanted:
+            handle = self._process(node, daemon)
+            if handle and self.alive(handle):
+                continue
+            exe = bindir / daemon
+            if not exe.exists():
+                self.print(f"Node {node}: {daemon} is not installed yet (no {exe}); not started")
+                continue
+            started.append(self.spawn(node, [str(exe)], env=self.node_env(node), name=daemon,
+                                      log=self.names.log_dir(node) / f"{daemon}.log"))
+        if started:
+            self.print(f"Node {node}: started {', '.join(h.name for h in started)}")
+        return started
+
+    def stop_daemons(self, node: str, which: Iterable[str] | None = None, *,
+                     grace: float = 5.0) -> None:
+        """Stop daemons the lab started in ``node`` (all of them by default)."""
+        wanted = set(which) if which is not None else None
+        for handle in self.processes(node):
+            if wanted is None or handle.name in wanted:
+                self.kill(handle, grace=grace)
+
+    def daemon_log(self, node: str, name: str) -> str:
+        path = self.names.log_dir(node) / f"{name}.log"
+        try:
+            return path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def inspect(self) -> list[dict]:
+        """Rows like ``containerlab inspect``: state is 'running' if the namespace exists."""
+        present = set(_lab_namespaces(self.backend, self.names)) if self._reachable() else set()
+        return [{"name": s.namespace, "kind": s.kind, "image": s.image,
+                 "state": "running" if s.namespace in present else "missing",
+                 "ipv4_address": f"{s.mgmt_ipv4}/{s.mgmt_prefixlen}", "role": s.role,
+                 "lab_name": self.name}
+                for s in self.nodes.values()]
+
+    def _reachable(self) -> bool:
+        return not isinstance(self.backend, uml.UmlBackend) or self.backend.ping()
+
+    def destroy(self) -> None:
+        destroy(self.name, printer=self.print)
+
+
+def _node_row(topo: Topology, node: Node) -> NodeStatus:
+    return NodeStatus(node.name, topo.namespace(node.name), node.kind, node.image,
+                      node.role.value, str(topo.mgmt_addresses[node.name]),
+                      topo.mgmt.subnet.prefixlen)
+
+
+def _backend_for(state: StateFile, topo: Topology) -> Backend:
+    if state.data.get("kernel") == "uml":
+        return uml.UmlBackend(topo.mgmt.agent_address)
+    return HostBackend()
+
+
+def _lab_namespaces(backend: Backend, names: LabNames) -> list[str]:
+    res = backend.run(["ip", "netns", "list"])
+    return [line.split()[0] for line in res.stdout.splitlines()
+            if line.split() and line.split()[0].startswith(names.namespace_prefix)]
+
+
+def _find_host_processes(match: Callable[[list[str]], bool]) -> list[tuple[int, int]]:
+    """(pid, start time) of host processes whose argv satisfies ``match``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if match(argv) and (started := procs.start_time(int(entry.name))) is not None:
+            out.append((int(entry.name), started))
+    return out
+
+
+def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> bool:
+    """Remove everything lab ``name`` created. Idempotent; True if anything was found."""
+    names = LabNames(name)
+    host = HostBackend()
+    state = StateFile.load(names)
+    data = state.data if state else {}
+    found = state is not None
+    # A deploy still running for this lab must stop first, or it would keep creating things.
+    if (cli := data.get("cli_pid")) and data.get("deploying") and cli != os.getpid():
+        if (started := procs.start_time(cli)) is not None:
+            procs.terminate(cli, started, grace=2)
+    # The UML instance: everything inside it goes with it.
+    umls = ([(data["uml"]["pid"], data["uml"]["start_time"])] if data.get("uml") else [])
+    umls += _find_host_processes(lambda a: bool(a) and Path(a[0]).name == uml.UML_BINARY
+                                 and f"vec0:transport=tap,ifname={names.tap}" in a)
+    for pid, started in set(umls):
+        if procs.alive(pid, started):
+            printer(f"Stopping the UML kernel (pid {pid})")
+            procs.kill_now(pid, started, group=True)
+            found = True
+    # Processes on the host kernel: recorded ones, then whatever still runs in a lab namespace.
+    for p in data.get("processes", []) if data.get("kernel") != "uml" else []:
+        found |= procs.terminate(p["pid"], p["start_time"], grace=3)
+    kubeconfig_flag = str(names.kubeconfig)
+    apis = ([(data["apiserver"]["pid"], data["apiserver"]["start_time"])]
+            if data.get("apiserver") else [])
+    apis += _find_host_processes(lambda a: "calyxlab.apiserver" in a and kubeconfig_flag in a)
+    for pid, started in set(apis):
+        found |= procs.terminate(pid, started, grace=3)
+    for ns in _lab_namespaces(host, names):
+        found = True
+        pids = host.run(["ip", "netns", "pids", ns]).stdout.split()
+        for pid in pids:
+            if (started := procs.start_time(int(pid))) is not None:
+                procs.terminate(int(pid), started, grace=3)
+        res = host.run(["ip", "netns", "del", ns])
+        if res.returncode != 0:
+            printer(f"warning: cannot delete namespace {ns}: {res.stderr.strip()}")
+        else:
+            printer(f"Removed namespace {ns}")
+    for link in (names.bridge, names.tap):
+        if host.run(["ip", "link", "del", link]).returncode == 0:
+            printer(f"Removed link {link}")
+            found = True
+    host.run(["rm", "-rf", str(names.run_dir)])
+    if cleanup:
+        remove_state(names)
+    else:
+        for leftover in ("state.json", "kubeconfig"):
+            (names.state_dir / leftover).unlink(missing_ok=True)
+    return found
+

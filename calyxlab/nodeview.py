@@ -1,0 +1,81 @@
+"""How a command enters a node: its network namespace plus a private view of the filesystem.
+
+Pure: builds argv only. ``ip netns exec`` gives each command its own mount namespace (slave
+to the host's), so bind mounts made there are invisible outside. Every command in a node -
+daemons, ``exec`` lines, ``calyx-lab exec`` - gets the same view: the node's ``binds`` on their
+destinations, and per-node runtime directories on the paths the node's daemons use for pid
+files and control sockets (``/run/frr``, ``/run/bird``, ``/run/calyx``), exactly like the
+private filesystem of a container. A bind destination that does not exist on this machine is
+created empty first (it must exist to be mounted over).
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from calyxlab.state import LabNames
+from calyxlab.topology import Node, Role
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    destination: str
+    read_only: bool = False
+    is_runtime_dir: bool = False     # created (per node) before mounting
+    owner: str | None = None         # user:group for a runtime dir
+
+
+def runtime_dirs(role: Role) -> tuple[tuple[str, str, str | None], ...]:
+    """(sub-directory of the node run dir, mount point, owner) per role."""
+    if role is Role.FRR:
+        return (("frr", "/run/frr", "frr:frr"),)
+    if role is Role.BIRD:
+        return (("bird", "/run/bird", None),)
+    if role is Role.CLUSTER:
+        return (("calyx", "/run/calyx", None),)
+    return ()
+
+
+def calyx_run_dir(names: LabNames, node: str) -> str:
+    """CALYX_RUN_DIR of a cluster node (also mounted on /run/calyx in its view)."""
+    return str(names.node_run_dir(node) / "calyx")
+
+
+def mounts(names: LabNames, node: Node) -> tuple[Mount, ...]:
+    out = [Mount(str(names.node_run_dir(node.name) / sub), dest, False, True, owner)
+           for sub, dest, owner in runtime_dirs(node.role)]
+    out += [Mount(str(b.source), b.destination, b.mode == "ro") for b in node.binds]
+    return tuple(out)
+
+
+def _mount_lines(m: Mount, source_is_dir: bool) -> list[str]:
+    src, dst = shlex.quote(m.source), shlex.quote(m.destination)
+    lines = []
+    if m.is_runtime_dir:
+        owner = f" -o {m.owner.split(':')[0]} -g {m.owner.split(':')[1]}" if m.owner else ""
+        lines.append(f"install -d{owner} {src}")
+        lines.append(f"mkdir -p {dst}")
+    elif source_is_dir:
+        lines.append(f"[ -e {dst} ] || mkdir -p {dst}")
+    else:
+        parent = shlex.quote(str(Path(m.destination).parent))
+        lines.append(f"[ -e {dst} ] || {{ mkdir -p {parent} && : > {dst}; }}")
+    lines.append(f"mount --bind {src} {dst}")
+    if m.read_only:
+        lines.append(f"mount -o remount,bind,ro {dst}")
+    return lines
+
+
+def enter_argv(names: LabNames, node: Node, argv: list[str] | tuple[str, ...]) -> list[str]:
+    """argv that runs ``argv`` inside ``node`` (namespace + filesystem view)."""
+    base = ["ip", "netns", "exec", names.namespace(node.name)]
+    node_mounts = mounts(names, node)
+    if not node_mounts:
+        return base + list(argv)
+    lines = ["set -e"]
+    for m in node_mounts:
+        lines += _mount_lines(m, Path(m.source).is_dir())
+    lines.append('exec "$@"')
+    return base + ["sh", "-c", "\n".join(lines), "calyx-node"] + list(argv)
