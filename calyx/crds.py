@@ -66,8 +66,21 @@ def candidate_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
 
 
 def crd_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The CRD directory in use; raises CRDError naming every place looked at."""
-    env = os.environ if environ is None else environ
+    """The CRD directory in use; raises CRDError naming every place looked at.
+
+    With the process environment, the answer is found once per value of $CALYX_CRD_DIR.
+    """
+    if environ is None:
+        return _crd_dir_for(os.environ.get(ENV_CRD_DIR, ""))
+    return _find_crd_dir(environ)
+
+
+@functools.lru_cache(maxsize=8)
+def _crd_dir_for(env_value: str) -> Path:
+    return _find_crd_dir({ENV_CRD_DIR: env_value} if env_value else {})
+
+
+def _find_crd_dir(env: Mapping[str, str]) -> Path:
     if env.get(ENV_CRD_DIR):
         explicit = Path(env[ENV_CRD_DIR])
         if not explicit.is_dir():
