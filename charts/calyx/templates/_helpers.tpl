@@ -75,6 +75,15 @@ Call with (list "field.path" "a.b.c.d/n").
 {{- range $i, $c := .Values.bgp.serviceLoadBalancerIPs -}}
 {{- include "calyx.checkCIDR" (list (printf "bgp.serviceLoadBalancerIPs[%d]" $i) $c) -}}
 {{- end -}}
+{{- $felixPort := int .Values.felix.healthPort -}}
+{{- $bgpdPort := int .Values.bgpd.healthPort -}}
+{{- $bgpPort := int (.Values.bgp.listenPort | default 179) -}}
+{{- if eq $felixPort $bgpdPort -}}
+{{- fail (printf "felix.healthPort and bgpd.healthPort: both are %d; the daemons share the node's network, so each needs its own port" $felixPort) -}}
+{{- end -}}
+{{- if or (eq $felixPort $bgpPort) (eq $bgpdPort $bgpPort) -}}
+{{- fail (printf "bgp.listenPort: %d is also a health port (felix.healthPort %d, bgpd.healthPort %d)" $bgpPort $felixPort $bgpdPort) -}}
+{{- end -}}
 {{- $seen := dict -}}
 {{- if .Values.bgp.routeReflectors.enabled -}}
 {{- $_ := set $seen "peer-with-route-reflectors" true -}}
@@ -104,6 +113,8 @@ Call with (list "field.path" "a.b.c.d/n").
   value: {{ .Values.runDir | quote }}
 - name: CALYX_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: CALYX_HEALTH_HOST
+  value: {{ ternary "0.0.0.0" "127.0.0.1" .Values.metricsOnAllInterfaces | quote }}
 {{- with .Values.kubernetesServiceEndpoint }}
 {{- if .host }}
 - name: KUBERNETES_SERVICE_HOST
