@@ -12,11 +12,9 @@ invalid from its creation is simply absent.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import kubernetes.client
 from prometheus_client import CollectorRegistry, Counter
@@ -30,38 +28,8 @@ from calyx.kube.resources import RawObject, Resource
 from calyx.observability import Check, get_logger
 
 INVALID_REASON = "InvalidResource"
-DEFAULT_BGP_CONFIGURATION = "default"
 
-__all__ = ["Datastore", "WatchSpec", "parse_secret", "INVALID_REASON"]
-
-
-def parse_secret(obj: Mapping[str, Any]) -> dict[str, str]:
-    """A Secret's ``data`` decoded from base64 to text (``stringData`` is write-only in the API,
-    but honoured if present). Values are never put in error messages."""
-    meta = obj.get("metadata") or {}
-    name = f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
-    decoded: dict[str, str] = {}
-    data = obj.get("data") or {}
-    if not isinstance(data, Mapping):
-        raise model.ValidationError("Secret", name, "data", "(redacted)", "must be a mapping")
-    for key, value in data.items():
-        try:
-            decoded[str(key)] = base64.b64decode(str(value), validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
-            raise model.ValidationError("Secret", name, f"data.{key}", "(redacted)",
-                                        "not base64-encoded UTF-8 text") from None
-    for key, value in (obj.get("stringData") or {}).items():
-        decoded[str(key)] = str(value)
-    return decoded
-
-
-def effective_bgp_configuration(configs: Mapping[str, model.BGPConfiguration]) -> model.BGPConfiguration:
-    """The BGPConfiguration in force: the model's rule when it offers one, else the object
-    named ``default``, else all defaults."""
-    rule = getattr(model, "effective_bgp_configuration", None)
-    if rule is not None:
-        return rule(configs)
-    return configs.get(DEFAULT_BGP_CONFIGURATION) or model.BGPConfiguration()
+__all__ = ["Datastore", "WatchSpec", "INVALID_REASON"]
 
 
 def _by_name(key: Key) -> str:
@@ -72,28 +40,27 @@ def _by_namespace_and_name(key: Key) -> tuple[str, str]:
     return key
 
 
+def _secret_values(obj: RawObject) -> dict[str, str]:
+    return model.parse_secret(obj)[1]
+
+
 @dataclass(frozen=True)
 class _Binding:
-    """How one resource lands in the Snapshot: its parser (looked up at call time) and key."""
+    """How one resource lands in the Snapshot: its parser and its key there."""
 
-    parser_name: str
+    parse: Callable[[RawObject], Any]
     snapshot_field: str
     snapshot_key: Callable[[Key], Any]
 
-    def parse(self, obj: RawObject) -> Any:
-        if self.parser_name == "parse_secret":
-            return parse_secret(obj)
-        return getattr(model, self.parser_name)(obj)
-
 
 BINDINGS: dict[Resource, _Binding] = {
-    resources.PODS: _Binding("parse_pod", "pods", _by_namespace_and_name),
-    resources.NODES: _Binding("parse_node", "nodes", _by_name),
-    resources.IPPOOLS: _Binding("parse_ippool", "ippools", _by_name),
-    resources.BGPCONFIGURATIONS: _Binding("parse_bgp_configuration", "bgp_configuration", _by_name),
-    resources.BGPPEERS: _Binding("parse_bgp_peer", "bgp_peers", _by_name),
-    resources.IPAMBLOCKS: _Binding("parse_ipam_block", "blocks", _by_name),
-    resources.SECRETS: _Binding("parse_secret", "secrets", _by_namespace_and_name),
+    resources.PODS: _Binding(model.parse_pod, "pods", _by_namespace_and_name),
+    resources.NODES: _Binding(model.parse_node, "nodes", _by_name),
+    resources.IPPOOLS: _Binding(model.parse_ippool, "ippools", _by_name),
+    resources.BGPCONFIGURATIONS: _Binding(model.parse_bgp_configuration, "bgp_configuration", _by_name),
+    resources.BGPPEERS: _Binding(model.parse_bgp_peer, "bgp_peers", _by_name),
+    resources.IPAMBLOCKS: _Binding(model.parse_ipam_block, "blocks", _by_name),
+    resources.SECRETS: _Binding(_secret_values, "secrets", _by_namespace_and_name),
 }
 
 
@@ -267,5 +234,5 @@ class Datastore:
             binding = store.binding
             parts[binding.snapshot_field] = {binding.snapshot_key(k): v for k, v in store.parsed.items()}
         if "bgp_configuration" in parts:
-            parts["bgp_configuration"] = effective_bgp_configuration(parts["bgp_configuration"])
+            parts["bgp_configuration"] = model.effective_bgp_configuration(parts["bgp_configuration"])
         return model.Snapshot(**parts)

@@ -12,7 +12,9 @@ One thread per watched resource runs the list/watch protocol:
 4. on **410 Gone** (an HTTP 410 or an ERROR event carrying a 410 Status) **relist** and turn the
    difference between the cache and the fresh list into DELETED / MODIFIED / ADDED changes;
 5. on any other failure (API unreachable, connection reset, 5xx) keep the cache exactly as it
-   is and retry with exponential backoff and full jitter, capped at ~30 s.
+   is and retry with exponential backoff and jitter, capped at ~30 s; the retry lists again
+   (the server that answers may have a new history that would accept a stale resourceVersion
+   without a 410) and applies only the difference, so an outage costs one list.
 
 :meth:`Reflector.stop` sets the stop event and shuts the open watch response, so the thread
 leaves a blocked read at once.
@@ -259,15 +261,15 @@ class Reflector:
             except Exception as exc:  # the API is unreachable or misbehaving: keep the cache, retry
                 if self._stop.is_set():
                     break
+                # After a failure the server may be a different one (restored, restarted with a
+                # new history) that would silently accept our resourceVersion: relist. The
+                # cache stays as it is until that list succeeds, and only the difference is
+                # applied then.
+                need_list = True
                 if isinstance(exc, ApiException) and exc.status == GONE:
-                    need_list = True
                     self._log.info("resourceVersion expired, relisting", resource=self._label,
                                    resource_version=self.resource_version)
                     continue
-                if isinstance(exc, ApiException) and not need_list:
-                    # The server answered but refused the watch (e.g. a resourceVersion it
-                    # does not know after a restart): only a fresh list can fix that.
-                    need_list = True
                 self.metrics.errors.labels(self._label).inc()
                 delay = self.backoff.next_delay()
                 self._log.warning("list/watch failed, keeping cache and retrying", resource=self._label,

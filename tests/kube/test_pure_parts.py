@@ -2,15 +2,13 @@
 resource naming and client configuration errors."""
 from __future__ import annotations
 
-import base64
 import random
 
 import kubernetes.client
 import pytest
 
-from calyx import model
 from calyx.kube import client, resources
-from calyx.kube.datastore import Datastore, parse_secret
+from calyx.kube.datastore import Datastore
 from calyx.kube.reflector import ADDED, DELETED, MODIFIED, Backoff, Cache, WatchSpec, diff_lists
 
 
@@ -54,16 +52,6 @@ def test_cache_apply_and_notifications():
     assert len(cache) == 0
     cache.replace([obj("x", "5")])
     assert cache.get(("", "x")) is not None and cache.items().keys() == {("", "x")}
-
-
-def test_parse_secret_decodes_base64_and_never_shows_values():
-    secret = {"metadata": {"name": "bgp", "namespace": "calyx-system"},
-              "data": {"password": base64.b64encode(b"s3cr3t").decode()}}
-    assert parse_secret(secret) == {"password": "s3cr3t"}
-    bad = {"metadata": {"name": "bgp", "namespace": "calyx-system"}, "data": {"password": "not*base64"}}
-    with pytest.raises(model.ValidationError) as err:
-        parse_secret(bad)
-    assert err.value.field_path == "data.password" and "not*base64" not in str(err.value)
 
 
 def test_resource_constants_and_method_names():
