@@ -22,6 +22,7 @@ from calyx.cni.config import PLUGIN_TYPE, SPEC_VERSION
 CONFLIST_NAME = "10-calyx.conflist"
 KUBECONFIG_NAME = "calyx-kubeconfig"
 NETWORK_NAME = "k8s-pod-network"
+HOST_CONF_DIR = "/etc/cni/net.d"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -64,13 +65,14 @@ def write_atomically(path: str, text: str, mode: int) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bin-dir", default="/opt/cni/bin")
-    parser.add_argument("--conf-dir", default="/etc/cni/net.d")
+    parser.add_argument("--bin-dir", default=None, help="default: CNI_BIN_DIR, else /opt/cni/bin")
+    parser.add_argument("--conf-dir", default=None, help="default: CNI_CONF_DIR, else /etc/cni/net.d")
+    parser.add_argument("--conf-name", default=None, help=f"default: CNI_CONF_NAME, else {CONFLIST_NAME}")
     parser.add_argument("--nodename", default=None, help="default: NODENAME")
     parser.add_argument("--kubeconfig", default=None,
                         help="kubeconfig path the plugin uses on the host (default: write "
                              f"<conf-dir>/{KUBECONFIG_NAME} from this pod's service account)")
-    parser.add_argument("--run-dir", default=naming.DEFAULT_RUN_DIR)
+    parser.add_argument("--run-dir", default=None, help="default: CALYX_RUN_DIR, else " + naming.DEFAULT_RUN_DIR)
     parser.add_argument("--mtu", type=int, default=None, help="default: read <run-dir>/mtu, written by felix")
     parser.add_argument("--python", default=sys.executable, help="interpreter the installed plugin runs with")
 
@@ -80,6 +82,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not nodename:
         print("calyx-cni install: --nodename or NODENAME is required", file=sys.stderr)
         return 2
+    bin_dir = args.bin_dir or environ.get("CNI_BIN_DIR") or "/opt/cni/bin"
+    conf_dir = args.conf_dir or environ.get("CNI_CONF_DIR") or "/etc/cni/net.d"
+    conf_name = args.conf_name or environ.get("CNI_CONF_NAME") or CONFLIST_NAME
+    run_dir = args.run_dir or environ.get("CALYX_RUN_DIR") or naming.DEFAULT_RUN_DIR
     kubeconfig = args.kubeconfig
     if kubeconfig is None:
         host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT", "443")
@@ -91,12 +97,13 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             token = f.read().strip()
         with open(os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt"), "rb") as fb:
             ca_data = fb.read()
-        kubeconfig = os.path.join(args.conf_dir, KUBECONFIG_NAME)
+        written = os.path.join(conf_dir, KUBECONFIG_NAME)
+        # The plugin runs on the host, where conf_dir is mounted at its host path.
+        kubeconfig = os.path.join(HOST_CONF_DIR, KUBECONFIG_NAME)
         server = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
-        write_atomically(kubeconfig, json.dumps(render_kubeconfig(server, ca_data, token), indent=2), 0o600)
-    write_atomically(os.path.join(args.bin_dir, PLUGIN_TYPE), render_wrapper(args.python), 0o755)
-    conflist = render_conflist(nodename=nodename, kubeconfig=kubeconfig, run_dir=args.run_dir, mtu=args.mtu)
-    write_atomically(os.path.join(args.conf_dir, CONFLIST_NAME), json.dumps(conflist, indent=2) + "\n", 0o644)
-    print(f"calyx-cni install: wrote {args.bin_dir}/{PLUGIN_TYPE} and {args.conf_dir}/{CONFLIST_NAME} "
-          f"for node {nodename}")
+        write_atomically(written, json.dumps(render_kubeconfig(server, ca_data, token), indent=2), 0o600)
+    write_atomically(os.path.join(bin_dir, PLUGIN_TYPE), render_wrapper(args.python), 0o755)
+    conflist = render_conflist(nodename=nodename, kubeconfig=kubeconfig, run_dir=run_dir, mtu=args.mtu)
+    write_atomically(os.path.join(conf_dir, conf_name), json.dumps(conflist, indent=2) + "\n", 0o644)
+    print(f"calyx-cni install: wrote {bin_dir}/{PLUGIN_TYPE} and {conf_dir}/{conf_name} for node {nodename}")
     return 0

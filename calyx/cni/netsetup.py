@@ -24,6 +24,7 @@ from calyx.cni.config import ERR_CHECK_FAILED, ERR_INVALID_ENV, ERR_NETLINK, Cni
 SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 NUD_PERMANENT = 0x80
+RTPROT_BOOT = 3            # what `ip route add` uses: the pod's routes look hand-made
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ def setup(link: PodLink) -> Macs:
                 pod.link("set", index=lo_idx, state="up")
             pod.addr("add", index=pod_idx, address=str(link.address), prefixlen=32)
             pod.link("set", index=pod_idx, state="up")
-            pod.route("replace", dst=f"{gateway}/32", oif=pod_idx, scope=SCOPE_LINK)
-            pod.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=pod_idx)
+            pod.route("replace", dst=f"{gateway}/32", oif=pod_idx, scope=SCOPE_LINK, proto=RTPROT_BOOT)
+            pod.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=pod_idx, proto=RTPROT_BOOT)
             pod.neigh("replace", dst=gateway, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT)
             pod_mac = pod.get_links(pod_idx)[0].get_attr("IFLA_ADDRESS")
             host.link("set", index=host_idx, state="up")
