@@ -131,7 +131,7 @@ def test_cluster_role_is_exactly_what_the_daemons_use(rendered_scenarios: dict[s
         ("calyx.dev", "ippools"): READ,
         ("calyx.dev", "bgpconfigurations"): READ,
         ("calyx.dev", "bgppeers"): READ,
-        ("calyx.dev", "ipamblocks"): READ | {"create", "update", "delete"},
+        ("calyx.dev", "ipamblocks"): READ | {"create", "delete"},
         ("", "events"): {"create", "patch"},
     }
 
