@@ -30,8 +30,6 @@ def node_body(name: str, labels: Mapping[str, str], internal_ip: str | None) -> 
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "calyx-lab node is ready",
                             "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "nodeInfo": {"kubeletVersion": "calyx-lab", "operatingSystem": "linux",
-                         "architecture": "amd64"},
         },
     }
 

@@ -129,6 +129,7 @@ class Lab:
         if topo.has_cluster_nodes and importlib.util.find_spec("calyxlab.apiserver") is None:
             raise LabError("the embedded Kubernetes API server (python -m calyxlab.apiserver) is "
                            "not installed; a topology with calyx/node images needs it")
+        remove_state(names)      # logs of an earlier run of this lab name
         state = StateFile(names)
         state.data.update({
             "topology": str(topo.file), "kernel": kernel, "mgmt_subnet": str(topo.mgmt.subnet),
