@@ -96,7 +96,7 @@ class Backoff:
 
 def diff_lists(old: dict[Key, RawObject], new_items: list[RawObject]) -> tuple[dict[Key, RawObject], list[Change]]:
     """The new cache content and the changes that turn ``old`` into it: objects missing from
-    the new list are DELETED, those whose resourceVersion moved are MODIFIED, new ones ADDED."""
+    the new list are DELETED, those that differ are MODIFIED, new ones ADDED."""
     fresh = {resources.object_key(obj): obj for obj in new_items}
     changes: list[Change] = []
     for key, obj in old.items():
@@ -106,7 +106,9 @@ def diff_lists(old: dict[Key, RawObject], new_items: list[RawObject]) -> tuple[d
         before = old.get(key)
         if before is None:
             changes.append(Change(ADDED, key, obj))
-        elif resources.resource_version_of(before) != resources.resource_version_of(obj):
+        elif before != obj:
+            # Usually the resourceVersion moved; a server with a new history can reuse a
+            # version number for different content, so the whole object is compared.
             changes.append(Change(MODIFIED, key, obj))
     return fresh, changes
 

@@ -1,0 +1,199 @@
+"""Reflectors against the real API emulator over HTTP: list then watch, resume without relisting,
+410 Gone relist with the right difference, bookmarks, selectors, outages, clean stop."""
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry
+
+from calyx.kube import resources
+from calyx.kube.reflector import ADDED, DELETED, MODIFIED, Backoff, Cache, Change, Reflector, ReflectorMetrics, WatchSpec
+
+from kube_helpers import wait_until
+
+
+def pool(name: str, cidr: str, **spec) -> dict:
+    return {"metadata": {"name": name, "labels": spec.pop("labels", {})}, "spec": {"cidr": cidr, **spec}}
+
+
+def metric(registry: CollectorRegistry, name: str, **labels) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def make_reflector(api, spec: WatchSpec, registry: CollectorRegistry, on_change=None, **kwargs) -> Reflector:
+    return Reflector(api, spec, Cache(on_change=on_change), ReflectorMetrics(registry), **kwargs)
+
+
+def names(cache: Cache) -> set[str]:
+    return {key[1] for key in cache.items()}
+
+
+def test_lists_then_watches_adds_modifications_and_deletes(emulator):
+    api = emulator.client()
+    resources.create_object(api, resources.IPPOOLS, pool("a", "10.1.0.0/16"))
+    resources.create_object(api, resources.IPPOOLS, pool("b", "10.2.0.0/16"))
+    registry = CollectorRegistry()
+    reflector = make_reflector(api, WatchSpec(resources.IPPOOLS), registry)
+    reflector.start()
+    try:
+        assert reflector.wait_synced(20)
+        assert names(reflector.cache) == {"a", "b"}
+        resources.create_object(api, resources.IPPOOLS, pool("c", "10.3.0.0/16"))
+        resources.patch_object(api, resources.IPPOOLS, "a", {"spec": {"ipipMode": "Always"}})
+        resources.delete_object(api, resources.IPPOOLS, "b")
+        wait_until(lambda: names(reflector.cache) == {"a", "c"}, what="c added and b deleted")
+        wait_until(lambda: reflector.cache.get(("", "a"))["spec"]["ipipMode"] == "Always", what="a modified")
+        label = "ippools.calyx.dev"
+        assert metric(registry, "calyx_datastore_events_total", resource=label, type="ADDED") == 1
+        assert metric(registry, "calyx_datastore_events_total", resource=label, type="MODIFIED") == 1
+        assert metric(registry, "calyx_datastore_events_total", resource=label, type="DELETED") == 1
+        assert metric(registry, "calyx_datastore_synced", resource=label) == 1
+        assert metric(registry, "calyx_datastore_objects", resource=label) == 2
+    finally:
+        reflector.stop()
+    assert not reflector.alive
+
+
+def test_resumes_from_resource_version_after_watch_timeout_without_relisting(emulator):
+    api = emulator.client()
+    registry = CollectorRegistry()
+    reflector = make_reflector(api, WatchSpec(resources.IPPOOLS), registry, watch_timeout=1)
+    reflector.start()
+    try:
+        assert reflector.wait_synced(20)
+        label = "ippools.calyx.dev"
+        wait_until(lambda: metric(registry, "calyx_datastore_watch_restarts_total", resource=label) >= 2,
+                   what="two watch timeouts")
+        resources.create_object(api, resources.IPPOOLS, pool("late", "10.9.0.0/16"))
+        wait_until(lambda: names(reflector.cache) == {"late"}, what="event after resumed watches")
+        assert metric(registry, "calyx_datastore_relists_total", resource=label) == 0
+        assert metric(registry, "calyx_datastore_errors_total", resource=label) == 0
+        assert reflector.resource_version == reflector.cache.get(("", "late"))["metadata"]["resourceVersion"]
+    finally:
+        reflector.stop()
+
+
+def test_gone_relists_and_emits_deleted_modified_added_difference(emulator_factory):
+    emulator = emulator_factory(history=2)
+    api = emulator.client()
+    for name, cidr in (("keep", "10.1.0.0/16"), ("change", "10.2.0.0/16"), ("remove", "10.3.0.0/16")):
+        resources.create_object(api, resources.IPPOOLS, pool(name, cidr))
+    changes: list[Change] = []
+    first_list_seen, release = threading.Event(), threading.Event()
+
+    def on_change(batch: list[Change]) -> None:
+        changes.extend(batch)
+        if not first_list_seen.is_set():       # hold the reflector between its list and its watch
+            first_list_seen.set()
+            release.wait(20)
+
+    registry = CollectorRegistry()
+    reflector = make_reflector(api, WatchSpec(resources.IPPOOLS), registry, on_change=on_change)
+    reflector.start()
+    try:
+        assert first_list_seen.wait(20)
+        listed_at = max(int(o["metadata"]["resourceVersion"]) for o in reflector.cache.items().values())
+        # While the reflector is away, more changes happen than the server's history keeps.
+        resources.delete_object(api, resources.IPPOOLS, "remove")
+        resources.patch_object(api, resources.IPPOOLS, "change", {"spec": {"natOutgoing": True}})
+        resources.create_object(api, resources.IPPOOLS, pool("new", "10.4.0.0/16"))
+        resources.patch_object(api, resources.IPPOOLS, "new", {"spec": {"disabled": True}})
+        changes.clear()
+        release.set()
+        label = "ippools.calyx.dev"
+        wait_until(lambda: metric(registry, "calyx_datastore_relists_total", resource=label) == 1,
+                   what="a relist after 410 Gone")
+        assert sorted((c.type, c.key[1]) for c in changes) == [
+            (ADDED, "new"), (DELETED, "remove"), (MODIFIED, "change")]
+        assert names(reflector.cache) == {"keep", "change", "new"}
+        assert reflector.cache.get(("", "change"))["spec"]["natOutgoing"] is True
+        assert int(reflector.resource_version) > listed_at
+        assert metric(registry, "calyx_datastore_events_total", resource=label, type="ERROR") == 1
+        assert metric(registry, "calyx_datastore_errors_total", resource=label) == 0
+    finally:
+        release.set()
+        reflector.stop()
+
+
+def test_bookmarks_advance_the_resource_version(emulator_factory):
+    emulator = emulator_factory(bookmark_interval=0.2)
+    api = emulator.client()
+    resources.create_object(api, resources.IPPOOLS, pool("only", "10.1.0.0/16"))
+    registry = CollectorRegistry()
+    reflector = make_reflector(api, WatchSpec(resources.IPPOOLS), registry)
+    reflector.start()
+    try:
+        assert reflector.wait_synced(20)
+        listed_at = int(reflector.resource_version)
+        # Writes to another kind move the server's resourceVersion; only bookmarks tell us.
+        for i in range(3):
+            resources.create_object(api, resources.NODES, {"metadata": {"name": f"bm-node-{i}"}})
+        wait_until(lambda: int(reflector.resource_version) >= listed_at + 3, what="a bookmark")
+        assert metric(registry, "calyx_datastore_events_total", resource="ippools.calyx.dev", type="BOOKMARK") >= 1
+        assert names(reflector.cache) == {"only"}
+    finally:
+        reflector.stop()
+
+
+def _pod(name: str, node: str, labels: dict[str, str]) -> dict:
+    return {"metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.example/app:1"}]}}
+
+
+def test_label_and_field_selectors_limit_the_cache(emulator):
+    api = emulator.client()
+    resources.create_object(api, resources.PODS, _pod("a-web", "node-a", {"app": "web"}))
+    resources.create_object(api, resources.PODS, _pod("a-db", "node-a", {"app": "db"}))
+    resources.create_object(api, resources.PODS, _pod("b-web", "node-b", {"app": "web"}))
+    spec = WatchSpec(resources.PODS, field_selector="spec.nodeName=node-a", label_selector="app=web")
+    reflector = make_reflector(api, spec, CollectorRegistry())
+    reflector.start()
+    try:
+        assert reflector.wait_synced(20)
+        assert set(reflector.cache.items()) == {("default", "a-web")}
+        resources.create_object(api, resources.PODS, _pod("a-web-2", "node-a", {"app": "web"}))
+        resources.create_object(api, resources.PODS, _pod("b-web-2", "node-b", {"app": "web"}))
+        resources.patch_object(api, resources.PODS, "a-db", {"metadata": {"labels": {"app": "web"}}}, "default")
+        resources.patch_object(api, resources.PODS, "a-web", {"metadata": {"labels": {"app": "cache"}}}, "default")
+        wait_until(lambda: set(reflector.cache.items()) == {("default", "a-web-2"), ("default", "a-db")},
+                   what="selected pods only")
+    finally:
+        reflector.stop()
+
+
+def test_api_outage_keeps_cache_retries_with_backoff_and_relists_from_a_new_server(emulator):
+    api = emulator.client()
+    for name, cidr in (("stays", "10.1.0.0/16"), ("goes", "10.2.0.0/16")):
+        resources.create_object(api, resources.IPPOOLS, pool(name, cidr))
+    registry = CollectorRegistry()
+    reflector = make_reflector(api, WatchSpec(resources.IPPOOLS), registry,
+                               backoff=Backoff(base=0.05, cap=0.4))
+    reflector.start()
+    try:
+        assert reflector.wait_synced(20)
+        before = reflector.cache.items()
+        emulator.stop()
+        label = "ippools.calyx.dev"
+        wait_until(lambda: metric(registry, "calyx_datastore_errors_total", resource=label) >= 3,
+                   what="repeated failed attempts while the API is down")
+        assert reflector.cache.items() == before          # nothing lost while unreachable
+        emulator.restart()                                 # empty, with a new history
+        api2 = emulator.client()
+        resources.create_object(api2, resources.IPPOOLS, pool("stays", "10.1.0.0/16", ipipMode="Always"))
+        resources.create_object(api2, resources.IPPOOLS, pool("arrives", "10.3.0.0/16"))
+        wait_until(lambda: names(reflector.cache) == {"stays", "arrives"}, what="convergence on the new server")
+        wait_until(lambda: reflector.cache.get(("", "stays"))["spec"]["ipipMode"] == "Always",
+                   what="the changed pool")
+        assert metric(registry, "calyx_datastore_relists_total", resource=label) >= 1
+    finally:
+        reflector.stop()
+
+
+def test_stop_is_prompt_during_a_long_watch(emulator):
+    api = emulator.client()
+    reflector = make_reflector(api, WatchSpec(resources.NODES), CollectorRegistry(), watch_timeout=300)
+    reflector.start()
+    assert reflector.wait_synced(20)
+    wait_until(lambda: reflector._response is not None, what="the watch to be open")
+    reflector.stop(timeout=10)
+    assert not reflector.alive
