@@ -1,5 +1,8 @@
 """Containerlab topology files: parse, merge kinds/defaults, validate, derive node roles.
 
+When the management subnet is overridden (``--mgmt-subnet``, used by tests to avoid
+collisions), nodes' explicit ``mgmt-ipv4`` addresses move to the same host offset in it.
+
 Reads one ``*.clab.yml`` file and returns a frozen :class:`Topology`, or raises
 :class:`TopologyError` naming the file, the path inside the document and the problem. Nothing
 here touches the network: a topology is fully refused before the lab creates anything.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, Mapping
@@ -177,6 +180,7 @@ def parse(doc: Any, file: Path, *, name: str | None = None,
         err.fail("/name", f"a lab name is required, got {lab_name!r}")
     _check_name(err, "/name", lab_name)
     mgmt = _parse_mgmt(err, root.get("mgmt"), mgmt_subnet)
+    written = _parse_mgmt(err, root.get("mgmt"), None).subnet
     topo = err.mapping(root.get("topology"), "/topology")
     defaults = err.mapping(topo.get("defaults", {}), "/topology/defaults")
     kinds = err.mapping(topo.get("kinds", {}), "/topology/kinds")
@@ -188,6 +192,8 @@ def parse(doc: Any, file: Path, *, name: str | None = None,
     nodes = tuple(_parse_node(err, file.parent, str(n), raw_nodes[n], defaults, kinds)
                   for n in raw_nodes)
     links = _parse_links(err, topo.get("links", []), {n.name for n in nodes})
+    if written != mgmt.subnet:
+        nodes = tuple(_moved(n, written, mgmt.subnet) for n in nodes)
     addresses = _assign_mgmt(err, mgmt, nodes)
     return Topology(lab_name, file, mgmt, nodes, links, addresses)
 
@@ -357,6 +363,14 @@ def _parse_links(err: _Errors, raw: Any, node_names: set[str]) -> tuple[Link, ..
             pair.append(ep)
         links.append(Link(pair[0], pair[1]))
     return tuple(links)
+
+
+def _moved(node: Node, old: IPv4Network, new: IPv4Network) -> Node:
+    """``node`` with its mgmt-ipv4 at the same host offset in an overriding subnet."""
+    ip = node.mgmt_ipv4
+    if ip is None or ip not in old:
+        return node
+    return replace(node, mgmt_ipv4=new.network_address + (int(ip) - int(old.network_address)))
 
 
 def _assign_mgmt(err: _Errors, mgmt: Mgmt, nodes: tuple[Node, ...]) -> dict[str, IPv4Address]:
