@@ -70,10 +70,6 @@ def exhausted_message(node: str, pools: Iterable[model.IPPool]) -> str:
     return f"IPAM: node {node!r}: every pool is exhausted, no free block left in: {', '.join(names)}"
 
 
-def blocks_of_node(blocks: Mapping[str, model.IPAMBlock], node: str) -> tuple[IPv4Network, ...]:
-    return tuple(sorted(b.cidr for b in blocks.values() if b.node == node))
-
-
 # --- API I/O ------------------------------------------------------------------------------
 
 def _api_error(action: str, exc: Exception) -> CniError:
@@ -174,7 +170,7 @@ class BlockClaimer:
         node = self._node()
         if node.pod_cidrs:
             return tuple(node.pod_cidrs)
-        return blocks_of_node(self._blocks()[1], self.node)
+        return model.node_pod_cidrs(node, self._blocks()[1])
 
     def claim_more(self) -> IPv4Network:
         node = self._node()

@@ -2,11 +2,19 @@
 private subnet per test session (never the lab's management subnet)."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
+from pathlib import Path
+
+from kubernetes import client as k8s
+
+from calyx.kube import client as kube_client
+from calyxlab.apiserver.runner import EmbeddedAPIServer
 
 
 def unique_prefix() -> str:
@@ -46,3 +54,95 @@ class Namespaces:
         for name in reversed(self.created):
             sh("ip", "netns", "del", name, check=False)
         self.created.clear()
+
+
+PLUGIN = [sys.executable, "-m", "calyx.cni.plugin"]
+
+
+@dataclass
+class PluginRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Cluster:
+    """The API emulator reachable from a node namespace over a veth, as a kubelet's node sees it."""
+
+    subnet: IPv4Network
+    workdir: Path
+    node: str = "node-a"
+    namespaces: Namespaces = field(default_factory=Namespaces)
+    server: EmbeddedAPIServer | None = None
+    node_ns: str = ""
+    kubeconfig: str = ""
+
+    def start(self) -> "Cluster":
+        self.node_ns = self.namespaces.add("node")
+        root_if, node_if = f"cxr{os.getpid() % 100000}{random.randrange(16**3):03x}", "uplink"
+        root_ip, node_ip = self.subnet[1], self.subnet[2]
+        sh("ip", "link", "add", root_if, "type", "veth", "peer", "name", node_if, "netns", self.node_ns)
+        sh("ip", "addr", "add", f"{root_ip}/{self.subnet.prefixlen}", "dev", root_if)
+        sh("ip", "link", "set", root_if, "up")
+        sh("ip", "addr", "add", f"{node_ip}/{self.subnet.prefixlen}", "dev", node_if, netns=self.node_ns)
+        sh("ip", "link", "set", node_if, "up", netns=self.node_ns)
+        self.server = EmbeddedAPIServer(host=str(root_ip)).start()
+        self.kubeconfig = str(self.server.write_kubeconfig(self.workdir / "kubeconfig"))
+        self.api = kube_client.load(self.kubeconfig)
+        self.create_node(self.node)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.namespaces.cleanup()   # the veth goes with the node namespace
+
+    # --- API objects ---
+    def create_node(self, name: str, pod_cidrs: list[str] | None = None, labels: dict | None = None) -> None:
+        body: dict = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}}}
+        if pod_cidrs:
+            body["spec"] = {"podCIDR": pod_cidrs[0], "podCIDRs": pod_cidrs}
+        k8s.CoreV1Api(self.api).create_node(body)
+
+    def create_pool(self, name: str, cidr: str, block_size: int = 26, **spec) -> None:
+        k8s.CustomObjectsApi(self.api).create_cluster_custom_object(
+            "calyx.dev", "v1", "ippools", {"apiVersion": "calyx.dev/v1", "kind": "IPPool",
+                                           "metadata": {"name": name},
+                                           "spec": {"cidr": cidr, "blockSize": block_size, **spec}})
+
+    def blocks(self) -> list[dict]:
+        return k8s.CustomObjectsApi(self.api).list_cluster_custom_object("calyx.dev", "v1", "ipamblocks")["items"]
+
+    # --- the plugin, run in the node namespace like the container runtime would ---
+    def netconf(self, **overrides) -> dict:
+        conf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calyx",
+                "kubeconfig": self.kubeconfig, "nodename": self.node,
+                "run_dir": str(self.workdir / "run")}
+        conf.update(overrides)
+        return {k: v for k, v in conf.items() if v is not None}
+
+    def env(self, command: str, container_id: str, netns: str = "", pod: tuple[str, str] | None = None,
+            ifname: str = "eth0") -> dict[str, str]:
+        env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
+               "CNI_IFNAME": ifname, "CNI_PATH": "/opt/cni/bin"}
+        if pod:
+            env["CNI_ARGS"] = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod[0]};K8S_POD_NAME={pod[1]}"
+        return env
+
+    def plugin(self, env: dict[str, str], conf: dict | str | None = None) -> PluginRun:
+        stdin = conf if isinstance(conf, str) else json.dumps(conf if conf is not None else self.netconf())
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") and k not in ("KUBECONFIG", "NODENAME")}
+        res = subprocess.run(["ip", "netns", "exec", self.node_ns, *PLUGIN], input=stdin, capture_output=True,
+                             text=True, env={**clean, **env}, timeout=120)
+        return PluginRun(res.returncode, res.stdout, res.stderr)
+
+    def add_pod(self, namespace: str, name: str, container_id: str | None = None) -> tuple[str, PluginRun]:
+        pod_ns = self.namespaces.add(f"p{random.randrange(16**6):06x}")
+        cid = container_id or f"c{random.randrange(16**12):012x}"
+        run = self.plugin(self.env("ADD", cid, Namespaces.path(pod_ns), (namespace, name)))
+        return pod_ns, run

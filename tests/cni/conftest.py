@@ -1,0 +1,25 @@
+"""Fixtures of the CNI tests: a private subnet per session, and a Cluster (API emulator + node
+namespace) per test, always torn down."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from cnitest_support import Cluster, random_session_subnet
+
+
+@pytest.fixture(scope="session")
+def link_subnets():
+    """/29s of a random 10.2XX.Y.0/24 chosen for this session."""
+    return itertools.chain(random_session_subnet().subnets(new_prefix=29))
+
+
+@pytest.fixture
+def cluster(tmp_path, link_subnets):
+    c = Cluster(subnet=next(link_subnets), workdir=tmp_path)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
