@@ -79,13 +79,13 @@ class APIServer:
 
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors], client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/version", lambda r: _json_response(discovery.KUBERNETES_VERSION))
+        app.router.add_get("/version", self._version)
         for path in ("/livez", "/readyz", "/healthz"):
-            app.router.add_get(path, lambda r: web.Response(text="ok"))
+            app.router.add_get(path, self._healthy)
         app.router.add_get("/api", self._api)
-        app.router.add_get("/apis", lambda r: _json_response(discovery.api_group_list(self.registry)))
+        app.router.add_get("/apis", self._apis)
         app.router.add_get("/apis/{group}", self._api_group)
-        app.router.add_get("/openapi/v3", lambda r: _json_response(discovery.openapi_v3_root(self.registry)))
+        app.router.add_get("/openapi/v3", self._openapi_v3_root)
         app.router.add_get("/openapi/v3/{gv:.+}", self._openapi_v3)
         app.router.add_route("*", "/api/{version}", self._resource_or_discovery)
         app.router.add_route("*", "/api/{version}/{rest:.+}", self._resource_or_discovery)
@@ -118,6 +118,18 @@ class APIServer:
     @staticmethod
     def _now() -> datetime:
         return datetime.now(timezone.utc)
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return _json_response(discovery.KUBERNETES_VERSION)
+
+    async def _healthy(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _apis(self, request: web.Request) -> web.Response:
+        return _json_response(discovery.api_group_list(self.registry))
+
+    async def _openapi_v3_root(self, request: web.Request) -> web.Response:
+        return _json_response(discovery.openapi_v3_root(self.registry))
 
     async def _api(self, request: web.Request) -> web.Response:
         return _json_response(discovery.api_versions(request.host))
