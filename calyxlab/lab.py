@@ -511,3 +511,23 @@ def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> b
             (names.state_dir / leftover).unlink(missing_ok=True)
     return found
 
+
+
+def leftovers(name: str) -> list[str]:
+    """What of lab ``name`` still exists on this machine (empty after a clean destroy).
+
+    Looks by name, not by state file: namespaces ``clab-<lab>-*``, the lab's bridge and tap,
+    its UML instance and API server, and any process in a lab namespace. Zombies (finished
+    processes whose parent has not collected them) do not count.
+    """
+    names, host = LabNames(name), HostBackend()
+    found = [f"namespace {ns}" for ns in _lab_namespaces(host, names)]
+    found += [f"link {link}" for link in (names.bridge, names.tap)
+              if host.run(["ip", "link", "show", link]).returncode == 0]
+    found += [f"UML process {pid}" for pid, _ in _find_host_processes(
+        lambda a: bool(a) and Path(a[0]).name == uml.UML_BINARY
+        and f"vec0:transport=tap,ifname={names.tap}" in a)]
+    kubeconfig_flag = str(names.kubeconfig)
+    found += [f"API server process {pid}" for pid, _ in _find_host_processes(
+        lambda a: "calyxlab.apiserver" in a and kubeconfig_flag in a)]
+    return found
