@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import base64
+import re
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from calyx import crds, naming
 from calyx.model import (PARSERS, BGPConfiguration, BGPPeer, EncapMode, IPAMBlock, IPPool, NodeInfo,
                          SecretKeyRef, ValidationError, block_name, effective_bgp_configuration,
                          node_pod_cidrs, node_tunnel_address, parse_bgp_configuration, parse_bgp_peer,
@@ -427,3 +431,40 @@ def test_pools_for_node_and_pool_containing():
     assert pool_containing(pools, IPv4Network("10.0.0.0/7")) is None
     assert pool_containing(pools, IPv4Address("10.9.9.9")).name == "wide"
     assert pool_containing(pools, IPv4Address("192.168.0.1")) is None
+
+
+# --- Names shared by the CNI plugin and felix ----------------------------------------------------
+
+def test_cali_interface_name():
+    # sha1("default.nginx") = c440f455693f...; Calico names the same pod's veth the same way.
+    assert naming.cali_interface_name("default", "nginx") == "calic440f455693"
+    name = naming.cali_interface_name("kube-system", "coredns-5d78c9869d-abcde")
+    assert len(name) == 15 and naming.is_cali_interface(name)
+    assert naming.cali_interface_name("a", "b.c") != naming.cali_interface_name("a.b", "c.d")
+    assert not naming.is_cali_interface("calixyz") and not naming.is_cali_interface("eth0")
+    assert (naming.FELIX_ROUTE_PROTOCOL, naming.BGPD_ROUTE_PROTOCOL) == (80, 186)
+    assert (naming.TUNNEL_DEVICE, naming.HOST_VETH_MAC, naming.POD_GATEWAY) == \
+        ("tunl0", "ee:ee:ee:ee:ee:ee", "169.254.1.1")
+
+
+# --- The model and the CRD pattern agree on CIDR text --------------------------------------------
+
+cidr_texts = st.one_of(
+    st.builds(lambda a, b, c, d, p: f"{a}.{b}.{c}.{d}/{p}",
+              *[st.sampled_from(["0", "10", "255", "256", "01", "1"])] * 4, st.sampled_from(["0", "8", "32", "33", "08", ""])),
+    st.text(alphabet="0123456789./:", max_size=18),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(cidr_texts)
+def test_ippool_cidr_refusals_agree_with_the_crd_pattern(text):
+    pattern = crds.crd("IPPool").spec_schema["properties"]["cidr"]["pattern"]
+    try:
+        parse_ippool(obj("p", {"cidr": text, "blockSize": 32}))
+        accepted = True
+    except ValidationError as err:
+        accepted = False
+        assert err.field_path in ("spec.cidr", "spec.blockSize")
+    if accepted:
+        assert re.search(pattern, text), text
