@@ -13,7 +13,7 @@ import yaml
 
 from calyx import model
 from calyxlab.apiserver import EmbeddedAPIServer
-from conftest import NAMESPACE, SCENARIOS, Helm, Rendered
+from chart_support import NAMESPACE, SCENARIOS, Helm, Rendered
 
 PARSERS = {"IPPool": model.parse_ippool, "BGPConfiguration": model.parse_bgp_configuration,
            "BGPPeer": model.parse_bgp_peer}

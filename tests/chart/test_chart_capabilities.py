@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import Helm
+from chart_support import Helm
 
 pytestmark = pytest.mark.lab
 

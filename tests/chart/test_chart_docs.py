@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from conftest import CHART, REPO
+from chart_support import CHART, REPO
 
 DOC = REPO / "docs" / "install.md"
 

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 
 from calyx import crds
-from conftest import CRD_DIR, NAMESPACE, SCENARIOS, Helm, Rendered
+from chart_support import CRD_DIR, NAMESPACE, SCENARIOS, Helm, Rendered
 
 # Oldest and newest Kubernetes minor the chart is checked against (kubernetes-validate ships both).
 KUBERNETES_VERSIONS = ("1.30", "1.35")

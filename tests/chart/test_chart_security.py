@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import NAMESPACE, Helm, Rendered
+from chart_support import NAMESPACE, Helm, Rendered
 
 DAEMONS = ("felix", "bgpd")
 # Capabilities per container, and why (docs/install.md, "Privileges").

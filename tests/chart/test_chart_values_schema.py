@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import CHART, EXAMPLE_VALUES, TEST_VALUES, Helm
+from chart_support import CHART, EXAMPLE_VALUES, TEST_VALUES, Helm
 
 # values file -> fragments the error must contain (the value's path, and the value where shown).
 INVALID = {
