@@ -123,6 +123,8 @@ class Datastore:
             reflector.request_stop()
         for reflector in reflectors:
             reflector.join(timeout)
+            if not reflector.alive:
+                reflector.api.close()   # the per-reflector client made in __init__
 
     def __enter__(self) -> "Datastore":
         self.start()
