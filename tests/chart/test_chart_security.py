@@ -32,7 +32,7 @@ def test_daemonset_runs_on_every_node(rendered_scenarios: dict[str, Rendered]) -
         pod = ds["spec"]["template"]["spec"]
         assert pod["tolerations"] == [{"operator": "Exists"}]
         assert pod["priorityClassName"] == "system-node-critical"
-        assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+        assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "Default"
         assert [c["name"] for c in pod["containers"]] == list(DAEMONS)
         assert [c["name"] for c in pod["initContainers"]] == ["install-cni"]
 
