@@ -24,7 +24,7 @@ from calyxlab.apiserver.errors import (APIError, already_exists, bad_request, go
 from calyxlab.apiserver.resources import CRD_TYPE, Registry, ResourceType, from_crd
 from calyxlab.apiserver.selectors import parse_field_selector, parse_label_selector
 from calyxlab.apiserver.store import Store, Watcher
-from calyxlab.apiserver.validation import validate_custom
+from calyxlab.apiserver.validation import validate_builtin, validate_custom
 
 LOG = logging.getLogger("calyxlab.apiserver")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -352,6 +352,10 @@ class APIServer:
         obj = self._validated(rtype, obj, strict)
         if rtype == CRD_TYPE:
             self._check_crd(obj)
+        if rtype.kind == "Service" and not rtype.group:
+            used = {ip for svc in self.store.objects(rtype.key)
+                    for ip in (svc.get("spec") or {}).get("clusterIPs") or []}
+            obj = semantics.assign_cluster_ip(obj, used)
         if dry_run:
             return {**obj, "metadata": {**meta, "resourceVersion": str(self.store.resource_version)}}
         stored = self.store.write(rtype.key, obj, "ADDED")
@@ -364,7 +368,7 @@ class APIServer:
     def _validated(self, rtype: ResourceType, obj: dict[str, Any], strict: bool) -> dict[str, Any]:
         if rtype.group and rtype.schema is not None:
             return validate_custom(rtype, obj, strict)
-        return obj
+        return validate_builtin(rtype, obj, strict)
 
     def _check_crd(self, crd: dict[str, Any]) -> None:
         from_crd(crd)

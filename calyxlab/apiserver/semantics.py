@@ -11,6 +11,7 @@ import base64
 import copy
 import re
 from datetime import datetime, timezone
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Callable
 
 from calyxlab.apiserver.errors import APIError, bad_request, conflict, invalid
@@ -85,8 +86,8 @@ def _initial_status(rtype: ResourceType) -> dict[str, Any] | None:
 def prepare_create(rtype: ResourceType, body: Any, namespace: str | None, now: datetime,
                    new_uid: Callable[[], str], random_suffix: Callable[[str, int], str]) -> dict[str, Any]:
     """The object to store for a create request (without resourceVersion)."""
-    obj = copy.deepcopy(_check_body(rtype, body))
-    obj["kind"], obj["apiVersion"] = rtype.kind, rtype.api_version
+    obj = {"kind": rtype.kind, "apiVersion": rtype.api_version,
+           **{k: v for k, v in copy.deepcopy(_check_body(rtype, body)).items() if k not in ("kind", "apiVersion")}}
     meta = obj.setdefault("metadata", {})
     if not meta.get("name") and meta.get("generateName"):
         meta["name"] = meta["generateName"] + random_suffix(_SUFFIX_ALPHABET, 5)
@@ -177,3 +178,32 @@ def prepare_update(rtype: ResourceType, current: dict[str, Any], body: Any,
     if _strip_spec_like(rtype, new) != _strip_spec_like(rtype, current):
         meta["generation"] = int(cur_meta.get("generation", 1)) + 1
     return new
+
+
+SERVICE_CIDR = IPv4Network("10.96.0.0/12")
+
+
+def assign_cluster_ip(service: dict[str, Any], used: set[str], cidr: IPv4Network = SERVICE_CIDR) -> dict[str, Any]:
+    """A Service with ``spec.clusterIP(s)`` filled in from ``cidr`` when unset (the first free
+    address after the network's .1, as the API server's allocator hands out), or checked when set."""
+    spec = dict(service.get("spec") or {})
+    name = service["metadata"]["name"]
+    if spec.get("type") == "ExternalName" or spec.get("clusterIP") == "None":
+        return service
+    wanted = spec.get("clusterIP")
+    if wanted:
+        try:
+            address = IPv4Address(wanted)
+        except ValueError:
+            raise invalid("services", name, "", [("spec.clusterIP", wanted, "must be a valid IPv4 address or None")]) from None
+        if address not in cidr:
+            raise invalid("services", name, "", [("spec.clusterIP", wanted, f"is not in the service range {cidr}")])
+        if wanted in used:
+            raise invalid("services", name, "", [("spec.clusterIP", wanted, "provided IP is already allocated")])
+    else:
+        wanted = next((str(a) for a in cidr.hosts() if str(a) not in used and a != cidr.network_address + 1), None)
+        if wanted is None:
+            raise APIError(500, "InternalError", f"services {name!r}: the service range {cidr} is full")
+    spec["clusterIP"], spec["clusterIPs"] = wanted, [wanted]
+    spec.setdefault("type", "ClusterIP")
+    return {**service, "spec": spec}

@@ -1,13 +1,19 @@
-"""Custom resources checked against their CRD's ``openAPIV3Schema``, as the API server does:
-defaults are filled in, unknown fields are pruned (or, with ``fieldValidation=Strict``, refused), then the object is
-validated; a violation is a 422 Invalid naming the object, the field and the value.
+"""Objects checked as the API server decodes and validates them.
+
+Custom resources against their CRD's ``openAPIV3Schema``: defaults are filled in, unknown
+fields are pruned (or, with ``fieldValidation=Strict``, refused), then the object is validated;
+a violation is a 422 Invalid naming the object, the field and the value. Built-in kinds have
+their unknown fields dropped or refused the same way, using the official client's models as
+the list of fields Kubernetes defines.
 """
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import jsonschema
+import kubernetes.client
 
 from calyxlab.apiserver.errors import APIError, invalid
 from calyxlab.apiserver.resources import ResourceType
@@ -88,4 +94,52 @@ def validate_custom(rtype: ResourceType, obj: dict[str, Any], strict: bool) -> d
         if key not in ("metadata", "apiVersion", "kind") and key not in body:
             del result[key]
     result.update(body)
+    return result
+
+
+# Built-in kinds: the official client's models describe every field Kubernetes defines.
+_BUILTIN_MODELS = {("", "Pod"): "V1Pod", ("", "Node"): "V1Node", ("", "Service"): "V1Service",
+                   ("", "Namespace"): "V1Namespace", ("", "Secret"): "V1Secret", ("", "Event"): "CoreV1Event",
+                   ("apiextensions.k8s.io", "CustomResourceDefinition"): "V1CustomResourceDefinition"}
+_LIST_TYPE = re.compile(r"^list\[(.+)\]$", re.IGNORECASE)
+_MAP_TYPE = re.compile(r"^dict(?:\[str, (.+)\]|\(str, (.+)\))$", re.IGNORECASE)
+
+
+def _prune_model(type_name: str, value: Any, path: str, unknown: list[str]) -> None:
+    list_match, map_match = _LIST_TYPE.match(type_name), _MAP_TYPE.match(type_name)
+    if list_match and isinstance(value, list):
+        for index, item in enumerate(value):
+            _prune_model(list_match.group(1), item, f"{path}[{index}]", unknown)
+        return
+    if map_match and isinstance(value, dict):
+        inner = map_match.group(1) or map_match.group(2)
+        for key, item in value.items():
+            _prune_model(inner, item, f"{path}.{key}", unknown)
+        return
+    model = getattr(kubernetes.client, type_name, None)
+    attribute_map = getattr(model, "attribute_map", None)
+    if not isinstance(attribute_map, dict) or not isinstance(value, dict):
+        return
+    types = {json_name: model.openapi_types[attr] for attr, json_name in attribute_map.items()}
+    for key in list(value):
+        child = f"{path}.{key}" if path else key
+        if key in types:
+            _prune_model(types[key], value[key], child, unknown)
+        else:
+            unknown.append(child)
+            del value[key]
+
+
+def validate_builtin(rtype: ResourceType, obj: dict[str, Any], strict: bool) -> dict[str, Any]:
+    """Unknown fields of a built-in kind dropped (as decoding does), or refused under Strict."""
+    model = _BUILTIN_MODELS.get((rtype.group, rtype.kind))
+    if model is None:
+        return obj
+    result = copy.deepcopy(obj)
+    unknown: list[str] = []
+    _prune_model(model, result, "", unknown)
+    if unknown and strict:
+        raise APIError(400, "BadRequest", f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
+                       f"{rtype.kind}: strict decoding error: " + ", ".join(f'unknown field "{u}"'
+                                                                          for u in unknown))
     return result

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from apitest_support import ippool, pod
+from apitest_support import ippool, pod, raw_request
 
 GROUP, VERSION = "calyx.dev", "v1"
 
@@ -294,7 +294,13 @@ def test_service_and_event_and_namespaced_custom_kind(core: client.CoreV1Api,
                                                       custom: client.CustomObjectsApi) -> None:
     svc = core.create_namespaced_service("default", {"metadata": {"name": "dns"}, "spec": {
         "ports": [{"port": 53, "protocol": "UDP"}], "selector": {"app": "dns"}}})
-    assert svc.spec.ports[0].port == 53
+    assert svc.spec.ports[0].port == 53 and svc.spec.cluster_ip == "10.96.0.2" and svc.spec.type == "ClusterIP"
+    assert core.create_namespaced_service("default", {"metadata": {"name": "api"}, "spec": {
+        "ports": [{"port": 443}]}}).spec.cluster_ip == "10.96.0.3"
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_service("default", {"metadata": {"name": "dup"}, "spec": {
+            "clusterIP": "10.96.0.3", "ports": [{"port": 1}]}})
+    assert err.value.status == 422 and "10.96.0.3" in status_of(err.value)["message"]
     core.create_namespaced_event("default", {"metadata": {"name": "ev1"}, "reason": "Started",
                                              "involvedObject": {"kind": "Pod", "name": "web",
                                                                 "namespace": "default"}})
@@ -313,3 +319,31 @@ def test_bad_selector_is_400(core: client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as err:
         core.list_node(field_selector="spec.nodeName=x")
     assert err.value.status == 400 and "field label not supported" in status_of(err.value)["message"]
+
+
+def test_unknown_fields_are_dropped_without_strict_validation(server, core: client.CoreV1Api) -> None:
+    body = pod("p")
+    body["spec"]["nodeNmae"] = "typo"
+    code, created = raw_request(server.url, "POST", "/api/v1/namespaces/default/pods", body)
+    assert code == 201 and "nodeNmae" not in created["spec"]
+    assert core.read_namespaced_pod("p", "default").spec.containers[0].name == "main"
+    body["metadata"]["name"] = "q"
+    code, status = raw_request(server.url, "POST", "/api/v1/namespaces/default/pods?fieldValidation=Strict", body)
+    assert code == 400 and status["kind"] == "Status" and 'unknown field "spec.nodeNmae"' in status["message"]
+
+
+def test_malformed_requests_get_status_objects(server) -> None:
+    code, status = raw_request(server.url, "POST", "/api/v1/namespaces/default/pods", [1])
+    assert code == 400 and status["reason"] == "BadRequest" and "JSON object" in status["message"]
+    code, status = raw_request(server.url, "POST", "/api/v1/namespaces/default/pods",
+                               {"kind": "Node", "metadata": {"name": "x"}})
+    assert code == 400 and "'Node'" in status["message"]
+    code, status = raw_request(server.url, "POST", "/api/v1/nodes",
+                               {"metadata": {"name": "n", "labels": {"a": 1}}})
+    assert code == 422 and "metadata.labels" in status["message"]
+    code, status = raw_request(server.url, "GET", "/api/v1/pods?watch=1&resourceVersion=abc")
+    assert code == 400 and "'abc'" in status["message"]
+    code, status = raw_request(server.url, "GET", "/apis/nothing.example/v1/things")
+    assert code == 404 and status["kind"] == "Status"
+    code, status = raw_request(server.url, "PATCH", "/api/v1/nodes/none", {}, "application/merge-patch+json")
+    assert code == 404 and status["message"] == 'nodes "none" not found'

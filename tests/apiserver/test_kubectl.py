@@ -150,3 +150,10 @@ def test_crd_applied_at_runtime_is_served(bare_kubectl: Kubectl) -> None:
     bare_kubectl.out("delete", "crd", "ippools.calyx.dev")
     gone = bare_kubectl.run("get", "ippools", check=False)
     assert gone.returncode != 0
+
+
+def test_unknown_field_on_builtin_kind_is_refused(kubectl: Kubectl) -> None:
+    bad = kubectl.run("apply", "-f", "-", stdin=POD.replace("  nodeName: node-1", "  nodeNmae: node-1"),
+                      check=False)
+    assert bad.returncode != 0 and 'unknown field "spec.nodeNmae"' in bad.stderr
+    assert "No resources found" in kubectl.run("get", "pods").stderr
