@@ -18,8 +18,6 @@ import importlib.util
 import json
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -85,7 +83,7 @@ def resolve_kernel(kernel: str) -> str:
     return kernel
 
 
-def _subnet_in_use(subnet) -> str | None:
+def subnet_in_use(subnet) -> str | None:
     """The host interface already holding an address in ``subnet``, if any."""
     res = HostBackend().run(["ip", "-j", "-4", "addr", "show"])
     for link in json.loads(res.stdout or "[]"):
@@ -119,7 +117,7 @@ class Lab:
         if names.state_file.exists() or _lab_namespaces(HostBackend(), names):
             raise LabError(f"lab {topo.name!r} is already deployed (or left over): run "
                            f"'calyx-lab destroy --name {topo.name}' first")
-        used = _subnet_in_use(topo.mgmt.subnet)
+        used = subnet_in_use(topo.mgmt.subnet)
         if used:
             raise LabError(f"{topo.file}: /mgmt/ipv4-subnet: {topo.mgmt.subnet} is already in "
                            f"use on this machine by {used}")
@@ -459,6 +457,18 @@ def _find_host_processes(match: Callable[[list[str]], bool]) -> list[tuple[int, 
     return out
 
 
+def _find_uml_instances(names: LabNames) -> list[tuple[int, int]]:
+    """The lab's UML kernel: the process leading the group of all its host processes."""
+    def leader(pid: int) -> bool:
+        try:
+            return os.getpgid(pid) == pid
+        except ProcessLookupError:
+            return False
+    return [(pid, started) for pid, started in _find_host_processes(
+        lambda a: bool(a) and Path(a[0]).name == uml.UML_BINARY
+        and f"vec0:transport=tap,ifname={names.tap}" in a) if leader(pid)]
+
+
 def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> bool:
     """Remove everything lab ``name`` created. Idempotent; True if anything was found."""
     names = LabNames(name)
@@ -472,8 +482,7 @@ def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> b
             procs.terminate(cli, started, grace=2)
     # The UML instance: everything inside it goes with it.
     umls = ([(data["uml"]["pid"], data["uml"]["start_time"])] if data.get("uml") else [])
-    umls += _find_host_processes(lambda a: bool(a) and Path(a[0]).name == uml.UML_BINARY
-                                 and f"vec0:transport=tap,ifname={names.tap}" in a)
+    umls += _find_uml_instances(names)
     for pid, started in set(umls):
         if procs.alive(pid, started):
             printer(f"Stopping the UML kernel (pid {pid})")
@@ -524,9 +533,7 @@ def leftovers(name: str) -> list[str]:
     found = [f"namespace {ns}" for ns in _lab_namespaces(host, names)]
     found += [f"link {link}" for link in (names.bridge, names.tap)
               if host.run(["ip", "link", "show", link]).returncode == 0]
-    found += [f"UML process {pid}" for pid, _ in _find_host_processes(
-        lambda a: bool(a) and Path(a[0]).name == uml.UML_BINARY
-        and f"vec0:transport=tap,ifname={names.tap}" in a)]
+    found += [f"UML process {pid}" for pid, _ in _find_uml_instances(names)]
     kubeconfig_flag = str(names.kubeconfig)
     found += [f"API server process {pid}" for pid, _ in _find_host_processes(
         lambda a: "calyxlab.apiserver" in a and kubeconfig_flag in a)]
