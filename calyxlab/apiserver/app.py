@@ -282,6 +282,7 @@ class APIServer:
         deadline = loop.time() + timeout if timeout else None
         interval = self.settings.bookmark_interval
         next_bookmark = loop.time() + interval
+        as_table, include, first_table = _wants_table(request), query.get("includeObject", "Metadata"), True
         try:
             await response.prepare(request)
             while True:
@@ -299,7 +300,14 @@ class APIServer:
                     continue
                 chunk, ended = [], False
                 while item is not None:
-                    chunk.append(_dumps({"type": item[0], "object": _as_version(item[1], rtype)}) + "\n")
+                    obj = _as_version(item[1], rtype)
+                    if as_table:
+                        obj = tables.table(rtype, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                           include, self._now())
+                        if not first_table:
+                            obj["columnDefinitions"] = []   # as the real server: columns only once
+                        first_table = False
+                    chunk.append(_dumps({"type": item[0], "object": obj}) + "\n")
                     if watcher.queue.empty() or len(chunk) >= 256:
                         break
                     item = watcher.queue.get_nowait()
