@@ -133,6 +133,7 @@ class Lab:
             "topology": str(topo.file), "kernel": kernel, "mgmt_subnet": str(topo.mgmt.subnet),
             "bridge": names.bridge, "tap": names.tap if kernel == "uml" else None,
             "namespaces": [], "deploying": True, "cli_pid": os.getpid(),
+            "cli_start_time": procs.start_time(os.getpid()),
             "nodes": [_node_row(topo, n).__dict__ for n in topo.nodes]})
         state.save()
         lab = cls(topo, kernel, HostBackend(), state, printer)
@@ -478,8 +479,7 @@ def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> b
     found = state is not None
     # A deploy still running for this lab must stop first, or it would keep creating things.
     if (cli := data.get("cli_pid")) and data.get("deploying") and cli != os.getpid():
-        if (started := procs.start_time(cli)) is not None:
-            procs.terminate(cli, started, grace=2)
+        procs.terminate(cli, data.get("cli_start_time", -1), grace=2)
     # The UML instance: everything inside it goes with it.
     umls = ([(data["uml"]["pid"], data["uml"]["start_time"])] if data.get("uml") else [])
     umls += _find_uml_instances(names)
