@@ -116,6 +116,9 @@ def configure_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO |
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(name.upper())
+    # urllib3 logs each connection retry as a warning; Calyx's API callers log every failed
+    # request themselves (with the retry delay), so below debug level those lines are noise.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if name == "debug" else logging.ERROR)
 
 
 class StructuredLogger:

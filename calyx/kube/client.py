@@ -14,6 +14,7 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import MaxRetryError
 
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 
@@ -46,6 +47,9 @@ def load(kubeconfig: str | None, environ: Mapping[str, str] | None = None,
     else:
         raise ClientConfigError(f"no Kubernetes API configuration: pass a kubeconfig (KUBECONFIG or --kubeconfig) "
                                 f"or run in a pod ({IN_CLUSTER_ENV} unset)")
+    # One immediate retry (a pooled keep-alive connection the server closed); beyond that the
+    # callers' own backoff decides when to try again.
+    configuration.retries = 1
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -63,5 +67,7 @@ def describe_error(exc: BaseException) -> str:
     connection error."""
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason or ''}".strip()
+    if isinstance(exc, MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
     text = str(exc) or type(exc).__name__
     return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
