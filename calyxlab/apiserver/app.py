@@ -20,7 +20,7 @@ from aiohttp import web
 
 from calyxlab.apiserver import discovery, patching, semantics, tables
 from calyxlab.apiserver.errors import (APIError, already_exists, bad_request, gone, method_not_allowed,
-                                       not_found, unsupported_media_type)
+                                       not_found, resource_version_too_large, unsupported_media_type)
 from calyxlab.apiserver.resources import CRD_TYPE, Registry, ResourceType, from_crd
 from calyxlab.apiserver.selectors import parse_field_selector, parse_label_selector
 from calyxlab.apiserver.store import Store, Watcher
@@ -237,8 +237,7 @@ class APIServer:
             if rv_match not in ("", "NotOlderThan"):
                 raise bad_request(f"resourceVersionMatch: {rv_match!r}: must be Exact or NotOlderThan")
             if rv_param and rv_param != "0" and _parse_rv(rv_param) > self.store.resource_version:
-                raise APIError(504, "Timeout", f"Too large resource version: {rv_param}, current: "
-                               f"{self.store.resource_version}")
+                raise resource_version_too_large(_parse_rv(rv_param), self.store.resource_version)
             objects = list(self.store.objects(rtype.key))
             list_rv = self.store.resource_version
         selected = sorted((o for o in objects

@@ -78,3 +78,10 @@ def method_not_allowed(message: str) -> APIError:
 def unsupported_media_type(content_type: str) -> APIError:
     return APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format; "
                     f"content type {content_type!r} is not supported here")
+
+
+def resource_version_too_large(requested: int, current: int) -> APIError:
+    """What Kubernetes answers for a version it has not reached (for example after a restart)."""
+    return APIError(504, "Timeout", f"Too large resource version: {requested}, current: {current}",
+                    {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                     "retryAfterSeconds": 1})

@@ -16,7 +16,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from calyxlab.apiserver.errors import gone
+from calyxlab.apiserver.errors import gone, resource_version_too_large
 from calyxlab.apiserver.selectors import FieldSelector, LabelSelector
 
 ObjectKey = tuple[str, str]        # (namespace or "", name)
@@ -161,7 +161,7 @@ class Store:
         """The kind's objects as they were at ``resource_version`` (410 Gone if compacted)."""
         kind = self._kind(key)
         if resource_version > self._rv:
-            raise gone(f"Too large resource version: {resource_version}, current: {self._rv}")
+            raise resource_version_too_large(resource_version, self._rv)
         if resource_version < kind.compacted:
             raise gone(f"The resourceVersion for the provided list is too old: {resource_version} "
                        f"(oldest available: {kind.compacted})")
@@ -185,6 +185,8 @@ class Store:
                 if watcher.selects(obj):
                     watcher._push("ADDED", obj)
         else:
+            if since > self._rv:
+                raise resource_version_too_large(since, self._rv)
             if since < kind.compacted:
                 raise gone(f"too old resource version: {since} ({kind.compacted})")
             pending = []

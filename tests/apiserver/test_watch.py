@@ -186,3 +186,13 @@ def test_500_creates_reach_a_watcher_in_order(core: client.CoreV1Api) -> None:
     assert {kind for kind, _, _ in collector.events} == {"ADDED"}
     versions = [int(rv) for _, _, rv in collector.events]
     assert versions == sorted(versions) and len(set(versions)) == 500
+
+
+def test_resource_version_from_the_future_is_refused(core: client.CoreV1Api) -> None:
+    """A client resuming against a restarted (empty) server must relist, not see versions go back."""
+    with pytest.raises(ApiException) as err:
+        list(watch.Watch().stream(core.list_node, resource_version="999999", timeout_seconds=1))
+    assert err.value.status == 504 and "Too large resource version" in str(err.value)
+    with pytest.raises(ApiException) as err:
+        core.list_node(resource_version="999999", resource_version_match="NotOlderThan")
+    assert err.value.status == 504
