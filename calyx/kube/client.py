@@ -1,8 +1,10 @@
 """Building Kubernetes API clients: from a kubeconfig file, else from the in-cluster service
 account, else a clear error. Never touches the kubernetes package's global default configuration.
 
-An ``ApiClient`` owns one urllib3 pool; a long-running watch holds one of its connections for
-minutes. Each reflector thread therefore gets its own client (:func:`clone`) sharing the same
+Thread safety: an ``ApiClient``'s synchronous calls may be shared between threads (its urllib3
+``PoolManager`` is thread-safe and the legacy async ``ThreadPool`` is created under a lock), but
+its pool is small and a long-running watch holds one of its connections for minutes. Each
+reflector thread therefore gets its own client (:func:`clone`) sharing the same
 :class:`kubernetes.client.Configuration`, so watches never starve ordinary requests.
 """
 from __future__ import annotations

@@ -60,6 +60,11 @@ IPAMBLOCKS = Resource(model.GROUP, model.VERSION, "ipamblocks", "IPAMBlock", Fal
 
 ALL = (PODS, NODES, SECRETS, EVENTS, IPPOOLS, BGPCONFIGURATIONS, BGPPEERS, IPAMBLOCKS)
 
+# Also reachable as ``Resource.PODS`` etc., the spelling docs/architecture.md uses.
+for _name in ("PODS", "NODES", "SECRETS", "EVENTS", "IPPOOLS", "BGPCONFIGURATIONS", "BGPPEERS", "IPAMBLOCKS"):
+    setattr(Resource, _name, globals()[_name])
+del _name
+
 
 @dataclass(frozen=True)
 class ObjectList:
