@@ -34,6 +34,7 @@ API_PORT = 6443
 API_READY_TIMEOUT = 60.0
 ROUTER_READY_TIMEOUT = 30.0
 EXEC_TIMEOUT = 120.0
+DAEMON_SETTLE = 0.5      # a cluster daemon still running this long after its start is reported up
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "charts" / "calyx" / "crds"
 KERNELS = ("host", "uml", "auto")
@@ -187,10 +188,18 @@ class Lab:
         for node in topo.nodes:
             for line in node.exec:
                 self._run_exec_line(node, line)
+        started: list[ProcHandle] = []
         for node in topo.nodes:
             if node.role is Role.CLUSTER:
                 self._register(node)
-                self.start_daemons(node.name)
+                started += self.start_daemons(node.name)
+        if started:
+            time.sleep(DAEMON_SETTLE)
+            for h in started:
+                if not self.alive(h):
+                    tail = self.daemon_log(h.node, h.name).strip().splitlines()[-1:]
+                    self.print(f"warning: node {h.node}: {h.name} exited right after its start "
+                               f"(log {h.log}): {tail[0] if tail else 'no output'}")
 
     def _boot_uml(self, memory: str) -> None:
         topo, names, host = self.topology, self.names, HostBackend()
