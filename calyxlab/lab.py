@@ -183,7 +183,7 @@ class Lab:
         if topo.has_cluster_nodes:
             self._start_api()
         for node in topo.nodes:
-            if node.role in (Role.FRR, Role.BIRD, Role.GOBGP):
+            if node.role in netplan.ROUTER_ROLES:
                 self._start_router(node)
         for node in topo.nodes:
             for line in node.exec:

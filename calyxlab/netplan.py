@@ -9,7 +9,9 @@ network: node-to-node traffic never hairpins through the machine running the lab
 from __future__ import annotations
 
 from calyxlab.state import LabNames
-from calyxlab.topology import MGMT_INTERFACE, Topology
+from calyxlab.topology import MGMT_INTERFACE, Role, Topology
+
+ROUTER_ROLES = (Role.FRR, Role.BIRD, Role.GOBGP)
 
 
 def root_batch(topo: Topology, names: LabNames, *, bridge_address: str | None,
@@ -43,6 +45,11 @@ def node_script(topo: Topology, node: str) -> str:
     ifaces = [ep.interface for link in topo.links for ep in (link.a, link.b) if ep.node == node]
     batch = ["link set lo up", f"addr add {ip}/{topo.mgmt.subnet.prefixlen} dev {MGMT_INTERFACE}",
              f"link set {MGMT_INTERFACE} up"] + [f"link set {i} up" for i in ifaces]
+    sysctls = ["net/ipv4/ip_forward"]
+    if topo.node(node).role in ROUTER_ROLES:
+        # Router daemons start before the exec lines that address the interfaces (as in a
+        # container); this lets one configured to listen on such an address start anyway.
+        sysctls.append("net/ipv4/ip_nonlocal_bind")
     return ("set -e\n"
             "ip -batch - <<'EOF'\n" + "\n".join(batch) + "\nEOF\n"
-            "echo 1 > /proc/sys/net/ipv4/ip_forward\n")
+            + "".join(f"echo 1 > /proc/sys/{s}\n" for s in sysctls))

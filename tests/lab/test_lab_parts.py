@@ -41,6 +41,9 @@ def test_root_batch_creates_both_link_ends_inside_their_namespaces() -> None:
     script = netplan.node_script(topo, "gobgp")
     assert "addr add 10.209.1.4/24 dev eth0" in script and "link set eth2 up" in script
     assert "default" not in script
+    assert "ip_nonlocal_bind" in script        # a router may listen before its address exists
+    assert "ip_nonlocal_bind" not in netplan.node_script(
+        load(TOPOS / "slow.clab.yml", name="t"), "a")
 
 
 def test_node_view_mounts_runtime_dirs_and_binds() -> None:
