@@ -18,11 +18,14 @@ TOPOS = Path(__file__).resolve().parent / "topologies"
 CLI = str(Path(sys.executable).parent / "calyx-lab")
 
 
-def test_auto_kernel_follows_ipip_support() -> None:
-    host_has_ipip = subprocess.run(["ip", "link", "add", "probe-ipip-x", "type", "ipip"],
-                                   capture_output=True).returncode == 0
-    if host_has_ipip:
-        subprocess.run(["ip", "link", "del", "probe-ipip-x"])
+def test_auto_kernel_follows_ipip_support(unique_lab_name) -> None:
+    ns = unique_lab_name("ipip-check")
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        host_has_ipip = subprocess.run(["ip", "-n", ns, "link", "add", "t0", "type", "ipip",
+                                        "remote", "192.0.2.9"], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
     assert resolve_kernel("auto") == ("host" if host_has_ipip else "uml")
 
 
