@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             show(lab, "node1", [kubectl, "get", "nodes", "-o", "wide"])
             banner("node1 -> node2 over their link")
             show(lab, "node1", ["ping", "-c", "3", "-i", "0.2", "10.0.0.2"])
-            banner(f"calyx-lab destroy --name {name}")
+            banner(f"calyx-lab destroy --name {name} --cleanup")
+            lab.destroy(cleanup=True)
         left = leftovers(name)
         if left:
             print(f"demo: left behind: {', '.join(left)}", file=sys.stderr)

@@ -430,8 +430,9 @@ class Lab:
     def _reachable(self) -> bool:
         return not isinstance(self.backend, uml.UmlBackend) or self.backend.ping()
 
-    def destroy(self) -> None:
-        destroy(self.name, printer=self.print)
+    def destroy(self, *, cleanup: bool = False) -> None:
+        """Remove the lab; ``cleanup`` also removes its logs."""
+        destroy(self.name, printer=self.print, cleanup=cleanup)
 
 
 def _node_row(topo: Topology, node: Node) -> NodeStatus:

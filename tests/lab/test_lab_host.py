@@ -132,6 +132,9 @@ def test_cli_deploy_inspect_exec_destroy(unique_lab_name, mgmt_subnet) -> None:
     assert ("calyx-lab: error: node b: exec 'ip route add 10.9.0.0/16 via 10.77.0.1' exited 2: "
             in res.stderr), res.stderr
     assert_gone(name)
+    subprocess.run([CLI, "destroy", "--name", name, "--cleanup"], check=True,
+                   capture_output=True)
+    assert not LabNames(name).state_dir.exists()
 
 
 def test_refusals_before_anything_is_built(lab_factory, unique_lab_name, mgmt_subnet) -> None:
