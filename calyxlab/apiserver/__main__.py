@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
+from calyx.observability import LOG_LEVELS, configure_logging
 from calyxlab.apiserver.app import Settings
 from calyxlab.apiserver.errors import APIError
 from calyxlab.apiserver.resources import default_crd_dir
@@ -32,14 +32,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between BOOKMARK events on watches that allow them (default 5)")
     parser.add_argument("--history", type=int, default=1000, metavar="N",
                         help="watch events kept per kind for resuming watches (default 1000)")
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     if args.history < 1:
         parser.error(f"--history {args.history}: must be at least 1")
     if args.bookmark_interval <= 0:
         parser.error(f"--bookmark-interval {args.bookmark_interval}: must be positive")
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level)
     settings = Settings(history=args.history, bookmark_interval=args.bookmark_interval)
     try:
         asyncio.run(serve_forever(args.listen or [("127.0.0.1", 6443)], args.crd_dir, settings,

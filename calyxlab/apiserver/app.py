@@ -8,7 +8,6 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Awaitable, Callable
 import yaml
 from aiohttp import web
 
+from calyx.observability import get_logger
 from calyxlab.apiserver import discovery, patching, semantics, tables
 from calyxlab.apiserver.errors import (APIError, already_exists, bad_request, gone, method_not_allowed,
                                        not_found, resource_version_too_large, unsupported_media_type)
@@ -26,7 +26,7 @@ from calyxlab.apiserver.selectors import parse_field_selector, parse_label_selec
 from calyxlab.apiserver.store import Store, Watcher
 from calyxlab.apiserver.validation import validate_builtin, validate_custom
 
-LOG = logging.getLogger("calyxlab.apiserver")
+LOG = get_logger("calyxlab.apiserver")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -100,8 +100,8 @@ class APIServer:
             return await handler(request)
         except APIError as err:
             if err.code >= 500:
-                LOG.error("request failed method=%s path=%s code=%s message=%s",
-                          request.method, request.path, err.code, err.message)
+                LOG.error("request failed", method=request.method, path=request.path, code=err.code,
+                          message=err.message)
             return _json_response(err.status(), err.code)
         except web.HTTPException as exc:
             if exc.status == 404:
@@ -111,7 +111,7 @@ class APIServer:
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception as exc:  # a defect here must still answer as the API does
-            LOG.exception("internal error method=%s path=%s", request.method, request.path)
+            LOG.error("internal error", exc_info=True, method=request.method, path=request.path)
             return _json_response(APIError(500, "InternalError", f"Internal error occurred: {exc!r}")
                                   .status(), 500)
 
@@ -336,7 +336,8 @@ class APIServer:
     async def _post(self, request: web.Request, target: Target) -> web.Response:
         body = await _read_body(request)
         if target.rtype.namespaced and target.namespace is None:
-            raise bad_request(f"{target.rtype.plural} are namespaced: POST to /namespaces/<ns>/{target.rtype.plural}")
+            raise bad_request(f"{target.rtype.plural} are namespaced: "
+                              f"POST to /namespaces/<namespace>/{target.rtype.plural}")
         obj = self._create(target.rtype, body, target.namespace, self._now(), _dry_run(request),
                            _strict(request))
         return _json_response(_as_version(obj, target.rtype), 201)
@@ -368,8 +369,8 @@ class APIServer:
         stored = self.store.write(rtype.key, obj, "ADDED")
         if rtype == CRD_TYPE:
             stored = self._established(stored)
-        LOG.debug("created kind=%s namespace=%s name=%s rv=%s", rtype.kind, meta.get("namespace", ""),
-                  meta["name"], stored["metadata"]["resourceVersion"])
+        LOG.debug("created", kind=rtype.kind, namespace=meta.get("namespace", ""), name=meta["name"],
+                  resource_version=stored["metadata"]["resourceVersion"])
         return stored
 
     def _validated(self, rtype: ResourceType, obj: dict[str, Any], strict: bool) -> dict[str, Any]:
@@ -382,7 +383,10 @@ class APIServer:
 
     def _established(self, crd: dict[str, Any]) -> dict[str, Any]:
         """Serve the CRD's kinds and mark it Established, as the CRD controllers would."""
-        self.registry.register_crd(crd)
+        served = self.registry.register_crd(crd)
+        LOG.info("serving custom resource", crd=crd["metadata"]["name"],
+                 versions=",".join(t.version for t in served), scope="Namespaced" if served[0].namespaced
+                 else "Cluster")
         when = semantics.timestamp(self._now())
         names = dict(crd["spec"]["names"])
         names.setdefault("singular", names["kind"].lower())
@@ -507,6 +511,7 @@ class APIServer:
         final = self.store.remove(rtype.key, namespace, name)
         if rtype == CRD_TYPE:
             self.registry.unregister_crd(name)
+            LOG.info("custom resource withdrawn", crd=name)
             self.store.drop_kind((final["spec"]["group"], final["spec"]["names"]["plural"]))
         elif namespace:
             ns = self.store.get(("", "namespaces"), None, namespace)

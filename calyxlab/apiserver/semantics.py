@@ -195,9 +195,11 @@ def assign_cluster_ip(service: dict[str, Any], used: set[str], cidr: IPv4Network
         try:
             address = IPv4Address(wanted)
         except ValueError:
-            raise invalid("services", name, "", [("spec.clusterIP", wanted, "must be a valid IPv4 address or None")]) from None
+            raise invalid("services", name, "", [("spec.clusterIP", wanted,
+                                                  "must be a valid IPv4 address or None")]) from None
         if address not in cidr:
-            raise invalid("services", name, "", [("spec.clusterIP", wanted, f"is not in the service range {cidr}")])
+            raise invalid("services", name, "", [("spec.clusterIP", wanted,
+                                                  f"is not in the service range {cidr}")])
         if wanted in used:
             raise invalid("services", name, "", [("spec.clusterIP", wanted, "provided IP is already allocated")])
     else:
