@@ -110,8 +110,13 @@ class Lab:
     @classmethod
     def deploy(cls, topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
                mgmt_subnet: str | None = None, kernel: str = "auto",
-               uml_memory: str = uml.DEFAULT_MEMORY, printer: Printer = _quiet) -> "Lab":
-        """Build the lab; on any failure destroy what was built and re-raise."""
+               uml_memory: str = uml.DEFAULT_MEMORY, printer: Printer = _quiet,
+               daemons: Iterable[str] | None = None) -> "Lab":
+        """Build the lab; on any failure destroy what was built and re-raise.
+
+        ``daemons`` overrides every cluster node's CALYX_LAB_DAEMONS (``()`` starts none, so a
+        test can start them itself with :meth:`start_daemons` or :meth:`spawn`).
+        """
         topo = topology if isinstance(topology, Topology) else load(
             topology, name=name, mgmt_subnet=mgmt_subnet)
         names = LabNames(topo.name)
@@ -139,7 +144,7 @@ class Lab:
         state.save()
         lab = cls(topo, kernel, HostBackend(), state, printer)
         try:
-            lab._build(uml_memory)
+            lab._build(uml_memory, None if daemons is None else tuple(daemons))
         except BaseException:
             printer(f"deploy of lab {topo.name!r} failed; cleaning up")
             destroy(topo.name, printer=printer)
@@ -164,7 +169,7 @@ class Lab:
         self.destroy()
 
     # ----------------------------------------------------------------- build steps
-    def _build(self, uml_memory: str) -> None:
+    def _build(self, uml_memory: str, daemons: tuple[str, ...] | None) -> None:
         topo, names = self.topology, self.names
         self.print(f"Creating lab {topo.name!r} ({len(topo.nodes)} nodes, {len(topo.links)} "
                    f"links, {self.kernel} kernel, mgmt {topo.mgmt.subnet})")
@@ -192,7 +197,7 @@ class Lab:
         for node in topo.nodes:
             if node.role is Role.CLUSTER:
                 self._register(node)
-                started += self.start_daemons(node.name)
+                started += self.start_daemons(node.name, daemons)
         if started:
             time.sleep(DAEMON_SETTLE)
             for h in started:
@@ -381,23 +386,34 @@ class Lab:
         found = [p for p in self.processes(node) if p.name == name]
         return found[-1] if found else None
 
-    def start_daemons(self, node: str, which: Iterable[str] | None = None) -> list[ProcHandle]:
-        """Start a cluster node's daemons (default: its CALYX_LAB_DAEMONS)."""
+    def start_daemons(self, node: str, which: Iterable[str] | None = None, *,
+                      env: Mapping[str, str] | None = None) -> list[ProcHandle]:
+        """Start a cluster node's daemons (default: its CALYX_LAB_DAEMONS) not yet running.
+
+        ``env`` adds to (or overrides) :meth:`node_env` for these processes.
+        """
         n = self.topology.node(node)
         if n.role is not Role.CLUSTER:
             raise LabError(f"node {node}: image {n.image!r} is not a calyx/node image")
         wanted = tuple(which) if which is not None else roles.cluster_daemons(n)
+        unknown = [d for d in wanted if d not in roles.CLUSTER_DAEMONS]
+        if unknown:
+            raise LabError(f"node {node}: unknown daemon(s) {', '.join(unknown)} "
+                           f"(choose from {', '.join(roles.CLUSTER_DAEMONS)})")
         bindir = Path(sys.executable).parent
         started = []
         for daemon in wanted:
             handle = self._process(node, daemon)
             if handle and self.alive(handle):
                 continue
+            if handle:                               # it has exited: forget it
+                self.state.remove_process(handle.pid, handle.start_time)
             exe = bindir / daemon
             if not exe.exists():
                 self.print(f"Node {node}: {daemon} is not installed yet (no {exe}); not started")
                 continue
-            started.append(self.spawn(node, [str(exe)], env=self.node_env(node), name=daemon,
+            started.append(self.spawn(node, [str(exe)], env={**self.node_env(node), **(env or {})},
+                                      name=daemon,
                                       log=self.names.log_dir(node) / f"{daemon}.log"))
         if started:
             self.print(f"Node {node}: started {', '.join(h.name for h in started)}")

@@ -203,3 +203,18 @@ def test_destroy_without_state_file_finds_leftovers_by_name(lab_factory) -> None
     lab.names.state_file.unlink()
     assert labmod.destroy(lab.name) is True
     assert_gone(lab.name, [sleeper, api])
+
+
+def test_daemons_can_be_left_to_the_test(lab_factory) -> None:
+    lab = lab_factory(TWO_NODES, kernel="host", daemons=())
+    assert lab.processes() == []
+    env = lab.node_env("node2")
+    assert env["NODENAME"] == "node2" and env["KUBECONFIG"] == str(lab.kubeconfig)
+    assert env["CALYX_NAMESPACE"] == "calyx-system"
+    assert env["CALYX_RUN_DIR"].endswith(f"/{lab.name}/node2/calyx")
+    # the node's own view mounts its run dir on /run/calyx
+    lab.exec("node2", ["sh", "-c", "echo x > /run/calyx/probe"], check=True)
+    assert Path(env["CALYX_RUN_DIR"], "probe").read_text() == "x\n"
+    with pytest.raises(LabError, match=r"node node1: unknown daemon\(s\) kubelet "
+                                       r"\(choose from felix, bgpd\)"):
+        lab.start_daemons("node1", ["kubelet"])
