@@ -44,12 +44,13 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from pyroute2.netns import create_socket
 
-MAIN_TABLE = 254
+from calyx.route import KINDS, MAIN_TABLE, SCOPES, Route
 
-_SCOPES = {"universe": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
-_SCOPE_NAMES = {v: k for k, v in _SCOPES.items()}
-_KINDS = {"unicast": 1, "local": 2, "broadcast": 3, "blackhole": 6, "unreachable": 7, "prohibit": 8}
-_KIND_NAMES = {v: k for k, v in _KINDS.items()}
+__all__ = ["ApplyResult", "Link", "LinkMonitor", "MAIN_TABLE", "NetlinkUnsupported", "Route", "RouteMonitor",
+           "RouteTable", "interface_prefix"]
+
+_SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
+_KIND_NAMES = {v: k for k, v in KINDS.items()}
 _RTNH_F_ONLINK = 4
 _RTM_F_CLONED = 0x200
 
@@ -72,41 +73,6 @@ _SOCKET_BUFFER = 8 * 1024 * 1024
 
 class NetlinkUnsupported(OSError):
     """The kernel cannot do what was asked (e.g. no ipip support)."""
-
-
-@dataclass(frozen=True)
-class Route:
-    """One IPv4 route in the form both daemons reason about and the kernel reports."""
-
-    dst: IPv4Network
-    proto: int
-    kind: str = "unicast"              # "unicast" | "blackhole" (| "unreachable" | "prohibit")
-    dev: str | None = None             # output interface name
-    gateway: IPv4Address | None = None
-    onlink: bool = False
-    scope: str = "universe"            # "link" for device routes such as pod /32s
-    table: int = MAIN_TABLE
-
-    def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise ValueError(f"route {self.dst}: kind: {self.kind!r}: not one of {sorted(_KINDS)}")
-        if self.scope not in _SCOPES:
-            raise ValueError(f"route {self.dst}: scope: {self.scope!r}: not one of {sorted(_SCOPES)}")
-
-    def __str__(self) -> str:
-        parts = [str(self.dst) if self.kind == "unicast" else f"{self.kind} {self.dst}"]
-        if self.gateway is not None:
-            parts.append(f"via {self.gateway}")
-        if self.dev is not None:
-            parts.append(f"dev {self.dev}")
-        parts.append(f"proto {self.proto}")
-        if self.scope != "universe":
-            parts.append(f"scope {self.scope}")
-        if self.onlink:
-            parts.append("onlink")
-        if self.table != MAIN_TABLE:
-            parts.append(f"table {self.table}")
-        return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -322,10 +288,10 @@ class RouteTable:
     def _encode(self, route: Route, msg_type: int, ifindex: int | None, seq: int) -> bytes:
         shape = _Shape(
             msg_type=msg_type,
-            kind=_KINDS[route.kind],
+            kind=KINDS[route.kind],
             proto=route.proto,
             # a delete matches any scope; the kernel then matches type, protocol and next hop
-            scope=_SCOPES["nowhere"] if msg_type == RTM_DELROUTE else _SCOPES[route.scope],
+            scope=SCOPES["nowhere"] if msg_type == RTM_DELROUTE else SCOPES[route.scope],
             table=route.table,
             has_dev=ifindex is not None,
             has_gateway=route.gateway is not None,

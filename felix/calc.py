@@ -1,0 +1,179 @@
+"""felix's calculation: a Snapshot plus this node's local facts -> the desired dataplane, and
+the desired dataplane plus the kernel's routes -> the writes that make them equal.
+
+Pure code: no netlink, no Kubernetes client, no sockets. Everything felix programs is a
+function of its inputs here, so the dataplane managers only read the kernel, call these
+functions and write the difference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import AbstractSet, Mapping
+
+from calyx import model
+from calyx.naming import FELIX_ROUTE_PROTOCOL, cali_interface_name, is_cali_interface
+from calyx.route import MAIN_TABLE, Route
+
+IPIP_OVERHEAD = 20
+TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
+KERNEL_PROTOCOL = 2          # RTPROT_KERNEL: routes the kernel derives from addresses
+BGP_PROTOCOL = 186
+
+
+@dataclass(frozen=True)
+class LocalFacts:
+    """What felix learns about its own node from the node itself rather than the API."""
+
+    node_name: str
+    underlay_mtu: int = 1500            # MTU of the interface holding the node's address
+    mtu_override: int | None = None     # configuration: fixes tunnel and pod MTU
+
+
+@dataclass(frozen=True)
+class TunnelSpec:
+    """The IPIP device as felix wants it: present (with address and MTU) or absent."""
+
+    enabled: bool
+    address: IPv4Address | None = None
+    mtu: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DesiredDataplane:
+    """Everything felix programs on its node."""
+
+    routes: Mapping[IPv4Network, Route] = field(default_factory=dict)
+    reasons: Mapping[IPv4Network, str] = field(default_factory=dict)   # why each route exists
+    tunnel: TunnelSpec = field(default_factory=lambda: TunnelSpec(False, reason="no IPIP pool"))
+    pod_mtu: int = 1500
+    problems: tuple[str, ...] = ()      # inputs felix could not honour (duplicate pod IPs, ...)
+
+
+def pod_route(namespace: str, pod: str, ip: IPv4Address) -> Route:
+    return Route(IPv4Network((ip, 32)), proto=FELIX_ROUTE_PROTOCOL, dev=cali_interface_name(namespace, pod),
+                 scope="link")
+
+
+def blackhole_route(cidr: IPv4Network) -> Route:
+    return Route(cidr, proto=FELIX_ROUTE_PROTOCOL, kind="blackhole")
+
+
+def _pod_is_local_and_live(pod: model.PodInfo, node_name: str) -> bool:
+    return pod.node == node_name and not pod.host_network and pod.phase not in TERMINATED_PHASES
+
+
+def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDataplane:
+    """The routes, tunnel and pod MTU this node should have according to ``snapshot``."""
+    routes: dict[IPv4Network, Route] = {}
+    reasons: dict[IPv4Network, str] = {}
+    problems: list[str] = []
+    owners: dict[IPv4Network, str] = {}
+
+    for key in sorted(snapshot.pods):
+        pod = snapshot.pods[key]
+        if not _pod_is_local_and_live(pod, facts.node_name):
+            continue
+        who = f"{pod.namespace}/{pod.name}"
+        for ip in pod.ips:
+            if model.pool_containing(snapshot.ippools, ip) is None:
+                continue
+            route = pod_route(pod.namespace, pod.name, ip)
+            if route.dst in owners:
+                problems.append(f"pod {who}: IP {ip} is also used by pod {owners[route.dst]}; "
+                                f"the route stays with {owners[route.dst]}")
+                continue
+            owners[route.dst] = who
+            routes[route.dst] = route
+            reasons[route.dst] = f"pod {who} {pod.phase.lower() or 'scheduled'}"
+
+    node = snapshot.nodes.get(facts.node_name)
+    tunnel = TunnelSpec(False, reason=f"node {facts.node_name} unknown")
+    ipip = False
+    if node is not None:
+        for cidr in model.node_pod_cidrs(node, snapshot.blocks):
+            if cidr in routes:
+                problems.append(f"node {facts.node_name}: pod CIDR {cidr} collides with a pod address")
+                continue
+            routes[cidr] = blackhole_route(cidr)
+            reasons[cidr] = f"pod CIDR of node {facts.node_name}"
+        wanting = [p.name for p in model.pools_for_node(snapshot.ippools, node)
+                   if p.ipip_mode in (model.EncapMode.ALWAYS, model.EncapMode.CROSS_SUBNET)]
+        address = model.node_tunnel_address(node, snapshot.blocks)
+        if not wanting:
+            tunnel = TunnelSpec(False, reason="no enabled pool selecting this node uses IPIP")
+        elif address is None:
+            tunnel = TunnelSpec(False, reason=f"IPIP pool(s) {', '.join(wanting)} but node "
+                                              f"{facts.node_name} has no pod CIDR for a tunnel address")
+        else:
+            ipip = True
+            tunnel = TunnelSpec(True, address=address,
+                                mtu=facts.mtu_override or facts.underlay_mtu - IPIP_OVERHEAD,
+                                reason=f"IPIP pool(s) {', '.join(wanting)}")
+    if facts.mtu_override:
+        pod_mtu = facts.mtu_override
+    else:
+        pod_mtu = facts.underlay_mtu - IPIP_OVERHEAD if ipip else facts.underlay_mtu
+    return DesiredDataplane(routes=routes, reasons=reasons, tunnel=tunnel, pod_mtu=pod_mtu,
+                            problems=tuple(problems))
+
+
+# --- Route diff ------------------------------------------------------------------------------
+
+def owned_by_felix(route: Route) -> bool:
+    """felix's routes: protocol 80 in the main table (the CNI plugin writes pod routes so too)."""
+    return route.proto == FELIX_ROUTE_PROTOCOL and route.table == MAIN_TABLE
+
+
+def adoptable(route: Route) -> bool:
+    """A route felix may overwrite: its own, or a pod device route (``cali*``) some older
+    installation wrote with another protocol. The kernel's and bgpd's routes never are."""
+    if owned_by_felix(route):
+        return True
+    return (route.dev is not None and is_cali_interface(route.dev) and route.kind == "unicast"
+            and route.proto not in (KERNEL_PROTOCOL, BGP_PROTOCOL))
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """The writes that bring the kernel to the desired routes."""
+
+    upserts: tuple[Route, ...] = ()
+    deletes: tuple[Route, ...] = ()
+    pending: tuple[Route, ...] = ()                       # wanted, but their device does not exist yet
+    conflicts: tuple[tuple[Route, Route], ...] = ()       # (wanted, someone else's route in the way)
+
+    @property
+    def empty(self) -> bool:
+        return not self.upserts and not self.deletes
+
+
+def plan_routes(desired: Mapping[IPv4Network, Route], actual: Mapping[IPv4Network, Route],
+                links: AbstractSet[str]) -> RoutePlan:
+    """Compare desired routes with the kernel's (``actual``, keyed by destination) given the
+    interfaces that exist. Only felix's own routes are ever deleted; a wanted route is written
+    only where the kernel has nothing, felix's own route, or an adoptable pod route."""
+    upserts: list[Route] = []
+    pending: list[Route] = []
+    conflicts: list[tuple[Route, Route]] = []
+    for dst, want in desired.items():
+        have = actual.get(dst)
+        if have == want:
+            continue
+        if want.dev is not None and want.dev not in links:
+            pending.append(want)
+            continue
+        if have is not None and not adoptable(have):
+            conflicts.append((want, have))
+            continue
+        upserts.append(want)
+    deletes = [have for dst, have in actual.items() if dst not in desired and owned_by_felix(have)]
+    key = _route_order
+    return RoutePlan(upserts=tuple(sorted(upserts, key=key)), deletes=tuple(sorted(deletes, key=key)),
+                     pending=tuple(sorted(pending, key=key)),
+                     conflicts=tuple(sorted(conflicts, key=lambda c: _route_order(c[0]))))
+
+
+def _route_order(route: Route) -> tuple[int, int]:
+    return (int(route.dst.network_address), route.dst.prefixlen)

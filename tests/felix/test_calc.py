@@ -1,0 +1,185 @@
+"""felix.calc: snapshot -> desired dataplane, and desired vs actual -> writes (pure)."""
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from calyx import model
+from calyx.naming import cali_interface_name
+from calyx.route import Route
+from calyx.selector import Selector
+from felix.calc import (
+    LocalFacts,
+    adoptable,
+    blackhole_route,
+    desired_dataplane,
+    plan_routes,
+    pod_route,
+)
+
+NODE = "node-a"
+POOL = model.IPPool("default", IPv4Network("10.244.0.0/16"), ipip_mode=model.EncapMode.ALWAYS)
+
+
+def snapshot(pods=(), pools=(POOL,), node=None, blocks=()) -> model.Snapshot:
+    node = node or model.NodeInfo(NODE, labels={"zone": "a"}, pod_cidrs=(IPv4Network("10.244.1.0/24"),))
+    return model.Snapshot(
+        nodes={node.name: node, "node-b": model.NodeInfo("node-b", pod_cidrs=(IPv4Network("10.244.2.0/24"),))},
+        pods={p.key: p for p in pods},
+        ippools={p.name: p for p in pools},
+        blocks={b.name: b for b in blocks},
+    )
+
+
+def pod(name: str, ip: str, node: str = NODE, **kw) -> model.PodInfo:
+    return model.PodInfo("default", name, node, ips=(IPv4Address(ip),), phase=kw.pop("phase", "Running"), **kw)
+
+
+def test_local_running_pods_get_a_device_route_and_the_node_block_a_blackhole() -> None:
+    desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5"), pod("web-2", "10.244.1.6")]),
+                                LocalFacts(NODE, underlay_mtu=1500))
+    web1 = Route(IPv4Network("10.244.1.5/32"), proto=80, dev=cali_interface_name("default", "web-1"), scope="link")
+    assert desired.routes[web1.dst] == web1
+    assert desired.routes[IPv4Network("10.244.1.0/24")] == Route(IPv4Network("10.244.1.0/24"), 80, kind="blackhole")
+    assert set(desired.routes) == {web1.dst, IPv4Network("10.244.1.6/32"), IPv4Network("10.244.1.0/24")}
+    assert desired.reasons[web1.dst] == "pod default/web-1 running"
+
+
+def test_pods_felix_must_not_route() -> None:
+    pods = [
+        pod("remote", "10.244.2.5", node="node-b"),
+        pod("host", "10.244.1.7", host_network=True),
+        pod("done", "10.244.1.8", phase="Succeeded"),
+        pod("failed", "10.244.1.9", phase="Failed"),
+        pod("outside-pools", "192.168.7.7"),
+        pod("pending", "10.244.1.10", phase="Pending"),
+    ]
+    desired = desired_dataplane(snapshot(pods), LocalFacts(NODE))
+    pod_dsts = {d for d, r in desired.routes.items() if r.kind == "unicast"}
+    assert pod_dsts == {IPv4Network("10.244.1.10/32")}
+
+
+def test_a_disabled_pool_withdraws_its_pod_routes() -> None:
+    disabled = model.IPPool("default", POOL.cidr, disabled=True)
+    desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5")], pools=[disabled]), LocalFacts(NODE))
+    assert IPv4Network("10.244.1.5/32") not in desired.routes
+
+
+def test_duplicate_pod_ips_keep_one_route_and_say_so() -> None:
+    desired = desired_dataplane(snapshot([pod("a", "10.244.1.5"), pod("b", "10.244.1.5")]), LocalFacts(NODE))
+    assert desired.routes[IPv4Network("10.244.1.5/32")].dev == cali_interface_name("default", "a")
+    assert any("default/b" in p and "10.244.1.5" in p for p in desired.problems)
+
+
+def test_blackholes_come_from_ipam_blocks_when_the_node_has_no_pod_cidrs() -> None:
+    node = model.NodeInfo(NODE)
+    blocks = [model.IPAMBlock("b1", IPv4Network("10.244.9.0/26"), NODE),
+              model.IPAMBlock("b2", IPv4Network("10.244.9.64/26"), "node-b")]
+    desired = desired_dataplane(snapshot(node=node, blocks=blocks), LocalFacts(NODE, underlay_mtu=9000))
+    assert set(desired.routes) == {IPv4Network("10.244.9.0/26")}
+    assert desired.tunnel.enabled and desired.tunnel.address == IPv4Address("10.244.9.0")
+    assert desired.tunnel.mtu == 8980 and desired.pod_mtu == 8980
+
+
+def test_tunnel_follows_the_pools_that_select_this_node() -> None:
+    facts = LocalFacts(NODE, underlay_mtu=1500)
+    on = desired_dataplane(snapshot(), facts)
+    assert (on.tunnel.enabled, on.tunnel.address, on.tunnel.mtu, on.pod_mtu) == (
+        True, IPv4Address("10.244.1.0"), 1480, 1480)
+    cross = model.IPPool("default", POOL.cidr, ipip_mode=model.EncapMode.CROSS_SUBNET)
+    assert desired_dataplane(snapshot(pools=[cross]), facts).tunnel.enabled
+    never = model.IPPool("default", POOL.cidr, ipip_mode=model.EncapMode.NEVER)
+    off = desired_dataplane(snapshot(pools=[never]), facts)
+    assert not off.tunnel.enabled and off.pod_mtu == 1500
+    elsewhere = model.IPPool("default", POOL.cidr, ipip_mode=model.EncapMode.ALWAYS,
+                             node_selector=Selector.parse("zone == 'b'"))
+    assert not desired_dataplane(snapshot(pools=[elsewhere]), facts).tunnel.enabled
+    override = desired_dataplane(snapshot(), LocalFacts(NODE, underlay_mtu=1500, mtu_override=1400))
+    assert override.tunnel.mtu == 1400 and override.pod_mtu == 1400
+
+
+def test_unknown_own_node_means_no_blackholes_and_no_tunnel() -> None:
+    desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5", node="ghost")]), LocalFacts("ghost"))
+    assert set(desired.routes) == {IPv4Network("10.244.1.5/32")}
+    assert not desired.tunnel.enabled
+
+
+# --- plan_routes --------------------------------------------------------------------------
+
+LINKS = frozenset({cali_interface_name("default", f"p{i}") for i in range(8)} | {"eth0"})
+
+
+def test_plan_writes_only_the_difference_and_keeps_pending_routes_aside() -> None:
+    keep = pod_route("default", "p0", IPv4Address("10.244.1.1"))
+    add = pod_route("default", "p1", IPv4Address("10.244.1.2"))
+    waiting = pod_route("default", "no-link-yet", IPv4Address("10.244.1.3"))
+    stale = pod_route("default", "p2", IPv4Address("10.244.1.4"))
+    bgp = Route(IPv4Network("10.244.2.0/24"), 186, gateway=IPv4Address("192.0.2.2"), dev="eth0")
+    plan = plan_routes({r.dst: r for r in (keep, add, waiting)},
+                       {r.dst: r for r in (keep, stale, bgp)}, LINKS)
+    assert plan.upserts == (add,)
+    assert plan.deletes == (stale,)
+    assert plan.pending == (waiting,)
+
+
+def test_plan_adopts_old_pod_routes_but_never_overwrites_bgp_or_kernel_routes() -> None:
+    want = pod_route("default", "p0", IPv4Address("10.244.1.1"))
+    old = Route(want.dst, proto=4, dev=want.dev, scope="link")          # proto static, same device
+    assert plan_routes({want.dst: want}, {old.dst: old}, LINKS).upserts == (want,)
+    block = blackhole_route(IPv4Network("10.244.1.0/24"))
+    learned = Route(block.dst, 186, gateway=IPv4Address("192.0.2.2"), dev="eth0")
+    plan = plan_routes({block.dst: block}, {learned.dst: learned}, LINKS)
+    assert plan.empty and plan.conflicts == ((block, learned),)
+    assert not adoptable(Route(want.dst, 2, dev=want.dev, scope="link"))
+
+
+# --- properties -------------------------------------------------------------------------
+
+DSTS = st.builds(lambda i, plen: IPv4Network((0x0AF40000 + (i << 4), plen), strict=False),
+                 st.integers(0, 15), st.sampled_from([28, 32]))
+DEVS = st.sampled_from(sorted(LINKS) + ["cali0000000dead", None])
+ROUTES = st.builds(
+    lambda dst, proto, dev, kind: Route(dst, proto, kind=kind if dev is None else "unicast", dev=dev,
+                                        scope="link" if dev else "universe"),
+    DSTS, st.sampled_from([80, 80, 186, 2, 4]), DEVS, st.sampled_from(["unicast", "blackhole"]),
+)
+TABLES = st.lists(ROUTES, max_size=12).map(lambda rs: {r.dst: r for r in rs})
+DESIRED = st.lists(ROUTES, max_size=12).map(
+    lambda rs: {r.dst: Route(r.dst, 80, kind=r.kind, dev=r.dev, scope=r.scope) for r in rs})
+
+
+def apply_plan(actual: dict, plan) -> dict:
+    """What the kernel holds after the plan's writes (replace by destination)."""
+    result = {dst: r for dst, r in actual.items() if r not in plan.deletes}
+    result.update({r.dst: r for r in plan.upserts})
+    return result
+
+
+@settings(max_examples=300)
+@given(DESIRED, TABLES)
+def test_applying_the_plan_converges(desired, actual) -> None:
+    plan = plan_routes(desired, actual, LINKS)
+    again = plan_routes(desired, apply_plan(actual, plan), LINKS)
+    assert again.empty
+    assert again.pending == plan.pending and again.conflicts == plan.conflicts
+
+
+@settings(max_examples=300)
+@given(DESIRED)
+def test_a_kernel_that_already_matches_needs_no_writes(desired) -> None:
+    programmable = {d: r for d, r in desired.items() if r.dev is None or r.dev in LINKS}
+    assert plan_routes(desired, programmable, LINKS).empty
+
+
+@settings(max_examples=300)
+@given(DESIRED, TABLES)
+def test_only_felix_routes_are_ever_deleted_and_foreign_routes_never_overwritten(desired, actual) -> None:
+    plan = plan_routes(desired, actual, LINKS)
+    assert all(r.proto == 80 for r in plan.deletes)
+    for route in plan.upserts:
+        have = actual.get(route.dst)
+        assert have is None or have.proto not in (2, 186)
+    foreign = {d for d, r in actual.items() if r.proto in (2, 186)}
+    assert foreign.isdisjoint(r.dst for r in plan.deletes)
