@@ -218,3 +218,22 @@ def test_daemons_can_be_left_to_the_test(lab_factory) -> None:
     with pytest.raises(LabError, match=r"node node1: unknown daemon\(s\) kubelet "
                                        r"\(choose from felix, bgpd\)"):
         lab.start_daemons("node1", ["kubelet"])
+
+
+def test_sigterm_during_deploy_cleans_up(unique_lab_name, mgmt_subnet) -> None:
+    name = unique_lab_name("term")
+    proc = subprocess.Popen([CLI, "deploy", "-t", str(TOPOS / "slow.clab.yml"), "--name", name,
+                             "--kernel", "host", "--mgmt-subnet", str(mgmt_subnet)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: "sleep" in running_in(LabNames(name).namespace("b")), 60,
+                 "node b's exec line to start")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 143, out
+        assert "cleaning up" in out
+        assert leftovers(name) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([CLI, "destroy", "--name", name, "--cleanup"], capture_output=True)
