@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import random
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -26,7 +27,9 @@ from calyx import naming
 from calyx.cni.config import ERR_INVALID_CONFIG, ERR_IO, ERR_TRY_AGAIN_LATER, CniError
 
 STATE_VERSION = 1
-LOCK_TIMEOUT_S = 60.0
+LOCK_TIMEOUT_S = 90.0
+LOCK_POLL_MIN_S = 0.002
+LOCK_POLL_MAX_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class AddressStore:
             raise CniError(ERR_IO, f"{self.lock_path}: cannot open IPAM lock: {exc.strerror}") from None
         try:
             deadline = time.monotonic() + timeout
+            pause = LOCK_POLL_MIN_S
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,7 +153,9 @@ class AddressStore:
                     if time.monotonic() > deadline:
                         raise CniError(ERR_TRY_AGAIN_LATER,
                                        f"{self.lock_path}: IPAM lock held by another invocation for {timeout:.0f}s") from None
-                    time.sleep(0.005)
+                    # Backoff with jitter: hundreds of waiters must not spin the CPU away.
+                    time.sleep(pause * random.uniform(0.5, 1.5))
+                    pause = min(pause * 2, LOCK_POLL_MAX_S)
             yield
         finally:
             os.close(fd)

@@ -18,11 +18,10 @@ from ipaddress import IPv4Address
 from typing import Mapping, Sequence, TextIO
 
 from calyx import naming
-from calyx.cni import blocks, install, ipam, netsetup
+from calyx.cni import install, ipam, netsetup
 from calyx.cni.config import (DEFAULT_MTU, ERR_CHECK_FAILED, ERR_INVALID_CONFIG, ERR_INVALID_ENV, ERR_IO,
                               AddResult, CniEnv, CniError, NetConf, parse_env, parse_mtu_file, parse_netconf,
                               peek_version, render_result, render_version)
-from calyx.kube import client as kube_client
 from calyx.observability import configure_logging, get_logger
 
 log = get_logger("calyx.cni")
@@ -42,11 +41,16 @@ def pod_mtu(conf: NetConf) -> int:
         raise CniError(ERR_IO, f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _api(conf: NetConf) -> blocks.Api:
+def _claimer(conf: NetConf) -> ipam.CidrSource:
+    # The kubernetes client is imported only where the API is needed (ADD): DEL, CHECK and
+    # VERSION stay light, which matters when the runtime tears down many pods at once.
+    from calyx.cni import blocks
+    from calyx.kube import client as kube_client
     try:
-        return blocks.Api(kube_client.load(conf.kubeconfig))
+        api = blocks.Api(kube_client.load(conf.kubeconfig))
     except kube_client.ClientConfigError as exc:
         raise CniError(ERR_INVALID_CONFIG, f"network configuration: kubeconfig: {exc}") from None
+    return blocks.BlockClaimer(api, conf.nodename)
 
 
 def cmd_add(conf: NetConf, env: CniEnv) -> dict:
@@ -56,7 +60,7 @@ def cmd_add(conf: NetConf, env: CniEnv) -> dict:
     host_ifname = naming.cali_interface_name(namespace, pod)
     mtu = pod_mtu(conf)
     store = ipam.AddressStore(conf.run_dir)
-    claimer = blocks.BlockClaimer(_api(conf), conf.nodename)
+    claimer = _claimer(conf)
     with store.locked():
         alloc = ipam.assign(store, claimer, container_id=env.container_id, ifname=env.ifname,
                             namespace=namespace, pod=pod, host_ifname=host_ifname)
@@ -140,6 +144,8 @@ def run_cni(environ: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
 
 
 def _gc_main(args: argparse.Namespace) -> int:
+    from calyx.cni import blocks
+    from calyx.kube import client as kube_client
     try:
         api = blocks.Api(kube_client.load(args.kubeconfig or os.environ.get("KUBECONFIG")))
     except kube_client.ClientConfigError as exc:
