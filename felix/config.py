@@ -1,0 +1,33 @@
+"""felix's configuration: the settings every Calyx daemon has plus felix's own."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calyx.config import ConfigError, DaemonConfig, setting
+
+
+@dataclass(frozen=True)
+class FelixConfig(DaemonConfig):
+    route_refresh_interval: float = setting(
+        90.0, env="FELIX_ROUTEREFRESHINTERVAL",
+        help="seconds between full re-reads of the kernel's routes (events repair in between)")
+    mtu: int | None = setting(
+        None, env="FELIX_MTU",
+        help="pod and tunnel MTU; unset: detected from the node's interface (minus 20 with IPIP)")
+    metrics_port: int | None = setting(
+        9091, env="FELIX_METRICSPORT",
+        help="second port serving /metrics (on the health host); empty: only the health port")
+    debounce: float = setting(
+        0.05, env="FELIX_DEBOUNCE", help="seconds to gather a burst of changes before reconciling")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.route_refresh_interval <= 0:
+            raise ConfigError(f"config field route_refresh_interval: {self.route_refresh_interval!r}: "
+                              "must be a positive number of seconds")
+        if self.mtu is not None and not 576 <= self.mtu <= 65535:
+            raise ConfigError(f"config field mtu: {self.mtu!r}: must be between 576 and 65535")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"config field metrics_port: {self.metrics_port!r}: not a TCP port (0-65535)")
+        if not 0 <= self.debounce <= 5:
+            raise ConfigError(f"config field debounce: {self.debounce!r}: must be between 0 and 5 seconds")

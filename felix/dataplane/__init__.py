@@ -1,0 +1,2 @@
+"""felix's dataplane managers: each compares the desired state with the kernel's and writes
+only the difference, through :mod:`calyx.netlink`."""
