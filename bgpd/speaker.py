@@ -1,0 +1,466 @@
+"""The BGP speaker of one node: sessions, RIB, advertisements and installs, driven by events.
+
+I/O orchestration around the pure modules. One thread (:meth:`Speaker.run`) consumes an
+event queue fed by the datastore (new snapshots), the ExaBGP API channel (state, open,
+update, notification) and a one-second tick (graceful-restart timers, MD5 counters), and after
+each batch reconciles: ExaBGP configuration (reload only when the peer set changed),
+Adj-RIB-Out per established peer (only the difference is sent), kernel routes (only the
+difference is written). Status and route listings are served from copies taken under a lock.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any, Callable
+
+from calyx.model import Snapshot, node_pod_cidrs, node_tunnel_address
+from calyx.observability import get_logger
+
+from bgpd import importer
+from bgpd.exabgp import config as exaconfig
+from bgpd.exabgp import messages as msg
+from bgpd.exabgp.process import ExaBGPProcess, bridge_argv
+from bgpd.export import adj_rib_out, own_prefixes, service_prefixes
+from bgpd.installer import Installer
+from bgpd.metrics import SpeakerMetrics
+from bgpd.peers import LocalSpeaker, Peer, PeerSetError, local_speaker, peer_set
+from bgpd.rib import Attributes, Path as BgpPath, Rib, loop_reason
+
+log = get_logger("bgpd.speaker")
+
+MD5_COUNTERS = ("TCPMD5NotFound", "TCPMD5Unexpected", "TCPMD5Failure")
+NOTIFICATION_CODES = {1: "message header error", 2: "OPEN message error", 3: "UPDATE message error",
+                      4: "hold timer expired", 5: "FSM error", 6: "cease"}
+CEASE_SUBCODES = {1: "maximum number of prefixes reached", 2: "administrative shutdown",
+                  3: "peer de-configured", 4: "administrative reset", 5: "connection rejected",
+                  6: "other configuration change", 7: "connection collision resolution",
+                  8: "out of resources"}
+
+
+@dataclass(frozen=True)
+class SpeakerSettings:
+    node: str
+    namespace: str = "calyx-system"
+    run_dir: Path = Path("/var/run/calyx")
+    max_prefixes: int | None = 10000          # per peer; exceeded -> cease NOTIFICATION
+    graceful_restart: int = exaconfig.DEFAULT_GRACEFUL_RESTART
+    netns: str | None = None                  # run ExaBGP and netlink in this namespace
+    exabgp_bin: str | None = None
+
+
+@dataclass
+class _Session:
+    peer: Peer
+    state: str = "Idle"
+    since: float = field(default_factory=time.time)
+    info: str = ""
+    router_id: IPv4Address | None = None
+    peer_restart_time: int | None = None
+    eor: bool = False
+    stale_until: float | None = None
+    refreshed: set[IPv4Network] = field(default_factory=set)
+    received: dict[IPv4Network, BgpPath] = field(default_factory=dict)
+    announced: dict[IPv4Network, Attributes] = field(default_factory=dict)
+    md5_hint: str = ""
+
+
+def read_md5_counters(pid: int | None) -> dict[str, int]:
+    """TcpExt MD5 counters of the network namespace of process ``pid`` (or our own)."""
+    path = f"/proc/{pid}/net/netstat" if pid else "/proc/self/net/netstat"
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return {}
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:]))
+            return {k: int(table.get(k, 0)) for k in MD5_COUNTERS}
+    return {}
+
+
+class Speaker:
+    def __init__(self, settings: SpeakerSettings, table: Any, metrics: SpeakerMetrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._events: queue.Queue = queue.Queue()
+        self._lock = threading.RLock()
+        self._metrics = metrics
+        self._installer = Installer(table)
+        self._rib = Rib()
+        self._sessions: dict[IPv4Address, _Session] = {}
+        self._snapshot: Snapshot | None = None
+        self._local: LocalSpeaker | None = None
+        self._ctx: importer.ImportContext | None = None
+        self._own: tuple[IPv4Network, ...] = ()
+        self._services: tuple[IPv4Network, ...] = ()
+        self._decisions: dict[IPv4Network, importer.InstallDecision] = {}
+        self._started = clock()
+        self._adoption_done = False
+        self._md5_last: dict[str, int] = {}
+        self._pending_acks = 0
+        self.error: str | None = None
+        self.ready = False
+        work = settings.run_dir / "bgpd"
+        self._exabgp = ExaBGPProcess(
+            work, on_line=lambda line: self._events.put(("line", line)),
+            on_connected=lambda: self._events.put(("connected", None)),
+            on_exit=lambda code: self._events.put(("exit", code)),
+            exabgp_bin=settings.exabgp_bin, netns=settings.netns)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        self._events.put(("snapshot", snapshot))
+
+    def start(self) -> "Speaker":
+        self._thread = threading.Thread(target=self.run, name=f"bgpd-{self.settings.node}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._events.put(("stop", None))
+        if self._thread is not None:
+            self._thread.join(15)
+        self._exabgp.stop()
+
+    @property
+    def exabgp(self) -> ExaBGPProcess:
+        return self._exabgp
+
+    # --- main loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        next_tick = self._clock() + 1
+        while not self._stop.is_set():
+            timeout = max(0.0, next_tick - self._clock())
+            try:
+                batch = [self._events.get(timeout=timeout)]
+            except queue.Empty:
+                batch = []
+            while len(batch) < 5000:
+                try:
+                    batch.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            with self._lock:
+                snapshot = None
+                for kind, payload in batch:
+                    if kind == "stop":
+                        return
+                    if kind == "snapshot":
+                        snapshot = payload
+                    else:
+                        self._handle(kind, payload)
+                if snapshot is not None:
+                    self._apply_snapshot(snapshot)
+                if self._clock() >= next_tick:
+                    self._tick()
+                    next_tick = self._clock() + 1
+                try:
+                    self._reconcile()
+                except Exception as exc:   # keep serving; what is programmed stays
+                    log.error("reconcile_failed", exc_info=True, error=str(exc))
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind == "connected":
+            for s in self._sessions.values():
+                s.announced = {}
+            return
+        if kind == "exit":
+            for address, s in self._sessions.items():
+                self._session_down(address, s, f"ExaBGP exited with code {payload}; restarting")
+            return
+        try:
+            event = msg.parse_line(payload)
+        except msg.MessageError as exc:
+            log.warning("exabgp_message_invalid", error=str(exc))
+            return
+        if event is None:
+            return
+        if isinstance(event, msg.Ack):
+            if not event.ok:
+                self._metrics.api_errors.inc()
+                log.warning("exabgp_command_refused")
+            return
+        s = self._sessions.get(event.peer)
+        if s is None:
+            return
+        if isinstance(event, msg.StateEvent):
+            if event.state == "up":
+                s.state, s.since, s.info, s.md5_hint = "Established", self._clock(), "", ""
+                s.eor, s.refreshed, s.announced = False, set(), {}
+                log.info("session_established", peer=str(event.peer), type=s.peer.peer_type.value)
+            elif event.state == "connected":
+                if s.state != "Established":
+                    s.state = "Connect"
+            elif event.state == "down":
+                self._session_down(event.peer, s, event.reason)
+        elif isinstance(event, msg.OpenEvent):
+            s.router_id = event.router_id
+            s.peer_restart_time = event.graceful_restart
+        elif isinstance(event, msg.NotificationEvent):
+            what = NOTIFICATION_CODES.get(event.code, f"code {event.code}")
+            if event.code == 6:
+                what += f" ({CEASE_SUBCODES.get(event.subcode, event.subcode)})"
+            else:
+                what += f" subcode {event.subcode}"
+            s.info = f"NOTIFICATION {event.direction}: {what}"
+            log.warning("bgp_notification", peer=str(event.peer), direction=event.direction,
+                        code=event.code, subcode=event.subcode)
+        elif isinstance(event, msg.UpdateEvent):
+            self._update(event, s)
+
+    def _session_down(self, address: IPv4Address, s: _Session, reason: str) -> None:
+        was_up = s.state == "Established"
+        s.state, s.announced = "Active", {}
+        if reason:
+            s.info = s.info if s.info.startswith("NOTIFICATION") and reason == "closing connection" else reason
+        if was_up:
+            s.since = self._clock()
+            log.info("session_down", peer=str(address), reason=reason)
+        restart = s.peer_restart_time or 0
+        if was_up and restart > 0 and s.received:
+            s.stale_until = self._clock() + restart
+            log.info("graceful_restart_helper", peer=str(address), keep_seconds=restart)
+        elif s.stale_until is None:
+            self._forget_peer(address, s)
+
+    def _forget_peer(self, address: IPv4Address, s: _Session) -> None:
+        s.received.clear()
+        s.refreshed.clear()
+        s.stale_until = None
+        self._rib.drop_peer(address)
+
+    def _update(self, event: msg.UpdateEvent, s: _Session) -> None:
+        peer = s.peer
+        if event.end_of_rib:
+            s.eor = True
+            if s.stale_until is not None:
+                for prefix in [p for p in s.received if p not in s.refreshed]:
+                    del s.received[prefix]
+                    self._rib.withdraw(peer.address, prefix)
+                s.stale_until = None
+            return
+        for prefix in event.withdrawn:
+            s.received.pop(prefix, None)
+            s.refreshed.discard(prefix)
+            self._rib.withdraw(peer.address, prefix)
+        router_id = s.router_id or peer.address
+        for prefix, attrs in event.announced:
+            path = BgpPath(prefix=prefix, attrs=attrs, peer=peer.address, peer_router_id=router_id,
+                           ebgp=peer.ebgp, peer_as=peer.peer_as)
+            s.received[prefix] = path
+            s.refreshed.add(prefix)
+            self._consider(s, path)
+        limit = self.settings.max_prefixes
+        if importer.max_prefix_exceeded(len(s.received), limit):
+            count = len(s.received)
+            log.error("max_prefixes_exceeded", peer=str(peer.address), received=count, limit=limit)
+            self._exabgp.send([msg.teardown_line(peer.address, msg.CEASE_MAX_PREFIXES)])
+            self._forget_peer(peer.address, s)
+            s.info = f"maximum prefixes exceeded ({count} > {limit}); session torn down"
+            self._metrics.max_prefix_teardowns.inc()
+
+    def _verdict(self, s: _Session, path: BgpPath) -> str | None:
+        local, ctx = self._local, self._ctx
+        if local is None or ctx is None:
+            return "bgpd is not configured yet"
+        why = loop_reason(path.attrs, local.router_id, local.cluster_id, local.as_number, path.ebgp)
+        if why is not None:
+            return why
+        return importer.refusal(path, s.peer.is_cluster_node, ctx)
+
+    def _consider(self, s: _Session, path: BgpPath) -> None:
+        if self._verdict(s, path) is None:
+            self._rib.update(path)
+        else:
+            self._rib.withdraw(path.peer, path.prefix)
+
+    # --- snapshot -> peers / policy -----------------------------------------------------
+
+    def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        name = self.settings.node
+        try:
+            local = local_speaker(snapshot, name)
+            peers = peer_set(snapshot, name, self.settings.namespace)
+        except (PeerSetError, ValueError) as exc:
+            if self.error != str(exc):
+                log.error("peer_set_invalid", error=str(exc))
+            self.error = str(exc)
+            return     # keep the last good configuration: nothing programmed is lost
+        self.error = None
+        node = snapshot.nodes[name]
+        own_networks = list(node_pod_cidrs(node, snapshot.blocks))
+        tunnel = node_tunnel_address(node, snapshot.blocks)
+        if tunnel is not None:
+            own_networks.append(IPv4Network(f"{tunnel}/32"))
+        local_if = node.bgp_address if node.bgp_address is not None else IPv4Interface(f"{local.address}/32")
+        self._ctx = importer.ImportContext(local=local_if, own_networks=tuple(own_networks),
+                                           pools=dict(snapshot.ippools))
+        self._own = own_prefixes(snapshot, name)
+        self._services = service_prefixes(snapshot)
+        if local != self._local or {a: p for a, p in peers.items()} != {a: s.peer for a, s in self._sessions.items()}:
+            self._set_peers(local, peers)
+        self._local = local
+        # Policy may have changed (pools, own CIDRs): re-evaluate everything received.
+        for s in self._sessions.values():
+            for path in s.received.values():
+                self._consider(s, path)
+
+    def _set_peers(self, local: LocalSpeaker, peers: dict[IPv4Address, Peer]) -> None:
+        for address in list(self._sessions):
+            if address not in peers:
+                log.info("peer_removed", peer=str(address))
+                self._rib.drop_peer(address)
+                del self._sessions[address]
+        for address, peer in peers.items():
+            s = self._sessions.get(address)
+            if s is None:
+                self._sessions[address] = _Session(peer=peer, since=self._clock(),
+                                                   info=peer.error or "")
+                log.info("peer_added", peer=str(address), type=peer.peer_type.value, source=peer.source,
+                         asn=peer.peer_as)
+            else:
+                s.peer = replace(peer)
+                if peer.error:
+                    s.info = peer.error
+                    s.state = "Idle"
+        settings = exaconfig.ExaBGPSettings(bridge_argv=bridge_argv(self._exabgp.socket_path),
+                                            listen_port=self._snapshot.bgp_configuration.listen_port
+                                            if self._snapshot else 179,
+                                            graceful_restart=self.settings.graceful_restart)
+        text = exaconfig.render(local, peers, settings)
+        self._exabgp.configure(text, exaconfig.environment(local, settings))
+        self._local = local
+
+    # --- timers -----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self._clock()
+        for address, s in self._sessions.items():
+            if s.stale_until is not None and now >= s.stale_until and s.state != "Established":
+                log.info("graceful_restart_expired", peer=str(address))
+                self._forget_peer(address, s)
+            elif s.stale_until is not None and now >= s.stale_until:
+                for prefix in [p for p in s.received if p not in s.refreshed]:
+                    del s.received[prefix]
+                    self._rib.withdraw(address, prefix)
+                s.stale_until = None
+        counters = read_md5_counters(self._exabgp.pid)
+        if counters:
+            delta = {k: counters[k] - self._md5_last.get(k, counters[k]) for k in counters}
+            self._md5_last = counters
+            mismatch = delta.get("TCPMD5Failure", 0) + delta.get("TCPMD5NotFound", 0)
+            unexpected = delta.get("TCPMD5Unexpected", 0)
+            for s in self._sessions.values():
+                if s.state == "Established":
+                    continue
+                if s.peer.password is not None and mismatch:
+                    s.md5_hint = ("TCP MD5 authentication failed: the kernel dropped segments without "
+                                  "the right key (TCPMD5Failure/NotFound); check the BGP password")
+                elif s.peer.password is None and unexpected:
+                    s.md5_hint = ("TCP MD5 signature from the peer but no password is configured here "
+                                  "(TCPMD5Unexpected)")
+        if not self._adoption_done:
+            configured = [s for s in self._sessions.values() if s.peer.error is None]
+            if now - self._started >= self.settings.graceful_restart or (
+                    configured and all(s.state == "Established" and s.eor for s in configured)):
+                self._adoption_done = True
+                log.info("adoption_window_closed", stale_routes_removable=True)
+
+    # --- outputs ----------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        if self._local is None:
+            return
+        established = {a for a, s in self._sessions.items() if s.state == "Established"}
+        peers = {a: s.peer for a, s in self._sessions.items()}
+        eligible = set(self._sessions)
+        best = self._rib.best_paths(eligible)
+        desired = adj_rib_out(self._local, peers, established, self._own, self._services, best)
+        lines: list[str] = []
+        for address, routes in desired.items():
+            s = self._sessions[address]
+            gone = [p for p in s.announced if p not in routes]
+            changed = {p: a for p, a in routes.items() if s.announced.get(p) != a}
+            lines += msg.withdraw_lines(address, gone)
+            lines += msg.announce_lines(address, changed)
+        if lines:
+            if self._exabgp.send(lines):
+                for address, routes in desired.items():
+                    self._sessions[address].announced = dict(routes)
+        self._decisions = importer.decide(best, self._ctx) if self._ctx else {}
+        result = self._installer.sync(self._decisions, remove_stale=self._adoption_done)
+        if result.errors:
+            self._metrics.install_errors.inc(len(result.errors))
+        self.ready = self._exabgp.connected
+        self._metrics.observe(self._sessions_status())
+
+    def _sessions_status(self) -> list[dict[str, Any]]:
+        out = []
+        for address, s in self._sessions.items():
+            accepted = self._rib.count(address)
+            out.append({
+                "peer_address": str(address),
+                "peer_type": s.peer.peer_type.value,
+                "peer_as": s.peer.peer_as,
+                "node": s.peer.node,
+                "source": s.peer.source,
+                "rr_client": s.peer.rr_client,
+                "state": "Idle" if s.peer.error else s.state,
+                "since": s.since,
+                "info": s.peer.error or s.md5_hint or s.info or ("stale (graceful restart)" if s.stale_until else ""),
+                "prefixes_received": len(s.received),
+                "prefixes_accepted": accepted,
+                "prefixes_advertised": len(s.announced),
+            })
+        return out
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            local = self._local
+            return {
+                "node": self.settings.node,
+                "router_id": str(local.router_id) if local else None,
+                "as_number": local.as_number if local else None,
+                "cluster_id": str(local.cluster_id) if local and local.cluster_id else None,
+                "error": self.error,
+                "exabgp_pid": self._exabgp.pid,
+                "exabgp_restarts": self._exabgp.restarts,
+                "peers": self._sessions_status(),
+            }
+
+    def routes(self) -> dict[str, Any]:
+        with self._lock:
+            learned = []
+            for address, s in self._sessions.items():
+                for prefix, path in sorted(s.received.items()):
+                    verdict = self._verdict(s, path)
+                    learned.append({
+                        "prefix": str(prefix), "peer": str(address), "next_hop": str(path.attrs.next_hop),
+                        "as_path": " ".join(str(a) for a in path.attrs.as_path),
+                        "accepted": verdict is None, "reason": verdict or "",
+                        "stale": s.stale_until is not None and prefix not in s.refreshed,
+                    })
+            installed = []
+            for prefix, d in sorted(self._decisions.items()):
+                route = self._installer.installed.get(prefix)
+                installed.append({
+                    "prefix": str(prefix), "next_hop": str(d.next_hop), "mode": d.mode.value,
+                    "pool": d.pool, "from_peer": str(d.peer),
+                    "route": str(route) if route is not None else None,
+                    "error": self._installer.errors.get(prefix, ""),
+                })
+            adopted = [str(r) for p, r in sorted(self._installer.installed.items()) if p not in self._decisions]
+            advertised = {str(a): sorted(str(p) for p in s.announced) for a, s in self._sessions.items()}
+            return {"learned": learned, "installed": installed, "adopted_stale": adopted,
+                    "advertised": advertised}

@@ -1,0 +1,83 @@
+"""Test support: network namespaces joined by a bridge, torn down by name even on failure."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from dataclasses import dataclass, field
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {res.stderr.strip()}")
+    return res.stdout
+
+
+@dataclass
+class Net:
+    """A hub namespace holding a bridge, and node namespaces each with one veth into it."""
+
+    tag: str = field(default_factory=lambda: f"{os.getpid() % 10000}{random.randrange(1000):03d}")
+    namespaces: list[str] = field(default_factory=list)
+    hub: str = ""
+
+    def __post_init__(self) -> None:
+        self.hub = self.ns_name("hub")
+        self._add_ns(self.hub)
+        sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.hub, "link", "set", "br0", "up")
+        self._ports = 0
+
+    def ns_name(self, short: str) -> str:
+        return f"tbgp{self.tag}{short}"
+
+    def _add_ns(self, name: str) -> None:
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+
+    def node(self, short: str, *addresses: str) -> str:
+        """A namespace with eth0 on the hub bridge holding ``addresses`` (CIDR notation)."""
+        name = self.ns_name(short)
+        self._add_ns(name)
+        self._ports += 1
+        port = f"p{self._ports}"
+        sh("ip", "link", "add", "eth0", "netns", name, "type", "veth", "peer", "name", port, "netns", self.hub)
+        sh("ip", "-n", self.hub, "link", "set", port, "master", "br0", "up")
+        for addr in addresses:
+            sh("ip", "-n", name, "addr", "add", addr, "dev", "eth0")
+        sh("ip", "-n", name, "link", "set", "eth0", "up")
+        return name
+
+    def routes(self, ns: str, proto: str = "186") -> set[str]:
+        out = sh("ip", "-n", ns, "-4", "route", "show", "proto", proto)
+        return {" ".join(line.split()) for line in out.splitlines() if line.strip()}
+
+    def destroy(self) -> None:
+        for name in reversed(self.namespaces):
+            sh("ip", "netns", "pids", name, check=False)
+            for pid in sh("ip", "netns", "pids", name, check=False).split():
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "del", name, check=False)
+        self.namespaces.clear()
+
+
+def subnet_octet() -> int:
+    """A random second octet in 200-249 for this test session's 10.X.0.0/16 addresses."""
+    return random.randrange(200, 250)
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str = "condition"):
+    import time
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
