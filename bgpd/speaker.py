@@ -90,6 +90,7 @@ class Speaker:
         self._events: queue.Queue = queue.Queue()
         self._lock = threading.RLock()
         self._metrics = metrics
+        self._table = table
         self._installer = Installer(table)
         self._rib = Rib()
         self._sessions: dict[IPv4Address, _Session] = {}
@@ -286,7 +287,20 @@ class Speaker:
 
     # --- snapshot -> peers / policy -----------------------------------------------------
 
+    def _complete_local_prefix(self, snapshot: Snapshot) -> Snapshot:
+        """A prefix-less own address (InternalIP) takes the prefix of the interface holding it."""
+        node = snapshot.nodes.get(self.settings.node)
+        if node is None or node.bgp_address is None or node.bgp_address.network.prefixlen != 32:
+            return snapshot
+        prefix = self._table.interface_prefix(node.bgp_address.ip)
+        if prefix is None or prefix == 32:
+            return snapshot
+        nodes = dict(snapshot.nodes)
+        nodes[node.name] = replace(node, bgp_address=IPv4Interface(f"{node.bgp_address.ip}/{prefix}"))
+        return replace(snapshot, nodes=nodes)
+
     def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        snapshot = self._complete_local_prefix(snapshot)
         self._snapshot = snapshot
         name = self.settings.node
         try:

@@ -1,0 +1,109 @@
+"""bgpd's daemon: configuration, datastore watch, speaker, control socket and health server.
+
+I/O wiring only; the behaviour lives in :mod:`bgpd.speaker` and the pure modules.
+"""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from pathlib import Path
+
+from calyx.config import DaemonConfig, setting
+from calyx.kube import client as kube_client
+from calyx.kube import resources
+from calyx.kube.datastore import Datastore, WatchSpec
+from calyx.kube.events import EventRecorder
+from calyx.naming import BGPD_SOCKET
+from calyx.netlink import RouteTable
+from calyx.observability import Check, HealthServer, Heartbeat, get_logger
+
+from bgpd.control import ControlServer
+from bgpd.metrics import SpeakerMetrics
+from bgpd.speaker import Speaker, SpeakerSettings
+
+log = get_logger("bgpd.daemon")
+
+
+@dataclasses.dataclass(frozen=True)
+class BgpdConfig(DaemonConfig):
+    health_port: int = setting(9098, env="CALYX_BGPD_HEALTH_PORT",
+                               help="port serving /livez, /readyz and /metrics (0: any free port)")
+    max_prefixes: int = setting(10000, env="CALYX_BGPD_MAX_PREFIXES",
+                                help="prefixes a peer may send before its session is torn down (0: no limit)")
+    graceful_restart: int = setting(120, env="CALYX_BGPD_GRACEFUL_RESTART",
+                                    help="graceful-restart time advertised to peers, and how long routes "
+                                         "adopted at start wait for re-learning (seconds)")
+    exabgp: str | None = setting(None, env="CALYX_BGPD_EXABGP", help="ExaBGP executable (default: next to python)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_prefixes < 0:
+            from calyx.config import ConfigError
+            raise ConfigError(f"config field max_prefixes: {self.max_prefixes!r}: must be 0 or more")
+
+
+def watch_specs(namespace: str) -> list[WatchSpec]:
+    return [
+        WatchSpec(resources.NODES),
+        WatchSpec(resources.IPPOOLS),
+        WatchSpec(resources.IPAMBLOCKS),
+        WatchSpec(resources.BGPCONFIGURATIONS),
+        WatchSpec(resources.BGPPEERS),
+        WatchSpec(resources.SECRETS, namespace=namespace),
+    ]
+
+
+def control_socket_path(run_dir: Path) -> Path:
+    return run_dir / BGPD_SOCKET
+
+
+def run(cfg: BgpdConfig) -> int:
+    api = kube_client.load(cfg.kubeconfig)
+    metrics = SpeakerMetrics()
+    events = EventRecorder(api, component="bgpd", host=cfg.nodename)
+    datastore = Datastore(api, watch_specs(cfg.namespace), events=events, namespace=cfg.namespace,
+                          registry=metrics.registry)
+    settings = SpeakerSettings(node=cfg.nodename, namespace=cfg.namespace, run_dir=cfg.run_dir,
+                               max_prefixes=cfg.max_prefixes or None, graceful_restart=cfg.graceful_restart,
+                               exabgp_bin=cfg.exabgp)
+    speaker = Speaker(settings, RouteTable(), metrics)
+    heartbeat = Heartbeat(max_age=30.0)
+    stop = threading.Event()
+
+    def readiness() -> Check:
+        if not datastore.synced:
+            return Check(False, "datastore not synced")
+        if speaker.error:
+            return Check(False, speaker.error)
+        if not speaker.ready:
+            return Check(False, "ExaBGP API channel not connected")
+        return Check(True, "ok")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    control = ControlServer(control_socket_path(cfg.run_dir), {"status": speaker.status, "routes": speaker.routes})
+    health = HealthServer(cfg.health_host, cfg.health_port, metrics.registry, liveness=heartbeat,
+                          readiness=readiness)
+    datastore.start()
+    control.start()
+    health.start()
+    speaker.start()
+    log.info("bgpd_started", node=cfg.nodename, control=str(control.path))
+    try:
+        while not stop.is_set() and not datastore.wait_synced(1.0):
+            heartbeat.tick()
+        if not stop.is_set():
+            speaker.set_snapshot(datastore.snapshot())
+        while not stop.is_set():
+            heartbeat.tick()
+            if datastore.wait_for_change(1.0):
+                speaker.set_snapshot(datastore.snapshot())
+    finally:
+        log.info("bgpd_stopping")
+        speaker.stop()
+        control.stop()
+        health.stop()
+        datastore.stop()
+        events.close()
+    return 0
