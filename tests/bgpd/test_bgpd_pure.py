@@ -1,0 +1,304 @@
+"""Unit tests of bgpd's pure parts: peer set, best path, reflection, export, import, config text."""
+from __future__ import annotations
+
+from ipaddress import IPv4Address as A, IPv4Interface, IPv4Network as N
+
+import pytest
+
+from calyx.model import (BGPConfiguration, BGPPeer, EncapMode, IPPool, NodeInfo, SecretKeyRef, Snapshot)
+from calyx.selector import Selector
+
+from bgpd import importer
+from bgpd.exabgp import config as exaconfig
+from bgpd.exabgp import messages
+from bgpd.export import adj_rib_out, own_prefixes
+from bgpd.peers import PeerSetError, PeerType, local_speaker, peer_set
+from bgpd.reflector import reflect
+from bgpd.rib import Attributes, Origin, Path, Rib, best_path, loop_reason
+
+
+def node(name: str, ip: str, labels: dict | None = None, asn: int | None = None, cid: str | None = None,
+         cidr: str | None = None) -> NodeInfo:
+    return NodeInfo(name=name, labels=labels or {}, bgp_address=IPv4Interface(ip), as_number=asn,
+                    rr_cluster_id=cid, pod_cidrs=(N(cidr),) if cidr else ())
+
+
+def snap(*nodes: NodeInfo, mesh: bool = True, peers: tuple[BGPPeer, ...] = (), **kw) -> Snapshot:
+    return Snapshot(nodes={n.name: n for n in nodes},
+                    bgp_configuration=BGPConfiguration(node_to_node_mesh_enabled=mesh, **kw),
+                    bgp_peers={p.name: p for p in peers})
+
+
+# --- peer set --------------------------------------------------------------------------
+
+def test_mesh_peers_every_other_node_with_an_address() -> None:
+    s = snap(node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24"), node("c", "10.0.0.3/24"),
+             NodeInfo(name="noaddr"))
+    peers = peer_set(s, "a")
+    assert list(peers) == [A("10.0.0.2"), A("10.0.0.3")]
+    assert all(p.peer_type is PeerType.MESH and not p.ebgp and p.local_address == A("10.0.0.1")
+               for p in peers.values())
+
+
+def test_mesh_uses_per_node_as_and_becomes_ebgp() -> None:
+    s = snap(node("a", "10.0.0.1/24", asn=65001), node("b", "10.0.0.2/24"))
+    p = peer_set(s, "a")[A("10.0.0.2")]
+    assert p.local_as == 65001 and p.peer_as == 64512 and p.ebgp
+
+
+def test_node_without_address_cannot_speak() -> None:
+    with pytest.raises(PeerSetError, match="'x'.*no BGP address"):
+        peer_set(Snapshot(nodes={"x": NodeInfo(name="x")}), "x")
+
+
+RR_PEER = BGPPeer(name="to-rr", node_selector=Selector.parse("all()"),
+                  peer_selector=Selector.parse("route-reflector == 'true'"))
+
+
+def rr_cluster() -> Snapshot:
+    return snap(node("rr1", "10.0.0.10/24", {"route-reflector": "true"}, cid="224.0.0.1"),
+                node("rr2", "10.0.0.11/24", {"route-reflector": "true"}, cid="224.0.0.1"),
+                node("c1", "10.0.0.1/24"), node("c2", "10.0.0.2/24"), mesh=False, peers=(RR_PEER,))
+
+
+def test_rr_client_peers_only_with_its_reflectors() -> None:
+    peers = peer_set(rr_cluster(), "c1")
+    assert set(peers) == {A("10.0.0.10"), A("10.0.0.11")}
+    assert all(p.peer_type is PeerType.ROUTE_REFLECTOR and not p.rr_client for p in peers.values())
+
+
+def test_rr_peers_with_clients_as_clients_and_with_same_cluster_rr_as_non_client() -> None:
+    peers = peer_set(rr_cluster(), "rr1")
+    assert set(peers) == {A("10.0.0.1"), A("10.0.0.2"), A("10.0.0.11")}
+    assert peers[A("10.0.0.1")].rr_client and peers[A("10.0.0.1")].peer_type is PeerType.RR_CLIENT
+    assert not peers[A("10.0.0.11")].rr_client
+    assert local_speaker(rr_cluster(), "rr1").cluster_id == A("224.0.0.1")
+
+
+def test_rrs_with_different_cluster_ids_are_clients_of_each_other() -> None:
+    s = rr_cluster()
+    nodes = dict(s.nodes)
+    nodes["rr2"] = node("rr2", "10.0.0.11/24", {"route-reflector": "true"}, cid="224.0.0.2")
+    peers = peer_set(Snapshot(nodes=nodes, bgp_configuration=s.bgp_configuration, bgp_peers=s.bgp_peers), "rr1")
+    assert peers[A("10.0.0.11")].rr_client
+
+
+def test_global_and_node_specific_peers() -> None:
+    glob = BGPPeer(name="tor", peer_ip=A("10.0.0.254"), as_number=65000)
+    only_b = BGPPeer(name="b-only", node="b", peer_ip=A("10.0.0.253"), as_number=65001)
+    by_label = BGPPeer(name="rack1", node_selector=Selector.parse("rack == 'r1'"), peer_ip=A("10.0.0.252"),
+                       as_number=65002)
+    s = snap(node("a", "10.0.0.1/24", {"rack": "r1"}), node("b", "10.0.0.2/24"), peers=(glob, only_b, by_label))
+    a, b = peer_set(s, "a"), peer_set(s, "b")
+    assert a[A("10.0.0.254")].peer_type is PeerType.GLOBAL and a[A("10.0.0.254")].ebgp
+    assert a[A("10.0.0.252")].peer_type is PeerType.NODE_SPECIFIC
+    assert A("10.0.0.253") not in a and A("10.0.0.252") not in b
+    assert b[A("10.0.0.253")].peer_type is PeerType.NODE_SPECIFIC and b[A("10.0.0.253")].peer_as == 65001
+    assert not a[A("10.0.0.254")].is_cluster_node
+
+
+def test_explicit_peer_wins_over_mesh_for_the_same_address() -> None:
+    explicit = BGPPeer(name="to-b", node="a", peer_ip=A("10.0.0.2"))
+    s = snap(node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24"), peers=(explicit,))
+    p = peer_set(s, "a")[A("10.0.0.2")]
+    assert p.peer_type is PeerType.NODE_SPECIFIC and p.node == "b"
+
+
+def test_passwords_come_from_secrets_and_a_missing_secret_is_an_error() -> None:
+    ref = SecretKeyRef(name="bgp", key="pw")
+    s = snap(node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24"), node_mesh_password=ref)
+    assert peer_set(s, "a")[A("10.0.0.2")].error == \
+        "BGPConfiguration 'default' nodeMeshPassword: password.secretKeyRef.name: 'bgp': Secret not found in 'calyx-system'"
+    s2 = Snapshot(nodes=s.nodes, bgp_configuration=s.bgp_configuration,
+                  secrets={("calyx-system", "bgp"): {"pw": "s3cret"}})
+    p = peer_set(s2, "a")[A("10.0.0.2")]
+    assert p.password == "s3cret" and p.error is None and "s3cret" not in repr(p)
+
+
+# --- best path and loops ---------------------------------------------------------------
+
+def path(prefix: str = "10.1.0.0/26", peer: str = "10.0.0.2", ebgp: bool = False, **attrs) -> Path:
+    nh = attrs.pop("next_hop", A(peer))
+    return Path(prefix=N(prefix), attrs=Attributes(next_hop=nh, **attrs), peer=A(peer), peer_router_id=A(peer),
+                ebgp=ebgp)
+
+
+@pytest.mark.parametrize("better,worse", [
+    (dict(local_pref=200), dict(local_pref=100)),
+    (dict(as_path=(1,)), dict(as_path=(1, 2))),
+    (dict(origin=Origin.IGP), dict(origin=Origin.INCOMPLETE)),
+    (dict(cluster_list=(), originator_id=A("10.0.0.5")),
+     dict(cluster_list=(A("1.1.1.1"),), originator_id=A("10.0.0.5"))),
+])
+def test_best_path_steps(better: dict, worse: dict) -> None:
+    a = path(peer="10.0.0.9", **better)
+    b = path(peer="10.0.0.2", **worse)
+    assert best_path([b, a]) is a
+
+
+def test_best_path_med_ebgp_router_id_and_peer_address() -> None:
+    assert best_path([path(peer="10.0.0.2", as_path=(7,), med=20),
+                      path(peer="10.0.0.9", as_path=(7,), med=10)]).peer == A("10.0.0.9")
+    assert best_path([path(peer="10.0.0.2"), path(peer="10.0.0.9", ebgp=True)]).ebgp
+    assert best_path([path(peer="10.0.0.2", originator_id=A("10.9.9.9")),
+                      path(peer="10.0.0.9", originator_id=A("10.0.0.1"))]).peer == A("10.0.0.9")
+    assert best_path([path(peer="10.0.0.9"), path(peer="10.0.0.2")]).peer == A("10.0.0.2")
+    assert best_path([]) is None
+
+
+def test_loop_drops() -> None:
+    me, cid = A("10.0.0.10"), A("224.0.0.1")
+    assert "ORIGINATOR_ID" in loop_reason(Attributes(A("10.0.0.1"), originator_id=me), me, cid, 64512, False)
+    assert "CLUSTER_LIST" in loop_reason(Attributes(A("10.0.0.1"), cluster_list=(A("1.1.1.1"), cid)), me, cid,
+                                         64512, False)
+    assert "AS_PATH" in loop_reason(Attributes(A("10.0.0.1"), as_path=(65000, 64512)), me, None, 64512, True)
+    assert loop_reason(Attributes(A("10.0.0.1"), cluster_list=(A("1.1.1.1"),)), me, cid, 64512, False) is None
+
+
+def test_rib_withdraw_and_drop_peer() -> None:
+    rib = Rib()
+    rib.update(path(peer="10.0.0.2"))
+    rib.update(path(peer="10.0.0.3"))
+    assert rib.best(N("10.1.0.0/26")).peer == A("10.0.0.2")
+    assert rib.drop_peer(A("10.0.0.2")) == {N("10.1.0.0/26")}
+    assert rib.best(N("10.1.0.0/26")).peer == A("10.0.0.3")
+    assert rib.withdraw(A("10.0.0.3"), N("10.1.0.0/26"))
+    assert rib.best_paths() == {}
+
+
+# --- reflection and export -------------------------------------------------------------
+
+def test_reflection_rules_and_attributes() -> None:
+    s = rr_cluster()
+    peers = peer_set(s, "rr1")
+    local = local_speaker(s, "rr1")
+    c1, c2, rr2 = peers[A("10.0.0.1")], peers[A("10.0.0.2")], peers[A("10.0.0.11")]
+    from_client = path(peer="10.0.0.1", med=5)
+    out = reflect(local, from_client, c1, c2)
+    assert out is not None and out.originator_id == A("10.0.0.1") and out.cluster_list == (A("224.0.0.1"),)
+    assert out.next_hop == A("10.0.0.1") and out.med == 5
+    assert reflect(local, from_client, c1, rr2) is not None        # client -> non-client
+    assert reflect(local, from_client, c1, c1) is None             # never back to the sender
+    from_nonclient = path(peer="10.0.0.11", next_hop=A("10.0.0.7"), originator_id=A("10.0.0.7"),
+                          cluster_list=(A("224.0.0.1"),))
+    assert reflect(local, from_nonclient, rr2, c1).originator_id == A("10.0.0.7")
+    assert reflect(local, path(peer="10.0.0.11"), rr2, rr2) is None
+    nonrr = local_speaker(s, "c1")
+    assert reflect(nonrr, from_client, c1, c2) is None
+
+
+def test_adj_rib_out_own_blocks_services_and_reflection() -> None:
+    s = rr_cluster()
+    nodes = dict(s.nodes)
+    nodes["rr1"] = node("rr1", "10.0.0.10/24", {"route-reflector": "true"}, cid="224.0.0.1", cidr="10.1.9.0/26")
+    tor = BGPPeer(name="tor", peer_ip=A("10.0.0.254"), as_number=65000)
+    s = Snapshot(nodes=nodes, bgp_configuration=BGPConfiguration(node_to_node_mesh_enabled=False,
+                                                                 service_cluster_ips=(N("10.96.0.0/12"),)),
+                 bgp_peers={"to-rr": RR_PEER, "tor": tor},
+                 ippools={"p": IPPool(name="p", cidr=N("10.1.0.0/16"))})
+    peers = peer_set(s, "rr1")
+    local = local_speaker(s, "rr1")
+    best = {N("10.1.0.0/26"): path(peer="10.0.0.1")}
+    out = adj_rib_out(local, peers, set(peers) - {A("10.0.0.11")}, own_prefixes(s, "rr1"), (N("10.96.0.0/12"),), best)
+    assert A("10.0.0.11") not in out                                 # not established
+    assert set(out[A("10.0.0.254")]) == {N("10.1.9.0/26"), N("10.96.0.0/12")}   # eBGP: no reflection
+    assert set(out[A("10.0.0.2")]) == {N("10.1.9.0/26"), N("10.1.0.0/26")}
+    assert set(out[A("10.0.0.1")]) == {N("10.1.9.0/26")}
+    assert out[A("10.0.0.2")][N("10.1.9.0/26")].next_hop == A("10.0.0.10")
+
+
+def test_disable_bgp_export_pool_is_not_advertised() -> None:
+    s = Snapshot(nodes={"a": node("a", "10.0.0.1/24", cidr="10.1.0.0/26")},
+                 ippools={"p": IPPool(name="p", cidr=N("10.1.0.0/16"), disable_bgp_export=True)})
+    assert own_prefixes(s, "a") == ()
+
+
+# --- import policy and install mode ----------------------------------------------------
+
+POOLS = {"always": IPPool(name="always", cidr=N("10.1.0.0/16"), ipip_mode=EncapMode.ALWAYS),
+         "cross": IPPool(name="cross", cidr=N("10.2.0.0/16"), ipip_mode=EncapMode.CROSS_SUBNET),
+         "never": IPPool(name="never", cidr=N("10.3.0.0/16"), ipip_mode=EncapMode.NEVER),
+         "off": IPPool(name="off", cidr=N("10.4.0.0/16"), disabled=True)}
+CTX = importer.ImportContext(local=IPv4Interface("192.168.1.1/24"), own_networks=(N("10.1.0.0/26"),), pools=POOLS)
+
+
+@pytest.mark.parametrize("prefix,cluster,reason", [
+    ("10.1.0.64/26", True, None),
+    ("10.9.0.0/24", True, "outside every enabled IPPool"),
+    ("10.4.0.0/26", True, "outside every enabled IPPool"),
+    ("10.1.0.0/26", True, "overlaps this node's own"),
+    ("10.1.0.0/25", True, "overlaps this node's own"),
+    ("10.1.0.0/28", False, "overlaps this node's own"),
+    ("192.168.1.1/32", False, "overlaps this node's own"),
+    ("10.3.0.0/26", False, "inside IPPool 'never'"),
+    ("0.0.0.0/0", False, None),
+    ("172.16.0.0/12", False, None),
+])
+def test_import_filter(prefix: str, cluster: bool, reason: str | None) -> None:
+    got = importer.refusal(path(prefix, peer="192.168.1.2"), cluster, CTX)
+    assert (got is None) if reason is None else (reason in got)
+
+
+def test_next_hop_that_is_this_node_is_refused() -> None:
+    assert "next hop" in importer.refusal(path("10.1.0.64/26", next_hop=A("192.168.1.1")), True, CTX)
+
+
+@pytest.mark.parametrize("prefix,nh,mode", [
+    ("10.1.1.0/26", "192.168.1.2", importer.InstallMode.IPIP),
+    ("10.2.1.0/26", "192.168.1.2", importer.InstallMode.DIRECT),
+    ("10.2.1.0/26", "192.168.7.2", importer.InstallMode.IPIP),
+    ("10.3.1.0/26", "192.168.7.2", importer.InstallMode.DIRECT),
+    ("172.16.0.0/12", "192.168.7.2", importer.InstallMode.DIRECT),
+])
+def test_install_mode(prefix: str, nh: str, mode: importer.InstallMode) -> None:
+    assert importer.install_mode(N(prefix), A(nh), CTX)[0] is mode
+
+
+def test_max_prefix() -> None:
+    assert importer.max_prefix_exceeded(11, 10) and not importer.max_prefix_exceeded(10, 10)
+    assert not importer.max_prefix_exceeded(10**6, None)
+
+
+# --- ExaBGP configuration and API text -------------------------------------------------
+
+def test_config_text_writes_neighbors_in_full_with_base64_password() -> None:
+    s = Snapshot(nodes={"a": node("a", "10.0.0.1/24"), "b": node("b", "10.0.0.2/24", asn=65002)},
+                 bgp_configuration=BGPConfiguration(node_mesh_password=SecretKeyRef("bgp", "pw")),
+                 secrets={("calyx-system", "bgp"): {"pw": 'we"ird; }'}})
+    settings = exaconfig.ExaBGPSettings(bridge_argv=("/usr/bin/python3", "-m", "bgpd.exabgp.bridge", "/run/x.sock"))
+    text = exaconfig.render(local_speaker(s, "a"), peer_set(s, "a"), settings)
+    assert "run /usr/bin/python3 -m bgpd.exabgp.bridge /run/x.sock;" in text
+    assert "neighbor 10.0.0.2 {" in text and "peer-as 65002;" in text and "local-as 64512;" in text
+    assert "md5-password d2UiaXJkOyB9;" in text and "md5-base64 true;" in text and "weird" not in text
+    assert "inherit" not in text and "graceful-restart 120;" in text
+    env = exaconfig.environment(local_speaker(s, "a"), settings)
+    assert env["exabgp.daemon.user"] == "root" and env["exabgp.tcp.bind"] == "10.0.0.1"
+
+
+def test_peer_with_error_is_left_out_of_config() -> None:
+    s = snap(node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24"), node_mesh_password=SecretKeyRef("x", "y"))
+    settings = exaconfig.ExaBGPSettings(bridge_argv=("b",))
+    assert "neighbor" not in exaconfig.render(local_speaker(s, "a"), peer_set(s, "a"), settings)
+
+
+def test_api_lines_roundtrip() -> None:
+    line = ('{ "exabgp": "5.0.0", "type": "update", "neighbor": { "address": { "local": "10.0.0.1", '
+            '"peer": "10.0.0.2" }, "direction": "receive", "message": { "update": { "attribute": { '
+            '"origin": "igp", "as-path": {"0": {"element": "as-sequence", "value": [65000]}, "1": '
+            '{"element": "as-set", "value": [1, 2]}}, "med": 5, "local-preference": 150, "community": '
+            '[ [ 65000, 1 ] ], "originator-id": "3.3.3.3", "cluster-list": [ "4.4.4.4" ] }, "announce": '
+            '{ "ipv4 unicast": { "10.0.0.9": [ { "nlri": "10.1.5.0/26" } ] } }, "withdraw": { "ipv4 unicast": '
+            '[ { "nlri": "10.1.6.0/26" } ] } } } } }')
+    ev = messages.parse_line(line)
+    assert isinstance(ev, messages.UpdateEvent) and ev.peer == A("10.0.0.2")
+    (prefix, attrs), = ev.announced
+    assert prefix == N("10.1.5.0/26") and ev.withdrawn == (N("10.1.6.0/26"),)
+    assert attrs == Attributes(next_hop=A("10.0.0.9"), as_path=(65000,), as_set=(1, 2), med=5, local_pref=150,
+                               communities=("65000:1",), originator_id=A("3.3.3.3"), cluster_list=(A("4.4.4.4"),))
+    out = messages.announce_lines(A("10.0.0.5"), {N("10.1.5.0/26"): attrs, N("10.1.7.0/26"): attrs})
+    assert out == ["neighbor 10.0.0.5 announce attributes next-hop 10.0.0.9 origin igp as-path [ 65000 ] ( 1 2 ) "
+                   "local-preference 150 med 5 community [ 65000:1 ] originator-id 3.3.3.3 cluster-list [ 4.4.4.4 ] "
+                   "nlri 10.1.5.0/26 10.1.7.0/26"]
+    assert messages.parse_line("done") == messages.Ack(True)
+    with pytest.raises(messages.MessageError, match="ExaBGP API line"):
+        messages.parse_line("{not json")
