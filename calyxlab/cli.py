@@ -15,6 +15,7 @@ import yaml
 
 from calyxlab import lab as labmod
 from calyxlab.backend import CommandError
+from calyxlab.manifests import ManifestError
 from calyxlab.roles import RoleError
 from calyxlab.state import STATE_ROOT
 from calyxlab.topology import TopologyError
@@ -138,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.func(args)
-    except (TopologyError, labmod.LabError, CommandError, UmlError, RoleError, KeyError) as exc:
+    except (TopologyError, labmod.LabError, ManifestError, CommandError, UmlError, RoleError,
+            KeyError) as exc:
         print(f"calyx-lab: error: {exc.args[0] if isinstance(exc, KeyError) else exc}",
               file=sys.stderr)
         return 1

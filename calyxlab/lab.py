@@ -25,7 +25,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from calyxlab import netplan, nodeview, procs, roles, uml
+from calyxlab import manifests, netplan, nodeview, procs, roles, uml
 from calyxlab.backend import Backend, HostBackend, ProcHandle, Result
 from calyxlab.state import LabNames, StateFile, remove_state
 from calyxlab.topology import MGMT_INTERFACE, Node, Role, Topology, load
@@ -171,6 +171,9 @@ class Lab:
     # ----------------------------------------------------------------- build steps
     def _build(self, uml_memory: str, daemons: tuple[str, ...] | None) -> None:
         topo, names = self.topology, self.names
+        # The scenario's cluster.yaml is checked before anything is created.
+        manifest_file = manifests.scenario_manifest(topo.file) if topo.has_cluster_nodes else None
+        manifest_docs = manifests.load(manifest_file) if manifest_file else []
         self.print(f"Creating lab {topo.name!r} ({len(topo.nodes)} nodes, {len(topo.links)} "
                    f"links, {self.kernel} kernel, mgmt {topo.mgmt.subnet})")
         if self.kernel == "uml":
@@ -193,11 +196,15 @@ class Lab:
         for node in topo.nodes:
             for line in node.exec:
                 self._run_exec_line(node, line)
+        cluster_nodes = [n for n in topo.nodes if n.role is Role.CLUSTER]
+        for node in cluster_nodes:
+            self._register(node)
+        if cluster_nodes and manifest_docs:
+            for line in manifests.apply(str(self.kubeconfig), manifest_docs):
+                self.print(f"{manifest_file.name}: {line}")
         started: list[ProcHandle] = []
-        for node in topo.nodes:
-            if node.role is Role.CLUSTER:
-                self._register(node)
-                started += self.start_daemons(node.name, daemons)
+        for node in cluster_nodes:
+            started += self.start_daemons(node.name, daemons)
         if started:
             time.sleep(DAEMON_SETTLE)
             for h in started:

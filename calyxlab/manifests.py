@@ -1,0 +1,85 @@
+"""Applies a file of Kubernetes manifests to the lab's API, as `kubectl apply -f` would for
+the kinds Calyx uses: an object that does not exist is created, one that exists is merged
+(JSON merge patch of its metadata labels/annotations and spec), so a Node the lab registered
+keeps its status while a manifest adds its annotations.
+
+A scenario's Calyx resources (IPPool, BGPConfiguration, BGPPeer, Node annotations, Secrets)
+live in ``cluster.yaml`` beside its topology file, because containerlab's schema has no place
+for them; the lab applies that file after the nodes register and before any daemon starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from kubernetes.client.rest import ApiException
+
+from calyx.kube import client as kube_client
+from calyx.kube import resources
+
+MANIFEST_NAME = "cluster.yaml"
+
+_BY_KIND = {(r.api_version, r.kind): r for r in resources.ALL}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be applied; the message names the file, document and cause."""
+
+
+def scenario_manifest(topology_file: Path) -> Path | None:
+    """The ``cluster.yaml`` beside a topology file, if there is one."""
+    candidate = topology_file.parent / MANIFEST_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """Parse and check every document of the file before anything is applied."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    for index, doc in enumerate(docs):
+        where = f"{path}: document {index + 1}"
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{where}: expected a mapping, got {type(doc).__name__}")
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        if key not in _BY_KIND:
+            raise ManifestError(f"{where}: kind {key[1]!r} of {key[0]!r} is not one the lab applies "
+                                f"(known: {', '.join(sorted(k for _, k in _BY_KIND))})")
+        if not (doc.get("metadata") or {}).get("name"):
+            raise ManifestError(f"{where}: metadata.name is required")
+    return docs
+
+
+def _merge_patch(doc: dict[str, Any]) -> dict[str, Any]:
+    meta = doc.get("metadata") or {}
+    patch: dict[str, Any] = {"metadata": {k: meta[k] for k in ("labels", "annotations") if k in meta}}
+    for field in ("spec", "data", "stringData"):
+        if field in doc:
+            patch[field] = doc[field]
+    return patch
+
+
+def apply(kubeconfig: str, docs: Iterable[dict[str, Any]]) -> list[str]:
+    """Create or merge each document; returns one line per object, like kubectl's output."""
+    api = kube_client.load(kubeconfig)
+    out: list[str] = []
+    try:
+        for doc in docs:
+            resource = _BY_KIND[(doc["apiVersion"], doc["kind"])]
+            name = doc["metadata"]["name"]
+            namespace = doc["metadata"].get("namespace", "default") if resource.namespaced else None
+            try:
+                resources.create_object(api, resource, doc, namespace)
+                verb = "created"
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise ManifestError(f"{resource.kind} {name!r}: create failed: "
+                                        f"{exc.status} {exc.reason}: {exc.body}") from None
+                resources.patch_object(api, resource, name, _merge_patch(doc), namespace)
+                verb = "configured"
+            out.append(f"{resource.kind.lower()}/{name} {verb}")
+    finally:
+        api.close()
+    return out
