@@ -18,7 +18,7 @@ import yaml
 from aiohttp import web
 
 from calyx.observability import get_logger
-from calyxlab.apiserver import discovery, patching, semantics, tables
+from calyxlab.apiserver import discovery, patching, protobuf, semantics, tables
 from calyxlab.apiserver.errors import (APIError, already_exists, bad_request, gone, method_not_allowed,
                                        not_found, resource_version_too_large, unsupported_media_type)
 from calyxlab.apiserver.resources import CRD_TYPE, Registry, ResourceType, from_crd
@@ -612,6 +612,8 @@ def _parse_json(raw: bytes) -> Any:
 
 async def _read_body(request: web.Request, allow_empty: bool = False) -> Any:
     raw = await request.read()
+    if "protobuf" in request.content_type:
+        return protobuf.decode_object(raw) if raw else None
     if not raw.strip():
         if allow_empty:
             return None

@@ -175,3 +175,21 @@ def test_get_watch_prints_table_rows(kubectl: Kubectl, core) -> None:
         guard.cancel()
         proc.kill()
         proc.communicate(timeout=30)
+
+
+def test_create_generators_send_protobuf_and_work(kubectl: Kubectl) -> None:
+    """kubectl create namespace/secret/service encode their bodies in protobuf, not JSON."""
+    assert kubectl.out("create", "namespace", "calyx-system").strip() == "namespace/calyx-system created"
+    kubectl.out("create", "secret", "generic", "bgp-password", "-n", "calyx-system",
+                "--from-literal=password=s3cr3t")
+    secret = json.loads(kubectl.out("get", "secret", "bgp-password", "-n", "calyx-system", "-o", "json"))
+    assert secret["type"] == "Opaque" and secret["data"] == {"password": "czNjcjN0"}
+    kubectl.out("create", "service", "nodeport", "web", "-n", "calyx-system", "--tcp=80:8080",
+                "--node-port=30080")
+    spec = json.loads(kubectl.out("get", "svc", "web", "-n", "calyx-system", "-o", "json"))["spec"]
+    assert spec["type"] == "NodePort" and spec["selector"] == {"app": "web"}
+    assert spec["ports"] == [{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080,
+                              "nodePort": 30080}]
+    assert spec["clusterIP"].startswith("10.96.")
+    assert kubectl.out("delete", "namespace", "calyx-system").strip() == 'namespace "calyx-system" deleted'
+    assert kubectl.run("get", "secret", "-n", "calyx-system").stderr.startswith("No resources found")
