@@ -1,0 +1,140 @@
+"""Pure parts of the plugin and the on-disk address store (no namespaces, no API)."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from argparse import Namespace
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from calyx import model
+from calyx.cni import blocks, install, ipam
+from calyx.cni.config import (AddResult, CniError, parse_cni_args, parse_env, parse_netconf, render_result)
+
+
+def test_cni_args_and_env():
+    assert parse_cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;") == {
+        "IgnoreUnknown": "1", "K8S_POD_NAMESPACE": "ns", "K8S_POD_NAME": "p"}
+    with pytest.raises(CniError, match="CNI_ARGS: malformed pair 'oops'") as err:
+        parse_cni_args("A=1;oops")
+    assert err.value.code == 7
+    env = parse_env({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0"})
+    assert env.netns == "" and env.pod_name is None
+    with pytest.raises(CniError, match="CNI_IFNAME: 'a/b'"):
+        parse_env({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "a/b"})
+
+
+def test_netconf_defaults_from_environment():
+    conf = parse_netconf(json.dumps({"cniVersion": "0.4.0", "name": "n", "type": "calyx"}),
+                         {"NODENAME": "w1", "CALYX_RUN_DIR": "/run/x", "KUBECONFIG": "/k"})
+    assert (conf.nodename, conf.run_dir, conf.kubeconfig, conf.mtu) == ("w1", "/run/x", "/k", None)
+
+
+def test_result_layout_per_version():
+    res = AddResult("caliabc", "ee:ee:ee:ee:ee:ee", "eth0", "02:00:00:00:00:01", "/var/run/netns/x",
+                    IPv4Address("10.0.0.5"), IPv4Address("169.254.1.1"))
+    assert "version" not in render_result("1.0.0", res)["ips"][0]
+    assert render_result("0.3.1", res)["ips"][0]["version"] == "4"
+
+
+def test_pick_address_skips_used_and_reserved():
+    cidrs = (IPv4Network("10.0.0.0/30"), IPv4Network("10.0.1.0/30"))
+    assert ipam.pick_address(cidrs, frozenset()) == IPv4Address("10.0.0.1")
+    used = frozenset(IPv4Address(f"10.0.0.{i}") for i in range(4))
+    assert ipam.pick_address(cidrs, used) == IPv4Address("10.0.1.1")
+    assert ipam.pick_address(cidrs[:1], used) is None
+
+
+def test_candidate_blocks_skip_overlaps_of_any_size():
+    pool = model.IPPool(name="p", cidr=IPv4Network("10.1.0.0/24"), block_size=26)
+    taken = [IPv4Network("10.1.0.0/26"), IPv4Network("10.1.0.72/29")]   # second one from an older blockSize
+    assert list(blocks.candidate_blocks(pool, taken)) == [IPv4Network("10.1.0.128/26"),
+                                                          IPv4Network("10.1.0.192/26")]
+    with pytest.raises(CniError, match="IPPool 'q': spec.blockSize: 20"):
+        list(blocks.candidate_blocks(model.IPPool(name="q", cidr=IPv4Network("10.2.0.0/24"), block_size=20), []))
+
+
+def test_block_object_is_named_after_its_cidr_and_parses_back():
+    raw = blocks.block_object(IPv4Network("10.244.1.0/26"), "w1", "default")
+    raw["spec"]["deleted"] = False
+    parsed = model.parse_ipam_block(raw)
+    assert (parsed.name, parsed.node, parsed.pool) == ("10-244-1-0-26", "w1", "default")
+
+
+class FixedCidrs:
+    """A node with fixed CIDRs and no pool to claim from (spec.podCIDRs-like)."""
+
+    def __init__(self, *cidrs: str):
+        self.cidrs = tuple(IPv4Network(c) for c in cidrs)
+
+    def current(self):
+        return self.cidrs
+
+    def claim_more(self):
+        raise CniError(100, "full")
+
+
+def _assign_many(run_dir: str, start: int, count: int, out) -> None:
+    store = ipam.AddressStore(run_dir)
+    got = []
+    for i in range(start, start + count):
+        with store.locked():
+            got.append(str(ipam.assign(store, FixedCidrs("10.5.0.0/23"), container_id=f"c{i}", ifname="eth0",
+                                       namespace="ns", pod=f"p{i}", host_ifname=f"cali{i}").address))
+    out.put(got)
+
+
+def test_store_is_race_free_across_processes_and_state_survives(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_assign_many, args=(str(tmp_path), i * 50, 50, out)) for i in range(8)]
+    for p in procs:
+        p.start()
+    results = [a for _ in procs for a in out.get(timeout=120)]
+    for p in procs:
+        p.join(60)
+    assert len(results) == 400 and len(set(results)) == 400
+    assert "10.5.0.0" not in results                       # the CIDR's first address is the node's
+    store = ipam.AddressStore(str(tmp_path))
+    state = store.read()
+    assert len(state.allocations) == 400
+    assert not [f for f in os.listdir(store.dir) if f.startswith(".state.")]   # no temp files left
+    with store.locked():
+        released = ipam.release(store, container_id="c7", ifname="eth0")
+        assert released is not None and released.pod == "p7"
+        assert ipam.release(store, container_id="c7", ifname="eth0") is None
+    with store.locked():
+        with pytest.raises(CniError) as full:
+            for i in range(400, 530):
+                ipam.assign(store, FixedCidrs("10.5.0.0/23"), container_id=f"c{i}", ifname="eth0",
+                            namespace="ns", pod=f"p{i}", host_ifname=f"cali{i}")
+    assert full.value.code == 100
+    assert len(store.read().allocations) == 511            # all of the /23 but its first address
+
+
+def test_corrupt_state_is_refused_not_overwritten(tmp_path):
+    store = ipam.AddressStore(str(tmp_path))
+    os.makedirs(store.dir)
+    with open(store.state_path, "w") as f:
+        f.write("{half")
+    with pytest.raises(CniError, match="corrupt IPAM state") as err:
+        store.read()
+    assert err.value.code == 5
+    assert open(store.state_path).read() == "{half"
+
+
+def test_install_writes_wrapper_conflist_and_kubeconfig(tmp_path):
+    args = Namespace(bin_dir=str(tmp_path / "bin"), conf_dir=str(tmp_path / "net.d"), conf_name=None,
+                     nodename=None, kubeconfig="/etc/cni/net.d/kc", run_dir=None, mtu=1440, python="/usr/bin/python3")
+    assert install.run(args, {"NODENAME": "w3", "CALYX_RUN_DIR": "/var/run/calyx"}) == 0
+    wrapper = tmp_path / "bin" / "calyx"
+    assert os.access(wrapper, os.X_OK) and "/usr/bin/python3 -m calyx.cni.plugin" in wrapper.read_text()
+    conflist = json.loads((tmp_path / "net.d" / "10-calyx.conflist").read_text())
+    assert conflist["cniVersion"] == "1.0.0"
+    assert conflist["plugins"] == [{"type": "calyx", "kubeconfig": "/etc/cni/net.d/kc", "nodename": "w3",
+                                    "run_dir": "/var/run/calyx", "mtu": 1440}]
+    args.nodename, args.kubeconfig = None, None
+    assert install.run(args, {}) == 2                                   # no node name
+    assert install.run(args, {"NODENAME": "w3"}) == 2                   # not in a pod, no kubeconfig
