@@ -81,3 +81,26 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def make_speaker(ns: str, node: str, run_root, **kw):
+    """A real Speaker for ``node`` whose ExaBGP and netlink live in namespace ``ns``."""
+    from calyx.netlink import RouteTable
+    from bgpd.metrics import SpeakerMetrics
+    from bgpd.speaker import Speaker, SpeakerSettings
+    kw.setdefault("graceful_restart", 5)
+    settings = SpeakerSettings(node=node, run_dir=run_root / node, netns=ns, **kw)
+    return Speaker(settings, RouteTable(netns=ns), SpeakerMetrics()).start()
+
+
+def random_prefixes():
+    """(node subnet /24 prefix like '10.231.7', pool /16 like '10.232') unique to this call."""
+    x = random.randrange(200, 249)
+    return f"10.{x}.{random.randrange(1, 250)}", f"10.{x + 1}"
+
+
+def peer_row(speaker, address: str) -> dict:
+    for p in speaker.status()["peers"]:
+        if p["peer_address"] == address:
+            return p
+    return {}

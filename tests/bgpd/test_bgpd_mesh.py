@@ -9,18 +9,9 @@ from pathlib import Path
 import pytest
 
 from calyx.model import BGPConfiguration, EncapMode, IPPool, NodeInfo, Snapshot
-from calyx.netlink import RouteTable
-
-from bgpd.metrics import SpeakerMetrics
-from bgpd.speaker import Speaker, SpeakerSettings
-from bgpdtest_support import Net, wait_for
+from bgpdtest_support import Net, make_speaker, wait_for
 
 pytestmark = pytest.mark.lab
-
-
-def make_speaker(net: Net, ns: str, node: str, run_root: Path, **kw) -> Speaker:
-    settings = SpeakerSettings(node=node, run_dir=run_root / node, netns=ns, graceful_restart=5, **kw)
-    return Speaker(settings, RouteTable(netns=ns), SpeakerMetrics()).start()
 
 
 def test_three_node_mesh_installs_each_others_blocks(net: Net, run_root: Path) -> None:
@@ -33,7 +24,7 @@ def test_three_node_mesh_installs_each_others_blocks(net: Net, run_root: Path) -
              for i, (n, a) in enumerate(addrs.items(), start=1)}
     snap = Snapshot(nodes=nodes, ippools={"pool": pool}, bgp_configuration=BGPConfiguration())
     ns = {n: net.node(n, str(a)) for n, a in addrs.items()}
-    speakers = {n: make_speaker(net, ns[n], n, run_root) for n in nodes}
+    speakers = {n: make_speaker(ns[n], n, run_root) for n in nodes}
     try:
         for sp in speakers.values():
             sp.set_snapshot(snap)
