@@ -83,3 +83,19 @@ def test_add_pod_on_unknown_node_or_without_pool_fails_cleanly(lab_factory):
     with pytest.raises(pods.PodError, match=r"ADD failed: CNI error 100: .*no enabled IPPool"):
         pods.add_pod(lab, "node1", "default", "x")
     assert pods.list_pod_namespaces(lab) == []
+
+
+@pytest.mark.uml
+def test_lab_pods_in_uml_kernel(lab_factory):
+    """The same wiring when the lab's kernel is user-mode Linux (the plugin runs inside it)."""
+    lab = lab_factory(TOPOLOGY, kernel="uml")
+    _pool(lab, "10.98.0.0/24")
+    ip_a = pods.add_pod(lab, "node1", "default", "u-a")
+    ip_b = pods.add_pod(lab, "node1", "default", "u-b")
+    assert (ip_a, ip_b) == ("10.98.0.1", "10.98.0.2")
+    ping = lab.exec("node1", ["ping", "-c", "1", "-W", "3", ip_a])
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    pod_ping = pods.exec_pod(lab, "node1", "default", "u-b", ["ping", "-c", "1", "-W", "3", ip_a])
+    assert pod_ping.returncode == 0, pod_ping.stdout + pod_ping.stderr
+    pods.delete_pod(lab, "default", "u-a")
+    assert naming.cali_interface_name("default", "u-a") not in lab.exec("node1", ["ip", "link"]).stdout
