@@ -32,6 +32,7 @@ JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+_LIVENESS_CHECK = 5.0       # seconds: how often a quiet watch checks that its client is still there
 
 
 def _dumps(obj: Any) -> str:
@@ -288,11 +289,13 @@ class APIServer:
                 now = loop.time()
                 if deadline is not None and now >= deadline:
                     break
-                wait = min(deadline - now if deadline is not None else 3600.0,
-                           max(0.0, next_bookmark - now) if bookmarks else 3600.0)
+                wait = min(deadline - now if deadline is not None else _LIVENESS_CHECK,
+                           max(0.0, next_bookmark - now) if bookmarks else _LIVENESS_CHECK, _LIVENESS_CHECK)
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), wait)
                 except asyncio.TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break           # the client went away while the watch was quiet
                     if bookmarks and loop.time() >= next_bookmark:
                         await response.write(self._bookmark(rtype))
                         next_bookmark = loop.time() + interval

@@ -199,6 +199,10 @@ class Store:
         kind.watchers.add(watcher)
         return watcher
 
+    def watch_count(self, key: KindKey) -> int:
+        kind = self._kinds.get(key)
+        return len(kind.watchers) if kind else 0
+
     def unwatch(self, key: KindKey, watcher: Watcher) -> None:
         kind = self._kinds.get(key)
         if kind:

@@ -196,3 +196,19 @@ def test_resource_version_from_the_future_is_refused(core: client.CoreV1Api) -> 
     with pytest.raises(ApiException) as err:
         core.list_node(resource_version="999999", resource_version_match="NotOlderThan")
     assert err.value.status == 504
+
+
+def test_abandoned_quiet_watches_are_released(server) -> None:
+    import http.client
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    for _ in range(3):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/api/v1/nodes?watch=1")
+        assert conn.getresponse().status == 200
+        conn.close()
+    count = lambda: server.call(server.api.store.watch_count, ("", "nodes"))   # noqa: E731
+    assert count() == 3          # registered before the 200 was sent; released only by the check
+    deadline = time.monotonic() + 60
+    while count() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert count() == 0
