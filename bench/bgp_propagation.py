@@ -1,0 +1,147 @@
+"""bgpd propagation against BIRD: node A starts advertising N prefixes; time until all N are
+in node B's kernel.
+
+Calyx: two namespaces on a bridge, the API emulator, a real ``bgpd`` (with its ExaBGP) on each
+node, full mesh, plain BGP (pool ipipMode Never). Once the session is up and idle, node A's
+Node object gets N pod CIDRs (one API patch); timed from that patch until B's kernel holds N
+``proto bgp`` routes. BIRD: the same two namespaces with BIRD on both ends (iBGP, A's N routes
+in a static protocol that starts disabled; B exports what it learns to the kernel); timed from
+``birdc enable`` until B's kernel holds N ``proto bird`` routes. The kernel is polled every 20 ms.
+
+    .venv/bin/python -m bench.bgp_propagation [--quick] [--sizes 100,1000,10000]
+"""
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from bench.common import Report, parse_sizes, rss_mib, wait_until
+from bench.testbed import BGP_PROTO, BIRD_PROTO, Node, Testbed, check_alive
+
+POOL = ipaddress.IPv4Network("100.64.0.0/10")
+AS = 64512
+
+
+def prefixes(n: int) -> list[str]:
+    """N /26 pod blocks inside POOL."""
+    blocks = POOL.subnets(new_prefix=26)
+    return [str(next(blocks)) for _ in range(n)]
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    rss_idle: dict[str, float] = field(default_factory=dict)    # process -> MiB on node B, before
+    rss_loaded: dict[str, float] = field(default_factory=dict)  # ... with the N routes learned
+
+
+def _session_up(node: Node, proto: int, expected: int) -> bool:
+    return node.routes(proto) == expected
+
+
+def calyx_rss(bed: Testbed, node: Node) -> dict[str, float]:
+    out = {"bgpd": node.procs["bgpd"].rss(),
+           "ExaBGP (+API bridge)": sum(_safe_rss(pid) for pid in bed.exabgp_pids(node))}
+    if "felix" in node.procs:
+        out["felix"] = node.procs["felix"].rss()
+    return out
+
+
+def _safe_rss(pid: int) -> float:
+    try:
+        return rss_mib(pid)
+    except (ProcessLookupError, FileNotFoundError):
+        return 0.0
+
+
+def run_calyx(n: int, with_felix: bool = False, settle: float = 0.0) -> Outcome:
+    with Testbed("cxbp") as bed:
+        a, b = bed.add_node("node-a"), bed.add_node("node-b")
+        bed.start_api()
+        bed.put("ippools", "bench", {"cidr": str(POOL), "ipipMode": "Never", "blockSize": 26})
+        # B advertises one block so we can see the session is up and routes flow both ways
+        b_block = str(list(POOL.subnets(new_prefix=26))[-1])
+        bed.create_node(a)
+        bed.create_node(b, pod_cidrs=[b_block])
+        procs = [bed.start_bgpd(a), bed.start_bgpd(b)]
+        if with_felix:
+            procs += [bed.start_felix(a), bed.start_felix(b)]
+        wait_until(lambda: check_alive(procs) or a.routes(BGP_PROTO) == 1, 120, 0.1, "the A-B session")
+        time.sleep(settle)
+        idle = calyx_rss(bed, b)
+        blocks = prefixes(n)
+        start = time.monotonic()
+        bed.core.patch_node(a.name, {"spec": {"podCIDRs": blocks}})
+        done = wait_until(lambda: b.routes(BGP_PROTO) == n, 120 + n / 20, 0.02, f"{n} routes on node B")
+        elapsed = done - start
+        time.sleep(settle)
+        check_alive(procs)
+        return Outcome(elapsed, idle, calyx_rss(bed, b))
+
+
+def bird_config(me: Node, peer: Node, blocks: Sequence[str], install: bool) -> str:
+    statics = "\n".join(f"  route {p} blackhole;" for p in blocks)
+    return f"""router id {me.address.ip};
+protocol device {{ scan time 10; }}
+protocol kernel {{
+  ipv4 {{ import none; export {"all" if install else "none"}; }};
+  merge paths off;
+}}
+protocol static adv {{
+  disabled;
+  ipv4;
+{statics}
+}}
+protocol bgp peer {{
+  local {me.address.ip} as {AS};
+  neighbor {peer.address.ip} as {AS};
+  direct;
+  hold time 90;
+  ipv4 {{ import all; export all; next hop self; gateway direct; }};
+}}
+"""
+
+
+def bird_rss(node: Node) -> dict[str, float]:
+    return {"BIRD": node.procs["bird"].rss()}
+
+
+def run_bird(n: int, settle: float = 0.0) -> Outcome:
+    with Testbed("cxbb") as bed:
+        a, b = bed.add_node("node-a"), bed.add_node("node-b")
+        blocks = prefixes(n)
+        procs = [bed.start_bird(a, bird_config(a, b, blocks, install=False)),
+                 bed.start_bird(b, bird_config(b, a, (), install=True))]
+        wait_until(lambda: check_alive(procs) or "Established" in bed.birdc(b, "show", "protocols", "peer"),
+                   120, 0.1, "the BIRD A-B session")
+        time.sleep(settle)
+        idle = bird_rss(b)
+        start = time.monotonic()
+        bed.birdc(a, "enable", "adv")
+        done = wait_until(lambda: b.routes(BIRD_PROTO) == n, 120 + n / 20, 0.02, f"{n} BIRD routes on node B")
+        elapsed = done - start
+        time.sleep(settle)
+        check_alive(procs)
+        return Outcome(elapsed, idle, bird_rss(b))
+
+
+def main(argv: Sequence[str] | None = None) -> Report:
+    sizes = parse_sizes(__doc__.split("\n\n")[0], (100, 1000, 10000), (100,), argv, "prefix counts")
+    report = Report("bgpd propagation: A advertises N prefixes -> all in B's kernel (plain BGP)",
+                    ".venv/bin/python -m bench.bgp_propagation" + (" --quick" if sizes.quick else ""),
+                    ("prefixes", "Calyx s", "BIRD s", "Calyx/BIRD", "Calyx routes/s", "BIRD routes/s"))
+    for n in sizes.values:
+        calyx = run_calyx(n)
+        bird = run_bird(n)
+        report.add(n, calyx.seconds, bird.seconds, calyx.seconds / bird.seconds, n / calyx.seconds,
+                   n / bird.seconds)
+    report.note("Calyx is timed from the Node patch, so it includes the API watch and bgpd's snapshot; BIRD "
+                "from `birdc enable`. Both end when B's kernel holds all N routes (20 ms polling).")
+    report.finish(sizes.results)
+    return report
+
+
+if __name__ == "__main__":
+    main()
