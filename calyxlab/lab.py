@@ -25,6 +25,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from calyx import naming
 from calyxlab import manifests, netplan, nodeview, procs, roles, uml
 from calyxlab.backend import Backend, HostBackend, ProcHandle, Result
 from calyxlab.state import LabNames, StateFile, remove_state
@@ -199,9 +200,13 @@ class Lab:
         cluster_nodes = [n for n in topo.nodes if n.role is Role.CLUSTER]
         for node in cluster_nodes:
             self._register(node)
-        if cluster_nodes and manifest_docs:
-            for line in manifests.apply(str(self.kubeconfig), manifest_docs):
-                self.print(f"{manifest_file.name}: {line}")
+        if cluster_nodes:
+            # As `helm install -n calyx-system --create-namespace` would: Secrets live there.
+            docs = [manifests.namespace(self.node_env(cluster_nodes[0].name)
+                                        .get("CALYX_NAMESPACE", naming.DEFAULT_NAMESPACE)),
+                    *manifest_docs]
+            for line in manifests.apply(str(self.kubeconfig), docs):
+                self.print(f"API: {line}")
         started: list[ProcHandle] = []
         for node in cluster_nodes:
             started += self.start_daemons(node.name, daemons)
@@ -344,7 +349,7 @@ class Lab:
         n = self.topology.node(node)
         return {"NODENAME": n.name, "KUBECONFIG": str(self.kubeconfig),
                 "CALYX_RUN_DIR": nodeview.calyx_run_dir(self.names, n.name),
-                "CALYX_NAMESPACE": "calyx-system", **n.env}
+                "CALYX_NAMESPACE": naming.DEFAULT_NAMESPACE, **n.env}
 
     def exec(self, node: str, argv: str | Sequence[str], *, check: bool = False,
              timeout: float | None = EXEC_TIMEOUT, env: Mapping[str, str] | None = None,

@@ -33,6 +33,10 @@ def scenario_manifest(topology_file: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
 def load(path: Path) -> list[dict[str, Any]]:
     """Parse and check every document of the file before anything is applied."""
     try:

@@ -53,15 +53,16 @@ PODS = Resource("", "v1", "pods", "Pod", True)
 NODES = Resource("", "v1", "nodes", "Node", False)
 SECRETS = Resource("", "v1", "secrets", "Secret", True)
 EVENTS = Resource("", "v1", "events", "Event", True)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
 IPPOOLS = Resource(model.GROUP, model.VERSION, "ippools", "IPPool", False)
 BGPCONFIGURATIONS = Resource(model.GROUP, model.VERSION, "bgpconfigurations", "BGPConfiguration", False)
 BGPPEERS = Resource(model.GROUP, model.VERSION, "bgppeers", "BGPPeer", False)
 IPAMBLOCKS = Resource(model.GROUP, model.VERSION, "ipamblocks", "IPAMBlock", False)
 
-ALL = (PODS, NODES, SECRETS, EVENTS, IPPOOLS, BGPCONFIGURATIONS, BGPPEERS, IPAMBLOCKS)
+ALL = (PODS, NODES, SECRETS, EVENTS, NAMESPACES, IPPOOLS, BGPCONFIGURATIONS, BGPPEERS, IPAMBLOCKS)
 
 # Also reachable as ``Resource.PODS`` etc., the spelling docs/architecture.md uses.
-for _name in ("PODS", "NODES", "SECRETS", "EVENTS", "IPPOOLS", "BGPCONFIGURATIONS", "BGPPEERS", "IPAMBLOCKS"):
+for _name in ("PODS", "NODES", "SECRETS", "EVENTS", "NAMESPACES", "IPPOOLS", "BGPCONFIGURATIONS", "BGPPEERS", "IPAMBLOCKS"):
     setattr(Resource, _name, globals()[_name])
 del _name
 
