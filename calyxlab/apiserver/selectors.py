@@ -1,7 +1,8 @@
 """Kubernetes ``labelSelector`` and ``fieldSelector`` query parameters: parsing and matching.
 
 Label selectors take the full Kubernetes syntax (``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``,
-``k notin (a,b)``, ``k``, ``!k``, comma-separated requirements that must all hold). Field
+``k notin (a,b)``, ``k``, ``!k``, comma-separated requirements that must all hold), parsed by
+:mod:`calyx.selector`. Field
 selectors take ``field=v``, ``field==v`` and ``field!=v`` for the fields each kind supports.
 A malformed selector raises a 400 :class:`APIError` quoting the selector.
 """
@@ -11,117 +12,28 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from calyx.selector import All, Expr, SelectorError, parse_kubernetes
 from calyxlab.apiserver.errors import APIError, bad_request
-
-_TOKEN = re.compile(r"\s*(!=|==|=|\(|\)|,|!|[^\s!=(),]+)")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-
-
-@dataclass(frozen=True)
-class Requirement:
-    key: str
-    operator: str              # in, notin, exists, !exists, =, !=
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        present = self.key in labels
-        if self.operator == "exists":
-            return present
-        if self.operator == "!exists":
-            return not present
-        if self.operator in ("=", "in"):
-            return present and labels[self.key] in self.values
-        # != and notin also select objects without the key, as Kubernetes does.
-        return not present or labels[self.key] not in self.values
-
 
 @dataclass(frozen=True)
 class LabelSelector:
-    requirements: tuple[Requirement, ...] = ()
+    """A parsed label selector: Calyx's own parser in its Kubernetes syntax (the API accepts
+    only that syntax, not Calico's expressions)."""
+
+    expression: Expr = All()
 
     def matches(self, labels: Mapping[str, str] | None) -> bool:
-        labels = labels or {}
-        return all(req.matches(labels) for req in self.requirements)
-
-
-def _tokens(text: str) -> list[str]:
-    tokens, pos = [], 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
-            break
-        match = _TOKEN.match(text, pos)
-        if not match:
-            raise bad_request(f"unable to parse requirement: labelSelector {text!r} at position {pos}")
-        tokens.append(match.group(1))
-        pos = match.end()
-    return tokens
-
-
-def _check_value(selector: str, value: str) -> str:
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
-        raise bad_request(f"unable to parse requirement: labelSelector {selector!r}: invalid label value "
-                          f"{value!r}: must be 63 characters or less, alphanumeric, '-', '_' or '.'")
-    return value
+        return self.expression.matches(labels or {})
 
 
 def parse_label_selector(text: str | None) -> LabelSelector:
     """Parse a Kubernetes label selector; raises a 400 APIError naming the selector and problem."""
     if not text or not text.strip():
         return LabelSelector()
-    tokens = _tokens(text)
-    reqs: list[Requirement] = []
-    i = 0
-
-    def fail(problem: str) -> APIError:
-        return bad_request(f"unable to parse requirement: labelSelector {text!r}: {problem}")
-
-    def word(what: str) -> str:
-        nonlocal i
-        if i >= len(tokens) or tokens[i] in ("!=", "==", "=", "(", ")", ",", "!"):
-            found = tokens[i] if i < len(tokens) else "end of selector"
-            raise fail(f"expected {what}, found {found!r}")
-        i += 1
-        return tokens[i - 1]
-
-    while i < len(tokens):
-        if tokens[i] == "!":
-            i += 1
-            reqs.append(Requirement(word("a label key after '!'"), "!exists"))
-        else:
-            key = word("a label key")
-            op = tokens[i] if i < len(tokens) else ","
-            if op == ",":
-                reqs.append(Requirement(key, "exists"))
-            elif op in ("=", "==", "!="):
-                i += 1
-                value = ""
-                if i < len(tokens) and tokens[i] != ",":
-                    value = word("a label value")
-                reqs.append(Requirement(key, "!=" if op == "!=" else "=", (_check_value(text, value),)))
-            elif op in ("in", "notin"):
-                i += 1
-                if i >= len(tokens) or tokens[i] != "(":
-                    raise fail(f"expected '(' after {op!r}")
-                i += 1
-                values: list[str] = []
-                while True:
-                    if i < len(tokens) and tokens[i] == ")":
-                        i += 1
-                        break
-                    if i < len(tokens) and tokens[i] == ",":
-                        i += 1
-                        continue
-                    values.append(_check_value(text, word(f"a value or ')' in the {op} set")))
-                reqs.append(Requirement(key, op, tuple(values)))
-            else:
-                raise fail(f"unexpected {op!r} after key {key!r}")
-        if i < len(tokens):
-            if tokens[i] != ",":
-                raise fail(f"expected ',' between requirements, found {tokens[i]!r}")
-            i += 1
-            if i >= len(tokens):
-                raise fail("trailing ','")
-    return LabelSelector(tuple(reqs))
+    try:
+        return LabelSelector(parse_kubernetes(text))
+    except SelectorError as exc:
+        raise bad_request(f"unable to parse requirement: labelSelector {text!r}: {exc.detail}") from None
 
 
 # Fields each kind can be selected on, beyond metadata.name and metadata.namespace (as Kubernetes).
