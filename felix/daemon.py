@@ -144,7 +144,7 @@ class Felix:
                 self._loop(stop, datastore, table, routes, tunnel)
         finally:
             self._wake.set()
-            datastore.stop()
+            datastore.stop(timeout=1.0)     # reflector threads are daemons: no need to wait long
             for monitor in monitors:
                 monitor.stop()
             for server in servers:
