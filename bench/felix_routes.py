@@ -13,6 +13,7 @@ snapshot to every route in the kernel. Then, with everything in place, a fresh r
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 import time
 from typing import Sequence
 
@@ -46,6 +47,11 @@ def snapshot(n: int) -> model.Snapshot:
 
 
 def make_links(netns: str, snap: model.Snapshot) -> None:
+    """N cali veths, up. IPv6 is off in the namespace first: otherwise thousands of links going up
+    start IPv6 autoconfiguration work that holds the kernel's rtnl lock for many seconds and
+    would be timed as route programming."""
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1"], check=True)
     names = [cali_interface_name(p.namespace, p.name) for p in snap.pods.values()]
     ip_batch((f"link add {name} up type veth peer name p{i}" for i, name in enumerate(names)), netns)
 
