@@ -1,0 +1,362 @@
+"""What the end-to-end scenarios share: deploying a scenario once per test module, pods on
+every node, the pod-to-pod ping matrix, ``bgpd status`` per node, switching the IPPool's IPIP
+mode (through the API or ``kubectl apply``), packet captures on the underlay and a continuous
+ping that counts lost packets.
+
+Every wait polls for the condition with a generous timeout; figures (convergence times, lost
+packets) are printed, never asserted as timings.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from calyxlab import lab as labmod
+from calyxlab import pods
+from calyxlab.lab import REPO_ROOT, Lab
+from calyxlab.subnets import claim_free_subnet, release_subnet
+
+SCENARIOS = REPO_ROOT / "containerlab"
+BIN = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin"
+BGPD = str(REPO_ROOT / ".venv" / "bin" / "bgpd")
+KUBECTL = "/usr/bin/kubectl"
+POD_NAMESPACE = "default"
+POOL = "default-ipv4-ippool"
+CONVERGE_TIMEOUT = 120.0      # generous: UML is ~10x slower than the host for syscalls
+# docs/operations.md states this bound: packets a 20/s ping between pods on different nodes may
+# lose over the whole live sequence Always -> Never -> CrossSubnet -> Always.
+MAX_LOST_DURING_MODE_SWITCHES = 10
+
+
+def topology(scenario: str) -> Path:
+    return SCENARIOS / scenario / f"{scenario}.clab.yml"
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float = CONVERGE_TIMEOUT,
+             interval: float = 0.3) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} "
+                                 f"(last value: {last!r})")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def deployed(request, unique_lab_name: Callable[[str], str], scenario: str,
+             kernel: str) -> Iterator[Lab]:
+    """Deploy ``containerlab/<scenario>`` for a whole test module; destroy it afterwards.
+
+    Logs are kept (and their path printed) when a test of the module failed.
+    """
+    subnet = claim_free_subnet()
+    name = unique_lab_name(scenario)
+    failed_before = request.session.testsfailed
+    started = time.monotonic()
+    try:
+        lab = Lab.deploy(topology(scenario), name=name, mgmt_subnet=str(subnet), kernel=kernel)
+        print(f"\n{scenario}: deployed in {time.monotonic() - started:.1f} s "
+              f"({lab.kernel} kernel)")
+        yield lab
+    finally:
+        failed = request.session.testsfailed > failed_before
+        try:
+            labmod.destroy(name, cleanup=not failed)
+            if failed:
+                print(f"\nlab {name}: logs kept in {labmod.LabNames(name).state_dir}")
+        finally:
+            release_subnet(subnet)
+
+
+# ----------------------------------------------------------------------------- pods
+@dataclass(frozen=True)
+class Pod:
+    node: str
+    name: str
+    ip: str
+
+
+def add_pod(lab: Lab, node: str, name: str | None = None) -> Pod:
+    name = name or f"pod-{node}"
+    return Pod(node, name, pods.add_pod(lab, node, POD_NAMESPACE, name))
+
+
+def add_pods(lab: Lab, nodes: Sequence[str]) -> dict[str, Pod]:
+    started = time.monotonic()
+    made = {n: add_pod(lab, n) for n in nodes}
+    print(f"pods: {', '.join(f'{p.name}={p.ip}' for p in made.values())} "
+          f"({time.monotonic() - started:.1f} s)")
+    return made
+
+
+def pod_exec(lab: Lab, pod: Pod, argv: Sequence[str], timeout: float = 60.0):
+    return pods.exec_pod(lab, pod.node, POD_NAMESPACE, pod.name, list(argv), timeout=timeout)
+
+
+def ping_once(lab: Lab, src: Pod, dst_ip: str) -> bool:
+    return pod_exec(lab, src, ["ping", "-c", "1", "-W", "2", dst_ip]).returncode == 0
+
+
+def ping_matrix(lab: Lab, pods_: Sequence[Pod], timeout: float = CONVERGE_TIMEOUT
+                ) -> dict[tuple[str, str], bool]:
+    """Every pod pings every other pod; a failing pair is retried until ``timeout``."""
+    started = time.monotonic()
+    pending = [(a, b) for a in pods_ for b in pods_ if a != b]
+    result = {(a.name, b.name): False for a, b in pending}
+    while pending and time.monotonic() - started < timeout:
+        still = []
+        for a, b in pending:
+            if ping_once(lab, a, b.ip):
+                result[(a.name, b.name)] = True
+            else:
+                still.append((a, b))
+        pending = still
+        if pending:
+            time.sleep(0.5)
+    print(format_matrix(pods_, result))
+    print(f"ping matrix: {sum(result.values())}/{len(result)} pairs in "
+          f"{time.monotonic() - started:.1f} s")
+    return result
+
+
+def format_matrix(pods_: Sequence[Pod], result: dict[tuple[str, str], bool]) -> str:
+    names = [p.name for p in pods_]
+    width = max(len(n) for n in names) + 2
+    lines = ["from \\ to".ljust(width) + "".join(n.ljust(width) for n in names)]
+    for a in names:
+        cells = ["-" if a == b else ("ok" if result[(a, b)] else "FAIL") for b in names]
+        lines.append(a.ljust(width) + "".join(c.ljust(width) for c in cells))
+    return "\n".join(lines)
+
+
+def assert_full_matrix(lab: Lab, pods_: Sequence[Pod], label: str) -> None:
+    result = ping_matrix(lab, pods_)
+    failed = [f"{a}->{b}" for (a, b), ok in result.items() if not ok]
+    assert not failed, f"{label}: pod pairs that cannot ping: {', '.join(failed)}"
+
+
+# ----------------------------------------------------------------------------- routes, bgpd
+def routes(lab: Lab, node: str, *selector: str) -> list[dict]:
+    res = lab.exec(node, ["ip", "-j", "-4", "route", "show", *selector], check=True)
+    return json.loads(res.stdout or "[]")
+
+
+def bgp_routes(lab: Lab, node: str) -> dict[str, dict]:
+    """Kernel routes installed by bgpd (proto bgp), by destination."""
+    return {r["dst"]: r for r in routes(lab, node, "proto", "bgp")}
+
+
+def route_summary(route: dict) -> str:
+    """'via NH dev DEV [onlink]' of a JSON route (for messages and mode checks)."""
+    text = f"via {route.get('gateway')} dev {route.get('dev')}"
+    return text + (" onlink" if "onlink" in route.get("flags", []) else "")
+
+
+def node_block(lab: Lab, node: str) -> str:
+    """The block a node owns: its blackhole route (felix programs one per affine block)."""
+    blocks = [r["dst"] for r in routes(lab, node, "type", "blackhole")]
+    assert len(blocks) == 1, f"node {node}: expected one blackhole block route, got {blocks}"
+    return blocks[0]
+
+
+def bgpd_status(lab: Lab, node: str) -> dict:
+    res = lab.exec(node, [BGPD, "status", "-o", "json"], env=lab.node_env(node), timeout=60)
+    assert res.returncode == 0, f"node {node}: bgpd status exited {res.returncode}: {res.stderr}"
+    return json.loads(res.stdout)
+
+
+def bgpd_status_table(lab: Lab, node: str) -> str:
+    return lab.exec(node, [BGPD, "status"], env=lab.node_env(node), timeout=60).stdout
+
+
+def sessions(status: dict) -> dict[str, tuple[str, str]]:
+    """peer address -> (peer type, state)."""
+    return {p["peer_address"]: (p["peer_type"], p["state"]) for p in status["peers"]}
+
+
+def wait_sessions(lab: Lab, node: str, expected: dict[str, str]) -> dict:
+    """Wait until ``node`` has exactly the ``expected`` peers (address -> type), Established."""
+    want = {addr: (kind, "Established") for addr, kind in expected.items()}
+    started = time.monotonic()
+    status = wait_for(f"node {node}: sessions {want}",
+                      lambda: (s := bgpd_status(lab, node)) and sessions(s) == want and s)
+    print(f"node {node}: {len(want)} sessions Established after "
+          f"{time.monotonic() - started:.1f} s")
+    return status
+
+
+# ----------------------------------------------------------------------------- the IPPool
+def custom_api(lab: Lab):
+    from kubernetes import client as k8s
+    from calyx.kube import client as kube_client
+    return k8s.CustomObjectsApi(kube_client.load(str(lab.kubeconfig)))
+
+
+def core_api(lab: Lab):
+    from kubernetes import client as k8s
+    from calyx.kube import client as kube_client
+    return k8s.CoreV1Api(kube_client.load(str(lab.kubeconfig)))
+
+
+def set_ipip_mode_api(lab: Lab, mode: str) -> None:
+    custom_api(lab).patch_cluster_custom_object("calyx.dev", "v1", "ippools", POOL,
+                                                {"spec": {"ipipMode": mode}})
+
+
+def set_ipip_mode_kubectl(lab: Lab, mode: str, cidr: str = "10.244.0.0/16") -> str:
+    manifest = (f"apiVersion: calyx.dev/v1\nkind: IPPool\nmetadata:\n  name: {POOL}\n"
+                f"spec:\n  cidr: {cidr}\n  blockSize: 26\n  ipipMode: {mode}\n"
+                f"  nodeSelector: all()\n")
+    res = subprocess.run([KUBECTL, "apply", "-f", "-"], input=manifest, text=True,
+                         capture_output=True, timeout=60,
+                         env={**os.environ, "KUBECONFIG": str(lab.kubeconfig)})
+    assert res.returncode == 0, f"kubectl apply exited {res.returncode}: {res.stderr}"
+    return res.stdout.strip()
+
+
+def expected_route_ok(route: dict | None, next_hop: str, encapsulated: bool) -> bool:
+    if route is None or route.get("gateway") != next_hop:
+        return False
+    if encapsulated:
+        return route.get("dev") == "tunl0" and "onlink" in route.get("flags", [])
+    return route.get("dev") != "tunl0"
+
+
+def wait_install_modes(lab: Lab, node: str, expected: dict[str, tuple[str, bool]]) -> None:
+    """Wait until ``node``'s bgp routes match block -> (next hop, encapsulated)."""
+    def ok() -> bool:
+        have = bgp_routes(lab, node)
+        return all(expected_route_ok(have.get(block), nh, encap)
+                   for block, (nh, encap) in expected.items())
+    try:
+        wait_for(f"node {node}: routes {expected}", ok)
+    except AssertionError:
+        have = {k: route_summary(v) for k, v in bgp_routes(lab, node).items()}
+        raise AssertionError(f"node {node}: routes did not reach {expected}; kernel has {have}")
+
+
+# ----------------------------------------------------------------------------- captures
+ENCAP = re.compile(r"IP (\d+\.\d+\.\d+\.\d+) > (\d+\.\d+\.\d+\.\d+): IP (\S+) > (\S+): ICMP")
+PLAIN = re.compile(r"IP (\d+\.\d+\.\d+\.\d+) > (\d+\.\d+\.\d+\.\d+): ICMP")
+
+
+@dataclass(frozen=True)
+class Packet:
+    outer_src: str | None      # set for IPIP packets
+    outer_dst: str | None
+    src: str
+    dst: str
+
+
+def parse_tcpdump(text: str) -> list[Packet]:
+    out = []
+    for line in text.splitlines():
+        if m := ENCAP.search(line):
+            out.append(Packet(m[1], m[2], m[3], m[4]))
+        elif m := PLAIN.search(line):
+            out.append(Packet(None, None, m[1], m[2]))
+    return out
+
+
+def capture_icmp(lab: Lab, node: str, iface: str, src: Pod, dst: Pod, count: int = 4,
+                 timeout: float = 60.0) -> list[Packet]:
+    """Capture ``count`` ICMP packets of a ping ``src`` -> ``dst`` on ``node``'s ``iface``,
+    whether IPIP-encapsulated (IP protocol 4) or plain. tcpdump runs inside the lab node."""
+    log = lab.names.log_dir(node) / f"tcpdump-{secrets.token_hex(3)}.log"
+    bpf = (f"(ip proto 4 and ip[20+9] == 1) or (icmp and host {dst.ip})")
+    handle = lab.spawn(node, ["tcpdump", "-l", "-nn", "-i", iface, "-c", str(count), bpf],
+                       log=log, name="tcpdump")
+    try:
+        wait_for(f"tcpdump listening on {node}:{iface}",
+                 lambda: "listening on" in log.read_text(errors="replace")
+                 if log.exists() else False, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while lab.alive(handle) and time.monotonic() < deadline:
+            pod_exec(lab, src, ["ping", "-c", str(count), "-i", "0.2", "-W", "2", dst.ip])
+        text = log.read_text(errors="replace")
+    finally:
+        lab.kill(handle, grace=2)
+        with contextlib.suppress(OSError):
+            log.unlink()
+    packets = [p for p in parse_tcpdump(text) if {p.src, p.dst} == {src.ip, dst.ip}]
+    assert packets, f"{node}:{iface}: no ICMP packet of {src.ip} -> {dst.ip} captured:\n{text}"
+    return packets
+
+
+# ----------------------------------------------------------------------------- continuous ping
+@dataclass
+class PingRun:
+    """A ``ping -i INTERVAL`` from one pod to another, running in the lab until stopped.
+
+    Its output goes to a file on the shared file system (UML's root is the host's), so the
+    replies can be followed while it runs.
+    """
+
+    lab: Lab
+    src: Pod
+    dst: Pod
+    interval: float = 0.05
+    _files: Path = field(init=False)
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._files = self.lab.names.state_dir / f"ping-{secrets.token_hex(3)}"
+
+    @property
+    def _stop(self) -> Path:
+        return self._files.with_suffix(".stop")
+
+    @property
+    def _out(self) -> Path:
+        return self._files.with_suffix(".out")
+
+    def output(self) -> str:
+        return self._out.read_text(errors="replace") if self._out.exists() else ""
+
+    def start(self) -> "PingRun":
+        netns = pods.pod_netns(self.lab.name, self.src.node, POD_NAMESPACE, self.src.name)
+        # ping stops on SIGINT once the stop file appears.
+        script = (f"ping -n -i {self.interval} -W 1 {self.dst.ip} > {self._out} 2>&1 & p=$!; "
+                  f"while [ ! -e {self._stop} ]; do sleep 0.1; done; kill -INT $p; wait $p")
+        argv = ["ip", "netns", "exec", netns, "sh", "-c", script]
+        self._thread = threading.Thread(target=self.lab.run_root, args=(argv,),
+                                        kwargs={"timeout": None}, daemon=True)
+        self._thread.start()
+        wait_for(f"the first reply of the continuous ping {self.src.ip} -> {self.dst.ip}",
+                 lambda: "bytes from" in self.output(), timeout=60)
+        return self
+
+    def stop(self) -> tuple[int, int]:
+        """(sent, lost) counted over the sequence numbers up to the last reply."""
+        self._stop.touch()
+        try:
+            assert self._thread is not None
+            self._thread.join(60)
+            return count_lost(self.output())
+        finally:
+            self._stop.unlink(missing_ok=True)
+            self._out.unlink(missing_ok=True)
+
+
+def count_lost(output: str) -> tuple[int, int]:
+    """(sent, lost) from ping's per-reply lines: sequence numbers 1..last reply without a
+    reply are lost (packets still in flight when ping stopped are not counted)."""
+    seqs = {int(m[1]) for m in re.finditer(r"bytes from .*icmp_seq=(\d+)", output)}
+    if not seqs:
+        raise AssertionError(f"the continuous ping got no reply at all:\n{output[-2000:]}")
+    last = max(seqs)
+    return last, sum(1 for s in range(1, last + 1) if s not in seqs)

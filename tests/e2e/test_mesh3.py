@@ -1,0 +1,136 @@
+"""Scenario ``mesh3``: three nodes on one L2 segment, node-to-node full mesh, IPIP Always.
+
+One lab serves the whole module, in the UML kernel (the pool uses IPIP). The tests run in
+order and build on each other: sessions, the ping matrix and the wire in IPIP Always, the
+live mode switch Always -> Never -> CrossSubnet -> Always under a continuous ping, pod
+deletion, and last (destructive) the deletion of a Node.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from calyxlab import pods
+
+from e2e_support import (MAX_LOST_DURING_MODE_SWITCHES, PingRun, add_pod, add_pods,
+                         assert_full_matrix, bgp_routes, bgpd_status, bgpd_status_table,
+                         capture_icmp, core_api, deployed, node_block, routes,
+                         set_ipip_mode_api, set_ipip_mode_kubectl, wait_for,
+                         wait_install_modes, wait_sessions, POD_NAMESPACE)
+
+pytestmark = [pytest.mark.lab, pytest.mark.uml]
+
+NODES = {"node1": "10.0.0.11", "node2": "10.0.0.12", "node3": "10.0.0.13"}
+SWITCH_PORT = {"node1": "eth1", "node2": "eth2", "node3": "eth3"}   # switch:ethN faces node
+
+
+@pytest.fixture(scope="module")
+def lab(request, unique_lab_name):
+    with deployed(request, unique_lab_name, "mesh3", kernel="uml") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def mesh_pods(lab):
+    return add_pods(lab, list(NODES))
+
+
+@pytest.fixture(scope="module")
+def blocks(lab, mesh_pods):
+    return {n: wait_for(f"node {n}: its block", lambda n=n: node_block(lab, n)) for n in NODES}
+
+
+def expected_routes(node: str, blocks: dict[str, str], mode: str) -> dict[str, tuple[str, bool]]:
+    """block -> (next hop, encapsulated) on ``node`` (all nodes share one subnet here)."""
+    return {blocks[o]: (NODES[o], mode == "Always") for o in NODES if o != node}
+
+
+def test_every_node_has_established_mesh_sessions(lab, mesh_pods):
+    for node, address in NODES.items():
+        wait_sessions(lab, node, {a: "node-to-node mesh" for n, a in NODES.items() if n != node})
+        print(bgpd_status_table(lab, node))
+
+
+def test_ping_matrix_and_ipip_on_the_wire(lab, mesh_pods, blocks):
+    for node in NODES:
+        wait_install_modes(lab, node, expected_routes(node, blocks, "Always"))
+    assert_full_matrix(lab, list(mesh_pods.values()), "IPIP Always")
+    packets = capture_icmp(lab, "switch", SWITCH_PORT["node2"], mesh_pods["node1"],
+                           mesh_pods["node2"])
+    print(f"switch:{SWITCH_PORT['node2']}: {packets}")
+    assert all(p.outer_src in (NODES["node1"], NODES["node2"]) for p in packets), \
+        f"IPIP Always: expected IP protocol 4 between node1 and node2 on the wire, got {packets}"
+
+
+def test_live_mode_switch_under_continuous_ping(lab, mesh_pods, blocks):
+    run = PingRun(lab, mesh_pods["node1"], mesh_pods["node3"]).start()
+    steps = [("Never", set_ipip_mode_api), ("CrossSubnet", set_ipip_mode_kubectl),
+             ("Always", set_ipip_mode_api)]
+    try:
+        for mode, apply in steps:
+            started = time.monotonic()
+            how = apply(lab, mode)
+            for node in NODES:
+                wait_install_modes(lab, node, expected_routes(node, blocks, mode))
+            print(f"ipipMode {mode} ({apply.__name__}{': ' + how if how else ''}): routes on "
+                  f"every node after {time.monotonic() - started:.1f} s")
+            time.sleep(1.0)   # let the ping run over the new routes before the next switch
+            if mode == "Never":
+                packets = capture_icmp(lab, "switch", SWITCH_PORT["node2"],
+                                       mesh_pods["node1"], mesh_pods["node2"])
+                assert all(p.outer_src is None for p in packets), \
+                    f"IPIP Never: expected plain pod addresses on the wire, got {packets}"
+            if mode == "CrossSubnet":
+                packets = capture_icmp(lab, "switch", SWITCH_PORT["node2"],
+                                       mesh_pods["node1"], mesh_pods["node2"])
+                assert all(p.outer_src is None for p in packets), \
+                    f"CrossSubnet, same subnet: expected plain traffic, got {packets}"
+    finally:
+        sent, lost = run.stop()
+    print(f"continuous ping {mesh_pods['node1'].ip} -> {mesh_pods['node3'].ip} every 50 ms "
+          f"over Always -> Never -> CrossSubnet -> Always: {sent} sent, {lost} lost")
+    assert lost <= MAX_LOST_DURING_MODE_SWITCHES, \
+        f"{lost} packets lost during the live mode switches (bound " \
+        f"{MAX_LOST_DURING_MODE_SWITCHES}, target 0)"
+    assert_full_matrix(lab, list(mesh_pods.values()), "back to IPIP Always")
+
+
+def test_ping_matrix_in_every_mode(lab, mesh_pods, blocks):
+    try:
+        for mode in ("Never", "CrossSubnet"):
+            set_ipip_mode_api(lab, mode)
+            for node in NODES:
+                wait_install_modes(lab, node, expected_routes(node, blocks, mode))
+            assert_full_matrix(lab, list(mesh_pods.values()), f"IPIP {mode}")
+    finally:
+        set_ipip_mode_api(lab, "Always")
+    for node in NODES:
+        wait_install_modes(lab, node, expected_routes(node, blocks, "Always"))
+
+
+def test_pod_deletion_removes_its_route(lab, mesh_pods):
+    extra = add_pod(lab, "node2", "short-lived")
+    wait_for(f"node2: /32 of {extra.ip}",
+             lambda: any(r["dst"] == extra.ip for r in routes(lab, "node2")))
+    pods.delete_pod(lab, POD_NAMESPACE, extra.name, extra.node)
+    wait_for(f"node2: /32 of deleted pod {extra.ip} removed",
+             lambda: not any(r["dst"] == extra.ip for r in routes(lab, "node2")))
+    assert all(r["dst"] != extra.ip for r in routes(lab, "node2"))
+    assert_full_matrix(lab, list(mesh_pods.values()), "after a pod deletion")
+
+
+def test_node_deletion_withdraws_its_block_everywhere(lab, mesh_pods, blocks):
+    gone = blocks["node3"]
+    lab.stop_daemons("node3")
+    core_api(lab).delete_node("node3")
+    started = time.monotonic()
+    for node in ("node1", "node2"):
+        wait_for(f"node {node}: {gone} withdrawn", lambda n=node: gone not in bgp_routes(lab, n))
+        wait_sessions(lab, node, {NODES[o]: "node-to-node mesh"
+                                  for o in ("node1", "node2") if o != node})
+    print(f"node3 deleted: its block {gone} withdrawn from node1 and node2 in "
+          f"{time.monotonic() - started:.1f} s")
+    status = bgpd_status(lab, "node1")
+    assert NODES["node3"] not in {p["peer_address"] for p in status["peers"]}
+    assert_full_matrix(lab, [mesh_pods["node1"], mesh_pods["node2"]], "without node3")
