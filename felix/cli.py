@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from typing import Sequence
 
 from calyx.config import ConfigError, load_config
@@ -28,15 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientConfigError as exc:
         log.error("cannot start", error=str(exc))
         return 2
-    stop = threading.Event()
-
     def request_stop(signum: int, _frame: object) -> None:
         log.info("stop requested", signal=signal.Signals(signum).name)
-        stop.set()
+        felix.stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    felix.run(stop)
+    felix.run()
     return 0
 
 

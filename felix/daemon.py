@@ -67,7 +67,8 @@ def watch_specs(node_name: str) -> list[WatchSpec]:
 
 
 class Felix:
-    """One node agent. :meth:`run` blocks until ``stop`` is set."""
+    """One node agent. :meth:`run` blocks until :meth:`stop` is called (from any thread or a
+    signal handler)."""
 
     def __init__(self, config: FelixConfig, api: kubernetes.client.ApiClient | None = None):
         self.config = config
@@ -77,12 +78,17 @@ class Felix:
         self._api = api or kube_client.load(config.kubeconfig)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._api_changed = threading.Event()
         self._snapshot_taken = threading.Event()
         self._ready = False
         self._heartbeat = Heartbeat(max_age=6 * HEARTBEAT_PERIOD)
         self._underlay: tuple[IPv4Address | None, int] | None = None
         self._problems: tuple[str, ...] = ()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
 
     # --- health --------------------------------------------------------------------------
 
@@ -111,8 +117,9 @@ class Felix:
 
     # --- main loop -----------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self) -> None:
         cfg = self.config
+        stop = self._stop
         events = EventRecorder(self._api, component="felix", host=cfg.nodename)
         datastore = Datastore(self._api, watch_specs(cfg.nodename), events=events, namespace=cfg.namespace,
                               registry=self.registry)

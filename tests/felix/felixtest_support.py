@@ -185,6 +185,9 @@ def felix_bed(tmp_path: Path) -> Iterator[Bed]:
         ip("addr", "add", f"{node_ip}/24", "dev", "eth0", netns=netns)
         ip("link", "set", "eth0", "mtu", "1450", "up", netns=netns)
         ip("route", "add", "default", "via", host_ip, netns=netns)
+        # a fresh veth can lose the first ARP exchange; start once the API's address answers
+        wait_for("the namespace reaching the root side", lambda: subprocess.run(
+            ["ip", "netns", "exec", netns, "ping", "-c1", "-W1", host_ip], capture_output=True).returncode == 0)
         emulator = EmbeddedAPIServer(host=host_ip, port=0).start()
         stack.callback(emulator.stop)
         kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
