@@ -7,9 +7,10 @@ Pure code. A path received from a peer is accepted or refused (with the reason s
   enabled IPPool, and never one overlapping this node's own pod CIDRs or addresses (no
   hijack of local pods, in either direction).
 * From external peers: anything, except a prefix inside (or equal to) this node's own pod
-  CIDRs or addresses, or inside an enabled IPPool (pod blocks are the cluster's: only cluster
-  nodes announce them). Less specific routes such as a default route are accepted: longest
-  match keeps local and pod traffic on the cluster's own routes.
+  CIDRs or addresses, and except a prefix inside an enabled IPPool unless its NEXT_HOP is
+  another cluster node (pod blocks belong to the nodes: an external route reflector may
+  relay them, nobody else may claim them). Less specific routes such as a default route are
+  accepted: longest match keeps local and pod traffic on the cluster's own routes.
 * A next hop that is this node itself, or inside its pod CIDRs, is refused.
 
 The install mode of an accepted route follows the ipipMode of the enabled pool containing
@@ -42,6 +43,7 @@ class ImportContext:
     local: IPv4Interface                      # this node's BGP address with its subnet
     own_networks: tuple[IPv4Network, ...]     # pod CIDRs, tunnel address, other local addresses
     pools: Mapping[str, IPPool]
+    cluster_next_hops: frozenset[IPv4Address] = frozenset()   # other nodes' BGP addresses
 
     @property
     def protected(self) -> tuple[IPv4Network, ...]:
@@ -69,8 +71,9 @@ def refusal(path: Path, from_cluster_node: bool, ctx: ImportContext) -> str | No
     if from_cluster_node:
         if pool is None:
             return f"prefix {prefix} is outside every enabled IPPool"
-    elif pool is not None:
-        return f"prefix {prefix} is inside IPPool {pool.name!r}; only cluster nodes announce pod blocks"
+    elif pool is not None and nh not in ctx.cluster_next_hops:
+        return (f"prefix {prefix} is inside IPPool {pool.name!r} with next hop {nh}, which is no cluster "
+                "node; only cluster nodes announce pod blocks")
     return None
 
 

@@ -48,6 +48,7 @@ class SpeakerSettings:
     run_dir: Path = Path("/var/run/calyx")
     max_prefixes: int | None = 10000          # per peer; exceeded -> cease NOTIFICATION
     graceful_restart: int = exaconfig.DEFAULT_GRACEFUL_RESTART
+    max_prefix_hold_down: float = 300.0       # seconds a peer stays down after exceeding max_prefixes
     netns: str | None = None                  # run ExaBGP and netlink in this namespace
     exabgp_bin: str | None = None
 
@@ -66,6 +67,8 @@ class _Session:
     received: dict[IPv4Network, BgpPath] = field(default_factory=dict)
     announced: dict[IPv4Network, Attributes] = field(default_factory=dict)
     md5_hint: str = ""
+    held_until: float | None = None          # max-prefix hold-down: left out of ExaBGP's config
+    held_in_config: bool = False
 
 
 def read_md5_counters(pid: int | None) -> dict[str, int]:
@@ -222,7 +225,7 @@ class Speaker:
     def _session_down(self, address: IPv4Address, s: _Session, reason: str) -> None:
         was_up = s.state == "Established"
         s.state, s.announced = "Active", {}
-        if reason:
+        if reason and s.held_until is None:
             s.info = s.info if s.info.startswith("NOTIFICATION") and reason == "closing connection" else reason
         if was_up:
             s.since = self._clock()
@@ -242,6 +245,8 @@ class Speaker:
 
     def _update(self, event: msg.UpdateEvent, s: _Session) -> None:
         peer = s.peer
+        if s.held_until is not None:
+            return      # torn down for max-prefix; what it still sends is ignored
         if event.end_of_rib:
             s.eor = True
             if s.stale_until is not None:
@@ -267,7 +272,10 @@ class Speaker:
             log.error("max_prefixes_exceeded", peer=str(peer.address), received=count, limit=limit)
             self._exabgp.send([msg.teardown_line(peer.address, msg.CEASE_MAX_PREFIXES)])
             self._forget_peer(peer.address, s)
-            s.info = f"maximum prefixes exceeded ({count} > {limit}); session torn down"
+            s.held_until = self._clock() + self.settings.max_prefix_hold_down
+            s.held_in_config = True     # removed from ExaBGP's configuration at the next tick
+            s.info = (f"maximum prefixes exceeded ({count} > {limit}); session torn down, held down "
+                      f"for {int(self.settings.max_prefix_hold_down)}s")
             self._metrics.max_prefix_teardowns.inc()
 
     def _verdict(self, s: _Session, path: BgpPath) -> str | None:
@@ -318,8 +326,10 @@ class Speaker:
         if tunnel is not None:
             own_networks.append(IPv4Network(f"{tunnel}/32"))
         local_if = node.bgp_address if node.bgp_address is not None else IPv4Interface(f"{local.address}/32")
+        others = frozenset(n.bgp_address.ip for n in snapshot.nodes.values()
+                           if n.bgp_address is not None and n.name != name)
         self._ctx = importer.ImportContext(local=local_if, own_networks=tuple(own_networks),
-                                           pools=dict(snapshot.ippools))
+                                           pools=dict(snapshot.ippools), cluster_next_hops=others)
         self._own = own_prefixes(snapshot, name)
         self._services = service_prefixes(snapshot)
         if local != self._local or {a: p for a, p in peers.items()} != {a: s.peer for a, s in self._sessions.items()}:
@@ -348,18 +358,38 @@ class Speaker:
                 if peer.error:
                     s.info = peer.error
                     s.state = "Idle"
+        self._local = local
+        self._write_config()
+
+    def _write_config(self) -> None:
+        local = self._local
+        if local is None:
+            return
         settings = exaconfig.ExaBGPSettings(bridge_argv=bridge_argv(self._exabgp.socket_path),
                                             listen_port=self._snapshot.bgp_configuration.listen_port
                                             if self._snapshot else 179,
                                             graceful_restart=self.settings.graceful_restart)
+        now = self._clock()
+        peers = {a: s.peer for a, s in self._sessions.items() if s.held_until is None or s.held_until <= now}
+        for s in self._sessions.values():
+            s.held_in_config = s.peer.address in peers
         text = exaconfig.render(local, peers, settings)
         self._exabgp.configure(text, exaconfig.environment(local, settings))
-        self._local = local
 
     # --- timers -----------------------------------------------------------------------------
 
     def _tick(self) -> None:
         now = self._clock()
+        rewrite = False
+        for s in self._sessions.values():
+            if s.held_until is not None and s.held_until <= now:
+                log.info("max_prefix_hold_down_over", peer=str(s.peer.address))
+                s.held_until, s.info = None, ""
+                rewrite = True
+            elif s.held_until is not None and s.held_in_config:
+                rewrite = True
+        if rewrite:
+            self._write_config()
         for address, s in self._sessions.items():
             if s.stale_until is not None and now >= s.stale_until and s.state != "Established":
                 log.info("graceful_restart_expired", peer=str(address))
@@ -430,7 +460,7 @@ class Speaker:
                 "node": s.peer.node,
                 "source": s.peer.source,
                 "rr_client": s.peer.rr_client,
-                "state": "Idle" if s.peer.error else s.state,
+                "state": "Idle" if s.peer.error or s.held_until is not None else s.state,
                 "since": s.since,
                 "info": s.peer.error or s.md5_hint or s.info or ("stale (graceful restart)" if s.stale_until else ""),
                 "prefixes_received": len(s.received),

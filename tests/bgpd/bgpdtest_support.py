@@ -104,3 +104,33 @@ def peer_row(speaker, address: str) -> dict:
         if p["peer_address"] == address:
             return p
     return {}
+
+
+class Bird:
+    """A BIRD 2 process in a namespace, stopped by PID."""
+
+    def __init__(self, ns: str, workdir, config: str) -> None:
+        import subprocess
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.conf = self.dir / "bird.conf"
+        self.conf.write_text(config)
+        self.sock = self.dir / "bird.ctl"
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/sbin/bird", "-f", "-c", str(self.conf),
+                                      "-s", str(self.sock)],
+                                     stdout=open(self.dir / "bird.log", "wb"), stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return (self.dir / "bird.log").read_text(errors="replace")
+
+    def cli(self, *args: str) -> str:
+        return sh("birdc", "-s", str(self.sock), *args, check=False)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(10)

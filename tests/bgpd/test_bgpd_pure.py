@@ -219,7 +219,8 @@ POOLS = {"always": IPPool(name="always", cidr=N("10.1.0.0/16"), ipip_mode=EncapM
          "cross": IPPool(name="cross", cidr=N("10.2.0.0/16"), ipip_mode=EncapMode.CROSS_SUBNET),
          "never": IPPool(name="never", cidr=N("10.3.0.0/16"), ipip_mode=EncapMode.NEVER),
          "off": IPPool(name="off", cidr=N("10.4.0.0/16"), disabled=True)}
-CTX = importer.ImportContext(local=IPv4Interface("192.168.1.1/24"), own_networks=(N("10.1.0.0/26"),), pools=POOLS)
+CTX = importer.ImportContext(local=IPv4Interface("192.168.1.1/24"), own_networks=(N("10.1.0.0/26"),), pools=POOLS,
+                             cluster_next_hops=frozenset({A("192.168.1.3")}))
 
 
 @pytest.mark.parametrize("prefix,cluster,reason", [
@@ -237,6 +238,12 @@ CTX = importer.ImportContext(local=IPv4Interface("192.168.1.1/24"), own_networks
 def test_import_filter(prefix: str, cluster: bool, reason: str | None) -> None:
     got = importer.refusal(path(prefix, peer="192.168.1.2"), cluster, CTX)
     assert (got is None) if reason is None else (reason in got)
+
+
+def test_external_reflector_may_relay_pool_blocks_of_cluster_nodes() -> None:
+    assert importer.refusal(path("10.3.0.0/26", peer="192.168.1.250", next_hop=A("192.168.1.3")), False, CTX) is None
+    assert "no cluster node" in importer.refusal(path("10.3.0.0/26", peer="192.168.1.250",
+                                                      next_hop=A("192.168.1.4")), False, CTX)
 
 
 def test_next_hop_that_is_this_node_is_refused() -> None:
