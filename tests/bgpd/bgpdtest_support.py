@@ -134,3 +134,30 @@ class Bird:
             except Exception:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+class FrrBgpd:
+    """FRR's bgpd alone (no zebra, no kernel) in a namespace, stopped by PID."""
+
+    def __init__(self, ns: str, workdir, config: str, listen: str) -> None:
+        import subprocess
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "bgpd.conf").write_text(config)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "/usr/lib/frr/bgpd", "-f", str(self.dir / "bgpd.conf"), "-Z", "-S", "-n",
+             "-i", str(self.dir / "bgpd.pid"), "--vty_socket", str(self.dir), "-P", "0", "-l", listen,
+             "--log", f"file:{self.dir / 'frr.log'}"],
+            stdout=open(self.dir / "stdout.log", "wb"), stderr=subprocess.STDOUT)
+
+    def vtysh(self, command: str) -> str:
+        return sh("vtysh", "--vty_socket", str(self.dir), "-d", "bgpd", "-c", command, check=False)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(10)
