@@ -49,6 +49,9 @@ class DesiredDataplane:
     tunnel: TunnelSpec = field(default_factory=lambda: TunnelSpec(False, reason="no IPIP pool"))
     pod_mtu: int = 1500
     problems: tuple[str, ...] = ()      # inputs felix could not honour (duplicate pod IPs, ...)
+    # cali devices of local pods whose IP the API does not show yet: the CNI plugin has just
+    # wired them (and written their route); their routes are kept until the pod's IP is known
+    settling_devices: frozenset[str] = frozenset()
 
 
 def pod_route(namespace: str, pod: str, ip: IPv4Address) -> Route:
@@ -70,12 +73,15 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
     reasons: dict[IPv4Network, str] = {}
     problems: list[str] = []
     owners: dict[IPv4Network, str] = {}
+    settling: set[str] = set()
 
     for key in sorted(snapshot.pods):
         pod = snapshot.pods[key]
         if not _pod_is_local_and_live(pod, facts.node_name):
             continue
         who = f"{pod.namespace}/{pod.name}"
+        if not pod.ips:
+            settling.add(cali_interface_name(pod.namespace, pod.name))
         for ip in pod.ips:
             if model.pool_containing(snapshot.ippools, ip) is None:
                 continue
@@ -116,7 +122,7 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
     else:
         pod_mtu = facts.underlay_mtu - IPIP_OVERHEAD if ipip else facts.underlay_mtu
     return DesiredDataplane(routes=routes, reasons=reasons, tunnel=tunnel, pod_mtu=pod_mtu,
-                            problems=tuple(problems))
+                            problems=tuple(problems), settling_devices=frozenset(settling))
 
 
 # --- Route diff ------------------------------------------------------------------------------
@@ -150,10 +156,11 @@ class RoutePlan:
 
 
 def plan_routes(desired: Mapping[IPv4Network, Route], actual: Mapping[IPv4Network, Route],
-                links: AbstractSet[str]) -> RoutePlan:
+                links: AbstractSet[str], settling_devices: AbstractSet[str] = frozenset()) -> RoutePlan:
     """Compare desired routes with the kernel's (``actual``, keyed by destination) given the
-    interfaces that exist. Only felix's own routes are ever deleted; a wanted route is written
-    only where the kernel has nothing, felix's own route, or an adoptable pod route."""
+    interfaces that exist. Only felix's own routes are ever deleted, and not those through a
+    ``settling_devices`` interface; a wanted route is written only where the kernel has
+    nothing, felix's own route, or an adoptable pod route."""
     upserts: list[Route] = []
     pending: list[Route] = []
     conflicts: list[tuple[Route, Route]] = []
@@ -168,7 +175,8 @@ def plan_routes(desired: Mapping[IPv4Network, Route], actual: Mapping[IPv4Networ
             conflicts.append((want, have))
             continue
         upserts.append(want)
-    deletes = [have for dst, have in actual.items() if dst not in desired and owned_by_felix(have)]
+    deletes = [have for dst, have in actual.items()
+               if dst not in desired and owned_by_felix(have) and have.dev not in settling_devices]
     key = _route_order
     return RoutePlan(upserts=tuple(sorted(upserts, key=key)), deletes=tuple(sorted(deletes, key=key)),
                      pending=tuple(sorted(pending, key=key)),

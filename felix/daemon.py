@@ -189,7 +189,7 @@ class Felix:
                 desired = desired_dataplane(snapshot, facts)
                 self._report_problems(desired)
             with self.metrics.reconcile_seconds.time():
-                routes.reconcile(desired.routes, desired.reasons)
+                routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
                 try:
                     tunnel.reconcile(desired.tunnel)
                 except OSError as exc:

@@ -9,7 +9,7 @@ noticed and rewritten without re-reading the whole table. Routes of other owners
 from __future__ import annotations
 
 from ipaddress import IPv4Network
-from typing import Mapping
+from typing import AbstractSet, Mapping
 
 from calyx.netlink import RouteTable
 from calyx.observability import get_logger
@@ -63,8 +63,9 @@ class RouteManager:
 
     # --- reconcile -----------------------------------------------------------------------
 
-    def reconcile(self, desired: Mapping[IPv4Network, Route], reasons: Mapping[IPv4Network, str]) -> RoutePlan:
-        plan = plan_routes(desired, self._actual, self._links)
+    def reconcile(self, desired: Mapping[IPv4Network, Route], reasons: Mapping[IPv4Network, str],
+                  settling_devices: AbstractSet[str] = frozenset()) -> RoutePlan:
+        plan = plan_routes(desired, self._actual, self._links, settling_devices)
         if not plan.empty:
             result = self._table.apply(plan.upserts, plan.deletes)
             failed = {route for route, _ in result.errors}

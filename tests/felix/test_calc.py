@@ -183,3 +183,15 @@ def test_only_felix_routes_are_ever_deleted_and_foreign_routes_never_overwritten
         assert have is None or have.proto not in (2, 186)
     foreign = {d for d, r in actual.items() if r.proto in (2, 186)}
     assert foreign.isdisjoint(r.dst for r in plan.deletes)
+
+
+def test_a_route_the_cni_plugin_just_wrote_survives_until_the_pod_ip_is_known() -> None:
+    fresh = model.PodInfo("default", "new-0", NODE, ips=(), phase="Pending")
+    desired = desired_dataplane(snapshot([fresh]), LocalFacts(NODE))
+    assert desired.settling_devices == {cali_interface_name("default", "new-0")}
+    cni_route = pod_route("default", "new-0", IPv4Address("10.244.1.77"))
+    stale = pod_route("default", "gone", IPv4Address("10.244.1.78"))
+    links = {cni_route.dev, stale.dev}
+    plan = plan_routes(desired.routes, {cni_route.dst: cni_route, stale.dst: stale}, links,
+                       desired.settling_devices)
+    assert plan.deletes == (stale,)
