@@ -198,7 +198,12 @@ class Speaker:
         if s is None:
             return
         if isinstance(event, msg.StateEvent):
-            if event.state == "up":
+            if event.state == "up" and s.held_until is not None:
+                # Held down for max-prefix but ExaBGP reconnected: close it again and make sure
+                # the neighbor is out of ExaBGP's configuration.
+                self._exabgp.send([msg.teardown_line(event.peer, msg.CEASE_MAX_PREFIXES)])
+                self._write_config(force=True)
+            elif event.state == "up":
                 s.state, s.since, s.info, s.md5_hint = "Established", self._clock(), "", ""
                 s.eor, s.refreshed, s.announced = False, set(), {}
                 log.info("session_established", peer=str(event.peer), type=s.peer.peer_type.value)
@@ -361,7 +366,7 @@ class Speaker:
         self._local = local
         self._write_config()
 
-    def _write_config(self) -> None:
+    def _write_config(self, force: bool = False) -> None:
         local = self._local
         if local is None:
             return
@@ -374,7 +379,7 @@ class Speaker:
         for s in self._sessions.values():
             s.held_in_config = s.peer.address in peers
         text = exaconfig.render(local, peers, settings)
-        self._exabgp.configure(text, exaconfig.environment(local, settings))
+        self._exabgp.configure(text, exaconfig.environment(local, settings), force=force)
 
     # --- timers -----------------------------------------------------------------------------
 

@@ -84,10 +84,11 @@ class ExaBGPProcess:
     def connected(self) -> bool:
         return self._conn is not None
 
-    def configure(self, text: str, env: Mapping[str, str]) -> None:
-        """Write the configuration; start ExaBGP or make it reload (SIGUSR1)."""
+    def configure(self, text: str, env: Mapping[str, str], force: bool = False) -> None:
+        """Write the configuration; start ExaBGP or make it reload (SIGUSR1; ``force``: even
+        when the text is unchanged)."""
         with self._lock:
-            changed = text != self.config_text or dict(env) != self._env
+            changed = force or text != self.config_text or dict(env) != self._env
             self.config_text = text
             self._env = dict(env)
             self._write_config(text)
