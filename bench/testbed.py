@@ -87,6 +87,7 @@ class Node:
     netns: str
     address: ipaddress.IPv4Interface
     run_dir: Path
+    port: str                    # the host-side end of its veth, on the bridge
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def routes(self, proto: int) -> int:
@@ -140,10 +141,14 @@ class Testbed:
                   f"route add default via {self.gateway.ip}"], netns)
         sh("ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
            "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
-        node = Node(name, netns, address, self.workdir / name)
+        node = Node(name, netns, address, self.workdir / name, port)
         node.run_dir.mkdir(parents=True, exist_ok=True)
         self.nodes[name] = node
         return node
+
+    def cut(self, node: Node) -> None:
+        """Take the node off the network without telling anyone (its bridge port goes down)."""
+        sh("ip", "link", "set", node.port, "down")
 
     # --- processes -----------------------------------------------------------------------
 
