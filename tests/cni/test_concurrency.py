@@ -21,10 +21,28 @@ pytestmark = pytest.mark.lab
 PODS = 200
 
 
+def _reap(procs: list[subprocess.Popen]) -> None:
+    """Kill (by PID) plugin processes still running when the test ends early."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+# 200 interpreters importing the kubernetes client on a small machine take minutes: no timing
+# is asserted, the generous timeout only bounds a hang.
+@pytest.mark.timeout(1800)
 def test_200_concurrent_adds_on_one_node_get_distinct_addresses(cluster):
     cluster.create_pool("pool-a", "10.90.0.0/22", block_size=26)   # 63 pod addresses per block: 4 blocks
     pod_nss = [cluster.namespaces.add(f"c{i}") for i in range(PODS)]
-    procs = []
+    procs: list[subprocess.Popen] = []
+    try:
+        _adds_then_dels(cluster, pod_nss, procs)
+    finally:
+        _reap(procs)
+
+
+def _adds_then_dels(cluster, pod_nss: list[str], procs: list[subprocess.Popen]) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     conf = json.dumps(cluster.netconf())
     for i, ns in enumerate(pod_nss):
@@ -34,7 +52,7 @@ def test_200_concurrent_adds_on_one_node_get_distinct_addresses(cluster):
         procs.append(proc)
     results = []
     for proc in procs:
-        out, err = proc.communicate(conf, timeout=300)
+        out, err = proc.communicate(conf, timeout=900)
         assert proc.returncode == 0, out + err
         results.append(json.loads(out)["ips"][0]["address"])
     assert len(set(results)) == PODS
@@ -51,13 +69,13 @@ def test_200_concurrent_adds_on_one_node_get_distinct_addresses(cluster):
     assert f"inet {results[123]}" in sh("ip", "addr", "show", "eth0", netns=pod_nss[123]).stdout
 
     # And all DELs at once: every address is released, every veth gone.
-    procs = []
+    procs.clear()
     for i, ns in enumerate(pod_nss):
         env = {**clean, **cluster.env("DEL", f"cid-{i}", Namespaces.path(ns), ("load", f"pod-{i}"))}
         procs.append(subprocess.Popen(["ip", "netns", "exec", cluster.node_ns, *PLUGIN], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     for proc in procs:
-        out, err = proc.communicate(conf, timeout=300)
+        out, err = proc.communicate(conf, timeout=900)
         assert proc.returncode == 0, out + err
     state = json.loads((cluster.workdir / "run" / "ipam" / "state.json").read_text())
     assert state["allocations"] == []
