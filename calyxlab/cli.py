@@ -14,6 +14,7 @@ from typing import Sequence
 import yaml
 
 from calyxlab import lab as labmod
+from calyxlab import pods
 from calyxlab.backend import CommandError
 from calyxlab.manifests import ManifestError
 from calyxlab.roles import RoleError
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None)
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_exec)
+    pods.register(sub)
     return parser
 
 

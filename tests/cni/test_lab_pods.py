@@ -2,7 +2,6 @@
 recorded in the API, and gone again after delete."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ from kubernetes import client as k8s
 
 from calyx import naming
 from calyx.kube import client as kube_client
-from calyxlab import pods
+from calyxlab import cli, pods
 
 pytestmark = pytest.mark.lab
 
@@ -59,12 +58,9 @@ def test_lab_pod_is_wired_recorded_reachable_and_deleted(lab_factory):
 def test_pod_cli_verbs(lab_factory, capsys):
     lab = lab_factory(TOPOLOGY, kernel="host")
     _pool(lab, "10.97.0.0/24")
-    parser = argparse.ArgumentParser(prog="calyx-lab")
-    pods.register(parser.add_subparsers(dest="verb", required=True))
 
-    def run(*argv: str) -> int:
-        args = parser.parse_args(list(argv))
-        return args.func(args)
+    def run(*argv: str) -> int:      # the real calyx-lab command line
+        return cli.main(list(argv))
 
     assert run("pod", "add", "--name", lab.name, "--node", "node2", "web/nginx") == 0
     assert "pod web/nginx on node2: 10.97.0.1" in capsys.readouterr().out
