@@ -4,8 +4,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from calyx.netlink import RouteTable
 from scratch import ip
+
+pytestmark = pytest.mark.lab     # scratch network namespaces on this machine
 
 
 def test_links_match_iproute2_for_many_interfaces_and_long_names(netns: str, table: RouteTable) -> None:

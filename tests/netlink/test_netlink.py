@@ -11,6 +11,8 @@ from scratch import add_veth, ip, unique_name
 
 FELIX, BGP = 80, 186
 
+pytestmark = pytest.mark.lab     # scratch network namespaces on this machine
+
 
 def pod_route(i: int, dev: str = "up0") -> Route:
     return Route(IPv4Network((0x0A640000 + i, 32)), proto=FELIX, dev=dev, scope="link")
