@@ -74,6 +74,7 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
     problems: list[str] = []
     owners: dict[IPv4Network, str] = {}
     settling: set[str] = set()
+    enabled_pools = [pool.cidr for pool in snapshot.ippools.values() if not pool.disabled]
 
     for key in sorted(snapshot.pods):
         pod = snapshot.pods[key]
@@ -83,7 +84,7 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
         if not pod.ips:
             settling.add(cali_interface_name(pod.namespace, pod.name))
         for ip in pod.ips:
-            if model.pool_containing(snapshot.ippools, ip) is None:
+            if not any(ip in cidr for cidr in enabled_pools):
                 continue
             route = pod_route(pod.namespace, pod.name, ip)
             if route.dst in owners:
