@@ -1,0 +1,97 @@
+"""Scenario ``office-lan``: two Calyx nodes peer eBGP (AS 64512 -> 65000) with an FRR
+gateway; a laptop on the office LAN behind it reaches pod IPs directly. The pool uses IPIP
+between nodes, so the lab runs in the UML kernel.
+
+Nobody types a route: the gateway learns every node's block (next hop: that node) and the
+service CIDR from BGP, the nodes learn the office LAN from the gateway, and the laptop only has
+its default route. Traffic between the LAN and pods is plain; pod to pod is IPIP.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from e2e_support import (add_pods, assert_full_matrix, bgp_routes, bgpd_status_table, deployed,
+                         node_block, ping_once, routes, wait_for, wait_install_modes,
+                         wait_sessions)
+
+pytestmark = [pytest.mark.lab, pytest.mark.uml]
+
+NODES = {"node1": "10.0.0.11", "node2": "10.0.0.12"}
+GATEWAY = "10.0.0.254"
+OFFICE_LAN = "172.16.0.0/24"
+LAPTOP = "172.16.0.10"
+SERVICE_CIDR = "10.96.0.0/12"
+
+
+@pytest.fixture(scope="module")
+def lab(request, unique_lab_name):
+    with deployed(request, unique_lab_name, "office-lan", kernel="uml") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def cluster_pods(lab):
+    return add_pods(lab, list(NODES))
+
+
+@pytest.fixture(scope="module")
+def blocks(lab, cluster_pods):
+    return {n: wait_for(f"node {n}: its block", lambda n=n: node_block(lab, n)) for n in NODES}
+
+
+def vtysh(lab, command: str) -> dict:
+    res = lab.exec("gw", ["vtysh", "-c", command], check=True, timeout=60)
+    return json.loads(res.stdout or "{}")
+
+
+def gateway_bgp_next_hops(lab) -> dict[str, set[str]]:
+    """The gateway's BGP table: prefix -> next hops of its paths."""
+    table = vtysh(lab, "show bgp ipv4 unicast json").get("routes", {})
+    return {prefix: {hop["ip"] for path in paths for hop in path.get("nexthops", [])}
+            for prefix, paths in table.items()}
+
+
+def test_nodes_peer_with_the_gateway_and_each_other(lab, cluster_pods):
+    for node in NODES:
+        expected = {a: "node-to-node mesh" for n, a in NODES.items() if n != node}
+        expected[GATEWAY] = "global"
+        wait_sessions(lab, node, expected)
+    print(bgpd_status_table(lab, "node1"))
+
+
+def test_gateway_learns_every_block_and_the_service_cidr(lab, blocks):
+    want = {blocks[n]: {NODES[n]} for n in NODES}
+    want[SERVICE_CIDR] = set(NODES.values())
+    have = wait_for(f"the gateway's BGP table to hold {want}",
+                    lambda: (t := gateway_bgp_next_hops(lab))
+                    and all(want[p] <= t.get(p, set()) for p in want) and t)
+    print(f"gw BGP table: {have}")
+    kernel = {r["dst"]: r for r in routes(lab, "gw")}
+    for n in NODES:
+        assert kernel.get(blocks[n], {}).get("protocol") == "bgp", \
+            f"gw: {blocks[n]} not installed from BGP: {kernel.get(blocks[n])}"
+    assert SERVICE_CIDR in kernel, f"gw: service CIDR not in its kernel table: {sorted(kernel)}"
+    assert not routes(lab, "gw", "proto", "static"), "the gateway holds a static route"
+    typed = [r["dst"] for r in routes(lab, "laptop") if r.get("protocol") != "kernel"]
+    assert typed == ["default"], f"the laptop has routes besides its default: {typed}"
+
+
+def test_nodes_learn_the_office_lan_and_use_ipip_between_them(lab, blocks):
+    for node in NODES:
+        other = next(o for o in NODES if o != node)
+        wait_install_modes(lab, node, {OFFICE_LAN: (GATEWAY, False),
+                                       blocks[other]: (NODES[other], True)})
+        print(f"{node}: {sorted(bgp_routes(lab, node))}")
+
+
+def test_laptop_reaches_every_pod_and_pods_reach_the_laptop(lab, cluster_pods, blocks):
+    for pod in cluster_pods.values():
+        ok = wait_for(f"laptop -> {pod.name} ({pod.ip})",
+                      lambda p=pod: lab.exec("laptop", ["ping", "-c", "1", "-W", "2", p.ip]
+                                             ).returncode == 0, timeout=60)
+        assert ok
+        assert ping_once(lab, pod, LAPTOP), f"{pod.name} cannot reach the laptop {LAPTOP}"
+        print(f"laptop <-> {pod.name} ({pod.ip}): ok")
+    assert_full_matrix(lab, list(cluster_pods.values()), "office-lan, IPIP between nodes")
