@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
     sizes = parse_sizes(__doc__.split("\n\n")[0], (1000, 10000, 50000), (200,), argv, "pod counts")
     report = Report("felix route programming (pod /32 routes into one namespace)",
                     ".venv/bin/python -m bench.felix_routes" + (" --quick" if sizes.quick else ""),
-                    ("pods", "felix s", "(calc s", "dump s", "write s)", "ip -batch s", "felix/ip ratio",
+                    ("pods", "felix s", "= calc s", "+ dump s", "+ write s", "ip -batch s", "felix/ip ratio",
                      "resync s", "resync writes"))
     for n in sizes.values:
         snap = snapshot(n)
