@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+import socketserver
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping, TextIO
 
@@ -236,6 +237,13 @@ class _Server(ThreadingHTTPServer):
         self.readiness = readiness
         self.log = log
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the bound address's hostname (socket.getfqdn), which
+        # stalls for seconds in a node namespace without DNS; nothing here needs the name.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), port
 
 
 class HealthServer:

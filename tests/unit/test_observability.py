@@ -145,3 +145,25 @@ def test_port_in_use_is_a_clear_error():
     with HealthServer("127.0.0.1", 0, CollectorRegistry()) as taken:
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{taken.port}"):
             HealthServer("127.0.0.1", taken.port, CollectorRegistry()).start()
+
+
+def test_health_server_binds_without_a_hostname_lookup(monkeypatch):
+    """Binding must not resolve names: in a node namespace without DNS that stalls for seconds."""
+    import socket
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from calyx.observability import HealthServer
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("the health server looked up a hostname")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    server = HealthServer("127.0.0.1", 0, CollectorRegistry())
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/livez", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        server.stop()
