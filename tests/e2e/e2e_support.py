@@ -14,9 +14,8 @@ import os
 import re
 import secrets
 import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -24,12 +23,12 @@ from calyxlab import lab as labmod
 from calyxlab import pods
 from calyxlab.lab import REPO_ROOT, Lab
 from calyxlab.subnets import claim_free_subnet, release_subnet
+from calyxlab.traffic import (POD_NAMESPACE, Pod, add_pod, format_matrix,  # noqa: F401 (re-exported)
+                              ping_matrix, ping_once)
 
 SCENARIOS = REPO_ROOT / "containerlab"
-BIN = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin"
 BGPD = str(REPO_ROOT / ".venv" / "bin" / "bgpd")
 KUBECTL = "/usr/bin/kubectl"
-POD_NAMESPACE = "default"
 POOL = "default-ipv4-ippool"
 CONVERGE_TIMEOUT = 120.0      # generous: UML is ~10x slower than the host for syscalls
 # docs/operations.md states this bound: packets a 20/s ping between pods on different nodes may
@@ -83,18 +82,6 @@ def deployed(request, unique_lab_name: Callable[[str], str], scenario: str,
 
 
 # ----------------------------------------------------------------------------- pods
-@dataclass(frozen=True)
-class Pod:
-    node: str
-    name: str
-    ip: str
-
-
-def add_pod(lab: Lab, node: str, name: str | None = None) -> Pod:
-    name = name or f"pod-{node}"
-    return Pod(node, name, pods.add_pod(lab, node, POD_NAMESPACE, name))
-
-
 def add_pods(lab: Lab, nodes: Sequence[str]) -> dict[str, Pod]:
     started = time.monotonic()
     made = {n: add_pod(lab, n) for n in nodes}
@@ -107,44 +94,12 @@ def pod_exec(lab: Lab, pod: Pod, argv: Sequence[str], timeout: float = 60.0):
     return pods.exec_pod(lab, pod.node, POD_NAMESPACE, pod.name, list(argv), timeout=timeout)
 
 
-def ping_once(lab: Lab, src: Pod, dst_ip: str) -> bool:
-    return pod_exec(lab, src, ["ping", "-c", "1", "-W", "2", dst_ip]).returncode == 0
-
-
-def ping_matrix(lab: Lab, pods_: Sequence[Pod], timeout: float = CONVERGE_TIMEOUT
-                ) -> dict[tuple[str, str], bool]:
-    """Every pod pings every other pod; a failing pair is retried until ``timeout``."""
-    started = time.monotonic()
-    pending = [(a, b) for a in pods_ for b in pods_ if a != b]
-    result = {(a.name, b.name): False for a, b in pending}
-    while pending and time.monotonic() - started < timeout:
-        still = []
-        for a, b in pending:
-            if ping_once(lab, a, b.ip):
-                result[(a.name, b.name)] = True
-            else:
-                still.append((a, b))
-        pending = still
-        if pending:
-            time.sleep(0.5)
-    print(format_matrix(pods_, result))
-    print(f"ping matrix: {sum(result.values())}/{len(result)} pairs in "
-          f"{time.monotonic() - started:.1f} s")
-    return result
-
-
-def format_matrix(pods_: Sequence[Pod], result: dict[tuple[str, str], bool]) -> str:
-    names = [p.name for p in pods_]
-    width = max(len(n) for n in names) + 2
-    lines = ["from \\ to".ljust(width) + "".join(n.ljust(width) for n in names)]
-    for a in names:
-        cells = ["-" if a == b else ("ok" if result[(a, b)] else "FAIL") for b in names]
-        lines.append(a.ljust(width) + "".join(c.ljust(width) for c in cells))
-    return "\n".join(lines)
-
-
 def assert_full_matrix(lab: Lab, pods_: Sequence[Pod], label: str) -> None:
-    result = ping_matrix(lab, pods_)
+    started = time.monotonic()
+    result = ping_matrix(lab, pods_, timeout=CONVERGE_TIMEOUT)
+    print(format_matrix(pods_, result))
+    print(f"ping matrix ({label}): {sum(result.values())}/{len(result)} pairs in "
+          f"{time.monotonic() - started:.1f} s")
     failed = [f"{a}->{b}" for (a, b), ok in result.items() if not ok]
     assert not failed, f"{label}: pod pairs that cannot ping: {', '.join(failed)}"
 
@@ -295,68 +250,3 @@ def capture_icmp(lab: Lab, node: str, iface: str, src: Pod, dst: Pod, count: int
     packets = [p for p in parse_tcpdump(text) if {p.src, p.dst} == {src.ip, dst.ip}]
     assert packets, f"{node}:{iface}: no ICMP packet of {src.ip} -> {dst.ip} captured:\n{text}"
     return packets
-
-
-# ----------------------------------------------------------------------------- continuous ping
-@dataclass
-class PingRun:
-    """A ``ping -i INTERVAL`` from one pod to another, running in the lab until stopped.
-
-    Its output goes to a file on the shared file system (UML's root is the host's), so the
-    replies can be followed while it runs.
-    """
-
-    lab: Lab
-    src: Pod
-    dst: Pod
-    interval: float = 0.05
-    _files: Path = field(init=False)
-    _thread: threading.Thread | None = None
-
-    def __post_init__(self) -> None:
-        self._files = self.lab.names.state_dir / f"ping-{secrets.token_hex(3)}"
-
-    @property
-    def _stop(self) -> Path:
-        return self._files.with_suffix(".stop")
-
-    @property
-    def _out(self) -> Path:
-        return self._files.with_suffix(".out")
-
-    def output(self) -> str:
-        return self._out.read_text(errors="replace") if self._out.exists() else ""
-
-    def start(self) -> "PingRun":
-        netns = pods.pod_netns(self.lab.name, self.src.node, POD_NAMESPACE, self.src.name)
-        # ping stops on SIGINT once the stop file appears.
-        script = (f"ping -n -i {self.interval} -W 1 {self.dst.ip} > {self._out} 2>&1 & p=$!; "
-                  f"while [ ! -e {self._stop} ]; do sleep 0.1; done; kill -INT $p; wait $p")
-        argv = ["ip", "netns", "exec", netns, "sh", "-c", script]
-        self._thread = threading.Thread(target=self.lab.run_root, args=(argv,),
-                                        kwargs={"timeout": None}, daemon=True)
-        self._thread.start()
-        wait_for(f"the first reply of the continuous ping {self.src.ip} -> {self.dst.ip}",
-                 lambda: "bytes from" in self.output(), timeout=60)
-        return self
-
-    def stop(self) -> tuple[int, int]:
-        """(sent, lost) counted over the sequence numbers up to the last reply."""
-        self._stop.touch()
-        try:
-            assert self._thread is not None
-            self._thread.join(60)
-            return count_lost(self.output())
-        finally:
-            self._stop.unlink(missing_ok=True)
-            self._out.unlink(missing_ok=True)
-
-
-def count_lost(output: str) -> tuple[int, int]:
-    """(sent, lost) from ping's per-reply lines: sequence numbers 1..last reply without a
-    reply are lost (packets still in flight when ping stopped are not counted)."""
-    seqs = {int(m[1]) for m in re.finditer(r"bytes from .*icmp_seq=(\d+)", output)}
-    if not seqs:
-        raise AssertionError(f"the continuous ping got no reply at all:\n{output[-2000:]}")
-    last = max(seqs)
-    return last, sum(1 for s in range(1, last + 1) if s not in seqs)

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from calyxlab import pods
-
-from e2e_support import (MAX_LOST_DURING_MODE_SWITCHES, PingRun, add_pod, add_pods,
+from calyxlab.traffic import ContinuousPing
+from e2e_support import (MAX_LOST_DURING_MODE_SWITCHES, add_pod, add_pods,
                          assert_full_matrix, bgp_routes, bgpd_status, bgpd_status_table,
                          capture_icmp, core_api, deployed, node_block, routes,
                          set_ipip_mode_api, set_ipip_mode_kubectl, wait_for,
@@ -64,7 +64,7 @@ def test_ping_matrix_and_ipip_on_the_wire(lab, mesh_pods, blocks):
 
 
 def test_live_mode_switch_under_continuous_ping(lab, mesh_pods, blocks):
-    run = PingRun(lab, mesh_pods["node1"], mesh_pods["node3"]).start()
+    run = ContinuousPing(lab, mesh_pods["node1"], mesh_pods["node3"]).start()
     steps = [("Never", set_ipip_mode_api), ("CrossSubnet", set_ipip_mode_kubectl),
              ("Always", set_ipip_mode_api)]
     try:

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from e2e_support import (MAX_LOST_DURING_MODE_SWITCHES, PingRun, add_pods, assert_full_matrix,
+from calyxlab.traffic import ContinuousPing
+from e2e_support import (MAX_LOST_DURING_MODE_SWITCHES, add_pods, assert_full_matrix,
                          bgp_routes, bgpd_status, bgpd_status_table, deployed, node_block,
                          wait_for, wait_install_modes, wait_sessions)
 
@@ -63,7 +64,7 @@ def test_ping_matrix(lab, cluster_pods, blocks):
 
 
 def test_stopping_one_reflector_keeps_pods_reachable(lab, cluster_pods, blocks):
-    run = PingRun(lab, cluster_pods["node1"], cluster_pods["node4"]).start()
+    run = ContinuousPing(lab, cluster_pods["node1"], cluster_pods["node4"]).start()
     try:
         started = time.monotonic()
         lab.stop_daemons("rr1")

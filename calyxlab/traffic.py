@@ -1,0 +1,152 @@
+"""Traffic between the lab's pods: the pod-to-pod ping matrix and a continuous ping that
+counts lost packets. Used by ``make demo`` and the end-to-end tests.
+
+Pings run inside the pods' sandbox namespaces (through :func:`calyxlab.pods.exec_pod` or the
+lab kernel's root namespace), so they take the same path as a workload's traffic: pod veth,
+the node's routes, the underlay (IPIP or plain), the other node, the other pod.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from calyxlab import pods
+
+if TYPE_CHECKING:
+    from calyxlab.lab import Lab
+
+POD_NAMESPACE = "default"
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod the lab made: where it runs and its address."""
+
+    node: str
+    name: str
+    ip: str
+
+
+def add_pod(lab: "Lab", node: str, name: str | None = None,
+            namespace: str = POD_NAMESPACE) -> Pod:
+    name = name or f"pod-{node}"
+    return Pod(node, name, pods.add_pod(lab, node, namespace, name))
+
+
+def ping_once(lab: "Lab", src: Pod, dst_ip: str, namespace: str = POD_NAMESPACE) -> bool:
+    res = pods.exec_pod(lab, src.node, namespace, src.name,
+                        ["ping", "-c", "1", "-W", "2", dst_ip], timeout=60)
+    return res.returncode == 0
+
+
+def ping_matrix(lab: "Lab", members: Sequence[Pod], timeout: float = 120.0
+                ) -> dict[tuple[str, str], bool]:
+    """Every pod pings every other pod; a failing pair is retried until ``timeout`` (routes
+    may still be converging)."""
+    started = time.monotonic()
+    pending = [(a, b) for a in members for b in members if a != b]
+    result = {(a.name, b.name): False for a, b in pending}
+    while pending:
+        still = []
+        for a, b in pending:
+            if ping_once(lab, a, b.ip):
+                result[(a.name, b.name)] = True
+            else:
+                still.append((a, b))
+        pending = still
+        if not pending or time.monotonic() - started > timeout:
+            break
+        time.sleep(0.5)
+    return result
+
+
+def format_matrix(members: Sequence[Pod], result: dict[tuple[str, str], bool]) -> str:
+    """The matrix as a table: rows ping, columns are pinged ('ok', 'FAIL', '-' for self)."""
+    names = [p.name for p in members]
+    width = max(len(n) for n in names + ["from \\ to"]) + 2
+    lines = ["from \\ to".ljust(width) + "".join(n.ljust(width) for n in names)]
+    for a in names:
+        cells = ["-" if a == b else ("ok" if result[(a, b)] else "FAIL") for b in names]
+        lines.append(a.ljust(width) + "".join(c.ljust(width) for c in cells))
+    return "\n".join(lines)
+
+
+def count_lost(output: str) -> tuple[int, int]:
+    """(sent, lost) from ping's per-reply lines: sequence numbers 1..last reply without a
+    reply are lost (packets still in flight when ping stopped are not counted)."""
+    seqs = {int(m[1]) for m in re.finditer(r"bytes from .*icmp_seq=(\d+)", output)}
+    if not seqs:
+        raise RuntimeError(f"the continuous ping got no reply at all:\n{output[-2000:]}")
+    last = max(seqs)
+    return last, sum(1 for s in range(1, last + 1) if s not in seqs)
+
+
+@dataclass
+class ContinuousPing:
+    """``ping -i INTERVAL`` from one pod to another, running until :meth:`stop`.
+
+    Its output goes to a file in the lab's state directory, on the file system that the host
+    and the UML kernel share, so the replies can be followed while it runs. Should the caller
+    never stop it, destroying the lab ends it with the pod's namespace.
+    """
+
+    lab: "Lab"
+    src: Pod
+    dst: Pod
+    interval: float = 0.05
+    namespace: str = POD_NAMESPACE
+    _base: Path = field(init=False)
+    _thread: threading.Thread | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._base = self.lab.names.state_dir / f"ping-{secrets.token_hex(3)}"
+
+    @property
+    def _stop_file(self) -> Path:
+        return self._base.with_suffix(".stop")
+
+    @property
+    def _out(self) -> Path:
+        return self._base.with_suffix(".out")
+
+    def output(self) -> str:
+        return self._out.read_text(errors="replace") if self._out.exists() else ""
+
+    def start(self, first_reply_timeout: float = 60.0) -> "ContinuousPing":
+        netns = pods.pod_netns(self.lab.name, self.src.node, self.namespace, self.src.name)
+        # ping gets SIGINT (and prints its summary) once the stop file appears.
+        script = (f"ping -n -i {self.interval} -W 1 {self.dst.ip} > {self._out} 2>&1 & p=$!; "
+                  f"while [ ! -e {self._stop_file} ]; do sleep 0.1; done; kill -INT $p; wait $p")
+        argv = ["ip", "netns", "exec", netns, "sh", "-c", script]
+        self._thread = threading.Thread(target=self.lab.run_root, args=(argv,),
+                                        kwargs={"timeout": None}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + first_reply_timeout
+        while "bytes from" not in self.output():
+            if time.monotonic() > deadline:
+                self.stop_quietly()
+                raise RuntimeError(f"continuous ping {self.src.ip} -> {self.dst.ip}: no reply "
+                                   f"within {first_reply_timeout:.0f} s:\n{self.output()[-1000:]}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> tuple[int, int]:
+        """Stop the ping; (sent, lost) counted over the sequence numbers up to the last reply."""
+        output = self.stop_quietly()
+        return count_lost(output)
+
+    def stop_quietly(self) -> str:
+        """Stop the ping and return its output."""
+        self._stop_file.touch()
+        try:
+            if self._thread is not None:
+                self._thread.join(60)
+            return self.output()
+        finally:
+            self._stop_file.unlink(missing_ok=True)
+            self._out.unlink(missing_ok=True)
