@@ -9,7 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
-from calyx.config import DaemonConfig, setting
+from calyx.config import ConfigError, DaemonConfig, setting
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.datastore import Datastore, WatchSpec
@@ -34,13 +34,18 @@ class BgpdConfig(DaemonConfig):
     graceful_restart: int = setting(120, env="CALYX_BGPD_GRACEFUL_RESTART",
                                     help="graceful-restart time advertised to peers, and how long routes "
                                          "adopted at start wait for re-learning (seconds)")
+    max_prefix_hold_down: float = setting(300.0, env="CALYX_BGPD_MAX_PREFIX_HOLD_DOWN",
+                                          help="seconds a peer that exceeded max_prefixes stays down before "
+                                               "its session may come up again")
     exabgp: str | None = setting(None, env="CALYX_BGPD_EXABGP", help="ExaBGP executable (default: next to python)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_prefixes < 0:
-            from calyx.config import ConfigError
             raise ConfigError(f"config field max_prefixes: {self.max_prefixes!r}: must be 0 or more")
+        if self.max_prefix_hold_down < 0:
+            raise ConfigError(f"config field max_prefix_hold_down: {self.max_prefix_hold_down!r}: "
+                              "must be 0 or more")
 
 
 def watch_specs(namespace: str) -> list[WatchSpec]:
@@ -66,6 +71,7 @@ def run(cfg: BgpdConfig) -> int:
                           registry=metrics.registry)
     settings = SpeakerSettings(node=cfg.nodename, namespace=cfg.namespace, run_dir=cfg.run_dir,
                                max_prefixes=cfg.max_prefixes or None, graceful_restart=cfg.graceful_restart,
+                               max_prefix_hold_down=cfg.max_prefix_hold_down,
                                exabgp_bin=cfg.exabgp)
     speaker = Speaker(settings, RouteTable(), metrics)
     heartbeat = Heartbeat(max_age=30.0)

@@ -20,6 +20,8 @@ class SpeakerMetrics:
         self.accepted = Gauge("bgpd_prefixes_accepted", "Prefixes accepted by the import policy per peer",
                               ["peer"], registry=r)
         self.advertised = Gauge("bgpd_prefixes_advertised", "Prefixes advertised per peer", ["peer"], registry=r)
+        self.route_writes = Counter("bgpd_route_writes", "Kernel route writes (adds, replaces, deletes)",
+                                    registry=r)
         self.install_errors = Counter("bgpd_route_install_errors", "Kernel route writes that failed",
                                       registry=r)
         self.api_errors = Counter("bgpd_exabgp_command_errors", "ExaBGP API commands answered with error",

@@ -449,6 +449,8 @@ class Speaker:
                     self._sessions[address].announced = dict(routes)
         self._decisions = importer.decide(best, self._ctx) if self._ctx else {}
         result = self._installer.sync(self._decisions, remove_stale=self._adoption_done)
+        if result.writes:
+            self._metrics.route_writes.inc(result.writes)
         if result.errors:
             self._metrics.install_errors.inc(len(result.errors))
         self.ready = self._exabgp.connected
