@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Sequence
 
 from bench.bgp_propagation import prefixes
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
     parser.add_argument("--quick", action="store_true", help=f"small sizes {QUICK}")
     parser.add_argument("--sizes", type=lambda s: tuple(tuple(int(x) for x in p.split("x")) for p in s.split(",")),
                         help="comma-separated KxC pairs (default " + ",".join(f"{k}x{c}" for k, c in FULL) + ")")
-    parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
     pairs = args.sizes or (QUICK if args.quick else FULL)
