@@ -1,72 +1,200 @@
-"""``python -m calyxlab.demo`` (``make demo``): a lab deployed, shown working, destroyed.
+"""``python -m calyxlab.demo`` (``make demo``): a three-node Calyx cluster deployed, shown
+routing pods over IPIP, switched live to plain BGP, and destroyed.
 
-Deploys ``containerlab/two-nodes.clab.yml`` with the kernel chosen automatically, prints the
-inspect table, lists the cluster's Nodes with kubectl from inside a node, pings from one node
-to the other over their link, and destroys the lab - also when a step fails.
+Steps: deploy ``containerlab/mesh3`` (kernel chosen automatically: user-mode Linux when this
+kernel has no ipip), one pod per node through the CNI plugin, ``bgpd status`` on every node,
+the routes and ``tunl0`` on node1, the pod-to-pod ping matrix; then the IPPool's ``ipipMode``
+is set to ``Never`` through the API while a pod pings another every 50 ms, the routes are shown
+again and the matrix is run again. The lab is destroyed at the end, also when a step fails,
+on Ctrl-C and on SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
-import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 from calyxlab.cli import format_table
-from calyxlab.lab import REPO_ROOT, Lab, LabError, leftovers, subnet_in_use
+from calyxlab.lab import REPO_ROOT, Lab, leftovers, subnet_in_use
 from calyxlab.subnets import claim_free_subnet, release_subnet
 from calyxlab.topology import load
+from calyxlab.traffic import ContinuousPing, Pod, add_pod, format_matrix, ping_matrix
 
-TOPOLOGY = REPO_ROOT / "containerlab" / "two-nodes.clab.yml"
+TOPOLOGY = REPO_ROOT / "containerlab" / "mesh3" / "mesh3.clab.yml"
+NODES = ("node1", "node2", "node3")
+POOL = "default-ipv4-ippool"
+BGPD = str(Path(sys.executable).parent / "bgpd")
+CONVERGE_TIMEOUT = 120.0
+
+
+class DemoError(RuntimeError):
+    """A demo step did not give the expected result."""
 
 
 def banner(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
-def show(lab: Lab, node: str, argv: list[str]) -> None:
+def show(lab: Lab, node: str, argv: list[str]) -> str:
     print(f"$ calyx-lab exec --name {lab.name} --node {node} -- {' '.join(argv)}", flush=True)
-    res = lab.exec(node, argv, env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120)
+    res = lab.exec(node, argv, env=lab.node_env(node), timeout=120)
     sys.stdout.write(res.stdout + res.stderr)
+    sys.stdout.flush()
     if res.returncode != 0:
-        raise LabError(f"node {node}: {' '.join(argv)} exited {res.returncode}")
+        raise DemoError(f"node {node}: {' '.join(argv)} exited {res.returncode}")
+    return res.stdout
+
+
+def wait_until(what: str, predicate, timeout: float = CONVERGE_TIMEOUT) -> float:
+    """Poll ``predicate``; the seconds it took. Raises DemoError after ``timeout``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.3)
+    return time.monotonic() - started
+
+
+def sessions_established(lab: Lab, node: str) -> bool:
+    res = lab.exec(node, [BGPD, "status", "-o", "json"], env=lab.node_env(node), timeout=60)
+    if res.returncode != 0:
+        return False
+    peers = json.loads(res.stdout)["peers"]
+    return len(peers) == len(NODES) - 1 and all(p["state"] == "Established" for p in peers)
+
+
+def bgp_routes(lab: Lab, node: str) -> list[dict]:
+    res = lab.exec(node, ["ip", "-j", "-4", "route", "show", "proto", "bgp"], timeout=60)
+    return json.loads(res.stdout or "[]") if res.returncode == 0 else []
+
+
+def routes_in_mode(lab: Lab, encapsulated: bool) -> bool:
+    """Every node has a BGP route to each other node's block, through tunl0 or not."""
+    for node in NODES:
+        found = bgp_routes(lab, node)
+        if len(found) != len(NODES) - 1 or any(
+                (r.get("dev") == "tunl0") != encapsulated for r in found):
+            return False
+    return True
+
+
+def show_matrix(lab: Lab, members: list[Pod], label: str) -> None:
+    started = time.monotonic()
+    result = ping_matrix(lab, members, timeout=CONVERGE_TIMEOUT)
+    print(format_matrix(members, result))
+    ok = sum(result.values())
+    print(f"{label}: {ok}/{len(result)} pod pairs answer ({time.monotonic() - started:.1f} s)")
+    if ok != len(result):
+        raise DemoError(f"{label}: {len(result) - ok} pod pairs cannot reach each other")
+
+
+def set_ipip_mode(lab: Lab, mode: str) -> None:
+    from kubernetes import client as k8s
+    from calyx.kube import client as kube_client
+    k8s.CustomObjectsApi(kube_client.load(str(lab.kubeconfig))).patch_cluster_custom_object(
+        "calyx.dev", "v1", "ippools", POOL, {"spec": {"ipipMode": mode}})
+
+
+def run(lab: Lab) -> None:
+    banner(f"calyx-lab inspect --name {lab.name}")
+    print(format_table(lab.inspect()))
+
+    banner("one pod per node, created through the CNI plugin as kubelet would")
+    members = []
+    for node in NODES:
+        pod = add_pod(lab, node)
+        members.append(pod)
+        print(f"pod default/{pod.name} on {node}: {pod.ip}", flush=True)
+
+    banner("bgpd status on every node (node-to-node mesh)")
+    for node in NODES:
+        wait_until(f"node {node}: {len(NODES) - 1} BGP sessions Established",
+                   lambda n=node: sessions_established(lab, n))
+        show(lab, node, [BGPD, "status"])
+
+    banner("IPIP Always: node1 reaches the other blocks through tunl0")
+    took = wait_until("IPIP routes on every node", lambda: routes_in_mode(lab, True))
+    print(f"(routes in place on every node after {took:.1f} s)")
+    show(lab, "node1", ["ip", "route"])
+    show(lab, "node1", ["ip", "-d", "link", "show", "tunl0"])
+    banner("pod-to-pod ping matrix, IPIP Always")
+    show_matrix(lab, members, "IPIP Always")
+
+    banner("switching the IPPool to ipipMode: Never (plain BGP) while pod-node1 pings "
+           "pod-node3 every 50 ms")
+    ping = ContinuousPing(lab, members[0], members[2]).start()
+    try:
+        print(f"$ kubectl patch ippool {POOL} --type merge -p "
+              "'{\"spec\":{\"ipipMode\":\"Never\"}}'", flush=True)
+        set_ipip_mode(lab, "Never")
+        took = wait_until("plain BGP routes on every node", lambda: routes_in_mode(lab, False))
+        print(f"(every node routes without tunl0 after {took:.1f} s)")
+        time.sleep(1.0)
+    finally:
+        sent, lost = ping.stop()
+    print(f"continuous ping during the switch: {sent} sent, {lost} lost")
+    show(lab, "node1", ["ip", "route"])
+    banner("pod-to-pod ping matrix, plain BGP (ipipMode Never)")
+    show_matrix(lab, members, "ipipMode Never")
+
+
+def _interrupt(signum: int, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the lab is destroyed either way."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m calyxlab.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m calyxlab.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kernel", default="auto", choices=("host", "uml", "auto"))
+    parser.add_argument("--mgmt-subnet", help="management subnet (default: the topology's, "
+                        "or a free 172.31.X.0/24 when that one is in use here)")
     args = parser.parse_args(argv)
     topo = load(TOPOLOGY)
     claimed = None
-    if subnet_in_use(topo.mgmt.subnet):
+    subnet = args.mgmt_subnet
+    if subnet is None and subnet_in_use(topo.mgmt.subnet):
         claimed = claim_free_subnet()
+        subnet = str(claimed)
         print(f"(mgmt subnet {topo.mgmt.subnet} is in use here; using {claimed})")
     name = f"demo-{secrets.token_hex(2)}"
-    kubectl = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
+    signal.signal(signal.SIGTERM, _interrupt)
     banner(f"calyx-lab deploy -t {TOPOLOGY.relative_to(REPO_ROOT)} --name {name}")
+    status = 0
     try:
         with Lab.deploy(TOPOLOGY, name=name, kernel=args.kernel, printer=print,
-                        mgmt_subnet=str(claimed) if claimed else None) as lab:
-            banner(f"calyx-lab inspect --name {name}")
-            print(format_table(lab.inspect()))
-            banner("the Kubernetes API, seen from node1")
-            show(lab, "node1", [kubectl, "get", "nodes", "-o", "wide"])
-            banner("node1 -> node2 over their link")
-            show(lab, "node1", ["ping", "-c", "3", "-i", "0.2", "10.0.0.2"])
-            banner(f"calyx-lab destroy --name {name} --cleanup")
-            lab.destroy(cleanup=True)
-        left = leftovers(name)
-        if left:
-            print(f"demo: left behind: {', '.join(left)}", file=sys.stderr)
-            return 1
-        print("demo: done, nothing left behind")
-        return 0
-    except LabError as exc:
+                        mgmt_subnet=subnet) as lab:
+            try:
+                run(lab)
+            except KeyboardInterrupt:
+                print("\ndemo: interrupted; destroying the lab", file=sys.stderr)
+                status = 130
+            except Exception as exc:   # any failed step: say what, then destroy
+                print(f"\ndemo: failed: {exc}\n(logs: {lab.names.state_dir}/logs)",
+                      file=sys.stderr)
+                status = 1
+            banner(f"calyx-lab destroy --name {name}")
+            lab.destroy(cleanup=status == 0)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted during deploy; what was built is removed", file=sys.stderr)
+        status = 130
+    except Exception as exc:
         print(f"demo: failed: {exc}", file=sys.stderr)
-        return 1
+        status = 1
     finally:
         if claimed:
             release_subnet(claimed)
+    left = leftovers(name)
+    if left:
+        print(f"demo: left behind: {', '.join(left)}", file=sys.stderr)
+        return status or 1
+    if status == 0:
+        print("demo: done, nothing left behind")
+    return status
 
 
 if __name__ == "__main__":
