@@ -126,6 +126,23 @@ class Bird:
     def cli(self, *args: str) -> str:
         return sh("birdc", "-s", str(self.sock), *args, check=False)
 
+    def learned(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """prefix -> (next hop, AS path) of the BGP routes BIRD holds."""
+        out: dict[str, tuple[str, tuple[int, ...]]] = {}
+        prefix, nh, as_path = None, "", ()
+        for line in self.cli("show", "route", "where", "source = RTS_BGP", "all").splitlines():
+            head = line.split()
+            if head and "/" in head[0] and head[0][0].isdigit():
+                prefix, nh, as_path = head[0], "", ()
+            elif prefix and line.strip().startswith("BGP.next_hop:"):
+                nh = line.split(":", 1)[1].split()[0]
+                out[prefix] = (nh, as_path)
+            elif prefix and line.strip().startswith("BGP.as_path:"):
+                as_path = tuple(int(a) for a in line.split(":", 1)[1].split() if a.isdigit())
+                if prefix in out:
+                    out[prefix] = (out[prefix][0], as_path)
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -152,6 +169,72 @@ class FrrBgpd:
 
     def vtysh(self, command: str) -> str:
         return sh("vtysh", "--vty_socket", str(self.dir), "-d", "bgpd", "-c", command, check=False)
+
+    def learned(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """prefix -> (next hop, AS path) of the routes FRR received from its neighbors."""
+        import json
+        text = self.vtysh("show bgp ipv4 unicast json")
+        out = {}
+        for prefix, paths in (json.loads(text).get("routes", {}) if text.strip() else {}).items():
+            for path in paths:
+                if path.get("peerId") in (None, "(unspec)"):
+                    continue     # our own
+                nh = next((n.get("ip") for n in path.get("nexthops", [])), "")
+                out[prefix] = (nh, tuple(int(a) for a in path.get("path", "").split() if a.isdigit()))
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class GoBgp:
+    """gobgpd in a namespace (its gRPC API on the namespace's own loopback), stopped by PID."""
+
+    def __init__(self, ns: str, workdir, config: str) -> None:
+        import subprocess
+        self.ns = ns
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "gobgp.yml").write_text(config)
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "gobgpd", "-f", str(self.dir / "gobgp.yml"),
+                                      "-t", "yaml", "--api-hosts", "127.0.0.1:50051"],
+                                     stdout=open(self.dir / "gobgpd.log", "wb"), stderr=subprocess.STDOUT)
+
+    def cli(self, *args: str) -> str:
+        return sh("ip", "netns", "exec", self.ns, "gobgp", "-u", "127.0.0.1", "-p", "50051", *args, check=False)
+
+    def announce(self, prefixes: list[str]) -> None:
+        """Originate ``prefixes`` (retried until gobgpd's API answers)."""
+        import subprocess
+        base = ["ip", "netns", "exec", self.ns, "gobgp", "-u", "127.0.0.1", "-p", "50051", "global", "rib"]
+        for prefix in prefixes:
+            wait_for(lambda p=prefix: subprocess.run(base + ["add", "-a", "ipv4", p], capture_output=True).returncode
+                     == 0, timeout=30, what=f"GoBGP originates {prefix}")
+
+    def learned(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """prefix -> (next hop, AS path) of the routes GoBGP received from its neighbors."""
+        import json
+        text = self.cli("-j", "global", "rib", "-a", "ipv4")
+        out = {}
+        for prefix, paths in (json.loads(text) if text.strip() else {}).items():
+            for path in paths:
+                if path.get("source-id") in (None, "", "<nil>") and path.get("neighbor-ip") in (None, "<nil>"):
+                    continue     # our own
+                nh, as_path = "", ()
+                for attr in path.get("attrs", []):
+                    if attr.get("type") == 3:
+                        nh = attr.get("nexthop", "")
+                    elif attr.get("type") == 2:
+                        as_path = tuple(a for seg in attr.get("as_paths", []) for a in seg.get("asns", []))
+                if nh not in ("", "0.0.0.0"):
+                    out[prefix] = (nh, as_path)
+        return out
 
     def stop(self) -> None:
         if self.proc.poll() is None:
