@@ -40,9 +40,15 @@ def sh(*argv: str, check: bool = True, stdin: str | None = None) -> str:
     return res.stdout
 
 
+BATCH_LINES = 5000   # per ``ip -batch``: iproute2 keeps a descriptor open per "netns NAME" argument
+
+
 def ip_batch(commands: Iterable[str], netns: str | None = None) -> None:
-    """Run iproute2 commands in one ``ip -batch`` (fast for thousands of links or routes)."""
-    sh(*(["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]), stdin="\n".join(commands) + "\n")
+    """Run iproute2 commands through ``ip -batch`` (fast for thousands of links or routes)."""
+    lines = list(commands)
+    for start in range(0, len(lines), BATCH_LINES):
+        sh(*(["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]),
+           stdin="\n".join(lines[start:start + BATCH_LINES]) + "\n")
 
 
 def scratch_subnet() -> ipaddress.IPv4Network:
