@@ -139,6 +139,10 @@ class Speaker:
     def exabgp(self) -> ExaBGPProcess:
         return self._exabgp
 
+    @property
+    def metrics(self) -> SpeakerMetrics:
+        return self._metrics
+
     # --- main loop ------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -212,6 +216,8 @@ class Speaker:
                     s.state = "Connect"
             elif event.state == "down":
                 self._session_down(event.peer, s, event.reason)
+                if s.held_until is not None and s.held_in_config:
+                    self._write_config()     # out of ExaBGP's configuration before it reconnects
         elif isinstance(event, msg.OpenEvent):
             s.router_id = event.router_id
             s.peer_restart_time = event.graceful_restart

@@ -57,7 +57,9 @@ class ExaBGPProcess:
         self.config_path = work_dir / "exabgp.conf"
         self.socket_path = work_dir / "exabgp-api.sock"
         self.log_path = work_dir / "exabgp.log"
-        self._exabgp = exabgp_bin or str(Path(sys.executable).with_name("exabgp"))
+        # Default: ExaBGP through bgpd.exabgp.launch (explicit teardowns send their NOTIFICATION);
+        # an explicit executable runs as it is.
+        self._exabgp: tuple[str, ...] = (exabgp_bin,) if exabgp_bin else (sys.executable, "-m", "bgpd.exabgp.launch")
         self._netns = netns
         self._on_line = on_line
         self._on_connected = on_connected
@@ -197,7 +199,7 @@ class ExaBGPProcess:
         out = open(self.log_path, "ab")
         try:
             proc = subprocess.Popen(
-                [self._exabgp, str(self.config_path)], env=env, stdin=subprocess.DEVNULL,
+                [*self._exabgp, str(self.config_path)], env=env, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, cwd=str(self.work_dir),
                 preexec_fn=_enter_netns(self._netns) if self._netns else None,
                 start_new_session=True)

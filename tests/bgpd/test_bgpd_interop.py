@@ -46,6 +46,7 @@ frr defaults traditional
 hostname router
 router bgp {router_as}
  bgp router-id {router}
+ bgp log-neighbor-changes
  no bgp ebgp-requires-policy
  no bgp network import-check
  neighbor {node} remote-as {OUR_AS}

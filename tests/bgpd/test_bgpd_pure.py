@@ -309,3 +309,32 @@ def test_api_lines_roundtrip() -> None:
     assert messages.parse_line("done") == messages.Ack(True)
     with pytest.raises(messages.MessageError, match="ExaBGP API line"):
         messages.parse_line("{not json")
+
+
+def test_explicit_cease_teardown_drops_graceful_restart_for_that_session_only() -> None:
+    from bgpd.exabgp.launch import cease_with_notification
+
+    class FakePeer:
+        def __init__(self) -> None:
+            self.neighbor = {"capability": {"graceful-restart": 120, "route-refresh": True}}
+            self.calls: list[tuple[int, bool]] = []
+
+        def teardown(self, code: int, restart: bool = True) -> None:
+            self.calls.append((code, restart))
+
+    wrapped = cease_with_notification(FakePeer.teardown)
+    reset, maxpfx = FakePeer(), FakePeer()
+    shared = maxpfx.neighbor["capability"]
+    wrapped(reset, 3)
+    wrapped(maxpfx, 1)
+    assert reset.neighbor["capability"]["graceful-restart"] == 120 and reset.calls == [(3, True)]
+    assert maxpfx.neighbor["capability"] == {"graceful-restart": False, "route-refresh": True}
+    assert maxpfx.calls == [(1, True)]
+    assert shared["graceful-restart"] == 120      # the dict was replaced, never mutated
+
+
+def test_negative_hold_down_is_refused() -> None:
+    from calyx.config import ConfigError, load_config
+    from bgpd.daemon import BgpdConfig
+    with pytest.raises(ConfigError, match="max_prefix_hold_down: -1.0"):
+        load_config(BgpdConfig, ["--max-prefix-hold-down", "-1"], prog="bgpd", description="")
