@@ -3,16 +3,14 @@
 A block is claimed by creating the ``IPAMBlock`` object whose name is derived from its CIDR
 (:func:`calyx.model.block_name`) with ``spec.affinity: host:<node>``. The API server makes the
 create atomic: when two nodes race for the same block, one gets 201 and the other 409 and moves
-on to the next free block. Blocks of a deleted Node are released (their objects deleted) by
-:func:`collect_garbage`, but only once no Pod is bound to that node any more.
+on to the next free block. Blocks of a deleted Node are released by :mod:`calyx.cni.gc`.
 
-The candidate calculation (:func:`candidate_blocks`) is pure; :class:`BlockClaimer` and
-:func:`collect_garbage` do the API I/O through the official ``kubernetes`` client.
+The candidate calculation (:func:`candidate_blocks`) is pure; :class:`Api` and
+:class:`BlockClaimer` do the API I/O through the official ``kubernetes`` client.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from ipaddress import IPv4Network
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -118,9 +116,8 @@ class Api:
     def read_block(self, name: str) -> dict[str, Any]:
         return self._custom.get_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name)
 
-    def delete_block(self, name: str, uid: str | None) -> None:
-        body = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid)) if uid else None
-        self._custom.delete_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name, body=body)
+    def delete_block(self, name: str, options: k8s.V1DeleteOptions | None = None) -> None:
+        self._custom.delete_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name, body=options)
 
 
 def parse_valid(items: Iterable[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], Any]) -> dict[str, Any]:
@@ -226,56 +223,3 @@ class BlockClaimer:
         except API_FAILURES as exc:
             raise _api_error(f"reading IPAMBlock {name!r}", exc) from None
         return existing.node == self.node and existing.cidr == cidr
-
-
-# --- garbage collection --------------------------------------------------------------------
-
-def _age_seconds(raw: Mapping[str, Any], now: datetime) -> float | None:
-    stamp = raw.get("metadata", {}).get("creationTimestamp")
-    if not stamp:
-        return None
-    try:
-        created = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (now - created).total_seconds()
-
-
-def collect_garbage(api: Api, *, min_age_s: float = 60.0, now: datetime | None = None) -> list[str]:
-    """Release (delete) the blocks whose node no longer exists and has no Pod left bound to it.
-
-    Blocks younger than ``min_age_s`` are kept, so a node that claims a block just before its
-    Node object is registered does not lose it. Returns the names of the released blocks.
-    """
-    now = now or datetime.now(timezone.utc)
-    nodes = {raw.get("metadata", {}).get("name") for raw in api.list_nodes()}
-    released: list[str] = []
-    pods_left: dict[str, int] = {}
-    for raw in api.list_custom(IPAMBLOCK_PLURAL):
-        meta = raw.get("metadata", {})
-        try:
-            block = model.parse_ipam_block(raw)
-        except model.ValidationError as exc:
-            log.warning("ignoring invalid block", error=str(exc))
-            continue
-        if block.node in nodes:
-            continue
-        age = _age_seconds(raw, now)
-        if age is not None and age < min_age_s:
-            continue
-        owner = block.node or ""
-        if owner and owner not in pods_left:
-            pods_left[owner] = len(api.list_pods_on(owner))
-        if pods_left.get(owner, 0):
-            log.info("keeping block of deleted node until its pods are gone",
-                     block=str(block.cidr), node=owner, pods=pods_left[owner])
-            continue
-        try:
-            api.delete_block(meta.get("name", block.name), meta.get("uid"))
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                raise
-            continue
-        log.info("released block of deleted node", block=str(block.cidr), node=owner)
-        released.append(meta.get("name", block.name))
-    return released

@@ -16,6 +16,7 @@ SPEC_VERSION = "1.0.0"
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
 DEFAULT_RUN_DIR = naming.DEFAULT_RUN_DIR
 DEFAULT_MTU = 1500
+MAX_CACHE_TTL_S = 60.0                 # the block garbage collector's node grace must stay above it
 PLUGIN_TYPE = "calyx"
 
 # Error codes from the specification, and Calyx's own (100 and above).
@@ -62,6 +63,7 @@ class NetConf:
     run_dir: str
     mtu: int | None                       # None: read $run_dir/mtu (felix writes it), else 1500
     prev_result: Mapping[str, Any] | None = None
+    ipam_cache_ttl: float | None = None   # None: the IPAM default (ipam.CACHE_TTL_S)
 
 
 @dataclass(frozen=True)
@@ -164,11 +166,16 @@ def parse_netconf(stdin: str, env: Mapping[str, str], *, require_node: bool = Tr
     mtu = raw.get("mtu")
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535):
         raise CniError(ERR_INVALID_CONFIG, f"network configuration: mtu: {mtu!r}: must be an integer in 68..65535")
+    ttl = raw.get("ipam_cache_ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 <= ttl <= MAX_CACHE_TTL_S):
+        raise CniError(ERR_INVALID_CONFIG, f"network configuration: ipam_cache_ttl: {ttl!r}: must be a number of "
+                                           f"seconds in 0..{MAX_CACHE_TTL_S:g} (0: always ask the API)")
     prev = raw.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise CniError(ERR_INVALID_CONFIG, f"network configuration: prevResult: {prev!r}: must be an object")
     return NetConf(cni_version=version, name=name, kubeconfig=kubeconfig, nodename=nodename,
-                   run_dir=run_dir, mtu=mtu, prev_result=prev)
+                   run_dir=run_dir, mtu=mtu, prev_result=prev,
+                   ipam_cache_ttl=None if ttl is None else float(ttl))
 
 
 def parse_mtu_file(text: str, path: str) -> int:

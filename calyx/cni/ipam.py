@@ -6,8 +6,20 @@ The state lives on the node under ``$run_dir/ipam/``: ``state.json`` (container 
 and a crash at any instant leaves either the old or the new state, never a torn file.
 
 The node's CIDRs themselves (``spec.podCIDRs`` or claimed IPAM blocks) come from a
-:class:`CidrSource`; when every CIDR is full the source is asked to claim another one.
+:class:`CidrSource` (the API); when every CIDR is full the source is asked to claim another one.
 The first address of every CIDR is kept for the node's tunnel device and never given to a pod.
+
+The CIDRs the API last confirmed are cached in ``state.json`` with the time of that
+confirmation (``CLOCK_BOOTTIME``, shared by every process on the node). While the confirmation
+is younger than the cache TTL, ADD allocates from the cached CIDRs without talking to the API
+(without even importing the Kubernetes client): that is the common, cheap ADD. Only an empty,
+stale or full cache takes the slow path, which asks the API again (and claims a block when
+needed), still under the node lock so that one invocation does it while the others wait and
+then find a fresh cache. Why a cached block cannot have been released meanwhile: the garbage
+collector releases a node's blocks only after it has seen the Node object absent for longer
+than the TTL (``blocks.NODE_GRACE_S`` > ``CACHE_TTL_S``), so every confirmation that still
+covers "now" was made while the Node existed and the block was still affine to it; a
+confirmation made later finds the block gone and drops it.
 """
 from __future__ import annotations
 
@@ -21,12 +33,14 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from calyx import naming
-from calyx.cni.config import ERR_INVALID_CONFIG, ERR_IO, ERR_TRY_AGAIN_LATER, CniError
+from calyx.cni.config import ERR_INVALID_CONFIG, ERR_IO, ERR_TRY_AGAIN_LATER, MAX_CACHE_TTL_S, CniError
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)            # version 1 had no CIDR cache: it reads as an empty cache
+CACHE_TTL_S = MAX_CACHE_TTL_S         # how long the API's word on the node's CIDRs is trusted
 LOCK_TIMEOUT_S = 90.0
 LOCK_POLL_MIN_S = 0.002
 LOCK_POLL_MAX_S = 0.05
@@ -61,11 +75,28 @@ class Allocation:
             raise CniError(ERR_IO, f"{path}: allocation {raw!r}: unreadable ({exc})") from None
 
 
+def clock_now() -> float:
+    """Seconds since boot, suspend included: one clock for every process of this node, and a
+    reboot (which forgets every cached fact's age) can only make a cached time look newer than
+    now, which :meth:`State.cache_is_fresh` treats as stale."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 @dataclass(frozen=True)
 class State:
-    """The node's address assignments (immutable; every change makes a new State)."""
+    """The node's address assignments and cached CIDRs (immutable; every change makes a new State)."""
 
     allocations: tuple[Allocation, ...] = ()
+    cidrs: tuple[IPv4Network, ...] = ()          # the node's CIDRs as the API last confirmed them
+    confirmed_at: float | None = None            # clock_now() of that confirmation
+
+    def cache_is_fresh(self, now: float, ttl: float) -> bool:
+        """True when the cached CIDRs may be used without asking the API."""
+        return (bool(self.cidrs) and self.confirmed_at is not None
+                and 0.0 <= now - self.confirmed_at < ttl)
+
+    def with_cidrs(self, cidrs: Sequence[IPv4Network], confirmed_at: float) -> "State":
+        return replace(self, cidrs=tuple(cidrs), confirmed_at=confirmed_at)
 
     def find(self, container_id: str, ifname: str) -> Allocation | None:
         return next((a for a in self.allocations if a.key == (container_id, ifname)), None)
@@ -83,7 +114,8 @@ class State:
         return replace(self, allocations=tuple(a for a in self.allocations if a.key != (container_id, ifname)))
 
     def to_json(self) -> str:
-        return json.dumps({"version": STATE_VERSION,
+        return json.dumps({"version": STATE_VERSION, "cidrs": [str(c) for c in self.cidrs],
+                           "confirmedAt": self.confirmed_at,
                            "allocations": [a.to_json() for a in self.allocations]}, indent=1, sort_keys=True)
 
     @classmethod
@@ -94,10 +126,17 @@ class State:
             raw = json.loads(text)
         except ValueError as exc:
             raise CniError(ERR_IO, f"{path}: corrupt IPAM state ({exc}); inspect it before removing") from None
-        if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
+        if not isinstance(raw, dict) or raw.get("version") not in READABLE_VERSIONS:
             raise CniError(ERR_IO, f"{path}: version: {raw.get('version') if isinstance(raw, dict) else raw!r}: "
                                    f"unknown IPAM state format (want {STATE_VERSION})")
-        return cls(allocations=tuple(Allocation.from_json(a, path) for a in raw.get("allocations", [])))
+        try:
+            cidrs = tuple(IPv4Network(c) for c in raw.get("cidrs") or ())
+            confirmed = raw.get("confirmedAt")
+            confirmed_at = None if confirmed is None else float(confirmed)
+        except (TypeError, ValueError) as exc:
+            raise CniError(ERR_IO, f"{path}: cidrs/confirmedAt: unreadable ({exc}); inspect it before removing") from None
+        return cls(allocations=tuple(Allocation.from_json(a, path) for a in raw.get("allocations", [])),
+                   cidrs=cidrs, confirmed_at=confirmed_at)
 
 
 def reserved_address(cidr: IPv4Network) -> IPv4Address:
@@ -192,25 +231,36 @@ class AddressStore:
             raise CniError(ERR_IO, f"{self.state_path}: cannot write IPAM state: {exc.strerror}") from None
 
 
-def assign(store: AddressStore, cidrs: CidrSource, *, container_id: str, ifname: str,
-           namespace: str, pod: str, host_ifname: str) -> Allocation:
+def assign(store: AddressStore, connect: Callable[[], CidrSource], *, container_id: str, ifname: str,
+           namespace: str, pod: str, host_ifname: str, cache_ttl: float = CACHE_TTL_S,
+           now: Callable[[], float] = clock_now) -> Allocation:
     """Give the pod interface an address, or return the one it already holds (ADD retried).
 
-    Must be called with the store's lock held.
+    Allocates from the cached CIDRs while they are fresh; otherwise (or when they are full)
+    calls ``connect()`` for the API-backed source, asks it for the node's CIDRs (claiming
+    another block when those are full too) and refreshes the cache. Must be called with the
+    store's lock held.
     """
     state = store.read()
     existing = state.find(container_id, ifname)
     if existing is not None:
         return existing
     used = state.used()
-    node_cidrs = cidrs.current()
-    address = pick_address(node_cidrs, used | {reserved_address(c) for c in node_cidrs})
-    while address is None:
-        more = cidrs.claim_more()
-        if more in node_cidrs:
-            raise CniError(ERR_INVALID_CONFIG, f"IPAM: block {more} claimed twice for this node")
-        node_cidrs = node_cidrs + (more,)
-        address = pick_address((more,), used | {reserved_address(more)})
+    address = None
+    if state.cache_is_fresh(now(), cache_ttl):
+        address = pick_address(state.cidrs, used | {reserved_address(c) for c in state.cidrs})
+    if address is None:
+        asked_at = now()        # before the API is read: the cache's age errs on the safe side
+        source = connect()
+        node_cidrs = source.current()
+        address = pick_address(node_cidrs, used | {reserved_address(c) for c in node_cidrs})
+        while address is None:
+            more = source.claim_more()
+            if more in node_cidrs:
+                raise CniError(ERR_INVALID_CONFIG, f"IPAM: block {more} claimed twice for this node")
+            node_cidrs = node_cidrs + (more,)
+            address = pick_address((more,), used | {reserved_address(more)})
+        state = state.with_cidrs(node_cidrs, asked_at)
     alloc = Allocation(address=address, container_id=container_id, ifname=ifname,
                        namespace=namespace, pod=pod, host_ifname=host_ifname)
     store.write(state.with_allocation(alloc))

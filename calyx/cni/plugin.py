@@ -1,6 +1,7 @@
 """``calyx-cni``: the CNI plugin entry point (ADD, DEL, CHECK, VERSION), plus two operator
 subcommands: ``calyx-cni install`` (the chart's init container: binary + conflist + kubeconfig)
-and ``calyx-cni gc`` (releases the IPAM blocks of deleted nodes).
+and ``calyx-cni gc`` (one garbage-collection run over the IPAM blocks of deleted nodes; felix
+runs the same collection periodically, see :mod:`calyx.cni.gc`).
 
 Wiring only: request parsing lives in :mod:`calyx.cni.config`, addresses in
 :mod:`calyx.cni.ipam`, cluster blocks in :mod:`calyx.cni.blocks`, netlink in
@@ -42,8 +43,10 @@ def pod_mtu(conf: NetConf) -> int:
 
 
 def _claimer(conf: NetConf) -> ipam.CidrSource:
-    # The kubernetes client is imported only where the API is needed (ADD): DEL, CHECK and
-    # VERSION stay light, which matters when the runtime tears down many pods at once.
+    # The kubernetes client is imported only on IPAM's slow path (no fresh cached CIDR has a
+    # free address): the common ADD, and DEL, CHECK and VERSION, never load it, which matters
+    # when the runtime starts or tears down many pods at once.
+    log.info("IPAM: no fresh cached CIDR has a free address; asking the API", node=conf.nodename)
     from calyx.cni import blocks
     from calyx.kube import client as kube_client
     try:
@@ -60,10 +63,10 @@ def cmd_add(conf: NetConf, env: CniEnv) -> dict:
     host_ifname = naming.cali_interface_name(namespace, pod)
     mtu = pod_mtu(conf)
     store = ipam.AddressStore(conf.run_dir)
-    claimer = _claimer(conf)
+    ttl = ipam.CACHE_TTL_S if conf.ipam_cache_ttl is None else conf.ipam_cache_ttl
     with store.locked():
-        alloc = ipam.assign(store, claimer, container_id=env.container_id, ifname=env.ifname,
-                            namespace=namespace, pod=pod, host_ifname=host_ifname)
+        alloc = ipam.assign(store, lambda: _claimer(conf), container_id=env.container_id, ifname=env.ifname,
+                            namespace=namespace, pod=pod, host_ifname=host_ifname, cache_ttl=ttl)
     try:
         macs = netsetup.setup(netsetup.PodLink(host_ifname=host_ifname, pod_ifname=env.ifname,
                                                netns=env.netns, address=alloc.address, mtu=mtu))
@@ -144,24 +147,25 @@ def run_cni(environ: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
 
 
 def _gc_main(args: argparse.Namespace) -> int:
-    from calyx.cni import blocks
+    from calyx.cni import blocks, gc
     from calyx.kube import client as kube_client
     try:
         api = blocks.Api(kube_client.load(args.kubeconfig or os.environ.get("KUBECONFIG")))
     except kube_client.ClientConfigError as exc:
         print(f"calyx-cni gc: {exc}", file=sys.stderr)
         return 2
-    while True:
-        try:
-            released = blocks.collect_garbage(api, min_age_s=args.min_age)
-            log.info("block garbage collection done", released=released)
-        except blocks.API_FAILURES as exc:
-            log.warning("block garbage collection failed; will retry", error=str(exc))
-            if args.interval <= 0:
-                return 1
-        if args.interval <= 0:
-            return 0
-        time.sleep(args.interval)
+    collector = gc.GarbageCollector(api, node_grace=args.node_grace)
+    try:
+        released = collector.pass_once()
+        if collector.pending():
+            # One run sees absence once; look again when the grace period is over.
+            time.sleep(args.node_grace)
+            released += collector.pass_once()
+    except blocks.API_FAILURES as exc:
+        log.warning("block garbage collection failed", error=str(exc))
+        return 1
+    log.info("block garbage collection done", released=released)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,9 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     gc = sub.add_parser("gc", help="release the IPAM blocks of deleted nodes once their pods are gone")
     gc.add_argument("--kubeconfig", default=None, help="kubeconfig (default: KUBECONFIG, else in-cluster)")
-    gc.add_argument("--interval", type=float, default=0.0, help="repeat every N seconds (default: run once)")
-    gc.add_argument("--min-age", type=float, default=60.0,
-                    help="keep blocks younger than N seconds (a node may claim before registering)")
+    gc.add_argument("--node-grace", type=float, default=120.0,
+                    help="release a node's blocks only after its Node has been absent this long (must "
+                         "exceed the plugin's ipam_cache_ttl, 60 s by default; a single run waits for it)")
     install.add_arguments(sub.add_parser("install", help="install the plugin and its conflist on this host "
                                                          "(the chart's init container runs it)"))
     args = parser.parse_args(argv)

@@ -64,10 +64,16 @@ def test_block_object_is_named_after_its_cidr_and_parses_back():
 
 
 class FixedCidrs:
-    """A node with fixed CIDRs and no pool to claim from (spec.podCIDRs-like)."""
+    """A node with fixed CIDRs and no pool to claim from (spec.podCIDRs-like). Calling it is
+    ``connect`` (counted: how often IPAM took the slow path)."""
 
     def __init__(self, *cidrs: str):
         self.cidrs = tuple(IPv4Network(c) for c in cidrs)
+        self.connects = 0
+
+    def __call__(self):
+        self.connects += 1
+        return self
 
     def current(self):
         return self.cidrs
@@ -105,6 +111,7 @@ def test_store_is_race_free_across_processes_and_state_survives(tmp_path):
         released = ipam.release(store, container_id="c7", ifname="eth0")
         assert released is not None and released.pod == "p7"
         assert ipam.release(store, container_id="c7", ifname="eth0") is None
+    assert store.read().cidrs == (IPv4Network("10.5.0.0/23"),)    # cached for the next ADDs
     with store.locked():
         with pytest.raises(CniError) as full:
             for i in range(400, 530):
@@ -127,7 +134,8 @@ def test_corrupt_state_is_refused_not_overwritten(tmp_path):
 
 def test_install_writes_wrapper_conflist_and_kubeconfig(tmp_path):
     args = Namespace(bin_dir=str(tmp_path / "bin"), conf_dir=str(tmp_path / "net.d"), conf_name=None,
-                     nodename=None, kubeconfig="/etc/cni/net.d/kc", run_dir=None, mtu=1440, python="/usr/bin/python3")
+                     nodename=None, kubeconfig="/etc/cni/net.d/kc", run_dir=None, mtu=1440, python="/usr/bin/python3",
+                     plugin_dir=None)
     assert install.run(args, {"NODENAME": "w3", "CALYX_RUN_DIR": "/var/run/calyx"}) == 0
     wrapper = tmp_path / "bin" / "calyx"
     assert os.access(wrapper, os.X_OK) and "/usr/bin/python3 -m calyx.cni.plugin" in wrapper.read_text()
@@ -138,3 +146,71 @@ def test_install_writes_wrapper_conflist_and_kubeconfig(tmp_path):
     args.nodename, args.kubeconfig = None, None
     assert install.run(args, {}) == 2                                   # no node name
     assert install.run(args, {"NODENAME": "w3"}) == 2                   # not in a pod, no kubeconfig
+
+
+class Clock:
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _add(store, connect, i: int, clock, ttl: float = 60.0):
+    with store.locked():
+        return ipam.assign(store, connect, container_id=f"c{i}", ifname="eth0", namespace="ns", pod=f"p{i}",
+                           host_ifname=f"cali{i}", cache_ttl=ttl, now=clock).address
+
+
+def test_fresh_cache_serves_adds_without_the_api_and_stale_or_full_cache_asks_again(tmp_path):
+    store, clock = ipam.AddressStore(str(tmp_path)), Clock(1000.0)
+    api = FixedCidrs("10.6.0.0/30")
+    assert _add(store, api, 0, clock) == IPv4Address("10.6.0.1") and api.connects == 1
+    assert store.read().confirmed_at == 1000.0
+    clock.t = 1059.0
+    assert _add(store, api, 1, clock) == IPv4Address("10.6.0.2") and api.connects == 1    # from the cache
+    clock.t = 1060.0                                                                      # TTL reached
+    assert _add(store, api, 2, clock) == IPv4Address("10.6.0.3") and api.connects == 2
+    assert store.read().confirmed_at == 1060.0
+    # The cached CIDR is full: the slow path runs and the API's answer replaces the cache.
+    api.cidrs = (IPv4Network("10.6.0.0/30"), IPv4Network("10.6.1.0/30"))
+    assert _add(store, api, 3, clock) == IPv4Address("10.6.1.1") and api.connects == 3
+    assert store.read().cidrs == api.cidrs
+    # A CIDR the API no longer confirms (its block released) is never used again.
+    with store.locked():
+        ipam.release(store, container_id="c0", ifname="eth0")
+    api.cidrs = (IPv4Network("10.6.1.0/30"),)
+    clock.t = 2000.0
+    assert _add(store, api, 4, clock) == IPv4Address("10.6.1.2") and api.connects == 4
+    assert store.read().cidrs == (IPv4Network("10.6.1.0/30"),)
+    # A confirmation from the future (boot clock reset, run dir kept) is stale; TTL 0 disables the cache.
+    clock.t = 10.0
+    assert _add(store, api, 5, clock) == IPv4Address("10.6.1.3") and api.connects == 5
+    with store.locked(), pytest.raises(CniError) as full:
+        ipam.assign(store, api, container_id="c6", ifname="eth0", namespace="ns", pod="p6", host_ifname="x",
+                    cache_ttl=0.0, now=clock)
+    assert full.value.code == 100 and api.connects == 6
+
+
+def test_state_of_the_previous_format_reads_as_an_empty_cache(tmp_path):
+    store = ipam.AddressStore(str(tmp_path))
+    os.makedirs(store.dir)
+    with open(store.state_path, "w") as f:
+        json.dump({"version": 1, "allocations": [{"address": "10.7.0.1", "containerID": "c", "ifname": "eth0",
+                                                   "namespace": "ns", "pod": "p", "hostInterface": "calix"}]}, f)
+    state = store.read()
+    assert state.cidrs == () and not state.cache_is_fresh(ipam.clock_now(), 60.0)
+    assert state.allocations[0].address == IPv4Address("10.7.0.1")
+    api = FixedCidrs("10.7.0.0/29")
+    assert _add(store, api, 1, ipam.clock_now) == IPv4Address("10.7.0.2") and api.connects == 1
+    assert json.loads(open(store.state_path).read())["version"] == 2
+
+
+def test_cache_ttl_in_the_network_configuration_is_bounded():
+    conf = parse_netconf(json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "calyx", "ipam_cache_ttl": 5}),
+                         {"NODENAME": "w1"})
+    assert conf.ipam_cache_ttl == 5.0
+    with pytest.raises(CniError, match="ipam_cache_ttl: 600: must be a number of seconds in 0..60") as err:
+        parse_netconf(json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "calyx", "ipam_cache_ttl": 600}),
+                      {"NODENAME": "w1"})
+    assert err.value.code == 4
