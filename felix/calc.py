@@ -12,13 +12,12 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import AbstractSet, Mapping
 
 from calyx import model
-from calyx.naming import FELIX_ROUTE_PROTOCOL, cali_interface_name, is_cali_interface
+from calyx.naming import BGPD_ROUTE_PROTOCOL, FELIX_ROUTE_PROTOCOL, cali_interface_name, is_cali_interface
 from calyx.route import MAIN_TABLE, Route
 
 IPIP_OVERHEAD = 20
 TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
 KERNEL_PROTOCOL = 2          # RTPROT_KERNEL: routes the kernel derives from addresses
-BGP_PROTOCOL = 186
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ def adoptable(route: Route) -> bool:
     if owned_by_felix(route):
         return True
     return (route.dev is not None and is_cali_interface(route.dev) and route.kind == "unicast"
-            and route.proto not in (KERNEL_PROTOCOL, BGP_PROTOCOL))
+            and route.proto not in (KERNEL_PROTOCOL, BGPD_ROUTE_PROTOCOL))
 
 
 @dataclass(frozen=True)
