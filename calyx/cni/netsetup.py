@@ -128,15 +128,27 @@ def setup(link: PodLink) -> Macs:
     return Macs(host=host_mac, pod=pod_mac)
 
 
-def teardown(host_ifname: str | None, netns: str, pod_ifname: str) -> None:
-    """Remove the veth pair (the host route goes with it). Anything already gone is fine."""
+def host_link_index(host_ifname: str) -> int | None:
+    """The index of the host-side veth now (None when there is none)."""
+    with IPRoute() as host:
+        return _index(host, host_ifname)
+
+
+def teardown(host_index: int | None, netns: str, pod_ifname: str) -> None:
+    """Remove the veth pair (the host route goes with it). Anything already gone is fine.
+
+    The host side is named by index, looked up while the IPAM lock was held: if the pod's next
+    sandbox has replaced the veth since, its new link has another index and is left alone.
+    """
     try:
-        with IPRoute() as host:
-            if host_ifname:
-                idx = _index(host, host_ifname)
-                if idx is not None:
-                    host.link("del", index=idx)
+        if host_index is not None:
+            with IPRoute() as host:
+                try:
+                    host.link("del", index=host_index)
                     return
+                except NetlinkError as exc:
+                    if exc.code != 19:   # ENODEV: gone (or replaced) meanwhile
+                        raise
         if _netns_exists(netns):
             with _pod_ns(netns) as pod:
                 idx = _index(pod, pod_ifname)
@@ -144,7 +156,7 @@ def teardown(host_ifname: str | None, netns: str, pod_ifname: str) -> None:
                     pod.link("del", index=idx)
     except NetlinkError as exc:
         if exc.code != 19:   # ENODEV: removed concurrently
-            raise CniError(ERR_NETLINK, f"removing veth {host_ifname} / {pod_ifname} in {netns}: {exc}") from None
+            raise CniError(ERR_NETLINK, f"removing veth #{host_index} / {pod_ifname} in {netns}: {exc}") from None
 
 
 def check(link: PodLink) -> None:

@@ -96,8 +96,11 @@ def cmd_del(conf: NetConf, env: CniEnv) -> None:
         holders = state.find_by_host_ifname(host_ifname) if host_ifname else []
         if holders and holders[-1].key != (env.container_id, env.ifname):
             host_ifname = None
-        netsetup.teardown(host_ifname, env.netns, env.ifname)
+        host_index = netsetup.host_link_index(host_ifname) if host_ifname else None
         ipam.release(store, container_id=env.container_id, ifname=env.ifname)
+    # Outside the lock: removing a veth waits for the kernel (RCU), and many DELs overlap those
+    # waits. The address may be handed out meanwhile: the new pod's route replaces this one.
+    netsetup.teardown(host_index, env.netns, env.ifname)
     log.info("pod deleted", container=env.container_id, address=str(alloc.address) if alloc else None)
 
 

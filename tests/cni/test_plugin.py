@@ -202,12 +202,20 @@ def test_node_pod_cidrs_are_used_when_the_cluster_allocates_them(cluster):
     assert cluster.blocks() == []
 
 
-def test_api_unreachable_is_try_again_later_and_del_still_works(cluster):
+def test_api_unreachable_is_try_again_later_unless_cached_and_del_still_works(cluster):
     cluster.create_pool("pool-a", "10.84.0.0/24")
     ns1, r1 = cluster.add_pod("default", "p1", "c1")
     assert r1.returncode == 0
     cluster.server.stop()
+    # The node's block was confirmed moments ago: ADD needs no API.
+    ns3 = cluster.namespaces.add("cached")
+    r3 = cluster.plugin(cluster.env("ADD", "c3", Namespaces.path(ns3), ("default", "p3")))
+    assert r3.returncode == 0 and r3.json["ips"][0]["address"] == "10.84.0.2/32", r3.stdout + r3.stderr
+    assert "asking the API" not in r3.stderr
+    # Without a fresh cache it must ask the API, which is down: try again later.
     ns2 = cluster.namespaces.add("down")
-    _error(cluster.plugin(cluster.env("ADD", "c2", Namespaces.path(ns2), ("default", "p2"))), 11)
+    msg = _error(cluster.plugin(cluster.env("ADD", "c2", Namespaces.path(ns2), ("default", "p2")),
+                                cluster.netconf(ipam_cache_ttl=0)), 11)
+    assert "unreachable" in msg
     assert cluster.plugin(cluster.env("DEL", "c1", Namespaces.path(ns1), ("default", "p1"))).returncode == 0
     assert "eth0" not in sh("ip", "link", netns=ns1).stdout
