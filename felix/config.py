@@ -19,6 +19,21 @@ class FelixConfig(DaemonConfig):
         help="second port serving /metrics (on the health host); empty: only the health port")
     debounce: float = setting(
         0.05, env="FELIX_DEBOUNCE", help="seconds to gather a burst of changes before reconciling")
+    cni_kubeconfig: str | None = setting(
+        None, env="CALYX_CNI_KUBECONFIG",
+        help="the CNI plugin's kubeconfig (as felix sees it) to keep the service-account token fresh in; "
+             "unset: not refreshed")
+    cni_token_dir: str = setting(
+        "/var/run/secrets/kubernetes.io/serviceaccount", env="CALYX_CNI_TOKEN_DIR",
+        help="directory of the projected service-account token and ca.crt copied into the CNI kubeconfig")
+    ipam_gc_interval: float = setting(
+        60.0, env="FELIX_IPAMGCINTERVAL",
+        help="seconds between IPAM block garbage-collection passes (run by the node with the smallest "
+             "name only); 0: never")
+    ipam_gc_node_grace: float = setting(
+        120.0, env="FELIX_IPAMGCNODEGRACE",
+        help="seconds a Node must have been gone before its blocks are released (above the CNI plugin's "
+             "60 s cache TTL)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -29,5 +44,8 @@ class FelixConfig(DaemonConfig):
             raise ConfigError(f"config field mtu: {self.mtu!r}: must be between 576 and 65535")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"config field metrics_port: {self.metrics_port!r}: not a TCP port (0-65535)")
+        if self.ipam_gc_interval < 0 or self.ipam_gc_node_grace < 0:
+            raise ConfigError(f"config field ipam_gc_interval/ipam_gc_node_grace: {self.ipam_gc_interval!r}/"
+                              f"{self.ipam_gc_node_grace!r}: must not be negative")
         if not 0 <= self.debounce <= 5:
             raise ConfigError(f"config field debounce: {self.debounce!r}: must be between 0 and 5 seconds")

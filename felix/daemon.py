@@ -8,6 +8,10 @@ netlink events in between), and only differences are written. Nothing is program
 every watched resource has been listed once, and while the API is unreachable the datastore
 keeps its last contents, so the dataplane stays as it is. On stop felix leaves the dataplane
 untouched.
+
+Two background chores for the CNI plugin run beside the loop when configured: keeping its
+kubeconfig's token fresh (``cni_kubeconfig``) and IPAM block garbage collection
+(``ipam_gc_interval``; see :mod:`calyx.cni.gc`).
 """
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ import kubernetes.client
 from prometheus_client import CollectorRegistry
 
 from calyx import model
+from calyx.cni import blocks as cni_blocks
+from calyx.cni import gc as cni_gc
+from calyx.cni import token as cni_token
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.datastore import Datastore, WatchSpec
@@ -134,6 +141,7 @@ class Felix:
         monitors = [LinkMonitor(self._on_link), RouteMonitor(self._on_route)]
         watcher = threading.Thread(target=self._watch_datastore, args=(datastore, stop), name="datastore-watch",
                                    daemon=True)
+        chores = self._cni_chores(stop)
         self._log.info("felix starting", node=cfg.nodename, route_refresh_interval=cfg.route_refresh_interval,
                        mtu_override=cfg.mtu, run_dir=str(cfg.run_dir))
         try:
@@ -143,6 +151,8 @@ class Felix:
                 monitor.start()
             datastore.start()
             watcher.start()
+            for chore in chores:
+                chore.start()
             tunnel.probe()
             while not stop.is_set() and not datastore.wait_synced(timeout=1.0):
                 self._heartbeat.tick()
@@ -204,6 +214,18 @@ class Felix:
             if self._wake.wait(timeout) and not stop.is_set():
                 stop.wait(cfg.debounce)     # let the rest of a burst arrive
             self._wake.clear()
+
+    def _cni_chores(self, stop: threading.Event) -> list[threading.Thread]:
+        cfg = self.config
+        chores = []
+        if cfg.cni_kubeconfig:
+            refresher = cni_token.KubeconfigRefresher(cfg.cni_kubeconfig, service_account_dir=cfg.cni_token_dir)
+            chores.append(threading.Thread(target=refresher.run, args=(stop,), name="cni-token", daemon=True))
+        if cfg.ipam_gc_interval > 0:
+            collector = cni_gc.GarbageCollector(cni_blocks.Api(self._api), node_grace=cfg.ipam_gc_node_grace)
+            chores.append(threading.Thread(target=collector.run, args=(stop, cfg.nodename, cfg.ipam_gc_interval),
+                                           name="ipam-gc", daemon=True))
+        return chores
 
     def _drain(self) -> list:
         drained = []
