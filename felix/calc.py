@@ -96,7 +96,7 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
 
     node = snapshot.nodes.get(facts.node_name)
     tunnel = TunnelSpec(False, reason=f"node {facts.node_name} unknown")
-    ipip = False
+    ipip = False   # an IPIP pool selects this node: pods get the tunnel's MTU from their start
     if node is not None:
         for cidr in model.node_pod_cidrs(node, snapshot.blocks):
             if cidr in routes:
@@ -107,13 +107,13 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
         wanting = [p.name for p in model.pools_for_node(snapshot.ippools, node)
                    if p.ipip_mode in (model.EncapMode.ALWAYS, model.EncapMode.CROSS_SUBNET)]
         address = model.node_tunnel_address(node, snapshot.blocks)
+        ipip = bool(wanting)
         if not wanting:
             tunnel = TunnelSpec(False, reason="no enabled pool selecting this node uses IPIP")
         elif address is None:
             tunnel = TunnelSpec(False, reason=f"IPIP pool(s) {', '.join(wanting)} but node "
                                               f"{facts.node_name} has no pod CIDR for a tunnel address")
         else:
-            ipip = True
             tunnel = TunnelSpec(True, address=address,
                                 mtu=facts.mtu_override or facts.underlay_mtu - IPIP_OVERHEAD,
                                 reason=f"IPIP pool(s) {', '.join(wanting)}")

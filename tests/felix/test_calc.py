@@ -100,6 +100,14 @@ def test_tunnel_follows_the_pools_that_select_this_node() -> None:
     assert override.tunnel.mtu == 1400 and override.pod_mtu == 1400
 
 
+def test_pod_mtu_leaves_room_for_ipip_before_the_node_has_a_block() -> None:
+    """The node's first pod is created before its first block exists (the CNI claims it for
+    that pod), so the tunnel has no address yet; that pod must still get the tunnel's MTU."""
+    desired = desired_dataplane(snapshot(node=model.NodeInfo(NODE)), LocalFacts(NODE, underlay_mtu=1500))
+    assert not desired.tunnel.enabled
+    assert desired.pod_mtu == 1480
+
+
 def test_unknown_own_node_means_no_blackholes_and_no_tunnel() -> None:
     desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5", node="ghost")]), LocalFacts("ghost"))
     assert set(desired.routes) == {IPv4Network("10.244.1.5/32")}
