@@ -22,7 +22,7 @@ from typing import Sequence
 from bench.cluster import Topology, build, node_block, start, wait_converged
 from bench.common import REPO, Report, parse_sizes, percentile, wait_until
 from bench.testbed import Node, Testbed, ip_batch
-from calyx.naming import cali_interface_name
+from calyx.naming import FELIX_ROUTE_PROTOCOL, cali_interface_name
 
 NAMESPACE = "default"
 
@@ -35,7 +35,10 @@ def prepare_pods(bed: Testbed, node: Node, count: int, block: str) -> list[tuple
     pods = [(f"pod-{i}", str(next(hosts))) for i in range(count)]
     ip_batch([f"link add {cali_interface_name(NAMESPACE, name)} up type veth peer name p{i} netns {pods_ns}"
               for i, (name, _) in enumerate(pods)], node.netns)
-    subprocess.run(["ip", "netns", "exec", node.netns, "sysctl", "-qw", "net.ipv4.conf.all.proxy_arp=1"], check=True)
+    # as the CNI plugin sets up each host-side veth: answer the pod's ARP for its gateway at once
+    subprocess.run(["ip", "netns", "exec", node.netns, "sysctl", "-qw", "net.ipv4.conf.all.proxy_arp=1"]
+                   + [f"net.ipv4.neigh.{cali_interface_name(NAMESPACE, name)}.proxy_delay=0" for name, _ in pods],
+                   check=True)
     cmds = []
     for i, (_, pod_ip) in enumerate(pods):
         cmds += [f"addr add {pod_ip}/32 dev p{i}", f"link set p{i} up"]
@@ -56,6 +59,8 @@ def measure(nodes: int, pod_count: int) -> list[float]:
         pods = prepare_pods(bed, a, pod_count, node_block(0))
         procs = start(bed, members, topo)
         wait_converged(members, procs, nodes - 1, 300)
+        # felix has done its first full sync everywhere once each node's block blackhole is in
+        wait_until(lambda: all(n.routes(FELIX_ROUTE_PROTOCOL) >= 1 for n in members), 300, 0.1, "felix ready")
         probe = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, str(REPO / "bench" / "probe.py")],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
