@@ -29,7 +29,9 @@ import fcntl
 import json
 import os
 import random
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
@@ -180,24 +182,48 @@ class AddressStore:
         except OSError as exc:
             raise CniError(ERR_IO, f"{self.lock_path}: cannot open IPAM lock: {exc.strerror}") from None
         try:
-            deadline = time.monotonic() + timeout
-            pause = LOCK_POLL_MIN_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise CniError(ERR_IO, f"{self.lock_path}: flock: {exc.strerror}") from None
-                    if time.monotonic() > deadline:
-                        raise CniError(ERR_TRY_AGAIN_LATER,
-                                       f"{self.lock_path}: IPAM lock held by another invocation for {timeout:.0f}s") from None
-                    # Backoff with jitter: hundreds of waiters must not spin the CPU away.
-                    time.sleep(pause * random.uniform(0.5, 1.5))
-                    pause = min(pause * 2, LOCK_POLL_MAX_S)
+            if threading.current_thread() is threading.main_thread():
+                self._wait_blocking(fd, timeout)
+            else:
+                self._wait_polling(fd, timeout)
             yield
         finally:
             os.close(fd)
+
+    def _timed_out(self, timeout: float) -> CniError:
+        return CniError(ERR_TRY_AGAIN_LATER, f"{self.lock_path}: IPAM lock held by another invocation for {timeout:.0f}s")
+
+    def _wait_blocking(self, fd: int, timeout: float) -> None:
+        """Sleep in the kernel until the lock is ours (woken the moment it is released), with
+        SIGALRM as the deadline: the plugin's main thread."""
+        def expire(_signum: int, _frame: object) -> None:
+            raise self._timed_out(timeout)
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise CniError(ERR_IO, f"{self.lock_path}: flock: {exc.strerror}") from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def _wait_polling(self, fd: int, timeout: float) -> None:
+        """Other threads (no signals there): poll with backoff and jitter."""
+        deadline = time.monotonic() + timeout
+        pause = LOCK_POLL_MIN_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise CniError(ERR_IO, f"{self.lock_path}: flock: {exc.strerror}") from None
+                if time.monotonic() > deadline:
+                    raise self._timed_out(timeout) from None
+                time.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(pause * 2, LOCK_POLL_MAX_S)
 
     def read(self) -> State:
         try:

@@ -19,7 +19,7 @@ from ipaddress import IPv4Address
 from typing import Mapping, Sequence, TextIO
 
 from calyx import naming
-from calyx.cni import install, ipam, netsetup
+from calyx.cni import ipam
 from calyx.cni.config import (DEFAULT_MTU, ERR_CHECK_FAILED, ERR_INVALID_CONFIG, ERR_INVALID_ENV, ERR_IO,
                               AddResult, CniEnv, CniError, NetConf, parse_env, parse_mtu_file, parse_netconf,
                               peek_version, render_result, render_version)
@@ -67,6 +67,9 @@ def cmd_add(conf: NetConf, env: CniEnv) -> dict:
     with store.locked():
         alloc = ipam.assign(store, lambda: _claimer(conf), container_id=env.container_id, ifname=env.ifname,
                             namespace=namespace, pod=pod, host_ifname=host_ifname, cache_ttl=ttl)
+    # pyroute2 is loaded only now, outside the lock: when many ADDs start at once, the one
+    # holding the lock (perhaps claiming a block) does not compete with their imports.
+    from calyx.cni import netsetup
     try:
         macs = netsetup.setup(netsetup.PodLink(host_ifname=host_ifname, pod_ifname=env.ifname,
                                                netns=env.netns, address=alloc.address, mtu=mtu))
@@ -82,6 +85,7 @@ def cmd_add(conf: NetConf, env: CniEnv) -> dict:
 
 
 def cmd_del(conf: NetConf, env: CniEnv) -> None:
+    from calyx.cni import netsetup
     store = ipam.AddressStore(conf.run_dir)
     with store.locked():
         state = store.read()
@@ -105,6 +109,7 @@ def cmd_del(conf: NetConf, env: CniEnv) -> None:
 
 
 def cmd_check(conf: NetConf, env: CniEnv) -> None:
+    from calyx.cni import netsetup
     store = ipam.AddressStore(conf.run_dir)
     with store.locked():
         alloc = store.read().find(env.container_id, env.ifname)
@@ -184,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.add_argument("--node-grace", type=float, default=120.0,
                     help="release a node's blocks only after its Node has been absent this long (must "
                          "exceed the plugin's ipam_cache_ttl, 60 s by default; a single run waits for it)")
+    from calyx.cni import install    # operators' verb: kept off the plugin's per-pod import path
     install.add_arguments(sub.add_parser("install", help="install the plugin and its conflist on this host "
                                                          "(the chart's init container runs it)"))
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from typing import Any
 
 from calyx.config import DaemonConfig
 from chart_support import Helm
+from felix.config import FelixConfig
 
 KUBERNETES_CLIENT_ENV = {"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"}
 
@@ -23,9 +24,9 @@ def _containers(helm: Helm, sets: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def test_daemon_environment_is_read_by_the_daemons(helm: Helm) -> None:
-    known = {f.metadata["env"] for f in dataclasses.fields(DaemonConfig) if "env" in f.metadata}
     containers = _containers(helm, ["kubernetesServiceEndpoint.host=10.0.0.10"])
-    for name in ("felix", "bgpd"):
+    for name, config in (("felix", FelixConfig), ("bgpd", DaemonConfig)):
+        known = {f.metadata["env"] for f in dataclasses.fields(config) if "env" in f.metadata}
         names = {e["name"] for e in containers[name]["env"]}
         assert names - KUBERNETES_CLIENT_ENV <= known, f"{name}: unknown settings {names - known}"
         assert KUBERNETES_CLIENT_ENV <= names
@@ -44,8 +45,15 @@ def test_install_cni_with_rendered_environment(helm: Helm, tmp_path: Path) -> No
             env[item["name"]] = "node-a"
         else:
             env[item["name"]] = "calyx-system"
-    command = [sys.executable, "-m", "calyx.cni.plugin", *init["command"][1:]]
-    assert init["command"][0] == "calyx-cni"
+    # The image's plugin bundle: a stand-in with the same layout (tests/cni builds the real one).
+    bundle = tmp_path / "cni-plugin"
+    (bundle / "_internal").mkdir(parents=True)
+    (bundle / "calyx").write_text("#!/bin/sh\n")
+    (bundle / "calyx").chmod(0o755)
+    args = init["command"][1:]
+    assert init["command"][0] == "calyx-cni" and args[args.index("--plugin-dir") + 1] == "/opt/calyx/cni-plugin"
+    args[args.index("--plugin-dir") + 1] = str(bundle)
+    command = [sys.executable, "-m", "calyx.cni.plugin", *args]
     # Outside a pod there is no service account to build the kubeconfig from: name one.
     proc = subprocess.run([*command, "--kubeconfig", "/etc/cni/net.d/calyx-kubeconfig"], env=env,
                           capture_output=True, text=True, timeout=60)
@@ -55,4 +63,5 @@ def test_install_cni_with_rendered_environment(helm: Helm, tmp_path: Path) -> No
     plugin = conflist["plugins"][0]
     assert plugin["type"] == "calyx" and plugin["nodename"] == "node-a"
     assert plugin["run_dir"] == "/var/run/calyx-test"
-    assert os.access(bin_dir / "calyx", os.X_OK)
+    assert os.access(bin_dir / "calyx", os.X_OK) and (bin_dir / "calyx").is_symlink()
+    assert (bin_dir / "calyx").resolve().parent.parent == bin_dir / "calyx.d"

@@ -214,3 +214,35 @@ def test_cache_ttl_in_the_network_configuration_is_bounded():
         parse_netconf(json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "calyx", "ipam_cache_ttl": 600}),
                       {"NODENAME": "w1"})
     assert err.value.code == 4
+
+
+def test_lock_wait_ends_with_try_again_later_in_main_thread_and_other_threads(tmp_path):
+    import fcntl
+    import threading
+    import time as _time
+    store = ipam.AddressStore(str(tmp_path))
+    os.makedirs(store.dir)
+    holder = os.open(store.lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)               # another invocation holds the node lock
+    try:
+        started = _time.monotonic()
+        with pytest.raises(CniError, match="IPAM lock held by another invocation") as err:
+            with store.locked(timeout=0.3):
+                pass
+        assert err.value.code == 11 and _time.monotonic() - started < 5
+        errors = []
+
+        def in_thread():
+            try:
+                with store.locked(timeout=0.3):
+                    pass
+            except CniError as exc:
+                errors.append(exc.code)
+        t = threading.Thread(target=in_thread)
+        t.start()
+        t.join(10)
+        assert errors == [11]
+    finally:
+        os.close(holder)
+    with store.locked(timeout=1):                    # released: taken at once
+        pass
