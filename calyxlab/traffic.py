@@ -32,9 +32,24 @@ class Pod:
     ip: str
 
 
+def wait_network_ready(lab: "Lab", node: str, timeout: float = 120.0) -> None:
+    """Wait until felix has written the pod MTU on ``node`` (``$CALYX_RUN_DIR/mtu``), as a
+    node's pods wait for its network to be ready: a pod made earlier would get the default
+    MTU of 1500 instead of the tunnel's."""
+    path = f"{lab.node_env(node)['CALYX_RUN_DIR']}/mtu"
+    deadline = time.monotonic() + timeout
+    while lab.run_root(["test", "-s", path]).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"node {node}: felix has not written {path} within "
+                               f"{timeout:.0f} s (is felix running? see its log)")
+        time.sleep(0.2)
+
+
 def add_pod(lab: "Lab", node: str, name: str | None = None,
             namespace: str = POD_NAMESPACE) -> Pod:
+    """A pod on ``node``, made once the node's network is ready."""
     name = name or f"pod-{node}"
+    wait_network_ready(lab, node)
     return Pod(node, name, pods.add_pod(lab, node, namespace, name))
 
 

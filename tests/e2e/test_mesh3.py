@@ -11,11 +11,12 @@ import time
 
 import pytest
 
+from calyx.naming import cali_interface_name
 from calyxlab import pods
 from calyxlab.traffic import ContinuousPing
 from e2e_support import (MAX_LOST_DURING_MODE_SWITCHES, add_pod, add_pods,
                          assert_full_matrix, bgp_routes, bgpd_status, bgpd_status_table,
-                         capture_icmp, core_api, deployed, node_block, routes,
+                         capture_icmp, core_api, deployed, node_block, pod_exec, routes,
                          set_ipip_mode_api, set_ipip_mode_kubectl, wait_for,
                          wait_install_modes, wait_sessions, POD_NAMESPACE)
 
@@ -61,6 +62,30 @@ def test_ping_matrix_and_ipip_on_the_wire(lab, mesh_pods, blocks):
     print(f"switch:{SWITCH_PORT['node2']}: {packets}")
     assert all(p.outer_src in (NODES["node1"], NODES["node2"]) for p in packets), \
         f"IPIP Always: expected IP protocol 4 between node1 and node2 on the wire, got {packets}"
+
+
+def test_packet_path_as_operations_md_traces_it(lab, mesh_pods, blocks):
+    """The steps of docs/operations.md "Tracing a packet from one pod to another", in IPIP
+    Always: pod default route, route decision on node1, tunl0, decapsulated on node2, MTU."""
+    a, b = mesh_pods["node1"], mesh_pods["node2"]
+    pod_routes = pod_exec(lab, a, ["ip", "route"]).stdout
+    assert "default via 169.254.1.1 dev eth0" in pod_routes, pod_routes
+    cali = cali_interface_name(POD_NAMESPACE, a.name)
+    assert f"dev {cali}" in lab.exec("node1", ["ip", "route", "get", a.ip], check=True).stdout
+    decision = lab.exec("node1", ["ip", "route", "get", b.ip, "from", a.ip, "iif", cali],
+                        check=True).stdout
+    assert f"via {NODES['node2']} dev tunl0" in decision, decision
+    tunl = lab.exec("node1", ["ip", "-d", "link", "show", "tunl0"], check=True).stdout
+    assert "UP" in tunl and "ipip any remote any local any" in tunl, tunl
+    tunl_addr = lab.exec("node1", ["ip", "-j", "addr", "show", "tunl0"], check=True).stdout
+    assert blocks["node1"].split("/")[0] in tunl_addr, tunl_addr
+    packets = capture_icmp(lab, "node2", "tunl0", a, b)
+    assert all(p.outer_src is None for p in packets), packets
+    assert pod_exec(lab, a, ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1452", b.ip]
+                    ).returncode == 0, "a 1480-byte packet does not pass the tunnel"
+    assert "mtu 1480" in pod_exec(lab, a, ["ip", "link", "show", "eth0"]).stdout
+    too_big = pod_exec(lab, a, ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1453", b.ip])
+    assert too_big.returncode != 0 and "too long" in (too_big.stdout + too_big.stderr), too_big
 
 
 def test_live_mode_switch_under_continuous_ping(lab, mesh_pods, blocks):
