@@ -102,13 +102,26 @@ def _ensure_namespace(core, namespace: str) -> None:
 
 
 def add_pod(lab: "Lab", node: str, namespace: str, name: str) -> str:
-    """Create pod ``namespace/name`` on ``node``; returns its IPv4 address."""
+    """Create pod ``namespace/name`` on ``node``; returns its IPv4 address.
+
+    The order is kubelet's: the Pod exists in the API, scheduled to the node, before its
+    sandbox is wired (felix then knows the cali device belongs to a pod still being set up and
+    leaves the CNI plugin's route alone); its address is reported once ADD has returned.
+    """
     from kubernetes.client.exceptions import ApiException
     if node not in lab.nodes:
         raise PodError(f"pod {namespace}/{name}: node {node!r} is not in lab {lab.name!r}")
+    core = _core(lab)
+    _ensure_namespace(core, namespace)
+    try:
+        core.create_namespaced_pod(namespace, pod_body(namespace, name, node))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise PodError(f"pod {namespace}/{name}: API create failed: {exc.status} {exc.reason}") from None
     netns = pod_netns(lab.name, node, namespace, name)
     res = lab.run_root(["ip", "netns", "add", netns])
     if res.returncode != 0:
+        _delete_api_pod(core, namespace, name)
         raise PodError(f"pod {namespace}/{name}: cannot create namespace {netns}: {res.stderr.strip()}")
     try:
         lab.run_root(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
@@ -116,13 +129,6 @@ def add_pod(lab: "Lab", node: str, namespace: str, name: str) -> str:
         if res.returncode != 0:
             raise PodError(f"pod {namespace}/{name} on node {node}: ADD failed: {_plugin_error(res)}")
         address = json.loads(res.stdout)["ips"][0]["address"].split("/")[0]
-        core = _core(lab)
-        _ensure_namespace(core, namespace)
-        try:
-            core.create_namespaced_pod(namespace, pod_body(namespace, name, node))
-        except ApiException as exc:
-            if exc.status != 409:
-                raise PodError(f"pod {namespace}/{name}: API create failed: {exc.status} {exc.reason}") from None
         core.patch_namespaced_pod_status(name, namespace, {"status": {
             "phase": "Running", "podIP": address, "podIPs": [{"ip": address}],
             "conditions": [{"type": "Ready", "status": "True"}]}})
@@ -130,7 +136,17 @@ def add_pod(lab: "Lab", node: str, namespace: str, name: str) -> str:
     except BaseException:
         _call_plugin(lab, node, "DEL", namespace, name)
         lab.run_root(["ip", "netns", "del", netns])
+        _delete_api_pod(core, namespace, name)
         raise
+
+
+def _delete_api_pod(core, namespace: str, name: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+    try:
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise PodError(f"pod {namespace}/{name}: API delete failed: {exc.status} {exc.reason}") from None
 
 
 def pod_node(lab: "Lab", namespace: str, name: str) -> str:
@@ -147,7 +163,6 @@ def pod_node(lab: "Lab", namespace: str, name: str) -> str:
 
 def delete_pod(lab: "Lab", namespace: str, name: str, node: str | None = None) -> None:
     """DEL through the plugin, remove the sandbox namespace, delete the Pod. Idempotent."""
-    from kubernetes.client.exceptions import ApiException
     node = node or pod_node(lab, namespace, name)
     res = _call_plugin(lab, node, "DEL", namespace, name)
     if res.returncode != 0:
@@ -155,11 +170,7 @@ def delete_pod(lab: "Lab", namespace: str, name: str, node: str | None = None) -
     netns = pod_netns(lab.name, node, namespace, name)
     if netns in list_pod_namespaces(lab):
         lab.run_root(["ip", "netns", "del", netns], check=True)
-    try:
-        _core(lab).delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise PodError(f"pod {namespace}/{name}: API delete failed: {exc.status} {exc.reason}") from None
+    _delete_api_pod(_core(lab), namespace, name)
 
 
 def list_pod_namespaces(lab: "Lab") -> list[str]:

@@ -95,3 +95,33 @@ def test_lab_pods_in_uml_kernel(lab_factory):
     assert pod_ping.returncode == 0, pod_ping.stdout + pod_ping.stderr
     pods.delete_pod(lab, "default", "u-a")
     assert naming.cali_interface_name("default", "u-a") not in lab.exec("node1", ["ip", "link"]).stdout
+
+
+def test_felix_keeps_the_route_of_a_pod_being_created(lab_factory):
+    """The lab makes pods in kubelet's order (Pod in the API first, then CNI ADD, then its
+    address in status), so a running felix never deletes the route the plugin just wrote."""
+    import time
+    lab = lab_factory(TOPOLOGY, kernel="host")
+    _pool(lab, "10.99.0.0/24")
+    lab.start_daemons("node1", ["felix"])
+    mtu = f"{lab.node_env('node1')['CALYX_RUN_DIR']}/mtu"
+    deadline = time.monotonic() + 60
+    while lab.run_root(["test", "-s", mtu]).returncode != 0:      # felix has synced
+        assert time.monotonic() < deadline, lab.daemon_log("node1", "felix")[-2000:]
+        time.sleep(0.1)
+    monitor = lab.spawn("node1", ["ip", "monitor", "route"], name="route-monitor")
+    try:
+        ip = pods.add_pod(lab, "node1", "default", "fresh")
+        deadline = time.monotonic() + 30
+        while f'route added" dst={ip}/32' not in lab.daemon_log("node1", "felix") and \
+                'reason="pod default/fresh running"' not in lab.daemon_log("node1", "felix"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)                       # felix's debounce and a reconcile after the status
+        events = Path(monitor.log).read_text()
+    finally:
+        lab.kill(monitor)
+    assert f"Deleted {ip} dev" not in events, f"felix removed the new pod's route:\n{events}"
+    assert f"{ip} dev {naming.cali_interface_name('default', 'fresh')}" in \
+        lab.exec("node1", ["ip", "route", "show", f"{ip}/32"], check=True).stdout
