@@ -23,6 +23,8 @@ BUNDLE_NAME = "calyx"
 ENTRY_SCRIPT = Path(__file__).with_name("__main__.py")
 # calyx.crds looks in <sys.prefix>/share/calyx/crds; in a bundle sys.prefix is its _internal dir.
 CRD_DEST = "share/calyx/crds"
+# Reached only through pyroute2's test fixtures (collected with its submodules): not shipped.
+TEST_ONLY_MODULES = ("pyroute2.fixtures", "pytest", "_pytest", "hypothesis")
 
 
 def pyinstaller_argv(dist: Path, work: Path, *, onefile: bool = False, crd_dir: Path | None = None) -> list[str]:
@@ -33,6 +35,7 @@ def pyinstaller_argv(dist: Path, work: Path, *, onefile: bool = False, crd_dir: 
         "--onefile" if onefile else "--onedir", "--name", BUNDLE_NAME,
         # pyroute2 loads its netlink message classes by name at run time.
         "--collect-submodules", "pyroute2",
+        *(arg for module in TEST_ONLY_MODULES for arg in ("--exclude-module", module)),
         "--add-data", f"{source}/*.yaml:{CRD_DEST}",
         "--distpath", str(dist), "--workpath", str(work), "--specpath", str(work),
         str(ENTRY_SCRIPT),

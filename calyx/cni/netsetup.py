@@ -128,12 +128,6 @@ def setup(link: PodLink) -> Macs:
     return Macs(host=host_mac, pod=pod_mac)
 
 
-def host_link_index(host_ifname: str) -> int | None:
-    """The index of the host-side veth now (None when there is none)."""
-    with IPRoute() as host:
-        return _index(host, host_ifname)
-
-
 def teardown(host_index: int | None, netns: str, pod_ifname: str) -> None:
     """Remove the veth pair (the host route goes with it). Anything already gone is fine.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from ipaddress import IPv4Address
@@ -26,6 +27,7 @@ from calyx.cni.config import (DEFAULT_MTU, ERR_CHECK_FAILED, ERR_INVALID_CONFIG,
 from calyx.observability import configure_logging, get_logger
 
 log = get_logger("calyx.cni")
+POST_LOCK_NICENESS = 10
 
 
 def pod_mtu(conf: NetConf) -> int:
@@ -56,6 +58,27 @@ def _claimer(conf: NetConf) -> ipam.CidrSource:
     return blocks.BlockClaimer(api, conf.nodename)
 
 
+def host_link_index(ifname: str) -> int | None:
+    """The index of a link in this network namespace (an ioctl: no netlink library under the lock)."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        return None
+
+
+def _yield_to_lock_holders() -> None:
+    """Past the IPAM lock, the rest (loading pyroute2, wiring) runs at a lower CPU priority.
+
+    When hundreds of invocations start at once, the node lock is the critical path: each
+    holder must get the CPU ahead of the crowd that has already left the lock, or every
+    holder's share shrinks to 1/N and the queue behind it crawls.
+    """
+    try:
+        os.nice(POST_LOCK_NICENESS)
+    except OSError:
+        pass
+
+
 def cmd_add(conf: NetConf, env: CniEnv) -> dict:
     if not os.path.exists(env.netns):
         raise CniError(ERR_INVALID_ENV, f"CNI_NETNS: {env.netns!r}: network namespace does not exist")
@@ -67,8 +90,7 @@ def cmd_add(conf: NetConf, env: CniEnv) -> dict:
     with store.locked():
         alloc = ipam.assign(store, lambda: _claimer(conf), container_id=env.container_id, ifname=env.ifname,
                             namespace=namespace, pod=pod, host_ifname=host_ifname, cache_ttl=ttl)
-    # pyroute2 is loaded only now, outside the lock: when many ADDs start at once, the one
-    # holding the lock (perhaps claiming a block) does not compete with their imports.
+    _yield_to_lock_holders()
     from calyx.cni import netsetup
     try:
         macs = netsetup.setup(netsetup.PodLink(host_ifname=host_ifname, pod_ifname=env.ifname,
@@ -85,7 +107,6 @@ def cmd_add(conf: NetConf, env: CniEnv) -> dict:
 
 
 def cmd_del(conf: NetConf, env: CniEnv) -> None:
-    from calyx.cni import netsetup
     store = ipam.AddressStore(conf.run_dir)
     with store.locked():
         state = store.read()
@@ -100,10 +121,12 @@ def cmd_del(conf: NetConf, env: CniEnv) -> None:
         holders = state.find_by_host_ifname(host_ifname) if host_ifname else []
         if holders and holders[-1].key != (env.container_id, env.ifname):
             host_ifname = None
-        host_index = netsetup.host_link_index(host_ifname) if host_ifname else None
+        host_index = host_link_index(host_ifname) if host_ifname else None
         ipam.release(store, container_id=env.container_id, ifname=env.ifname)
     # Outside the lock: removing a veth waits for the kernel (RCU), and many DELs overlap those
     # waits. The address may be handed out meanwhile: the new pod's route replaces this one.
+    _yield_to_lock_holders()
+    from calyx.cni import netsetup
     netsetup.teardown(host_index, env.netns, env.ifname)
     log.info("pod deleted", container=env.container_id, address=str(alloc.address) if alloc else None)
 

@@ -8,7 +8,7 @@ import pyroute2.netns
 import pytest
 
 from calyx import naming
-from calyx.cni import netsetup
+from calyx.cni import netsetup, plugin
 from calyx.cni.config import ERR_CHECK_FAILED, CniError
 from cnitest_support import Namespaces, sh
 
@@ -103,7 +103,7 @@ def test_setup_replaces_leftover_veth_and_teardown_is_idempotent(namespaces):
     assert "eth0" not in sh("ip", "link", netns=pod1).stdout
     assert _in_netns(node, netsetup.check, second) == ("ok", None)
 
-    kind, index = _in_netns(node, netsetup.host_link_index, second.host_ifname)
+    kind, index = _in_netns(node, plugin.host_link_index, second.host_ifname)
     assert kind == "ok" and isinstance(index, int)
     # An index that is not the veth's any more (the pod's next sandbox replaced it) is left alone.
     assert _in_netns(node, netsetup.teardown, index + 1000, "", "eth0") == ("ok", None)
@@ -112,7 +112,7 @@ def test_setup_replaces_leftover_veth_and_teardown_is_idempotent(namespaces):
     assert second.host_ifname not in sh("ip", "link", netns=node).stdout
     assert "10.233.7.12" not in sh("ip", "route", netns=node).stdout
     # Again, and with the namespace gone: nothing to do, no error.
-    assert _in_netns(node, netsetup.host_link_index, second.host_ifname) == ("ok", None)
+    assert _in_netns(node, plugin.host_link_index, second.host_ifname) == ("ok", None)
     assert _in_netns(node, netsetup.teardown, index, second.netns, "eth0") == ("ok", None)
     assert _in_netns(node, netsetup.teardown, None, "/var/run/netns/does-not-exist", "eth0") == ("ok", None)
 
