@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 status = 1
             banner(f"calyx-lab destroy --name {name}")
-            lab.destroy(cleanup=status == 0)
+            lab.destroy(cleanup=status != 1)     # a failed step keeps its logs
     except KeyboardInterrupt:
         print("\ndemo: interrupted during deploy; what was built is removed", file=sys.stderr)
         status = 130

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from calyxlab.lab import leftovers
+from calyxlab.state import LabNames
 from calyxlab.subnets import claim_free_subnet, release_subnet
 
 @pytest.mark.lab
@@ -64,3 +65,4 @@ def test_demo_destroys_the_lab_on_sigterm():
     assert "interrupted" in err
     name = re.search(r"--name (demo-[0-9a-f]+)", text)[1]
     assert leftovers(name) == []
+    assert not LabNames(name).state_dir.exists(), "an interrupted demo keeps no logs behind"
