@@ -53,6 +53,10 @@ def render_wrapper(python: str) -> str:
     return f'#!/bin/sh\n# Calyx CNI plugin\nexec {python} -m calyx.cni.plugin "$@"\n'
 
 
+class InstallError(Exception):
+    """The installation cannot proceed; the message names the option and value at fault."""
+
+
 def bundle_digest(plugin_dir: Path) -> str:
     """A digest of every file of a bundle (relative path, mode bit x and content)."""
     digest = hashlib.sha256()
@@ -103,10 +107,6 @@ def install_bundle(plugin_dir: Path, bin_dir: Path, name: str = PLUGIN_TYPE) -> 
         if old.name not in keep and not old.name.startswith(".staging."):
             shutil.rmtree(old, ignore_errors=True)
     return entry
-
-
-class InstallError(Exception):
-    """The installation cannot proceed; the message names the option and value at fault."""
 
 
 def render_kubeconfig(server: str, ca_data: bytes, token: str) -> dict[str, Any]:
