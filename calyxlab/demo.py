@@ -16,6 +16,7 @@ import secrets
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from calyxlab.cli import format_table
@@ -104,11 +105,10 @@ def run(lab: Lab) -> None:
     print(format_table(lab.inspect()))
 
     banner("one pod per node, created through the CNI plugin as kubelet would")
-    members = []
-    for node in NODES:
-        pod = add_pod(lab, node)
-        members.append(pod)
-        print(f"pod default/{pod.name} on {node}: {pod.ip}", flush=True)
+    with ThreadPoolExecutor(max_workers=len(NODES)) as pool:   # each node's kubelet at once
+        members = list(pool.map(lambda node: add_pod(lab, node), NODES))
+    for pod in members:
+        print(f"pod default/{pod.name} on {pod.node}: {pod.ip}", flush=True)
 
     banner("bgpd status on every node (node-to-node mesh)")
     for node in NODES:
