@@ -1,5 +1,6 @@
 """felix's calculation: a Snapshot plus this node's local facts -> the desired dataplane, and
-the desired dataplane plus the kernel's routes -> the writes that make them equal.
+the desired dataplane plus the kernel's state -> the writes that make them equal (routes, and
+the tunnel with its teardown grace).
 
 Pure code: no netlink, no Kubernetes client, no sockets. Everything felix programs is a
 function of its inputs here, so the dataplane managers only read the kernel, call these
@@ -123,6 +124,43 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
         pod_mtu = facts.underlay_mtu - IPIP_OVERHEAD if ipip else facts.underlay_mtu
     return DesiredDataplane(routes=routes, reasons=reasons, tunnel=tunnel, pod_mtu=pod_mtu,
                             problems=tuple(problems), settling_devices=frozenset(settling))
+
+
+# --- Tunnel teardown grace --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TunnelPlan:
+    """What to do with ``tunl0`` now, and the grace state to carry to the next pass."""
+
+    spec: TunnelSpec | None              # what to program; None: leave the device as it is
+    teardown_since: float | None = None  # when the grace began (None: no grace running)
+    teardown_at: float | None = None     # when the device is torn down unless IPIP is wanted again
+
+    @property
+    def draining(self) -> bool:
+        """A grace is running: the device is kept decapsulating although no pool wants IPIP."""
+        return self.teardown_at is not None
+
+
+def plan_tunnel(desired: TunnelSpec, decapsulating: bool, teardown_since: float | None, now: float,
+                grace: float) -> TunnelPlan:
+    """Bring ``tunl0`` up at once when IPIP is wanted; take it down only ``grace`` seconds after
+    it stopped being wanted.
+
+    Each node reacts to an IPPool change on its own, so for a moment a peer may still send this
+    node IPIP after its pools stopped wanting it; while ``tunl0`` keeps its address and stays up
+    the kernel decapsulates those packets. ``decapsulating`` says whether the kernel's device is
+    up with an address now; ``teardown_since`` is the previous plan's (None at start: a felix
+    restarted during a grace starts it again, so it never tears down early). IPIP wanted again
+    within the grace cancels the teardown.
+    """
+    if desired.enabled or not decapsulating:
+        return TunnelPlan(desired)
+    since = now if teardown_since is None else min(teardown_since, now)
+    at = since + grace
+    if now >= at:
+        return TunnelPlan(desired)
+    return TunnelPlan(None, teardown_since=since, teardown_at=at)
 
 
 # --- Route diff ------------------------------------------------------------------------------

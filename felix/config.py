@@ -26,6 +26,11 @@ class FelixConfig(DaemonConfig):
     cni_token_dir: str = setting(
         "/var/run/secrets/kubernetes.io/serviceaccount", env="CALYX_CNI_TOKEN_DIR",
         help="directory of the projected service-account token and ca.crt copied into the CNI kubeconfig")
+    ipip_teardown_grace: float = setting(
+        30.0, env="FELIX_IPIPTEARDOWNGRACE",
+        help="seconds tunl0 keeps its address and stays up (decapsulating) after the last pool wanting "
+             "IPIP on this node stopped wanting it, so peers still sending IPIP during a live mode switch "
+             "are not dropped; 0: tear down at once")
     ipam_gc_interval: float = setting(
         60.0, env="FELIX_IPAMGCINTERVAL",
         help="seconds between IPAM block garbage-collection passes (run by the node with the smallest "
@@ -47,5 +52,8 @@ class FelixConfig(DaemonConfig):
         if self.ipam_gc_interval < 0 or self.ipam_gc_node_grace < 0:
             raise ConfigError(f"config field ipam_gc_interval/ipam_gc_node_grace: {self.ipam_gc_interval!r}/"
                               f"{self.ipam_gc_node_grace!r}: must not be negative")
+        if not 0 <= self.ipip_teardown_grace <= 3600:
+            raise ConfigError(f"config field ipip_teardown_grace: {self.ipip_teardown_grace!r}: "
+                              "must be between 0 and 3600 seconds")
         if not 0 <= self.debounce <= 5:
             raise ConfigError(f"config field debounce: {self.debounce!r}: must be between 0 and 5 seconds")

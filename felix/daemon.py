@@ -1,13 +1,13 @@
 """felix's wiring and main loop: datastore -> calculation -> dataplane managers.
 
 The main loop sleeps until something happens (a datastore change, a link or route event, the
-periodic resync timer, stop), gathers a burst of such wake-ups for ``debounce`` seconds, and
-reconciles: desired state is recalculated when the datastore changed, the kernel's state comes
-from the route manager's view (a full dump at start and every ``route_refresh_interval``,
-netlink events in between), and only differences are written. Nothing is programmed before
-every watched resource has been listed once, and while the API is unreachable the datastore
-keeps its last contents, so the dataplane stays as it is. On stop felix leaves the dataplane
-untouched.
+periodic resync timer, the end of a tunnel teardown grace, stop), gathers a burst of such
+wake-ups for ``debounce`` seconds, and reconciles: desired state is recalculated when the datastore
+changed, the kernel's state comes from the route manager's view (a full dump at start and every
+``route_refresh_interval``, netlink events in between), and only differences are written.
+Nothing is programmed before every watched resource has been listed once, and while the API is
+unreachable the datastore keeps its last contents, so the dataplane stays as it is. On stop
+felix leaves the dataplane untouched.
 
 Two background chores for the CNI plugin run beside the loop when configured: keeping its
 kubeconfig's token fresh (``cni_kubeconfig``) and IPAM block garbage collection
@@ -34,11 +34,11 @@ from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.datastore import Datastore, WatchSpec
 from calyx.kube.events import EventRecorder
-from calyx.naming import MTU_FILE
+from calyx.naming import MTU_FILE, TUNNEL_DEVICE
 from calyx.netlink import LinkMonitor, RouteMonitor, RouteTable
 from calyx.observability import Check, HealthServer, Heartbeat, get_logger
 from calyx.route import Route
-from felix.calc import DesiredDataplane, LocalFacts, desired_dataplane
+from felix.calc import DesiredDataplane, LocalFacts, TunnelPlan, TunnelSpec, desired_dataplane, plan_tunnel
 from felix.config import FelixConfig
 from felix.dataplane.routes import RouteManager
 from felix.dataplane.tunnel import TunnelManager
@@ -175,6 +175,7 @@ class Felix:
         next_resync = 0.0
         snapshot = model.Snapshot()
         desired: DesiredDataplane | None = None
+        plan = TunnelPlan(None)
         while not stop.is_set():
             started = time.monotonic()
             resync = started >= next_resync
@@ -201,7 +202,7 @@ class Felix:
             with self.metrics.reconcile_seconds.time():
                 routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
                 try:
-                    tunnel.reconcile(desired.tunnel)
+                    plan = self._reconcile_tunnel(tunnel, desired.tunnel, plan)
                 except OSError as exc:
                     self.metrics.errors.labels("tunnel").inc()
                     self._log.error("tunnel update failed", error=str(exc), reason=desired.tunnel.reason)
@@ -210,10 +211,25 @@ class Felix:
                 self._ready = True
                 self._log.info("felix ready: first full sync done", routes=len(desired.routes))
             self._heartbeat.tick()
-            timeout = max(0.0, min(next_resync - time.monotonic(), HEARTBEAT_PERIOD))
+            wake_at = min(next_resync, plan.teardown_at) if plan.teardown_at is not None else next_resync
+            timeout = max(0.0, min(wake_at - time.monotonic(), HEARTBEAT_PERIOD))
             if self._wake.wait(timeout) and not stop.is_set():
                 stop.wait(cfg.debounce)     # let the rest of a burst arrive
             self._wake.clear()
+
+    def _reconcile_tunnel(self, tunnel: TunnelManager, want: TunnelSpec, previous: TunnelPlan) -> TunnelPlan:
+        """Program tunl0 as :func:`plan_tunnel` decides (teardown grace); returns the new plan."""
+        decapsulating = not want.enabled and tunnel.decapsulating()
+        plan = plan_tunnel(want, decapsulating, previous.teardown_since, time.monotonic(),
+                           self.config.ipip_teardown_grace)
+        if plan.draining and not previous.draining:
+            self._log.info("tunnel teardown deferred: still decapsulating for peers that have not switched yet",
+                           device=TUNNEL_DEVICE, grace_seconds=self.config.ipip_teardown_grace, reason=want.reason)
+        elif previous.draining and want.enabled:
+            self._log.info("tunnel teardown cancelled", device=TUNNEL_DEVICE, reason=want.reason)
+        if plan.spec is not None:
+            tunnel.reconcile(plan.spec)
+        return plan
 
     def _cni_chores(self, stop: threading.Event) -> list[threading.Thread]:
         cfg = self.config

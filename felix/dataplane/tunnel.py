@@ -2,7 +2,9 @@
 
 Loading the kernel's ipip module creates ``tunl0`` in every namespace, so felix normally only
 configures it: MTU, one /32 address (the node's tunnel address), up. When no pool wants IPIP
-felix removes its address and sets the device down (the fallback device cannot be deleted).
+felix removes its address and sets the device down (the fallback device cannot be deleted);
+when that happens is decided by :func:`felix.calc.plan_tunnel` (the teardown grace), from what
+:meth:`TunnelManager.decapsulating` reads in the kernel.
 Where the kernel has no ipip support felix says so once, sets ``felix_ipip_available`` to 0 and
 carries on with everything else.
 """
@@ -46,6 +48,13 @@ class TunnelManager:
                             "this node; everything else is programmed", device=self._device,
                             error=self._unavailable_reason)
         return self.available
+
+    def decapsulating(self) -> bool:
+        """Whether the kernel's device is up with an address (receives IPIP for this node)."""
+        if not self.available:
+            return False
+        link = self._table.link(self._device)
+        return link is not None and link.up and bool(link.addresses)
 
     def reconcile(self, spec: TunnelSpec) -> int:
         """Bring the device to ``spec``; returns the number of netlink writes made."""

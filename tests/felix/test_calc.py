@@ -12,10 +12,13 @@ from calyx.route import Route
 from calyx.selector import Selector
 from felix.calc import (
     LocalFacts,
+    TunnelPlan,
+    TunnelSpec,
     adoptable,
     blackhole_route,
     desired_dataplane,
     plan_routes,
+    plan_tunnel,
     pod_route,
 )
 
@@ -203,3 +206,54 @@ def test_a_route_the_cni_plugin_just_wrote_survives_until_the_pod_ip_is_known() 
     plan = plan_routes(desired.routes, {cni_route.dst: cni_route, stale.dst: stale}, links,
                        desired.settling_devices)
     assert plan.deletes == (stale,)
+
+
+# --- plan_tunnel: the teardown grace ------------------------------------------------------
+
+WANTED = TunnelSpec(True, address=IPv4Address("10.244.1.0"), mtu=1480, reason="IPIP pool(s) default")
+UNWANTED = TunnelSpec(False, reason="no enabled pool selecting this node uses IPIP")
+
+
+def test_tunnel_comes_up_at_once_and_cancels_a_running_grace() -> None:
+    assert plan_tunnel(WANTED, False, None, now=100.0, grace=30.0) == TunnelPlan(WANTED)
+    assert plan_tunnel(WANTED, True, 95.0, now=100.0, grace=30.0) == TunnelPlan(WANTED)
+
+
+def test_tunnel_keeps_decapsulating_for_the_grace_then_is_torn_down() -> None:
+    first = plan_tunnel(UNWANTED, True, None, now=100.0, grace=30.0)
+    assert first == TunnelPlan(None, teardown_since=100.0, teardown_at=130.0) and first.draining
+    later = plan_tunnel(UNWANTED, True, first.teardown_since, now=129.9, grace=30.0)
+    assert later.spec is None and later.teardown_at == 130.0       # the grace does not slide
+    done = plan_tunnel(UNWANTED, True, later.teardown_since, now=130.0, grace=30.0)
+    assert done == TunnelPlan(UNWANTED) and not done.draining
+
+
+def test_an_already_down_tunnel_and_a_zero_grace_are_torn_down_at_once() -> None:
+    assert plan_tunnel(UNWANTED, False, None, now=100.0, grace=30.0) == TunnelPlan(UNWANTED)
+    assert plan_tunnel(UNWANTED, True, None, now=100.0, grace=0.0) == TunnelPlan(UNWANTED)
+
+
+def test_a_restarted_felix_starts_the_grace_again_instead_of_tearing_down() -> None:
+    """After a restart felix has no memory of when the grace began (teardown_since None) but
+    the kernel still decapsulates: the grace runs in full from the restart."""
+    plan = plan_tunnel(UNWANTED, True, None, now=5.0, grace=30.0)
+    assert plan.spec is None and plan.teardown_at == 35.0
+
+
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 10)), min_size=1, max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_grace_never_ends_early_and_ends_on_time(steps: list[tuple[bool, float]]) -> None:
+    """Replaying wanted/unwanted changes against a kernel that follows every plan: the tunnel is
+    torn down only when IPIP has been unwanted for the whole grace, and never kept longer."""
+    grace, now, kernel_up, since, plan = 5.0, 0.0, False, None, TunnelPlan(None)
+    unwanted_from: float | None = None
+    for wanted, dt in steps:
+        now += dt
+        unwanted_from = None if wanted else (now if unwanted_from is None else unwanted_from)
+        plan = plan_tunnel(WANTED if wanted else UNWANTED, kernel_up, plan.teardown_since, now, grace)
+        if plan.spec is not None:
+            if not plan.spec.enabled and kernel_up:
+                assert unwanted_from is not None and now >= unwanted_from + grace
+            kernel_up = plan.spec.enabled
+        else:
+            assert kernel_up and unwanted_from is not None and now < unwanted_from + grace
