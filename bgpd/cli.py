@@ -63,7 +63,8 @@ def format_routes(routes: dict[str, Any]) -> str:
     installed = [["PREFIX", "NEXT HOP", "MODE", "POOL", "KERNEL ROUTE"]]
     for r in routes["installed"]:
         kernel = r["route"] or f"NOT INSTALLED: {r['error']}"
-        installed.append([r["prefix"], r["next_hop"], r["mode"], r["pool"] or "-", kernel])
+        mode = r["mode"] if r.get("ipip_in") is None else f'{r["mode"]} (ipip in {r["ipip_in"]} s)'
+        installed.append([r["prefix"], r["next_hop"], mode, r["pool"] or "-", kernel])
     parts = ["Learned", render_table(learned) if len(learned) > 1 else "none",
              "Installed (proto bgp)", render_table(installed) if len(installed) > 1 else "none"]
     if routes.get("adopted_stale"):

@@ -37,12 +37,19 @@ class BgpdConfig(DaemonConfig):
     max_prefix_hold_down: float = setting(300.0, env="CALYX_BGPD_MAX_PREFIX_HOLD_DOWN",
                                           help="seconds a peer that exceeded max_prefixes stays down before "
                                                "its session may come up again")
+    ipip_enable_delay: float = setting(5.0, env="CALYX_BGPD_IPIP_ENABLE_DELAY",
+                                       help="seconds an installed direct route waits before moving to IPIP "
+                                            "after its pool starts wanting IPIP (every node's felix raises "
+                                            "tunl0 meanwhile); routes learned fresh are installed at once")
     exabgp: str | None = setting(None, env="CALYX_BGPD_EXABGP", help="ExaBGP executable (default: next to python)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_prefixes < 0:
             raise ConfigError(f"config field max_prefixes: {self.max_prefixes!r}: must be 0 or more")
+        if not 0 <= self.ipip_enable_delay <= 300:
+            raise ConfigError(f"config field ipip_enable_delay: {self.ipip_enable_delay!r}: "
+                              "must be between 0 and 300 seconds")
         if self.max_prefix_hold_down < 0:
             raise ConfigError(f"config field max_prefix_hold_down: {self.max_prefix_hold_down!r}: "
                               "must be 0 or more")
@@ -72,6 +79,7 @@ def run(cfg: BgpdConfig) -> int:
     settings = SpeakerSettings(node=cfg.nodename, namespace=cfg.namespace, run_dir=cfg.run_dir,
                                max_prefixes=cfg.max_prefixes or None, graceful_restart=cfg.graceful_restart,
                                max_prefix_hold_down=cfg.max_prefix_hold_down,
+                               ipip_enable_delay=cfg.ipip_enable_delay,
                                exabgp_bin=cfg.exabgp)
     speaker = Speaker(settings, RouteTable(), metrics)
     heartbeat = Heartbeat(max_age=30.0)

@@ -18,11 +18,17 @@ the prefix, using the route's BGP NEXT_HOP (not the session peer, so it works be
 reflectors): Always -> IPIP (via NH dev tunl0 onlink); Never -> direct (via NH); CrossSubnet
 -> direct when NH is inside this node's subnet, else IPIP. Routes outside every pool are
 direct.
+
+A mode change of an installed route toward IPIP is held back for a settle delay
+(:func:`settle_ipip`): each node reacts to an IPPool change on its own, and the receiving node
+decapsulates only once its felix has raised ``tunl0``. A change toward direct is immediate
+(receivers keep decapsulating for felix's teardown grace), and a route installed for the first
+time takes its mode at once (the receiving node's tunnel is already up, see docs/bgpd.md).
 """
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Mapping
 
@@ -57,6 +63,24 @@ class InstallDecision:
     mode: InstallMode
     pool: str | None
     peer: IPv4Address
+    ipip_at: float | None = None    # held direct until then (settle delay), IPIP afterwards
+
+
+@dataclass(frozen=True)
+class Installed:
+    """How a prefix is routed in the kernel now."""
+
+    mode: InstallMode
+    next_hop: IPv4Address | None    # None: not known (a route adopted at start)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """:func:`settle_ipip`'s result: the decisions to install and the state for the next call."""
+
+    decisions: dict[IPv4Network, InstallDecision]
+    ipip_wanted_since: dict[IPv4Network, float]    # installed direct, IPIP wanted: since when
+    wake_at: float | None                          # the earliest end of a hold
 
 
 def refusal(path: Path, from_cluster_node: bool, ctx: ImportContext) -> str | None:
@@ -96,6 +120,34 @@ def decide(best: Mapping[IPv4Network, Path], ctx: ImportContext) -> dict[IPv4Net
         out[prefix] = InstallDecision(prefix=prefix, next_hop=path.attrs.next_hop, mode=mode,
                                       pool=pool, peer=path.peer)
     return out
+
+
+def settle_ipip(wanted: Mapping[IPv4Network, InstallDecision], installed: Mapping[IPv4Network, Installed],
+                ipip_wanted_since: Mapping[IPv4Network, float], now: float, delay: float) -> Settled:
+    """Hold back the move of installed direct routes to IPIP until ``delay`` seconds after it
+    was first wanted (``ipip_wanted_since``, from the previous call).
+
+    Only a mode transition toward the same node is held: a route installed direct via the next
+    hop it now wants in IPIP (or via an unknown one: adopted at start). New prefixes, changed
+    next hops and moves to direct are installed as wanted. A prefix wanted direct again during
+    its hold forgets it.
+    """
+    decisions: dict[IPv4Network, InstallDecision] = {}
+    since_out: dict[IPv4Network, float] = {}
+    wake_at: float | None = None
+    for prefix, decision in wanted.items():
+        have = installed.get(prefix)
+        if (decision.mode is InstallMode.IPIP and have is not None and have.mode is InstallMode.DIRECT
+                and have.next_hop in (None, decision.next_hop)):
+            since = min(ipip_wanted_since.get(prefix, now), now)
+            since_out[prefix] = since     # kept until installed: a failed write is retried at once
+            due = since + delay
+            if now < due:
+                decisions[prefix] = replace(decision, mode=InstallMode.DIRECT, ipip_at=due)
+                wake_at = due if wake_at is None else min(wake_at, due)
+                continue
+        decisions[prefix] = decision
+    return Settled(decisions=decisions, ipip_wanted_since=since_out, wake_at=wake_at)
 
 
 def max_prefix_exceeded(received: int, limit: int | None) -> bool:

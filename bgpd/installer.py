@@ -33,7 +33,7 @@ class SyncResult:
 class Installer:
     def __init__(self, table: RouteTable, tunnel_device: str = TUNNEL_DEVICE) -> None:
         self._table = table
-        self._tunnel = tunnel_device
+        self.tunnel_device = tunnel_device
         self.installed: dict[IPv4Network, Route] = table.dump(BGPD_ROUTE_PROTOCOL)
         self.errors: dict[IPv4Network, str] = {}
         if self.installed:
@@ -43,7 +43,7 @@ class Installer:
         """The kernel route for a decision, or the reason it cannot be installed."""
         nh = decision.next_hop
         if decision.mode is InstallMode.IPIP:
-            return Route(dst=decision.prefix, proto=BGPD_ROUTE_PROTOCOL, dev=self._tunnel,
+            return Route(dst=decision.prefix, proto=BGPD_ROUTE_PROTOCOL, dev=self.tunnel_device,
                          gateway=nh, onlink=True)
         if nh not in nh_cache:
             nh_cache[nh] = self._table.route_to(nh)

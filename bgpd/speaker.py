@@ -49,6 +49,7 @@ class SpeakerSettings:
     max_prefixes: int | None = 10000          # per peer; exceeded -> cease NOTIFICATION
     graceful_restart: int = exaconfig.DEFAULT_GRACEFUL_RESTART
     max_prefix_hold_down: float = 300.0       # seconds a peer stays down after exceeding max_prefixes
+    ipip_enable_delay: float = 5.0            # seconds before installed direct routes move to IPIP
     netns: str | None = None                  # run ExaBGP and netlink in this namespace
     exabgp_bin: str | None = None
 
@@ -103,6 +104,8 @@ class Speaker:
         self._own: tuple[IPv4Network, ...] = ()
         self._services: tuple[IPv4Network, ...] = ()
         self._decisions: dict[IPv4Network, importer.InstallDecision] = {}
+        self._ipip_wanted_since: dict[IPv4Network, float] = {}
+        self._wake_at: float | None = None      # the earliest end of an IPIP settle delay
         self._started = clock()
         self._adoption_done = False
         self._md5_last: dict[str, int] = {}
@@ -148,7 +151,8 @@ class Speaker:
     def run(self) -> None:
         next_tick = self._clock() + 1
         while not self._stop.is_set():
-            timeout = max(0.0, next_tick - self._clock())
+            wake = next_tick if self._wake_at is None else min(next_tick, self._wake_at)
+            timeout = max(0.0, wake - self._clock())
             try:
                 batch = [self._events.get(timeout=timeout)]
             except queue.Empty:
@@ -453,7 +457,7 @@ class Speaker:
             if self._exabgp.send(lines):
                 for address, routes in desired.items():
                     self._sessions[address].announced = dict(routes)
-        self._decisions = importer.decide(best, self._ctx) if self._ctx else {}
+        self._decisions = self._settle(importer.decide(best, self._ctx) if self._ctx else {})
         result = self._installer.sync(self._decisions, remove_stale=self._adoption_done)
         if result.writes:
             self._metrics.route_writes.inc(result.writes)
@@ -461,6 +465,29 @@ class Speaker:
             self._metrics.install_errors.inc(len(result.errors))
         self.ready = self._exabgp.connected
         self._metrics.observe(self._sessions_status())
+
+    def _settle(self, wanted: dict[IPv4Network, importer.InstallDecision]
+                ) -> dict[IPv4Network, importer.InstallDecision]:
+        """Apply the IPIP settle delay to ``wanted`` against what the kernel holds now."""
+        installed: dict[IPv4Network, importer.Installed] = {}
+        for prefix, route in self._installer.installed.items():
+            previous = self._decisions.get(prefix)
+            known = previous is not None and prefix not in self._installer.errors
+            installed[prefix] = importer.Installed(
+                mode=importer.InstallMode.IPIP if route.dev == self._installer.tunnel_device
+                else importer.InstallMode.DIRECT,
+                next_hop=previous.next_hop if known else None)
+        settled = importer.settle_ipip(wanted, installed, self._ipip_wanted_since, self._clock(),
+                                       self.settings.ipip_enable_delay)
+        held = {p for p, d in settled.decisions.items() if d.ipip_at is not None}
+        newly = sorted(held - {p for p, d in self._decisions.items() if d.ipip_at is not None})
+        if newly:
+            log.info("ipip_move_delayed", prefixes=len(newly), first=str(newly[0]),
+                     delay_seconds=self.settings.ipip_enable_delay,
+                     why="peers' felix may not have raised tunl0 yet")
+        self._ipip_wanted_since = settled.ipip_wanted_since
+        self._wake_at = settled.wake_at
+        return settled.decisions
 
     def _sessions_status(self) -> list[dict[str, Any]]:
         out = []
@@ -514,6 +541,7 @@ class Speaker:
                 installed.append({
                     "prefix": str(prefix), "next_hop": str(d.next_hop), "mode": d.mode.value,
                     "pool": d.pool, "from_peer": str(d.peer),
+                    "ipip_in": round(max(0.0, d.ipip_at - self._clock()), 1) if d.ipip_at is not None else None,
                     "route": str(route) if route is not None else None,
                     "error": self._installer.errors.get(prefix, ""),
                 })

@@ -338,3 +338,82 @@ def test_negative_hold_down_is_refused() -> None:
     from bgpd.daemon import BgpdConfig
     with pytest.raises(ConfigError, match="max_prefix_hold_down: -1.0"):
         load_config(BgpdConfig, ["--max-prefix-hold-down", "-1"], prog="bgpd", description="")
+
+
+# --- IPIP settle delay ---------------------------------------------------------------------
+
+IPIP, DIRECT = importer.InstallMode.IPIP, importer.InstallMode.DIRECT
+
+
+def wanted(prefix: str, nh: str, mode: importer.InstallMode) -> importer.InstallDecision:
+    return importer.InstallDecision(prefix=N(prefix), next_hop=A(nh), mode=mode, pool="p", peer=A(nh))
+
+
+def settle(decisions, installed, since=None, now=100.0, delay=5.0) -> importer.Settled:
+    return importer.settle_ipip({d.prefix: d for d in decisions}, installed, since or {}, now, delay)
+
+
+def test_installed_direct_route_moves_to_ipip_only_after_the_delay() -> None:
+    want = wanted("10.1.1.0/26", "192.168.1.2", IPIP)
+    have = {want.prefix: importer.Installed(DIRECT, A("192.168.1.2"))}
+    first = settle([want], have, now=100.0)
+    assert first.decisions[want.prefix].mode is DIRECT and first.decisions[want.prefix].ipip_at == 105.0
+    assert first.wake_at == 105.0 and first.ipip_wanted_since == {want.prefix: 100.0}
+    still = settle([want], have, first.ipip_wanted_since, now=104.9)
+    assert still.decisions[want.prefix].mode is DIRECT and still.wake_at == 105.0
+    due = settle([want], have, still.ipip_wanted_since, now=105.0)
+    assert due.decisions[want.prefix] == want and due.wake_at is None
+
+
+def test_a_failed_ipip_write_is_retried_without_a_new_delay() -> None:
+    want = wanted("10.1.1.0/26", "192.168.1.2", IPIP)
+    have = {want.prefix: importer.Installed(DIRECT, A("192.168.1.2"))}
+    again = settle([want], have, {want.prefix: 100.0}, now=107.0)    # still direct in the kernel
+    assert again.decisions[want.prefix] == want
+
+
+def test_what_is_not_a_move_to_ipip_toward_the_same_node_is_not_delayed() -> None:
+    fresh = wanted("10.1.1.0/26", "192.168.1.2", IPIP)                  # learned for the first time
+    to_direct = wanted("10.1.2.0/26", "192.168.1.3", DIRECT)            # tunnel -> direct
+    same = wanted("10.1.3.0/26", "192.168.1.4", IPIP)                   # already in IPIP
+    moved = wanted("10.1.4.0/26", "192.168.7.5", IPIP)                  # block now behind another node
+    installed = {to_direct.prefix: importer.Installed(IPIP, A("192.168.1.3")),
+                 same.prefix: importer.Installed(IPIP, A("192.168.1.4")),
+                 moved.prefix: importer.Installed(DIRECT, A("192.168.1.9"))}
+    got = settle([fresh, to_direct, same, moved], installed)
+    assert got.decisions == {d.prefix: d for d in (fresh, to_direct, same, moved)}
+    assert got.wake_at is None and got.ipip_wanted_since == {}
+
+
+def test_adopted_direct_route_of_unknown_next_hop_is_delayed() -> None:
+    """bgpd restarted just after a switch to IPIP: the direct route it adopted may lead to a
+    node whose tunl0 is not up yet."""
+    want = wanted("10.1.1.0/26", "192.168.1.2", IPIP)
+    got = settle([want], {want.prefix: importer.Installed(DIRECT, None)})
+    assert got.decisions[want.prefix].mode is DIRECT and got.wake_at == 105.0
+
+
+def test_cross_subnet_delays_only_the_next_hops_that_change_mode() -> None:
+    """Never -> CrossSubnet: the node in this subnet stays direct, the remote one is delayed."""
+    ctx = CTX
+    local_nh, remote_nh = A("192.168.1.2"), A("192.168.7.2")
+    best = {N("10.2.1.0/26"): path("10.2.1.0/26", next_hop=local_nh),
+            N("10.2.2.0/26"): path("10.2.2.0/26", next_hop=remote_nh)}
+    decisions = importer.decide(best, ctx)
+    installed = {N("10.2.1.0/26"): importer.Installed(DIRECT, local_nh),
+                 N("10.2.2.0/26"): importer.Installed(DIRECT, remote_nh)}
+    got = importer.settle_ipip(decisions, installed, {}, 100.0, 5.0)
+    assert got.decisions[N("10.2.1.0/26")] == decisions[N("10.2.1.0/26")]
+    assert got.decisions[N("10.2.2.0/26")].mode is DIRECT and got.ipip_wanted_since == {N("10.2.2.0/26"): 100.0}
+
+
+def test_a_prefix_wanted_direct_again_forgets_its_hold() -> None:
+    back = wanted("10.1.1.0/26", "192.168.1.2", DIRECT)
+    got = settle([back], {back.prefix: importer.Installed(DIRECT, A("192.168.1.2"))}, {back.prefix: 99.0})
+    assert got.decisions[back.prefix] == back and got.ipip_wanted_since == {}
+
+
+def test_zero_delay_installs_ipip_at_once() -> None:
+    want = wanted("10.1.1.0/26", "192.168.1.2", IPIP)
+    got = settle([want], {want.prefix: importer.Installed(DIRECT, A("192.168.1.2"))}, delay=0.0)
+    assert got.decisions[want.prefix] == want
