@@ -120,7 +120,7 @@ def run(lab: Lab) -> None:
     took = wait_until("IPIP routes on every node", lambda: routes_in_mode(lab, True))
     print(f"(routes in place on every node after {took:.1f} s)")
     show(lab, "node1", ["ip", "route"])
-    show(lab, "node1", ["ip", "-d", "link", "show", "tunl0"])
+    show(lab, "node1", ["ip", "-d", "address", "show", "tunl0"])
     banner("pod-to-pod ping matrix, IPIP Always")
     show_matrix(lab, members, "IPIP Always")
 
