@@ -3,7 +3,9 @@
 Lab ``labs/ipip``: node1 and node2 in 10.0.1.0/24, node3 in 10.0.2.0/24 behind a router; pod
 CIDRs 10.244.N.0/24 in one pool, starting in ipipMode Always. The pool's mode is then changed
 through the API: installed routes must be replaced in place (a netlink route monitor sees new
-routes and no deletion) and no BGP session may reset. The tests run in order on one lab.
+routes and no deletion) and no BGP session may reset; a move of an installed route from direct
+to IPIP waits for the settle delay (logged as ``ipip_move_delayed``), a move to direct does not.
+The tests run in order on one lab.
 """
 from __future__ import annotations
 
@@ -88,6 +90,7 @@ def test_always_installs_via_tunl0_onlink(lab, established):
 @pytest.mark.parametrize("mode", ["Never", "CrossSubnet", "Always"])
 def test_mode_change_replaces_routes_in_place(lab, established, tmp_path, mode):
     before = bgp_routes(lab, "node1")
+    delayed_before = lab.daemon_log("node1", "bgpd").count("ipip_move_delayed")
     monitor = RouteMonitor(lab, "node1", tmp_path / "monitor.log")
     try:
         set_mode(lab, mode)
@@ -103,3 +106,7 @@ def test_mode_change_replaces_routes_in_place(lab, established, tmp_path, mode):
     for prefix in changed:
         assert any(e.startswith(prefix) and "proto bgp" in e for e in events), f"no replace of {prefix}: {events}"
     assert_no_session_reset(lab, established)
+    to_ipip = {p for p in changed if "tunl0" in expected(mode)["node1"][p]}
+    delayed = lab.daemon_log("node1", "bgpd").count("ipip_move_delayed") - delayed_before
+    assert delayed == (1 if to_ipip else 0), \
+        f"switching to {mode}: {delayed} delayed moves to IPIP logged, moves to IPIP: {sorted(to_ipip)}"
