@@ -14,7 +14,7 @@ import pytest
 from calyx.naming import cali_interface_name
 from calyxlab import pods
 from calyxlab.traffic import ContinuousPing
-from e2e_support import (MAX_LOST_DURING_MODE_SWITCHES, add_pod, add_pods,
+from e2e_support import (add_pod, add_pods,
                          assert_full_matrix, bgp_routes, bgpd_status, bgpd_status_table,
                          capture_icmp, core_api, deployed, node_block, pod_exec, routes,
                          set_ipip_mode_api, set_ipip_mode_kubectl, wait_for,
@@ -24,6 +24,11 @@ pytestmark = [pytest.mark.lab, pytest.mark.uml]
 
 NODES = {"node1": "10.0.0.11", "node2": "10.0.0.12", "node3": "10.0.0.13"}
 SWITCH_PORT = {"node1": "eth1", "node2": "eth2", "node3": "eth3"}   # switch:ethN faces node
+# Packets a 20/s pod-to-pod ping may lose over a whole live sequence of mode switches (stated in
+# docs/operations.md). The design loses none (felix keeps tunl0 decapsulating for its teardown
+# grace, bgpd moves routes to IPIP only after its enable delay); the allowance covers a machine
+# so loaded that the UML lab stalls a reply past ping's patience.
+MAX_LOST_DURING_MODE_SWITCHES = 2
 
 
 @pytest.fixture(scope="module")
