@@ -10,9 +10,10 @@ from typing import Iterator
 import pytest
 
 from calyxlab.apiserver import EmbeddedAPIServer
-from conftest import FIXTURE_CRDS
+from calyxlab.tools import find_tool
+from apitest_support import FIXTURE_CRDS
 
-KUBECTL = "/usr/bin/kubectl"
+KUBECTL = find_tool("kubectl")
 
 
 class Kubectl:

@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from calyxlab import lab as labmod
 from calyxlab import manifests
 from calyxlab.lab import Lab, ProcHandle
-from calyxlab.subnets import claim_free_subnet, release_subnet
+from calyxlab import pytest_plugin
 
 LABS = Path(__file__).parent / "labs"
 BGPD = str(Path(sys.executable).with_name("bgpd"))
@@ -24,15 +23,7 @@ TIMEOUT = 120.0      # generous: UML is ~10x slower than the host for syscalls
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = TIMEOUT, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {last!r})")
-        time.sleep(interval)
+    return pytest_plugin.wait_for(what, predicate, timeout, interval)
 
 
 @contextlib.contextmanager
@@ -40,21 +31,10 @@ def module_lab(request, unique_lab_name: Callable[[str], str], lab_dir: str, ker
                daemons: tuple[str, ...] = ("bgpd",)) -> Iterator[Lab]:
     """Deploy ``labs/<lab_dir>/<lab_dir>.clab.yml`` for a test module; destroy it afterwards
     (logs are kept, and their path printed, when a test of the module failed)."""
-    subnet = claim_free_subnet()
-    name = unique_lab_name(f"b{lab_dir}")
-    failed_before = request.session.testsfailed
-    try:
-        lab = Lab.deploy(LABS / lab_dir / f"{lab_dir}.clab.yml", name=name, mgmt_subnet=str(subnet),
-                         kernel=kernel, daemons=daemons)
+    with pytest_plugin.module_lab(request, unique_lab_name(f"b{lab_dir}"),
+                                  LABS / lab_dir / f"{lab_dir}.clab.yml", kernel=kernel,
+                                  daemons=daemons) as lab:
         yield lab
-    finally:
-        failed = request.session.testsfailed > failed_before
-        try:
-            labmod.destroy(name, cleanup=not failed)
-            if failed:
-                print(f"\nlab {name}: logs kept in {labmod.LabNames(name).state_dir}")
-        finally:
-            release_subnet(subnet)
 
 
 def bgpd_cli(lab: Lab, node: str, *args: str):
@@ -182,6 +162,6 @@ class RouteMonitor:
         for verb in ("add", "del"):
             self.lab.exec(self.node, ["ip", "route", verb, "blackhole", f"{self.CANARY}/32"], check=True)
         wait_for("the route monitor sees the last canary",
-                 lambda: sum(self.CANARY in line for line in self._all_lines()) >= seen + 2, timeout=30)
+                 lambda: sum(self.CANARY in line for line in self._all_lines()) >= seen + 2, timeout=90)
         self.lab.kill(self.handle)
         return self.lines()

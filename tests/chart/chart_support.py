@@ -2,8 +2,6 @@
 manifests. A missing helm is a failure (it is part of the toolchain), never a skip."""
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +9,8 @@ from typing import Any, Sequence
 
 import pytest
 import yaml
+
+from calyxlab.tools import ToolNotFound, find_tool
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "calyx"
@@ -21,13 +21,10 @@ NAMESPACE = "calyx-system"
 
 
 def find_helm() -> str:
-    local = REPO / ".tools" / "bin" / "helm"
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    found = shutil.which("helm")
-    if found:
-        return found
-    pytest.fail(f"helm not found at {local} nor on PATH; run `bash scripts/setup.sh`", pytrace=False)
+    try:
+        return find_tool("helm")
+    except ToolNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ accepted, served back with the CRD defaults, and parse into the model the daemon
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,6 +12,7 @@ import yaml
 
 from calyx import model
 from calyxlab.apiserver import EmbeddedAPIServer
+from calyxlab.tools import ToolNotFound, find_tool
 from chart_support import NAMESPACE, SCENARIOS, Helm, Rendered
 
 PARSERS = {"IPPool": model.parse_ippool, "BGPConfiguration": model.parse_bgp_configuration,
@@ -21,10 +21,10 @@ PLURALS = {"IPPool": "ippools", "BGPConfiguration": "bgpconfigurations", "BGPPee
 
 
 def find_kubectl() -> str:
-    found = shutil.which("kubectl") or (str(Path(__file__).resolve().parents[2] / ".tools" / "bin" / "kubectl"))
-    if not Path(found).is_file():
-        pytest.fail("kubectl not found on PATH nor in .tools/bin; run `bash scripts/setup.sh`", pytrace=False)
-    return found
+    try:
+        return find_tool("kubectl")
+    except ToolNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 class Kubectl:

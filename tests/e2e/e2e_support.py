@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from calyxlab import lab as labmod
 from calyxlab import pods
 from calyxlab.lab import REPO_ROOT, Lab
-from calyxlab.subnets import claim_free_subnet, release_subnet
+from calyxlab import pytest_plugin
+from calyxlab.tools import find_tool
 from calyxlab.traffic import (POD_NAMESPACE, Pod, add_pod, format_matrix,  # noqa: F401 (re-exported)
                               ping_matrix, ping_once)
 
 SCENARIOS = REPO_ROOT / "containerlab"
 BGPD = str(REPO_ROOT / ".venv" / "bin" / "bgpd")
-KUBECTL = "/usr/bin/kubectl"
+KUBECTL = find_tool("kubectl")
 POOL = "default-ipv4-ippool"
 CONVERGE_TIMEOUT = 120.0      # generous: UML is ~10x slower than the host for syscalls
 # docs/operations.md states this bound: packets a 20/s ping between pods on different nodes may
@@ -44,16 +44,7 @@ def topology(scenario: str) -> Path:
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = CONVERGE_TIMEOUT,
              interval: float = 0.3) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} "
-                                 f"(last value: {last!r})")
-        time.sleep(interval)
+    return pytest_plugin.wait_for(what, predicate, timeout, interval)
 
 
 @contextlib.contextmanager
@@ -63,23 +54,12 @@ def deployed(request, unique_lab_name: Callable[[str], str], scenario: str,
 
     Logs are kept (and their path printed) when a test of the module failed.
     """
-    subnet = claim_free_subnet()
-    name = unique_lab_name(scenario)
-    failed_before = request.session.testsfailed
     started = time.monotonic()
-    try:
-        lab = Lab.deploy(topology(scenario), name=name, mgmt_subnet=str(subnet), kernel=kernel)
+    with pytest_plugin.module_lab(request, unique_lab_name(scenario), topology(scenario),
+                                  kernel=kernel) as lab:
         print(f"\n{scenario}: deployed in {time.monotonic() - started:.1f} s "
               f"({lab.kernel} kernel)")
         yield lab
-    finally:
-        failed = request.session.testsfailed > failed_before
-        try:
-            labmod.destroy(name, cleanup=not failed)
-            if failed:
-                print(f"\nlab {name}: logs kept in {labmod.LabNames(name).state_dir}")
-        finally:
-            release_subnet(subnet)
 
 
 # ----------------------------------------------------------------------------- pods
