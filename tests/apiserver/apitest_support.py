@@ -1,5 +1,19 @@
-"""Object builders shared by the API emulator tests."""
+"""What the API emulator tests share: the fixture CRDs, a server with a client, object builders."""
 from __future__ import annotations
+
+from pathlib import Path
+
+from kubernetes import client, config
+
+from calyxlab.apiserver import EmbeddedAPIServer
+
+FIXTURE_CRDS = Path(__file__).parent / "crds"
+
+
+def start_server(tmp_path: Path, **options) -> tuple[EmbeddedAPIServer, client.ApiClient]:
+    server = EmbeddedAPIServer(crd_dir=FIXTURE_CRDS, **options).start()
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    return server, config.new_client_from_config(str(kubeconfig))
 
 
 def pod(name: str, node: str | None = "node-1", labels: dict | None = None, **spec) -> dict:

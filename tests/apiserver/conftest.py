@@ -10,13 +10,7 @@ from kubernetes import client, config
 
 from calyxlab.apiserver import EmbeddedAPIServer
 
-FIXTURE_CRDS = Path(__file__).parent / "crds"
-
-
-def start_server(tmp_path: Path, **options) -> tuple[EmbeddedAPIServer, client.ApiClient]:
-    server = EmbeddedAPIServer(crd_dir=FIXTURE_CRDS, **options).start()
-    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-    return server, config.new_client_from_config(str(kubeconfig))
+from apitest_support import FIXTURE_CRDS, start_server  # noqa: F401 (fixtures use both)
 
 
 @pytest.fixture

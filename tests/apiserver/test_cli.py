@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from conftest import FIXTURE_CRDS
+from apitest_support import FIXTURE_CRDS
 
 
 def test_process_serves_until_sigterm(tmp_path: Path) -> None:

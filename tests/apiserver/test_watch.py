@@ -12,7 +12,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from apitest_support import ippool, pod
-from conftest import start_server
+from apitest_support import start_server
 
 
 class Collector:
