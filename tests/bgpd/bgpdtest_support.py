@@ -215,7 +215,7 @@ class GoBgp:
         base = ["ip", "netns", "exec", self.ns, "gobgp", "-u", "127.0.0.1", "-p", "50051", "global", "rib"]
         for prefix in prefixes:
             wait_for(lambda p=prefix: subprocess.run(base + ["add", "-a", "ipv4", p], capture_output=True).returncode
-                     == 0, timeout=30, what=f"GoBGP originates {prefix}")
+                     == 0, timeout=90, what=f"GoBGP originates {prefix}")
 
     def learned(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """prefix -> (next hop, AS path) of the routes GoBGP received from its neighbors."""

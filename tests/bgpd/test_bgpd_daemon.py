@@ -151,7 +151,7 @@ def test_restart_adopts_installed_routes_without_a_write(lab, tmp_path):
     monitor = RouteMonitor(lab, node, tmp_path / "monitor.log")
     try:
         lab.stop_daemons(node, ["bgpd"])
-        wait_for("bgpd stopped", lambda: bgpd_cli(lab, node, "status").returncode == 3, timeout=30)
+        wait_for("bgpd stopped", lambda: bgpd_cli(lab, node, "status").returncode == 3, timeout=120)
         assert bgp_routes(lab, node) == before      # a stopped bgpd leaves its routes
         lab.start_daemons(node, ["bgpd"])
         wait_sessions(lab, node, {NODES["node1"]: "route reflector", ROUTER: "global"})

@@ -60,8 +60,8 @@ def test_max_prefix_sends_a_cease_notification_and_holds_down(net: Net, run_root
         torn_down = time.monotonic()
         assert f"> {LIMIT})" in row["info"] and row["state"] == "Idle"
         assert f"held down for {int(HOLD_DOWN)}s" in row["info"]
-        wait_for(lambda: net.routes(ns_a) == set(), timeout=30, what="the router's routes withdrawn")
-        seen = wait_for(lambda: router_saw_max_prefix_notification(kind, router), timeout=30,
+        wait_for(lambda: net.routes(ns_a) == set(), timeout=90, what="the router's routes withdrawn")
+        seen = wait_for(lambda: router_saw_max_prefix_notification(kind, router), timeout=90,
                         what=f"{kind} reports the Cease NOTIFICATION (maximum number of prefixes)")
         print(seen)
         # Held down: no session while the hold-down lasts.

@@ -53,7 +53,7 @@ def test_route_reflector_reflects_between_clients(net: Net, run_root: Path) -> N
         # c2 goes away: its block is withdrawn from c1 by the reflector.
         speakers["c2"].stop()
         wait_for(lambda: net.routes(ns["c1"]) == {f"{pool16}.0.0/26 via {sub_ip['rr']} dev eth0"},
-                 timeout=30, what="withdrawal after c2's session is lost (graceful restart window 5 s)")
+                 timeout=90, what="withdrawal after c2's session is lost (graceful restart window 5 s)")
     finally:
         for sp in speakers.values():
             sp.stop()

@@ -68,12 +68,12 @@ def test_refresher_follows_a_rotating_token_file(tmp_path):
     try:
         for value in ("token-2", "token-3"):
             _rotate(sa_dir, value)
-            _wait(f"kubeconfig holding {value}", lambda v=value: _token_in(kubeconfig) == v, timeout=10)
+            _wait(f"kubeconfig holding {value}", lambda v=value: _token_in(kubeconfig) == v, timeout=30)
         (sa_dir / "token").unlink()                               # a failed read is retried, file kept
         time.sleep(0.2)
         assert _token_in(kubeconfig) == "token-3"
         _rotate(sa_dir, "token-4")
-        _wait("kubeconfig holding token-4", lambda: _token_in(kubeconfig) == "token-4", timeout=10)
+        _wait("kubeconfig holding token-4", lambda: _token_in(kubeconfig) == "token-4", timeout=30)
     finally:
         stop.set()
         thread.join(timeout=10)

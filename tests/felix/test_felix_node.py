@@ -102,7 +102,7 @@ def test_a_hand_deleted_route_is_restored_by_the_event_not_the_timer(bed: Bed) -
     ip("route", "del", "10.244.1.5/32", netns=bed.netns)
     ip("route", "del", "blackhole", "10.244.1.0/24", netns=bed.netns)
     wait_for("routes restored", lambda: set(bed.felix_routes()) == {
-        pod_line("web-1", "10.244.1.5"), "blackhole 10.244.1.0/24"}, timeout=10)
+        pod_line("web-1", "10.244.1.5"), "blackhole 10.244.1.0/24"}, timeout=60)
 
 
 def test_an_invalid_pool_update_removes_nothing(bed: Bed) -> None:

@@ -100,7 +100,7 @@ def test_tunl0_lifecycle_follows_the_pools(lab_factory) -> None:
         wait_for("tunl0 down without address once the grace is over", tunnel_off, timeout=GRACE + 60,
                  detail=lambda: tunl0(lab, "node1"))
         assert not decapsulated(lab), "node1 still answers IPIP with tunl0 down: the check proves nothing"
-        wait_for("pod MTU back to the underlay's", lambda: pod_mtu() == "1500\n", timeout=30)
+        wait_for("pod MTU back to the underlay's", lambda: pod_mtu() == "1500\n", timeout=90)
 
         put_pool(custom, "CrossSubnet")
         wait_for("tunl0 up again", tunnel_on, timeout=60, detail=lambda: tunl0(lab, "node1"))
