@@ -128,8 +128,8 @@ def run(lab: Lab) -> None:
            "pod-node3 every 50 ms")
     ping = ContinuousPing(lab, members[0], members[2]).start()
     try:
-        print(f"$ kubectl patch ippool {POOL} --type merge -p "
-              "'{\"spec\":{\"ipipMode\":\"Never\"}}'", flush=True)
+        print(f"(the IPPool is patched through the API, as `kubectl patch ippool {POOL} "
+              "--type merge -p '{\"spec\":{\"ipipMode\":\"Never\"}}'` would)", flush=True)
         set_ipip_mode(lab, "Never")
         took = wait_until("plain BGP routes on every node", lambda: routes_in_mode(lab, False))
         print(f"(every node routes without tunl0 after {took:.1f} s)")
