@@ -71,7 +71,10 @@ def test_rendered_crds_are_the_chart_crds(helm: Helm) -> None:
 def test_defaults_follow_calico_manifest(rendered_scenarios: dict[str, Rendered]) -> None:
     rendered = rendered_scenarios["defaults"]
     pool = rendered.one("IPPool")["spec"]
-    assert pool["ipipMode"] == "Always" and pool["blockSize"] == 26 and pool["natOutgoing"] is True
+    assert pool["ipipMode"] == "Always" and pool["blockSize"] == 26
+    # Calico's manifest masquerades by default; felix does not program natOutgoing yet, so the
+    # chart does not ask for what it cannot do.
+    assert pool["natOutgoing"] is False
     network = ipaddress.IPv4Network(pool["cidr"])    # strict: host bits are zero
     assert network.is_private and network.prefixlen <= pool["blockSize"]
     config = rendered.one("BGPConfiguration", "default")["spec"]
