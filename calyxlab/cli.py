@@ -138,7 +138,9 @@ def _exit_on_sigterm(signum: int, frame) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Restored on return: main() also runs inside other programs (tests), whose forked
+    # children (pyroute2 forks to enter a namespace) must keep the default SIGTERM action.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.func(args)
     except (TopologyError, labmod.LabError, ManifestError, CommandError, UmlError, RoleError,
@@ -149,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("calyx-lab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
