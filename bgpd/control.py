@@ -6,12 +6,12 @@ I/O. :class:`ControlServer` runs in the daemon; :func:`request` is the client th
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from bgpd.unixsocket import listen_private, remove_socket_file
 from calyx.observability import get_logger
 
 log = get_logger("bgpd.control")
@@ -29,15 +29,7 @@ class ControlServer:
 
     def start(self) -> "ControlServer":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(self.path))
-        os.chmod(self.path, 0o600)
-        sock.listen(8)
-        self._sock = sock
+        self._sock = listen_private(self.path, backlog=8)
         threading.Thread(target=self._serve, name="bgpd-control", daemon=True).start()
         return self
 
@@ -45,10 +37,7 @@ class ControlServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        remove_socket_file(self.path)
 
     def _serve(self) -> None:
         while self._sock is not None:

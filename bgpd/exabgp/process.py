@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Mapping
 from calyx.observability import get_logger
 
 from bgpd.exabgp.config import PROCESS_NAME
+from bgpd.unixsocket import listen_private, remove_socket_file
 
 log = get_logger("bgpd.exabgp")
 
@@ -136,10 +137,7 @@ class ExaBGPProcess:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        try:
-            self.socket_path.unlink()
-        except FileNotFoundError:
-            pass
+        remove_socket_file(self.socket_path)
 
     # --- internals ------------------------------------------------------------------------
 
@@ -152,15 +150,7 @@ class ExaBGPProcess:
         os.replace(tmp, self.config_path)
 
     def _start_listener(self) -> None:
-        try:
-            self.socket_path.unlink()
-        except FileNotFoundError:
-            pass
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.socket_path))
-        os.chmod(self.socket_path, 0o600)
-        listener.listen(4)
-        self._listener = listener
+        self._listener = listen_private(self.socket_path, backlog=4)
         threading.Thread(target=self._accept_loop, name="exabgp-api-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
