@@ -106,7 +106,22 @@ def peer_row(speaker, address: str) -> dict:
     return {}
 
 
-class Bird:
+class RouterProcess:
+    """A router daemon the test started (``self.proc``), stopped by PID: terminate, then kill."""
+
+    proc: "subprocess.Popen"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class Bird(RouterProcess):
     """A BIRD 2 process in a namespace, stopped by PID."""
 
     def __init__(self, ns: str, workdir, config: str) -> None:
@@ -143,17 +158,8 @@ class Bird:
                     out[prefix] = (out[prefix][0], as_path)
         return out
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(10)
 
-
-class FrrBgpd:
+class FrrBgpd(RouterProcess):
     """FRR's bgpd alone (no zebra, no kernel) in a namespace, stopped by PID."""
 
     def __init__(self, ns: str, workdir, config: str, listen: str) -> None:
@@ -183,17 +189,8 @@ class FrrBgpd:
                 out[prefix] = (nh, tuple(int(a) for a in path.get("path", "").split() if a.isdigit()))
         return out
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(10)
 
-
-class GoBgp:
+class GoBgp(RouterProcess):
     """gobgpd in a namespace (its gRPC API on the namespace's own loopback), stopped by PID."""
 
     def __init__(self, ns: str, workdir, config: str) -> None:
@@ -235,12 +232,3 @@ class GoBgp:
                 if nh not in ("", "0.0.0.0"):
                     out[prefix] = (nh, as_path)
         return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(10)
