@@ -1,7 +1,7 @@
 """Every containerlab topology in the repository is valid for containerlab itself.
 
 Validates ``containerlab/**/*.clab.yml`` against containerlab's own JSON schema (draft-07,
-from ``../shared/clab.schema.json``) and checks that the lab runner accepts each file too.
+vendored in ``containerlab/schema/clab.schema.json``) and checks that the lab runner accepts each file too.
 The schema's patterns use ``\\p{..}`` classes, which need the ``regex`` module in place of
 ``re`` inside jsonschema's keyword implementations.
 """
@@ -20,7 +20,7 @@ import yaml
 from calyxlab.topology import load
 
 REPO = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = REPO.parent / "shared" / "clab.schema.json"
+SCHEMA_PATH = REPO / "containerlab" / "schema" / "clab.schema.json"
 TOPOLOGIES = sorted((REPO / "containerlab").glob("**/*.clab.yml")) + sorted(
     (REPO / "tests" / "lab" / "topologies").glob("**/*.clab.yml"))
 
