@@ -4,7 +4,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.calyx-installed
 
-.PHONY: setup demo test test-unit test-lab lint clean bench
+.PHONY: setup tools demo test test-unit test-lab lint clean bench
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -12,16 +12,20 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+# etcd and the Kubernetes control plane, built from their Go modules into .tools/ (once per version).
+tools: $(STAMP)
+	bash scripts/build-kube.sh
+
+demo: tools
 	$(PY) -m calyxlab.demo
 
-test: $(STAMP)
+test: tools
 	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not lab and not uml" $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: tools
 	$(PY) -m bench.run_all
 
 clean:
