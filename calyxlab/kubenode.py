@@ -2,7 +2,8 @@
 
 Creates (or updates) the Node object named after the lab node, with the topology labels plus
 ``kubernetes.io/hostname``, the InternalIP and Hostname addresses and a Ready condition.
-Uses the official kubernetes client against the lab's kubeconfig.
+Uses the official kubernetes client with the node's own kubelet credentials
+(``system:node:NAME``), so the Node authorizer and NodeRestriction admission check every write.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Mapping
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
+
+
+CAPACITY = {"cpu": "2", "memory": "4Gi", "pods": "110"}
 
 
 def node_body(name: str, labels: Mapping[str, str], internal_ip: str | None) -> dict:
@@ -26,6 +30,8 @@ def node_body(name: str, labels: Mapping[str, str], internal_ip: str | None) -> 
                                 "kubernetes.io/os": "linux"}},
         "spec": {},
         "status": {
+            # What the scheduler needs to place a pod here (a DaemonSet's, say).
+            "capacity": dict(CAPACITY), "allocatable": dict(CAPACITY),
             "addresses": addresses,
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "calyx-lab node is ready",

@@ -14,7 +14,6 @@ made. :func:`destroy` works from the state file and from the lab's derived names
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -131,9 +130,12 @@ class Lab:
         kernel = resolve_kernel(kernel)
         if kernel == "uml" and (why := uml.uml_available()):
             raise LabError(f"cannot use the UML kernel: {why}")
-        if topo.has_cluster_nodes and importlib.util.find_spec("calyxlab.apiserver") is None:
-            raise LabError("the embedded Kubernetes API server (python -m calyxlab.apiserver) is "
-                           "not installed; a topology with calyx/node images needs it")
+        if topo.has_cluster_nodes:
+            from calyxlab.controlplane import binaries
+            try:
+                binaries.locate()
+            except binaries.BinariesMissing as exc:
+                raise LabError(str(exc)) from None
         remove_state(names)      # logs of an earlier run of this lab name
         state = StateFile(names)
         state.data.update({
@@ -244,30 +246,25 @@ class Lab:
         self.backend = backend
 
     def _start_api(self) -> None:
+        """Start the lab's Kubernetes control plane on the management gateway (the host kernel
+        in both modes), write the admin kubeconfig and install Calyx's CRDs."""
+        from calyxlab.controlplane import cluster, pki   # only cluster labs need the API
         topo, names = self.topology, self.names
-        log = names.state_dir / "apiserver.log"
         names.kubeconfig.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "calyxlab.apiserver", "--listen",
-                f"{topo.mgmt.gateway}:{API_PORT}", "--crd-dir", str(CRD_DIR),
-                "--kubeconfig-out", str(names.kubeconfig)]
-        host = HostBackend()
-        pid, started = host.spawn(argv, log=str(log))
-        self.state.set("apiserver", ProcHandle(pid, started, tuple(argv), str(log),
-                                               None, "apiserver").to_json())
-        deadline = time.monotonic() + API_READY_TIMEOUT
-        while time.monotonic() < deadline:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            ready = [ln for ln in text.splitlines() if ln.startswith("ready ")]
-            if ready:
-                self.state.set("api_url", ready[0].split(None, 1)[1].strip())
-                self.print(f"API server ready at {self.api_url}")
-                return
-            if not host.alive(pid, started):
-                raise LabError(f"the API server exited before it was ready; {log}:\n"
-                               + "\n".join(text.splitlines()[-20:]))
-            time.sleep(0.05)
-        raise LabError(f"the API server did not print 'ready <url>' within "
-                       f"{API_READY_TIMEOUT:.0f} s (log {log})")
+        self.print(f"Starting the Kubernetes control plane (etcd, kube-apiserver, "
+                   f"kube-controller-manager, kube-scheduler) on {topo.mgmt.gateway}:{API_PORT}")
+        started = time.monotonic()
+        try:
+            control_plane = cluster.start(
+                names.control_plane_dir, address=str(topo.mgmt.gateway), port=API_PORT,
+                on_spawn=lambda h: self.state.append("control_plane", h.to_json()))
+        except (cluster.ControlPlaneError, OSError) as exc:
+            raise LabError(f"the Kubernetes control plane did not start: {exc}") from None
+        control_plane.kubeconfig_for(pki.ADMIN, names.kubeconfig)
+        self.state.set("api_url", control_plane.url)
+        self.print(f"API server ready at {self.api_url} ({time.monotonic() - started:.1f} s)")
+        for line in manifests.install_crds(str(names.kubeconfig), CRD_DIR):
+            self.print(f"API: {line}")
 
     def _run_exec_line(self, node: Node, line: str) -> None:
         try:
@@ -321,11 +318,25 @@ class Lab:
                 return addr["local"]
         return None
 
+    def credentials(self):
+        """Issues kubeconfigs for the lab's API, signed by its cluster CA."""
+        from calyxlab.controlplane import cluster, pki
+        if not self.api_url:
+            raise LabError(f"lab {self.name!r} has no Kubernetes API")
+        return cluster.Credentials(pki.ClusterPKI(self.names.control_plane_dir / "pki"), self.api_url)
+
+    def node_kubeconfig(self, node: str) -> Path:
+        """The kubelet credentials of cluster node ``node`` (made at registration)."""
+        return self.names.node_kubeconfig(node)
+
     def _register(self, node: Node) -> None:
+        """Register the Node as its kubelet does: with the node's own identity."""
         from calyxlab import kubenode   # the kubernetes client is only needed for cluster labs
         ip = self.internal_ip(node.name)
-        kubenode.register(str(self.kubeconfig), node.name, node.labels, ip)
-        self.print(f"Node {node.name}: registered in the API (InternalIP {ip or 'none'})")
+        kubeconfig = self.credentials().node_kubeconfig(node.name, self.node_kubeconfig(node.name))
+        kubenode.register(str(kubeconfig), node.name, node.labels, ip)
+        self.print(f"Node {node.name}: registered in the API as system:node:{node.name} "
+                   f"(InternalIP {ip or 'none'})")
 
     # ----------------------------------------------------------------- driving nodes
     @property
@@ -529,12 +540,8 @@ def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> b
     # Processes on the host kernel: recorded ones, then whatever still runs in a lab namespace.
     for p in data.get("processes", []) if data.get("kernel") != "uml" else []:
         found |= procs.terminate(p["pid"], p["start_time"], grace=3)
-    kubeconfig_flag = str(names.kubeconfig)
-    apis = ([(data["apiserver"]["pid"], data["apiserver"]["start_time"])]
-            if data.get("apiserver") else [])
-    apis += _find_host_processes(lambda a: "calyxlab.apiserver" in a and kubeconfig_flag in a)
-    for pid, started in set(apis):
-        found |= procs.terminate(pid, started, grace=3)
+    for pid, started in _control_plane_processes(names, data):
+        found |= procs.terminate(pid, started, grace=5)
     for ns in _lab_namespaces(host, names):
         found = True
         pids = host.run(["ip", "netns", "pids", ns]).stdout.split()
@@ -572,7 +579,15 @@ def leftovers(name: str) -> list[str]:
     found += [f"link {link}" for link in (names.bridge, names.tap)
               if host.run(["ip", "link", "show", link]).returncode == 0]
     found += [f"UML process {pid}" for pid, _ in _find_uml_instances(names)]
-    kubeconfig_flag = str(names.kubeconfig)
-    found += [f"API server process {pid}" for pid, _ in _find_host_processes(
-        lambda a: "calyxlab.apiserver" in a and kubeconfig_flag in a)]
+    found += [f"control-plane process {pid}" for pid, started in _control_plane_processes(names, {})
+              if procs.alive(pid, started)]
     return found
+
+
+def _control_plane_processes(names: LabNames, data: Mapping) -> list[tuple[int, int]]:
+    """The lab's etcd and Kubernetes components: recorded ones, and any host process whose
+    arguments name the lab's control-plane directory (the record may be lost)."""
+    found = {(p["pid"], p["start_time"]) for p in data.get("control_plane", [])}
+    marker = str(names.control_plane_dir)
+    found |= set(_find_host_processes(lambda argv: any(marker in a for a in argv)))
+    return sorted(found)

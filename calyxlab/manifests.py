@@ -9,9 +9,11 @@ for them; the lab applies that file after the nodes register and before any daem
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import kubernetes.client
 import yaml
 from kubernetes.client.rest import ApiException
 
@@ -19,6 +21,7 @@ from calyx.kube import client as kube_client
 from calyx.kube import resources
 
 MANIFEST_NAME = "cluster.yaml"
+CRD_ESTABLISHED_TIMEOUT = 60.0
 
 _BY_KIND = {(r.api_version, r.kind): r for r in resources.ALL}
 
@@ -84,6 +87,41 @@ def apply(kubeconfig: str, docs: Iterable[dict[str, Any]]) -> list[str]:
                 resources.patch_object(api, resource, name, _merge_patch(doc), namespace)
                 verb = "configured"
             out.append(f"{resource.kind.lower()}/{name} {verb}")
+    finally:
+        api.close()
+    return out
+
+
+def install_crds(kubeconfig: str, crd_dir: Path) -> list[str]:
+    """Create (or replace) every CustomResourceDefinition in ``crd_dir`` and wait until the API
+    server serves each (condition Established), as ``kubectl apply`` then ``kubectl wait`` would."""
+    api = kube_client.load(kubeconfig)
+    ext = kubernetes.client.ApiextensionsV1Api(api)
+    out, names = [], []
+    try:
+        for path in sorted(crd_dir.glob("*.yaml")):
+            doc = yaml.safe_load(path.read_text())
+            name = doc["metadata"]["name"]
+            try:
+                ext.create_custom_resource_definition(doc)
+                out.append(f"customresourcedefinition.apiextensions.k8s.io/{name} created")
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise ManifestError(f"{path}: CRD {name!r} rejected: {exc.status} {exc.reason}: "
+                                        f"{exc.body}") from None
+                current = ext.read_custom_resource_definition(name)
+                doc["metadata"]["resourceVersion"] = current.metadata.resource_version
+                ext.replace_custom_resource_definition(name, doc)
+                out.append(f"customresourcedefinition.apiextensions.k8s.io/{name} configured")
+            names.append(name)
+        deadline = time.monotonic() + CRD_ESTABLISHED_TIMEOUT
+        for name in names:
+            while not any(c.type == "Established" and c.status == "True" for c in
+                          (ext.read_custom_resource_definition(name).status.conditions or [])):
+                if time.monotonic() > deadline:
+                    raise ManifestError(f"CRD {name!r} not Established within "
+                                        f"{CRD_ESTABLISHED_TIMEOUT:.0f} s")
+                time.sleep(0.1)
     finally:
         api.close()
     return out

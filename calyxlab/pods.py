@@ -1,6 +1,7 @@
 """Pods in the lab, made the way kubelet makes them: a network namespace for the sandbox, the
 Calyx CNI plugin called with CNI_COMMAND=ADD inside the node (so it runs on the node's kernel,
-UML included), then the Pod recorded in the API (spec.nodeName, status.podIP/podIPs, Running).
+UML included), then the Pod's status (podIP/podIPs, Running) written with the node's kubelet
+credentials, as the Node authorizer allows for a pod bound to that node.
 Deleting is the reverse: DEL, the namespace removed, the Pod deleted.
 
 A pod's namespace is ``clab-<lab>-<node>-pod-<namespace>-<name>``: inside the lab's own prefix,
@@ -13,6 +14,7 @@ import argparse
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 CNI_IFNAME = "eth0"
 CNI_TIMEOUT_S = 120.0
+SERVICE_ACCOUNT_WAIT_S = 30.0
 NETNS_NAME_MAX = 200          # well under NAME_MAX; longer names are shortened with a hash
 POD_IMAGE = "calyx/lab-pod"
 
@@ -86,9 +89,30 @@ def _plugin_error(res: "Result") -> str:
         return (res.stderr or res.stdout).strip()[-2000:]
 
 
-def _core(lab: "Lab"):
+def _core(lab: "Lab", node: str | None = None):
+    """The core API as the lab's admin, or as ``node``'s kubelet (what writes a pod's status)."""
     from kubernetes import client as k8s
-    return k8s.CoreV1Api(kube_client.load(str(lab.kubeconfig)))
+    kubeconfig = lab.node_kubeconfig(node) if node else lab.kubeconfig
+    return k8s.CoreV1Api(kube_client.load(str(kubeconfig)))
+
+
+def _create_api_pod(core, namespace: str, name: str, node: str) -> None:
+    """Create the Pod; a namespace made a moment ago may not have its ``default``
+    ServiceAccount yet (the controller-manager makes it), which admission refuses for a while."""
+    from kubernetes.client.exceptions import ApiException
+    deadline = time.monotonic() + SERVICE_ACCOUNT_WAIT_S
+    while True:
+        try:
+            core.create_namespaced_pod(namespace, pod_body(namespace, name, node))
+            return
+        except ApiException as exc:
+            if exc.status == 409:
+                return
+            waiting = exc.status == 403 and "serviceaccount" in (exc.body or "")
+            if not waiting or time.monotonic() > deadline:
+                raise PodError(f"pod {namespace}/{name}: API create failed: {exc.status} "
+                               f"{exc.reason}: {exc.body}") from None
+            time.sleep(0.1)
 
 
 def _ensure_namespace(core, namespace: str) -> None:
@@ -113,11 +137,7 @@ def add_pod(lab: "Lab", node: str, namespace: str, name: str) -> str:
         raise PodError(f"pod {namespace}/{name}: node {node!r} is not in lab {lab.name!r}")
     core = _core(lab)
     _ensure_namespace(core, namespace)
-    try:
-        core.create_namespaced_pod(namespace, pod_body(namespace, name, node))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise PodError(f"pod {namespace}/{name}: API create failed: {exc.status} {exc.reason}") from None
+    _create_api_pod(core, namespace, name, node)
     netns = pod_netns(lab.name, node, namespace, name)
     res = lab.run_root(["ip", "netns", "add", netns])
     if res.returncode != 0:
@@ -129,7 +149,7 @@ def add_pod(lab: "Lab", node: str, namespace: str, name: str) -> str:
         if res.returncode != 0:
             raise PodError(f"pod {namespace}/{name} on node {node}: ADD failed: {_plugin_error(res)}")
         address = json.loads(res.stdout)["ips"][0]["address"].split("/")[0]
-        core.patch_namespaced_pod_status(name, namespace, {"status": {
+        _core(lab, node).patch_namespaced_pod_status(name, namespace, {"status": {
             "phase": "Running", "podIP": address, "podIPs": [{"ip": address}],
             "conditions": [{"type": "Ready", "status": "True"}]}})
         return address

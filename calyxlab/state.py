@@ -61,6 +61,15 @@ class LabNames:
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"
 
+    @property
+    def control_plane_dir(self) -> Path:
+        """etcd's data, the cluster PKI, component kubeconfigs and logs of the lab's control plane."""
+        return self.state_dir / "control-plane"
+
+    def node_kubeconfig(self, node: str) -> Path:
+        """Credentials of ``node``'s kubelet role (``system:node:NODE``)."""
+        return self.state_dir / "nodes" / node / "kubelet.kubeconfig"
+
     def log_dir(self, node: str) -> Path:
         return self.state_dir / "logs" / node
 

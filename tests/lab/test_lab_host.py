@@ -23,9 +23,13 @@ TWO_NODES = REPO / "containerlab" / "two-nodes.clab.yml"
 CLI = str(Path(sys.executable).parent / "calyx-lab")
 
 
-def http_get_from(lab: Lab, node: str, url: str) -> dict:
-    code = f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
-    return json.loads(lab.exec(node, ["python3", "-c", code], check=True, timeout=60).stdout)
+def kubectl_in(lab: Lab, node: str, kubeconfig: Path, *args: str, check: bool = True):
+    """kubectl run inside ``node`` (its network view) with the given credentials."""
+    return lab.exec(node, ["kubectl", "--kubeconfig", str(kubeconfig), *args], check=check, timeout=60)
+
+
+def control_plane_handles(lab: Lab) -> list:
+    return [labmod.ProcHandle.from_json(p) for p in lab.state.data["control_plane"]]
 
 
 def assert_gone(lab_name: str, handles=()) -> None:
@@ -45,9 +49,11 @@ def test_two_nodes_wired_registered_and_destroyed(lab_factory) -> None:
     assert lab.exec("node1", ["ip", "route", "show", "default"], check=True).stdout == ""
     assert lab.exec("node2", ["ip", "-4", "-o", "addr", "show", "eth0"],
                     check=True).stdout.split()[3] == f"{subnet.network_address + 3}/24"
-    # the API, over the mgmt bridge, from inside a node
-    assert lab.api_url == f"http://{subnet.network_address + 1}:6443"
-    nodes = http_get_from(lab, "node2", lab.api_url + "/api/v1/nodes")
+    # the real API, over TLS on the mgmt bridge, from inside a node
+    assert lab.api_url == f"https://{subnet.network_address + 1}:6443"
+    assert {h.name for h in control_plane_handles(lab)} == {
+        "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    nodes = json.loads(kubectl_in(lab, "node2", lab.kubeconfig, "get", "nodes", "-o", "json").stdout)
     by_name = {n["metadata"]["name"]: n for n in nodes["items"]}
     assert sorted(by_name) == ["node1", "node2"]
     n1 = by_name["node1"]
@@ -59,10 +65,20 @@ def test_two_nodes_wired_registered_and_destroyed(lab_factory) -> None:
     out = subprocess.run(["kubectl", "--kubeconfig", str(lab.kubeconfig), "get", "nodes",
                           "-o", "name"], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["node/node1", "node/node2"]
+    # each node registered itself with its own kubelet identity, and the Node authorizer and
+    # NodeRestriction hold it to its own object
+    node1 = lab.node_kubeconfig("node1")
+    assert kubectl_in(lab, "node1", node1, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"
+                      ).stdout == "system:node:node1"
+    assert kubectl_in(lab, "node1", node1, "get", "node", "node1", "-o", "name").stdout.strip() == "node/node1"
+    denied = kubectl_in(lab, "node1", node1, "label", "node", "node2", "hijacked=yes", check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+    denied = kubectl_in(lab, "node1", node1, "get", "secrets", "-A", check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
     # a background process belongs to the lab
     sleeper = lab.spawn("node1", ["sleep", "300"])
     assert lab.alive(sleeper)
-    handles = lab.processes() + [labmod.ProcHandle.from_json(lab.state.data["apiserver"])]
+    handles = lab.processes() + control_plane_handles(lab)
     assert [r["state"] for r in lab.inspect()] == ["running", "running"]
     lab.destroy()
     assert_gone(lab.name, handles)
@@ -186,7 +202,7 @@ def test_destroy_after_the_deploying_cli_was_killed(unique_lab_name, mgmt_subnet
         proc.wait()
         left = leftovers(name)
         assert f"namespace {names.namespace('a')}" in left
-        assert any(item.startswith("API server process") for item in left)
+        assert any(item.startswith("control-plane process") for item in left)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -199,10 +215,10 @@ def test_destroy_after_the_deploying_cli_was_killed(unique_lab_name, mgmt_subnet
 def test_destroy_without_state_file_finds_leftovers_by_name(lab_factory) -> None:
     lab = lab_factory(TWO_NODES, kernel="host")
     sleeper = lab.spawn("node2", ["sleep", "300"])
-    api = labmod.ProcHandle.from_json(lab.state.data["apiserver"])
+    control_plane = control_plane_handles(lab)
     lab.names.state_file.unlink()
     assert labmod.destroy(lab.name) is True
-    assert_gone(lab.name, [sleeper, api])
+    assert_gone(lab.name, [sleeper, *control_plane])
 
 
 def test_daemons_can_be_left_to_the_test(lab_factory) -> None:
