@@ -1,8 +1,8 @@
 """bgpd propagation against BIRD: node A starts advertising N prefixes; time until all N are
 in node B's kernel.
 
-Calyx: two namespaces on a bridge, the API emulator, a real ``bgpd`` (with its ExaBGP) on each
-node, full mesh, plain BGP (pool ipipMode Never). Once the session is up and idle, node A's
+Calyx: two namespaces on a bridge, a real Kubernetes control plane, a real ``bgpd`` (with its
+ExaBGP) on each node, full mesh, plain BGP (pool ipipMode Never). Once the session is up and idle, node A's
 Node object gets N pod CIDRs (one API patch); timed from that patch until B's kernel holds N
 ``proto bgp`` routes. BIRD: the same two namespaces with BIRD on both ends (iBGP, A's N routes
 in a static protocol that starts disabled; B exports what it learns to the kernel); timed from

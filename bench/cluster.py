@@ -31,7 +31,7 @@ class Topology:
 
 
 def build(bed: Testbed, topo: Topology, bgpd_env: dict[str, str] | None = None) -> list[Node]:
-    """Namespaces, API emulator and objects; no daemon started yet."""
+    """Namespaces, the Kubernetes control plane and objects; no daemon started yet."""
     nodes = [bed.add_node(f"node-{i}") for i in range(topo.nodes)]
     bed.start_api()
     bed.put("ippools", "bench", {"cidr": str(POOL), "ipipMode": "Never", "blockSize": 26})

@@ -1,5 +1,6 @@
 """The benchmarks' test bed on the host kernel: node namespaces on a bridge in the root
-namespace, the API emulator as its own process on the bridge's address, felix/bgpd/BIRD
+namespace, a real Kubernetes control plane (etcd, kube-apiserver, controller-manager,
+scheduler; :mod:`calyxlab.controlplane`) listening on the bridge's address, felix/bgpd/BIRD
 processes inside the node namespaces. Everything is named with a per-run tag and removed on
 exit (processes by PID, then namespaces and the bridge), even when a benchmark fails.
 
@@ -13,7 +14,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +27,8 @@ import kubernetes.client
 from bench.common import REPO, children, rss_mib, wait_until
 from calyx.kube import client as kube_client
 from calyx.netlink import RouteTable
+from calyxlab import manifests
+from calyxlab.controlplane import cluster
 
 VENV_BIN = Path(sys.executable).parent
 BGP_PROTO = 186
@@ -116,6 +118,7 @@ class Testbed:
         self._bridge_made = False
         self.api: kubernetes.client.ApiClient | None = None
         self.kubeconfig: Path | None = None
+        self.control_plane: cluster.ControlPlane | None = None
 
     def __enter__(self) -> "Testbed":
         sh("ip", "link", "add", self.bridge, "type", "bridge")
@@ -185,18 +188,13 @@ class Testbed:
             except ProcessLookupError:
                 pass
 
-    # --- API emulator --------------------------------------------------------------------
+    # --- Kubernetes API ------------------------------------------------------------------
 
     def start_api(self) -> kubernetes.client.ApiClient:
-        with socket.socket() as probe:
-            probe.bind((str(self.gateway.ip), 0))
-            port = probe.getsockname()[1]
-        self.kubeconfig = self.workdir / "kubeconfig"
-        self.spawn("apiserver", [sys.executable, "-m", "calyxlab.apiserver", "--listen",
-                                 f"{self.gateway.ip}:{port}", "--kubeconfig-out", str(self.kubeconfig),
-                                 "--history", "100000"])
-        wait_until(lambda: self.kubeconfig.exists() and _connectable(str(self.gateway.ip), port), 60,
-                   what="the API emulator")
+        """Start the control plane on the bridge's address, with Calyx's CRDs installed."""
+        self.control_plane = cluster.start(self.workdir / "control-plane", address=str(self.gateway.ip))
+        self.kubeconfig = self.control_plane.admin_kubeconfig
+        manifests.install_crds(str(self.kubeconfig), REPO / "charts" / "calyx" / "crds")
         self.api = kube_client.load(str(self.kubeconfig))
         return self.api
 
@@ -277,6 +275,9 @@ class Testbed:
             except Exception as exc:  # keep tearing down the rest
                 print(f"teardown: {proc.name}: {exc}", file=sys.stderr)
         self._procs.clear()
+        if self.control_plane is not None:
+            self.control_plane.stop()
+            self.control_plane = None
         for name in reversed(self._namespaces):
             for pid in sh("ip", "netns", "pids", name, check=False).split():
                 try:
@@ -289,14 +290,6 @@ class Testbed:
             sh("ip", "link", "del", self.bridge, check=False)
             self._bridge_made = False
         sh("rm", "-rf", str(self.workdir), check=False)
-
-
-def _connectable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def wait_alive(procs: Iterable[Proc], seconds: float) -> None:

@@ -6,10 +6,10 @@
                     kernel="host") as lab:
         lab.exec("node1", ["ping", "-c1", "10.0.0.2"], check=True)
 
-Deploy order: (UML kernel), wiring (:mod:`calyxlab.netplan`), the embedded API server when
-the topology has cluster nodes, router daemons (a container's entrypoint), every node's
-``exec`` lines in order, then each cluster node is registered as a Node and its felix/bgpd
-started. Each step is recorded in the state file first, and a failed deploy destroys what it
+Deploy order: (UML kernel), wiring (:mod:`calyxlab.netplan`), the Kubernetes control plane and
+Calyx's CRDs when the topology has cluster nodes (:mod:`calyxlab.controlplane`), router daemons
+(a container's entrypoint), every node's ``exec`` lines in order, then each cluster node
+registers itself as a Node (with its own kubelet credentials) and its felix/bgpd are started. Each step is recorded in the state file first, and a failed deploy destroys what it
 made. :func:`destroy` works from the state file and from the lab's derived names.
 """
 from __future__ import annotations

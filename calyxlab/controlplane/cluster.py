@@ -19,7 +19,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable
 
 import kubernetes.client
 from kubernetes.client.rest import ApiException
@@ -162,7 +162,7 @@ class ControlPlane:
                     "--initial-cluster", f"calyx-lab=http://127.0.0.1:{self.ports.etcd_peer}",
                     "--listen-metrics-urls", "", "--log-level", "warn"]
         if component == APISERVER:
-            serving, sa = self._serving, self.pki.service_account_keys()
+            serving, sa = self._serving_certificate(), self.pki.service_account_keys()
             return [str(self.bins.kube_apiserver),
                     f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
                     f"--bind-address={self.spec.address}", f"--secure-port={self.ports.api}",
@@ -198,8 +198,7 @@ class ControlPlane:
         reached only through the loopback publishes none."""
         return ["--endpoint-reconciler-type=none"] if self.advertise_address.startswith("127.") else []
 
-    @property
-    def _serving(self) -> pki_mod.KeyPair:
+    def _serving_certificate(self) -> pki_mod.KeyPair:
         pair = pki_mod.KeyPair(self.pki.dir / "apiserver.crt", self.pki.dir / "apiserver.key")
         if pair.cert.exists() and pair.key.exists():
             return pair
@@ -322,11 +321,11 @@ class ControlPlane:
         self.stop()
 
 
-def start(directory: str | os.PathLike[str], *, address: str = "127.0.0.1", port: int = 0,
-          serving_ips: Sequence[str] = (), on_spawn: Callable[[ProcHandle], None] | None = None,
-          **spec: object) -> ControlPlane:
-    """Start a control plane in ``directory`` (see :class:`ControlPlaneSpec` for ``spec``)."""
-    cp = ControlPlane(ControlPlaneSpec(Path(directory), address, port,
-                                       serving_ips=tuple(serving_ips), **spec),  # type: ignore[arg-type]
-                      **({"on_spawn": on_spawn} if on_spawn else {}))
-    return cp.start()
+def start(directory: str | os.PathLike[str], *, on_spawn: Callable[[ProcHandle], None] | None = None,
+          **spec: Any) -> ControlPlane:
+    """Start a control plane in ``directory``; ``spec`` holds :class:`ControlPlaneSpec`'s other
+    fields (``address``, ``port``, ...)."""
+    plane = ControlPlane(ControlPlaneSpec(Path(directory), **spec))
+    if on_spawn is not None:
+        plane.on_spawn = on_spawn
+    return plane.start()
