@@ -31,7 +31,7 @@ from calyxlab.state import LabNames, StateFile, remove_state
 from calyxlab.topology import MGMT_INTERFACE, Node, Role, Topology, load
 
 API_PORT = 6443
-API_READY_TIMEOUT = 60.0
+API_READY_TIMEOUT = 120.0
 ROUTER_READY_TIMEOUT = 30.0
 EXEC_TIMEOUT = 120.0
 DAEMON_SETTLE = 0.5      # a cluster daemon still running this long after its start is reported up
@@ -324,6 +324,30 @@ class Lab:
         if not self.api_url:
             raise LabError(f"lab {self.name!r} has no Kubernetes API")
         return cluster.Credentials(pki.ClusterPKI(self.names.control_plane_dir / "pki"), self.api_url)
+
+    def stop_api_server(self, *, grace: float = 10.0) -> None:
+        """Stop the lab's kube-apiserver (etcd and the controllers keep running): an API outage."""
+        for entry in self.state.data.get("control_plane", []):
+            if entry.get("name") == "kube-apiserver":
+                procs.terminate(entry["pid"], entry["start_time"], grace=grace)
+
+    def start_api_server(self, *, timeout: float = API_READY_TIMEOUT) -> None:
+        """Start the lab's kube-apiserver again, as it was started at deploy, and wait until it
+        is ready."""
+        from calyxlab.controlplane import cluster
+        entries = self.state.data.get("control_plane", [])
+        old = next((e for e in entries if e.get("name") == "kube-apiserver"), None)
+        if old is None:
+            raise LabError(f"lab {self.name!r} has no kube-apiserver")
+        if not procs.alive(old["pid"], old["start_time"]):
+            pid, started = procs.spawn(old["argv"], log=old["log"])
+            handle = ProcHandle(pid, started, tuple(old["argv"]), old["log"], None, "kube-apiserver")
+            self.state.set("control_plane", [e for e in entries if e is not old] + [handle.to_json()])
+        deadline = time.monotonic() + timeout
+        while not cluster.api_ready(self.kubeconfig):
+            if time.monotonic() > deadline:
+                raise LabError(f"kube-apiserver not ready within {timeout:.0f} s (log {old['log']})")
+            time.sleep(0.2)
 
     def node_kubeconfig(self, node: str) -> Path:
         """The kubelet credentials of cluster node ``node`` (made at registration)."""

@@ -1,7 +1,8 @@
 """Applies a file of Kubernetes manifests to the lab's API, as `kubectl apply -f` would for
-the kinds Calyx uses: an object that does not exist is created, one that exists is merged
-(JSON merge patch of its metadata labels/annotations and spec), so a Node the lab registered
-keeps its status while a manifest adds its annotations.
+the kinds Calyx uses: each object is read first; one that does not exist is created, one that
+exists is merged (JSON merge patch of its metadata labels/annotations and spec), so a Node the
+lab registered keeps its status while a manifest adds its annotations, and a partial document
+(only the field to change) updates an object that the API would refuse to create from it.
 
 A scenario's Calyx resources (IPPool, BGPConfiguration, BGPPeer, Node annotations, Secrets)
 live in ``cluster.yaml`` beside its topology file, because containerlab's schema has no place
@@ -78,14 +79,23 @@ def apply(kubeconfig: str, docs: Iterable[dict[str, Any]]) -> list[str]:
             name = doc["metadata"]["name"]
             namespace = doc["metadata"].get("namespace", "default") if resource.namespaced else None
             try:
-                resources.create_object(api, resource, doc, namespace)
-                verb = "created"
+                resources.get_object(api, resource, name, namespace)
+                exists = True
             except ApiException as exc:
-                if exc.status != 409:
-                    raise ManifestError(f"{resource.kind} {name!r}: create failed: "
+                if exc.status != 404:
+                    raise ManifestError(f"{resource.kind} {name!r}: read failed: "
                                         f"{exc.status} {exc.reason}: {exc.body}") from None
-                resources.patch_object(api, resource, name, _merge_patch(doc), namespace)
-                verb = "configured"
+                exists = False
+            try:
+                if exists:
+                    resources.patch_object(api, resource, name, _merge_patch(doc), namespace)
+                    verb = "configured"
+                else:
+                    resources.create_object(api, resource, doc, namespace)
+                    verb = "created"
+            except ApiException as exc:
+                raise ManifestError(f"{resource.kind} {name!r}: {'patch' if exists else 'create'} "
+                                    f"failed: {exc.status} {exc.reason}: {exc.body}") from None
             out.append(f"{resource.kind.lower()}/{name} {verb}")
     finally:
         api.close()

@@ -61,6 +61,21 @@ def first_service_ip(cidr: str) -> str:
     return str(next(ip_network(cidr).hosts()))
 
 
+def api_ready(kubeconfig: str | os.PathLike[str]) -> bool:
+    """Whether the API server that ``kubeconfig`` names answers ``/readyz`` with ``ok``."""
+    try:
+        api = kube_client.load(str(kubeconfig))
+    except kube_client.ClientConfigError:
+        return False
+    try:
+        response = api.call_api("GET", f"{api.configuration.host}/readyz", _request_timeout=5)
+        return response.status == 200 and response.read().strip() == b"ok"
+    except Exception:       # refused, TLS not up yet, 500 while post-start hooks run
+        return False
+    finally:
+        api.close()
+
+
 @dataclass(frozen=True)
 class ControlPlaneSpec:
     """What a control plane looks like; ``port=0`` picks a free port for the API server."""
@@ -267,17 +282,7 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ readiness
     def api_ready(self) -> bool:
-        try:
-            api = self.admin_client()
-        except kube_client.ClientConfigError:
-            return False
-        try:
-            response = api.call_api("GET", f"{api.configuration.host}/readyz", _request_timeout=5)
-            return response.status == 200 and response.read().strip() == b"ok"
-        except Exception:       # refused, TLS not up yet, 500 while post-start hooks run
-            return False
-        finally:
-            api.close()
+        return api_ready(self.admin_kubeconfig)
 
     def wait_api_ready(self, timeout: float = API_READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

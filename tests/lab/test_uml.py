@@ -42,10 +42,9 @@ def test_ipip_between_nodes_inside_uml(lab_factory) -> None:
     assert stats["stats64"]["rx"]["packets"] >= 2
     route = lab.exec("a", ["ip", "route", "get", "10.244.2.1"], check=True).stdout
     assert "dev tunl0" in route and "via 10.0.0.2" in route
-    # the API server runs on the host; nodes inside UML reach it over the tap
-    code = (f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
-            f"{lab.api_url + '/api/v1/nodes'!r}, timeout=20).read().decode())")
-    nodes = json.loads(lab.exec("b", ["python3", "-c", code], check=True, timeout=120).stdout)
+    # the API server runs on the host; nodes inside UML reach it over the tap, with TLS
+    nodes = json.loads(lab.exec("b", ["kubectl", "--kubeconfig", str(lab.kubeconfig), "get",
+                                      "nodes", "-o", "json"], check=True, timeout=120).stdout)
     assert sorted(n["metadata"]["name"] for n in nodes["items"]) == ["a", "b"]
     # the host reaches each node's mgmt address directly
     subprocess.run(["ping", "-c1", "-W3", lab.nodes["b"].mgmt_ipv4], check=True,
