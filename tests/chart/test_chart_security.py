@@ -7,10 +7,11 @@ from typing import Any
 from chart_support import NAMESPACE, Helm, Rendered
 
 DAEMONS = ("felix", "bgpd")
-# Capabilities per container, and why (docs/install.md, "Privileges").
+# Capabilities per container, and why (docs/install.md, "Privileges"). felix opens netlink
+# sockets only (no raw IP or packet socket: no NET_RAW); natOutgoing is not programmed.
 EXPECTED_CAPABILITIES = {
     "install-cni": set(),
-    "felix": {"NET_ADMIN", "NET_RAW"},
+    "felix": {"NET_ADMIN"},
     "bgpd": {"NET_ADMIN", "NET_BIND_SERVICE"},
 }
 ALLOWED_HOST_PATHS = {"/var/run/calyx", "/opt/cni/bin", "/etc/cni/net.d"}
