@@ -1,6 +1,7 @@
 """The chart and the programs in the image agree: every setting the DaemonSet passes is one the
-daemons read, and the install-cni init container, run with the rendered command and environment,
-installs the plugin where the chart's values say."""
+daemons read, the CNI plugin's token is mounted where install-cni and felix read it, and the
+install-cni init container, run with the rendered command and environment, installs the plugin
+where the chart's values say."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from calyx.cni import install as cni_install
 from calyx.config import DaemonConfig
 from chart_support import Helm
 from felix.config import FelixConfig
@@ -65,3 +67,24 @@ def test_install_cni_with_rendered_environment(helm: Helm, tmp_path: Path) -> No
     assert plugin["run_dir"] == "/var/run/calyx-test"
     assert os.access(bin_dir / "calyx", os.X_OK) and (bin_dir / "calyx").is_symlink()
     assert (bin_dir / "calyx").resolve().parent.parent == bin_dir / "calyx.d"
+
+
+def _env_of(setting: str) -> str:
+    return next(f.metadata["env"] for f in dataclasses.fields(FelixConfig) if f.name == setting)
+
+
+def test_cni_plugin_token_is_where_install_cni_and_felix_read_it(helm: Helm) -> None:
+    containers = _containers(helm, [])
+    mounts = {name: {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])} for name, c in containers.items()}
+    # install-cni builds calyx-kubeconfig from the token at the service-account path ...
+    assert mounts["install-cni"][cni_install.SERVICE_ACCOUNT_DIR] == "cni-plugin-token"
+    init_env = {e["name"]: e.get("value") for e in containers["install-cni"]["env"]}
+    written = f"{init_env['CNI_CONF_DIR']}/{cni_install.KUBECONFIG_NAME}"
+    # ... and felix rewrites that same file from the same token.
+    felix_env = {e["name"]: e.get("value") for e in containers["felix"]["env"]}
+    assert felix_env[_env_of("cni_kubeconfig")] == written
+    assert mounts["felix"][felix_env[_env_of("cni_token_dir")]] == "cni-plugin-token"
+    assert mounts["felix"][init_env["CNI_CONF_DIR"]] == mounts["install-cni"][init_env["CNI_CONF_DIR"]] == "cni-net-dir"
+    # felix's own API credentials stay the pod's: nothing of the chart's sits at that path.
+    for daemon in ("felix", "bgpd"):
+        assert cni_install.SERVICE_ACCOUNT_DIR not in mounts[daemon], daemon

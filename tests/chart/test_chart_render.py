@@ -40,8 +40,9 @@ def test_kubernetes_manifests_match_api_schemas(rendered_scenarios: dict[str, Re
             except kubernetes_validate.SchemaNotFoundError as err:
                 pytest.fail(f"{what}: {err.message}")
             checked += 1
-    # 4 CRDs + ServiceAccount, ClusterRole(Binding), Role(Binding), DaemonSet per scenario.
-    assert checked == len(rendered_scenarios) * 10
+    # 4 CRDs, 2 ServiceAccounts (felix and bgpd's, the CNI plugin's) and the latter's token
+    # Secret, 2 ClusterRoles and their bindings, the Secrets Role and its binding, the DaemonSet.
+    assert checked == len(rendered_scenarios) * 14
 
 
 def test_custom_resources_match_crd_schemas(rendered_scenarios: dict[str, Rendered]) -> None:
@@ -126,6 +127,14 @@ def test_release_name_and_namespace_flow_into_names(helm: Helm) -> None:
     binding = rendered.one("ClusterRoleBinding", "net-calyx")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "net-calyx", "namespace": "networking"}]
     assert rendered.one("Role", "net-calyx-secrets")["metadata"]["namespace"] == "networking"
+    cni = rendered.one("ClusterRoleBinding", "net-calyx-cni-plugin")
+    assert cni["roleRef"]["name"] == "net-calyx-cni-plugin"
+    assert cni["subjects"] == [{"kind": "ServiceAccount", "name": "net-calyx-cni-plugin", "namespace": "networking"}]
+    token = rendered.one("Secret", "net-calyx-cni-plugin-token")
+    assert token["metadata"]["namespace"] == "networking"
+    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "net-calyx-cni-plugin"
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["cni-plugin-token"]["secret"]["secretName"] == "net-calyx-cni-plugin-token"
 
 
 def test_notes_tell_how_to_check_peering_and_routes(helm: Helm) -> None:

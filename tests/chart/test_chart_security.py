@@ -1,5 +1,6 @@
 """What a platform team checks before accepting the chart: the DaemonSet's placement, privileges,
-probes and mounts, and RBAC that grants exactly what the daemons use."""
+probes and mounts, and RBAC that grants each identity exactly what its code uses (the real
+authorizer's answers are in test_chart_rbac.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -100,6 +101,24 @@ def test_host_mounts_are_only_what_is_needed(rendered_scenarios: dict[str, Rende
         # felix rewrites the CNI kubeconfig's token; bgpd has no business there.
         assert "cni-net-dir" in {m["name"] for m in containers["felix"]["volumeMounts"]}
         assert "cni-net-dir" not in {m["name"] for m in containers["bgpd"]["volumeMounts"]}
+        # Besides the host paths: scratch space, and the CNI plugin's token.
+        others = {v["name"]: v for v in pod["volumes"] if "hostPath" not in v}
+        assert set(others) == {"tmp", "cni-plugin-token"}
+        assert others["tmp"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Mi"}
+
+
+def test_only_install_cni_and_felix_see_the_cni_plugins_token(rendered_scenarios: dict[str, Rendered]) -> None:
+    for rendered in rendered_scenarios.values():
+        pod = _pod(rendered)
+        volume = next(v for v in pod["volumes"] if v["name"] == "cni-plugin-token")
+        assert volume["secret"] == {"secretName": "calyx-cni-plugin-token", "defaultMode": 0o400,
+                                    "items": [{"key": "token", "path": "token"}, {"key": "ca.crt", "path": "ca.crt"}]}
+        mounted = {name: [m for m in c["volumeMounts"] if m["name"] == "cni-plugin-token"]
+                   for name, c in _containers(pod).items()}
+        assert {name for name, found in mounted.items() if found} == {"install-cni", "felix"}
+        assert all(m.get("readOnly") is True for found in mounted.values() for m in found)
+        # The pod itself runs as felix and bgpd's account, never as the CNI plugin's.
+        assert pod["serviceAccountName"] == "calyx"
 
 
 def _rules(rendered: Rendered, kind: str) -> list[dict[str, Any]]:
@@ -124,20 +143,44 @@ def test_rbac_has_no_wildcards(rendered_scenarios: dict[str, Rendered]) -> None:
                 assert "nonResourceURLs" not in rule
 
 
-READ = {"get", "list", "watch"}
+WATCH = {"list", "watch"}
 
 
-def test_cluster_role_is_exactly_what_the_daemons_use(rendered_scenarios: dict[str, Rendered]) -> None:
-    grants = _grants(rendered_scenarios["defaults"], "ClusterRole")
-    assert grants == {
-        ("", "pods"): READ,
-        ("", "nodes"): READ,
-        ("calyx.dev", "ippools"): READ,
-        ("calyx.dev", "bgpconfigurations"): READ,
-        ("calyx.dev", "bgppeers"): READ,
-        ("calyx.dev", "ipamblocks"): READ | {"create", "delete"},
-        ("", "events"): {"create", "patch"},
-    }
+def _bound(rendered: Rendered, binding_kind: str, role_kind: str) -> dict[str, dict[tuple[str, str], set[str]]]:
+    """ServiceAccount name -> what the roles of ``role_kind`` bound to it grant."""
+    roles = {r["metadata"]["name"]: r for r in rendered.of_kind(role_kind)}
+    grants: dict[str, dict[tuple[str, str], set[str]]] = {}
+    for binding in rendered.of_kind(binding_kind):
+        assert binding["roleRef"]["kind"] == role_kind, binding["metadata"]["name"]
+        role = Rendered((roles[binding["roleRef"]["name"]],))
+        for subject in binding["subjects"]:
+            assert subject["kind"] == "ServiceAccount" and subject["namespace"] == NAMESPACE, subject
+            for key, verbs in _grants(role, role_kind).items():
+                grants.setdefault(subject["name"], {}).setdefault(key, set()).update(verbs)
+    return grants
+
+
+def test_cluster_roles_are_exactly_what_each_identity_uses(rendered_scenarios: dict[str, Rendered]) -> None:
+    for rendered in rendered_scenarios.values():
+        assert _bound(rendered, "ClusterRoleBinding", "ClusterRole") == {
+            # felix and bgpd: their datastores list and watch; felix's garbage collector deletes
+            # the blocks of deleted nodes; both record Events.
+            "calyx": {
+                ("", "pods"): WATCH,
+                ("", "nodes"): WATCH,
+                ("calyx.dev", "ippools"): WATCH,
+                ("calyx.dev", "bgpconfigurations"): WATCH,
+                ("calyx.dev", "bgppeers"): WATCH,
+                ("calyx.dev", "ipamblocks"): WATCH | {"delete"},
+                ("", "events"): {"create", "patch"},
+            },
+            # The CNI plugin's IPAM: its node, the pools, and claiming blocks.
+            "calyx-cni-plugin": {
+                ("", "nodes"): {"get"},
+                ("calyx.dev", "ippools"): {"list"},
+                ("calyx.dev", "ipamblocks"): {"get", "list", "create"},
+            },
+        }
 
 
 def test_secret_access_is_namespaced(rendered_scenarios: dict[str, Rendered]) -> None:
@@ -145,9 +188,29 @@ def test_secret_access_is_namespaced(rendered_scenarios: dict[str, Rendered]) ->
         assert not any(r for r in _rules(rendered, "ClusterRole") if "secrets" in r["resources"])
         role = rendered.one("Role", "calyx-secrets")
         assert role["metadata"]["namespace"] == NAMESPACE
-        assert _grants(rendered, "Role") == {("", "secrets"): READ}
+        # bgpd's datastore lists and watches the namespace's Secrets; it never gets one by name.
+        assert _grants(rendered, "Role") == {("", "secrets"): WATCH}
         binding = rendered.one("RoleBinding", "calyx-secrets")
         assert binding["metadata"]["namespace"] == NAMESPACE
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "calyx-secrets"}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "calyx", "namespace": NAMESPACE}]
-        assert rendered.one("ServiceAccount", "calyx")["metadata"]["namespace"] == NAMESPACE
+        assert _bound(rendered, "RoleBinding", "Role") == {"calyx": {("", "secrets"): WATCH}}
+
+
+def test_each_identity_has_its_own_service_account(rendered_scenarios: dict[str, Rendered]) -> None:
+    for rendered in rendered_scenarios.values():
+        accounts = {a["metadata"]["name"]: a for a in rendered.of_kind("ServiceAccount")}
+        assert set(accounts) == {"calyx", "calyx-cni-plugin"}
+        assert all(a["metadata"]["namespace"] == NAMESPACE for a in accounts.values())
+        # No pod runs as the CNI plugin: its token comes from its Secret only.
+        assert accounts["calyx-cni-plugin"]["automountServiceAccountToken"] is False
+        [secret] = rendered.of_kind("Secret")
+        assert secret["type"] == "kubernetes.io/service-account-token" and "data" not in secret
+        assert secret["metadata"]["name"] == "calyx-cni-plugin-token"
+        assert secret["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "calyx-cni-plugin"
+
+
+def test_service_account_annotations_go_on_both_accounts(helm: Helm) -> None:
+    rendered = helm.template(sets=["serviceAccount.annotations.example\\.com/owner=network-team"])
+    for account in rendered.of_kind("ServiceAccount"):
+        assert account["metadata"]["annotations"] == {"example.com/owner": "network-team"}

@@ -15,6 +15,23 @@ Names, labels and the checks a JSON schema cannot express.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The CNI plugin's ServiceAccount ("calyx-cni-plugin"), and the Secret holding its token. The plugin
+runs on the host, called by the container runtime, with the kubeconfig install-cni writes.
+*/}}
+{{- define "calyx.cniPluginName" -}}
+{{- printf "%s-cni-plugin" (include "calyx.fullname" .) -}}
+{{- end -}}
+
+{{- define "calyx.cniPluginTokenSecret" -}}
+{{- printf "%s-token" (include "calyx.cniPluginName" .) -}}
+{{- end -}}
+
+{{/* Where felix finds the CNI plugin's token (CALYX_CNI_TOKEN_DIR). */}}
+{{- define "calyx.cniPluginTokenDir" -}}
+/var/run/secrets/calyx-cni-plugin
+{{- end -}}
+
 {{- define "calyx.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "calyx.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
