@@ -60,9 +60,10 @@ class KubeAccess:
         """``node``'s kubelet credentials (``system:node:NODE``)."""
         return self.kubeconfig_at(address, f"{node}.kubeconfig", pki.node_identity(node))
 
-    def stop_api(self) -> None:
-        """Stop kube-apiserver (etcd and the data stay): an API outage."""
-        self.control_plane.stop_component(cluster.APISERVER)
+    def stop_api(self, *, grace: float = 3.0) -> None:
+        """Stop kube-apiserver (etcd and the data stay): an API outage. SIGKILL follows SIGTERM
+        after ``grace`` seconds: with watches open it may take longer than that to drain them."""
+        self.control_plane.stop_component(cluster.APISERVER, grace=grace)
 
     def restart_api(self) -> None:
         """Start kube-apiserver again (if stopped) and wait until it serves."""
