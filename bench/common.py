@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS.md"
-PACKAGES = ("exabgp", "pyroute2", "kubernetes", "aiohttp")
+PACKAGES = ("exabgp", "pyroute2", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,15 @@ def _bird_version() -> str:
         return "absent"
 
 
+def _kube_version() -> str:
+    """The Kubernetes release of the control plane the test bed runs (tools/kubernetes/go.mod)."""
+    from calyxlab.controlplane import binaries
+    try:
+        return binaries.kube_version()
+    except (OSError, binaries.BinariesMissing):
+        return "absent"
+
+
 def machine_facts() -> dict[str, str]:
     load = os.getloadavg()
     return {
@@ -77,7 +86,8 @@ def machine_facts() -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "packages": ", ".join(f"{p} {_version(p)}" for p in PACKAGES) + f", bird {_bird_version()}",
+        "packages": ", ".join(f"{p} {_version(p)}" for p in PACKAGES) + f", bird {_bird_version()}"
+                    + f", kube-apiserver {_kube_version()}",
         "load average at start": f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
     }
 

@@ -1,5 +1,5 @@
 """The real ``bgpd run`` process in lab nodes (NODENAME, KUBECONFIG, CALYX_RUN_DIR as the lab
-sets them) against the API emulator: ``bgpd status`` / ``status -o json`` / ``routes`` over the
+sets them) against the lab's kube-apiserver: ``bgpd status`` / ``status -o json`` / ``routes`` over the
 control socket, ``/livez`` ``/readyz`` ``/metrics``, peer-set changes through the API without
 resetting unchanged sessions, adoption of installed routes on restart, and ExaBGP restarted
 after it is killed.
