@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 PURE = ["calyx/model.py", "calyx/selector.py", "calyx/naming.py", "calyx/route.py", "felix/calc.py",
         "bgpd/peers.py", "bgpd/export.py", "bgpd/rib.py", "bgpd/reflector.py", "bgpd/importer.py",
         "bgpd/exabgp/config.py", "bgpd/exabgp/messages.py"]
-IO_LIBRARIES = {"pyroute2", "kubernetes", "socket", "subprocess", "aiohttp", "urllib3", "requests"}
+IO_LIBRARIES = {"pyroute2", "kubernetes", "socket", "subprocess", "urllib3", "requests"}
 
 
 def _imports(path: Path) -> set[str]:
