@@ -1,5 +1,6 @@
-"""Test support: uniquely named network namespaces that are always removed, and a random
-private subnet per test session (never the lab's management subnet)."""
+"""Test support: uniquely named network namespaces that are always removed, a random private
+subnet per test session (never the lab's management subnet), and a node namespace that reaches
+the session's Kubernetes API over a veth."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 from kubernetes import client as k8s
 
 from calyx.kube import client as kube_client
-from calyxlab.apiserver.runner import EmbeddedAPIServer
+from calyxlab.controlplane.pytest_plugin import KubeAccess
 
 
 def unique_prefix() -> str:
@@ -72,15 +73,17 @@ class PluginRun:
 
 @dataclass
 class Cluster:
-    """The API emulator reachable from a node namespace over a veth, as a kubelet's node sees it."""
+    """A node namespace that reaches the Kubernetes API over a veth, as a kubelet's node does:
+    the API listens on every host address, so the plugin dials the veth's root side."""
 
     subnet: IPv4Network
     workdir: Path
+    kube: KubeAccess
     node: str = "node-a"
     namespaces: Namespaces = field(default_factory=Namespaces)
-    server: EmbeddedAPIServer | None = None
     node_ns: str = ""
     kubeconfig: str = ""
+    api: k8s.ApiClient | None = None
 
     def start(self) -> "Cluster":
         self.node_ns = self.namespaces.add("node")
@@ -91,16 +94,16 @@ class Cluster:
         sh("ip", "link", "set", root_if, "up")
         sh("ip", "addr", "add", f"{node_ip}/{self.subnet.prefixlen}", "dev", node_if, netns=self.node_ns)
         sh("ip", "link", "set", node_if, "up", netns=self.node_ns)
-        self.server = EmbeddedAPIServer(host=str(root_ip)).start()
-        self.kubeconfig = str(self.server.write_kubeconfig(self.workdir / "kubeconfig"))
+        self.kubeconfig = str(self.kube.kubeconfig_at(str(root_ip), "cni.kubeconfig"))
         self.api = kube_client.load(self.kubeconfig)
         self.create_node(self.node)
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-        self.namespaces.cleanup()   # the veth goes with the node namespace
+        if self.api is not None:
+            self.api.close()
+        self.namespaces.cleanup()   # the veth goes with the node namespace; the kube fixture
+                                    # deletes the API objects
 
     # --- API objects ---
     def create_node(self, name: str, pod_cidrs: list[str] | None = None, labels: dict | None = None) -> None:

@@ -1,5 +1,5 @@
-"""Fixtures of the CNI tests: a private subnet per session, and a Cluster (API emulator + node
-namespace) per test, always torn down."""
+"""Fixtures of the CNI tests: a private subnet per session, and a Cluster (a node namespace
+reaching the session's Kubernetes API) per test, always torn down."""
 from __future__ import annotations
 
 import itertools
@@ -16,8 +16,8 @@ def link_subnets():
 
 
 @pytest.fixture
-def cluster(tmp_path, link_subnets):
-    c = Cluster(subnet=next(link_subnets), workdir=tmp_path)
+def cluster(tmp_path, link_subnets, kube):
+    c = Cluster(subnet=next(link_subnets), workdir=tmp_path, kube=kube)
     try:
         c.start()
         yield c

@@ -1,7 +1,7 @@
 """What felix does for the CNI plugin besides routing: it keeps the CNI kubeconfig's token in step
 with the rotating service-account token, and (on the node with the smallest name) releases the
 blocks of deleted nodes, without anyone running ``calyx-cni gc``. A real felix process in the
-node namespace, against the API emulator."""
+node namespace, against a real kube-apiserver."""
 from __future__ import annotations
 
 import json
@@ -122,7 +122,7 @@ def test_felix_refreshes_the_cni_token_and_collects_the_blocks_of_deleted_nodes(
         time.sleep(4)                        # twice the grace: only the pod still bound holds the block
         owners = sorted(b["spec"]["affinity"] for b in cluster.blocks())
         assert owners == ["host:node-a", "host:zz-gone"], log_path.read_text()[-3000:]
-        core.delete_namespaced_pod("leftover", "default")
+        core.delete_namespaced_pod("leftover", "default", grace_period_seconds=0)   # no kubelet to confirm
         _wait("the deleted node's block released",
               lambda: [b["spec"]["affinity"] for b in cluster.blocks()] == ["host:node-a"], log=log_path)
         assert "released block of deleted node" in log_path.read_text()

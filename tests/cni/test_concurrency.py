@@ -1,5 +1,5 @@
 """Races: 200 ADDs at once on one node (processes, one lock, one state file), and block claims by
-many nodes at once through the real API emulator."""
+many nodes at once through a real kube-apiserver."""
 from __future__ import annotations
 
 import ipaddress

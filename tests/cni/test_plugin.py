@@ -1,5 +1,5 @@
-"""The plugin as the container runtime drives it: a real process in a node namespace, the real
-API emulator over HTTP, real pod namespaces. CNI spec 1.0.0 conformance."""
+"""The plugin as the container runtime drives it: a real process in a node namespace, a real
+kube-apiserver over HTTPS, real pod namespaces. CNI spec 1.0.0 conformance."""
 from __future__ import annotations
 
 import ipaddress
@@ -206,7 +206,7 @@ def test_api_unreachable_is_try_again_later_unless_cached_and_del_still_works(cl
     cluster.create_pool("pool-a", "10.84.0.0/24")
     ns1, r1 = cluster.add_pod("default", "p1", "c1")
     assert r1.returncode == 0
-    cluster.server.stop()
+    cluster.kube.stop_api()                  # the kube fixture starts it again afterwards
     # The node's block was confirmed moments ago: ADD needs no API.
     ns3 = cluster.namespaces.add("cached")
     r3 = cluster.plugin(cluster.env("ADD", "c3", Namespaces.path(ns3), ("default", "p3")))

@@ -5,10 +5,11 @@ from typing import Iterator
 
 import pytest
 
+from calyxlab.controlplane.pytest_plugin import KubeAccess
 from felixtest_support import Bed, felix_bed
 
 
 @pytest.fixture
-def bed(tmp_path: Path) -> Iterator[Bed]:
-    with felix_bed(tmp_path) as value:
+def bed(tmp_path: Path, kube: KubeAccess) -> Iterator[Bed]:
+    with felix_bed(tmp_path, kube) as value:
         yield value

@@ -1,6 +1,7 @@
 """A one-node test bed for felix: a scratch namespace joined to the root namespace by a veth
-pair, the API emulator listening on the root side, and felix running inside the namespace as
-a real process. Everything is removed on exit, even when a test fails."""
+pair, the session's Kubernetes API (which listens on every host address) dialled through the
+veth's root side, and felix running inside the namespace as a real process. Everything is
+removed on exit, even when a test fails; the ``kube`` fixture deletes the API objects."""
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ import kubernetes.client
 
 from calyx.kube import client as kube_client
 from calyx.naming import cali_interface_name
-from calyxlab.apiserver.runner import EmbeddedAPIServer
+from calyxlab.controlplane.pytest_plugin import KubeAccess
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "netlink"))
 from scratch import ip, scratch_netns, unique_name  # noqa: E402
@@ -65,18 +66,23 @@ class FelixProcess:
 @dataclass
 class Bed:
     netns: str
-    host_ip: str            # root side of the veth: the API emulator listens here
+    host_ip: str            # root side of the veth: felix dials the API here
     node_ip: str            # namespace side: the node's address, felix's health port
     kubeconfig: Path
     run_dir: Path
-    api: kubernetes.client.ApiClient
-    emulator: EmbeddedAPIServer
+    api: kubernetes.client.ApiClient       # the cluster admin (the node's podCIDR is the controllers' to set)
+    kubelet: kubernetes.client.ApiClient   # the node's kubelet (system:node:node-1): node and pod status
+    kube: KubeAccess
     workdir: Path
     felixes: list[FelixProcess] = field(default_factory=list)
 
     @property
     def core(self) -> kubernetes.client.CoreV1Api:
         return kubernetes.client.CoreV1Api(self.api)
+
+    @property
+    def kubelet_core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.kubelet)
 
     @property
     def custom(self) -> kubernetes.client.CustomObjectsApi:
@@ -87,7 +93,7 @@ class Bed:
     def create_node(self, pod_cidr: str = POD_CIDR) -> None:
         self.core.create_node({"metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
                                "spec": {"podCIDRs": [pod_cidr]}})
-        self.core.patch_node_status(NODE, {"status": {"addresses": [
+        self.kubelet_core.patch_node_status(NODE, {"status": {"addresses": [
             {"type": "InternalIP", "address": self.node_ip}]}})
 
     def put_pool(self, ipip_mode: str = "Never", cidr: str = "10.244.0.0/16", **extra: Any) -> None:
@@ -103,12 +109,17 @@ class Bed:
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         self.custom.replace_cluster_custom_object("calyx.dev", "v1", "ippools", "default", body)
 
-    def create_pod(self, name: str, pod_ip: str, phase: str = "Running", node: str = NODE) -> None:
+    def create_pod(self, name: str, pod_ip: str, phase: str = "Running") -> None:
+        """A pod bound to the node (as the scheduler binds it), its status then written by the
+        node's kubelet."""
         self.core.create_namespaced_pod("default", {
             "metadata": {"name": name},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})
-        self.core.patch_namespaced_pod_status(name, "default", {"status": {
-            "phase": phase, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]}})
+            "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "busybox"}]}})
+        self.set_pod_status(name, {"phase": phase, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]})
+
+    def set_pod_status(self, name: str, status: dict[str, Any]) -> None:
+        """Write a pod's status as the kubelet of the node it is bound to does."""
+        self.kubelet_core.patch_namespaced_pod_status(name, "default", {"status": status})
 
     def delete_pod(self, name: str) -> None:
         self.core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
@@ -172,7 +183,7 @@ class Bed:
 
 
 @contextmanager
-def felix_bed(tmp_path: Path) -> Iterator[Bed]:
+def felix_bed(tmp_path: Path, kube: KubeAccess) -> Iterator[Bed]:
     subnet = f"10.{random.randint(200, 249)}.{random.randint(0, 255)}"
     host_ip, node_ip = f"{subnet}.1", f"{subnet}.2"
     with ExitStack() as stack:
@@ -188,12 +199,12 @@ def felix_bed(tmp_path: Path) -> Iterator[Bed]:
         # a fresh veth can lose the first ARP exchange; start once the API's address answers
         wait_for("the namespace reaching the root side", lambda: subprocess.run(
             ["ip", "netns", "exec", netns, "ping", "-c1", "-W1", host_ip], capture_output=True).returncode == 0)
-        emulator = EmbeddedAPIServer(host=host_ip, port=0).start()
-        stack.callback(emulator.stop)
-        kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+        kubeconfig = kube.kubeconfig_at(host_ip, "felix.kubeconfig")
         api = kube_client.load(str(kubeconfig))
         stack.callback(api.close)
+        kubelet = kube_client.load(str(kube.node_kubeconfig(NODE)))
+        stack.callback(kubelet.close)
         bed = Bed(netns=netns, host_ip=host_ip, node_ip=node_ip, kubeconfig=kubeconfig,
-                  run_dir=tmp_path / "run", api=api, emulator=emulator, workdir=tmp_path)
+                  run_dir=tmp_path / "run", api=api, kubelet=kubelet, kube=kube, workdir=tmp_path)
         stack.callback(lambda: [f.stop() for f in bed.felixes])
         yield bed

@@ -1,4 +1,4 @@
-"""felix as a real process in a scratch namespace, fed by the real API emulator over HTTP."""
+"""felix as a real process in a scratch namespace, fed by a real kube-apiserver over HTTPS."""
 from __future__ import annotations
 
 import queue
@@ -43,7 +43,7 @@ def test_pod_routes_follow_the_api_and_wait_for_their_link(bed: Bed) -> None:
     # deleted and finished pods lose their route; other pods keep theirs
     bed.delete_pod("web-1")
     wait_for("web-1 route removed", lambda: pod_line("web-1", "10.244.1.5") not in bed.felix_routes())
-    bed.core.patch_namespaced_pod_status("web-2", "default", {"status": {"phase": "Succeeded"}})
+    bed.set_pod_status("web-2", {"phase": "Succeeded"})
     wait_for("web-2 route removed", lambda: bed.felix_routes() == ["blackhole 10.244.1.0/24"])
     assert "event=\"route removed\"" in felix.log() or "route removed" in felix.log()
     assert bed.metric("felix_routes_desired") == 1
@@ -113,7 +113,7 @@ def test_an_invalid_pool_update_removes_nothing(bed: Bed) -> None:
     felix = bed.start_felix()
     bed.wait_ready(felix)
     wait_for("route", lambda: pod_line("web-1", "10.244.1.5") in bed.felix_routes())
-    bed.put_pool(vxlanMode="Always")                # schema-valid, refused by the model
+    bed.put_pool(cidr="10.244.0.1/16")              # host bits set: the API stores it, the model refuses it
     wait_for("invalid pool reported", lambda: "invalid resource" in felix.log())
     bed.create_pod("web-2", "10.244.1.6")           # later changes are still handled
     bed.add_pod_link("web-2")
@@ -131,7 +131,7 @@ def test_api_outage_leaves_the_dataplane_and_felix_catches_up_afterwards(bed: Be
     felix = bed.start_felix()
     bed.wait_ready(felix)
     wait_for("routes", lambda: len(bed.felix_routes()) == 3)
-    port = bed.emulator.url.rsplit(":", 1)[1]
+    port = str(bed.kube.port)
     cuts = [["OUTPUT", "-d", bed.host_ip, "-p", "tcp", "--dport", port, "-j", "REJECT", "--reject-with", "tcp-reset"],
             ["INPUT", "-s", bed.host_ip, "-p", "tcp", "--sport", port, "-j", "DROP"]]
     for cut in cuts:
