@@ -132,7 +132,6 @@ def add_pod(lab: "Lab", node: str, namespace: str, name: str) -> str:
     sandbox is wired (felix then knows the cali device belongs to a pod still being set up and
     leaves the CNI plugin's route alone); its address is reported once ADD has returned.
     """
-    from kubernetes.client.exceptions import ApiException
     if node not in lab.nodes:
         raise PodError(f"pod {namespace}/{name}: node {node!r} is not in lab {lab.name!r}")
     core = _core(lab)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pytest
 import yaml
 
 from calyx.cni import install as cni_install
 from calyxlab.controlplane import cluster
+from calyxlab.pytest_plugin import wait_for
 from calyxlab.tools import ToolNotFound, find_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,18 +140,6 @@ class Kubectl:
         return bool(self(*args).stdout.strip())
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    """Poll until ``condition()`` is truthy and return it; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 @dataclass
 class Release:
     """The release ``calyx`` in ``calyx-system``, driven by the real helm. :meth:`use` brings it to
@@ -216,7 +204,7 @@ class ChartCluster:
         def filled() -> dict[str, Any] | None:
             found = self.kubectl.get("secret", secret, NAMESPACE)
             return found if "token" in (found.get("data") or {}) else None
-        return wait_for(filled, f"the token controller to fill Secret {secret}")
+        return wait_for(f"the token controller to fill Secret {secret}", filled, 90.0)
 
     def register_node(self, name: str) -> None:
         """A Node the DaemonSet selects (no kubelet runs: its pods are made, never started)."""

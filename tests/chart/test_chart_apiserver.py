@@ -82,7 +82,7 @@ def test_install_creates_every_rendered_object(helm: Helm, api: ChartCluster) ->
     account = api.kubectl.get("serviceaccount", "calyx-cni-plugin", NAMESPACE)
     assert secret["metadata"]["annotations"]["kubernetes.io/service-account.uid"] == account["metadata"]["uid"]
     # The DaemonSet controller made the pod for the node, running as felix and bgpd's account.
-    pods = wait_for(lambda: api.kubectl.get("pods", namespace=NAMESPACE)["items"], "the DaemonSet's pod")
+    pods = wait_for("the DaemonSet's pod", lambda: api.kubectl.get("pods", namespace=NAMESPACE)["items"], 90.0)
     assert [p["spec"]["serviceAccountName"] for p in pods] == ["calyx"]
     assert pods[0]["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
     assert pods[0]["spec"]["priorityClassName"] == "system-node-critical"
@@ -179,7 +179,7 @@ def test_uninstall_leaves_only_the_crds(helm: Helm, api: ChartCluster) -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bgp-passwords", "namespace": NAMESPACE},
               "stringData": {"tor-a": "alpha"}}
     api.kubectl.apply([block, secret])
-    wait_for(lambda: api.kubectl.get("pods", namespace=NAMESPACE)["items"], "the DaemonSet's pod")
+    wait_for("the DaemonSet's pod", lambda: api.kubectl.get("pods", namespace=NAMESPACE)["items"], 90.0)
     leftovers = _release_leftovers(api.kubectl)      # what the check below finds while installed
     assert any(n.startswith("pod/") for n in leftovers), leftovers
     assert len(leftovers) > len(rendered.documents) - len(CRDS), leftovers
@@ -195,7 +195,7 @@ def test_uninstall_leaves_only_the_crds(helm: Helm, api: ChartCluster) -> None:
             assert not api.kubectl.exists(kind, name, namespace), f"{kind}/{name} left behind"
     # Nothing else carries the release's label: the DaemonSet's pods went with it (garbage
     # collector), and Helm's own record of the release is gone.
-    wait_for(lambda: not _release_leftovers(api.kubectl), "the release's objects to be deleted")
+    wait_for("the release's objects to be deleted", lambda: not _release_leftovers(api.kubectl), 90.0)
     helm_records = api.kubectl("get", "secrets", "-n", NAMESPACE, "-l", "owner=helm,name=calyx", "-o", "name")
     assert helm_records.stdout.strip() == ""
     listed = json.loads(api.release.helm.run("list", "-n", NAMESPACE, "-o", "json",

@@ -268,7 +268,7 @@ def test_cni_plugin_claims_blocks_with_the_kubeconfig_install_cni_writes(
 def test_the_daemonset_pod_gives_each_container_its_credentials(installed: ChartCluster) -> None:
     """As admitted by the API server (ServiceAccount admission adds the pod's own token to every
     container that has nothing mounted at the service-account path)."""
-    [pod] = wait_for(lambda: installed.kubectl.get("pods", namespace=NAMESPACE)["items"], "the DaemonSet's pod")
+    [pod] = wait_for("the DaemonSet's pod", lambda: installed.kubectl.get("pods", namespace=NAMESPACE)["items"], 90.0)
     spec = pod["spec"]
     assert spec["serviceAccountName"] == NODE_AGENT
     volumes = {v["name"]: v for v in spec["volumes"]}
