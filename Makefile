@@ -22,7 +22,7 @@ demo: tools
 test: tools
 	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: $(STAMP)
+test-unit: tools
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not lab and not uml" $(PYTEST_ARGS)
 
 bench: tools
