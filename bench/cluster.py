@@ -1,6 +1,16 @@
-"""A Calyx cluster on the test bed: N nodes with one pod CIDR each in a plain-BGP pool, the API
+"""A Calyx cluster on the test bed: N nodes with one pod block each in a plain-BGP pool, the API
 objects for a full mesh or for route reflectors, bgpd (and optionally felix) on every node,
-and the wait for every node to hold every other node's block in its kernel."""
+and the wait for every node to hold every other node's block in its kernel.
+
+A node gets its block in one of the two ways :func:`calyx.model.node_pod_cidrs` reads:
+* ``spec.podCIDRs`` (a /24, set when the Node is created), as in a cluster whose
+  controller-manager allocates node CIDRs. The API server lets that field be set once and never
+  changed, so this suits only benchmarks that never give a node another block;
+* an ``IPAMBlock`` (a /26, the pool's blockSize, ``affinity: host:<node>``) as Calyx IPAM
+  claims it (``Topology(ipam_blocks=True)``), created before any daemon starts. A node with
+  podCIDRs would hide its IPAMBlocks, so every benchmark that adds blocks to a running node
+  (:meth:`bench.testbed.Testbed.write_blocks`) uses this.
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -9,15 +19,18 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from bench.common import wait_until
-from bench.testbed import BGP_PROTO, Node, Proc, Testbed, check_alive
+from bench.testbed import BGP_PROTO, POOL_NAME, Node, Proc, Testbed, check_alive
 
 POOL = ipaddress.IPv4Network("100.64.0.0/10")
+BLOCK_SIZE = 26                 # the pool's blockSize: every IPAMBlock is a /26
+POD_CIDR_SIZE = 24              # a node's spec.podCIDRs entry
 RR_CLUSTER_ID = "224.0.0.1"
 
 
-def node_block(index: int) -> str:
-    """Node ``index``'s pod CIDR: 100.64.<index>.0/24 (and so on past 255)."""
-    return str(ipaddress.IPv4Network((int(POOL.network_address) + (index << 8), 24)))
+def node_block(index: int, prefix: int = POD_CIDR_SIZE) -> str:
+    """Node ``index``'s block: the start of 100.64.<index>.0/24 (and so on past 255), as a /24
+    (``spec.podCIDRs``) or, with ``prefix=BLOCK_SIZE``, a /26 (an IPAMBlock)."""
+    return str(ipaddress.IPv4Network((int(POOL.network_address) + (index << 8), prefix)))
 
 
 @dataclass(frozen=True)
@@ -27,14 +40,19 @@ class Topology:
     felix: bool = False
     hold_time: str | None = None       # e.g. "3s": sessions through a BGPPeer with this hold time
     restart_time: str | None = None    # graceful-restart time (BGPPeer maxRestartTime / nodeMeshMaxRestartTime)
-    blocks: bool = True                # give each node its pod CIDR from the start
+    blocks: bool = True                # give each node its pod block from the start
+    ipam_blocks: bool = False          # the block as an IPAMBlock (/26), not spec.podCIDRs (/24)
+
+    def block(self, index: int) -> str:
+        """Node ``index``'s initial block (when ``blocks``)."""
+        return node_block(index, BLOCK_SIZE if self.ipam_blocks else POD_CIDR_SIZE)
 
 
 def build(bed: Testbed, topo: Topology, bgpd_env: dict[str, str] | None = None) -> list[Node]:
     """Namespaces, the Kubernetes control plane and objects; no daemon started yet."""
     nodes = [bed.add_node(f"node-{i}") for i in range(topo.nodes)]
     bed.start_api()
-    bed.put("ippools", "bench", {"cidr": str(POOL), "ipipMode": "Never", "blockSize": 26})
+    bed.put("ippools", POOL_NAME, {"cidr": str(POOL), "ipipMode": "Never", "blockSize": BLOCK_SIZE})
     explicit = topo.route_reflectors > 0 or topo.hold_time is not None
     config: dict[str, object] = {"nodeToNodeMeshEnabled": not explicit}
     if topo.restart_time is not None:
@@ -52,9 +70,11 @@ def build(bed: Testbed, topo: Topology, bgpd_env: dict[str, str] | None = None) 
         bed.put("bgppeers", "all-nodes", {"nodeSelector": "all()", "peerSelector": "all()", **timers})
     for i, node in enumerate(nodes):
         rr = i < topo.route_reflectors
-        bed.create_node(node, pod_cidrs=[node_block(i)] if topo.blocks else [],
+        bed.create_node(node, pod_cidrs=[topo.block(i)] if topo.blocks and not topo.ipam_blocks else [],
                         annotations={"calyx.dev/route-reflector-cluster-id": RR_CLUSTER_ID} if rr else None,
                         labels={"route-reflector": "true"} if rr else None)
+    if topo.blocks and topo.ipam_blocks:
+        bed.create_blocks([(node.name, topo.block(i)) for i, node in enumerate(nodes)])
     return nodes
 
 

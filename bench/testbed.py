@@ -4,6 +4,12 @@ scheduler; :mod:`calyxlab.controlplane`) listening on the bridge's address, feli
 processes inside the node namespaces. Everything is named with a per-run tag and removed on
 exit (processes by PID, then namespaces and the bridge), even when a benchmark fails.
 
+Pod blocks reach nodes as in a cluster that runs Calyx IPAM: one ``IPAMBlock`` per block with
+``spec.affinity: host:<node>``, named and built by :mod:`calyx.cni.blocks`. A real API server
+has no bulk create, so :meth:`Testbed.write_blocks` creates them concurrently on a bounded set
+of threads (each with its own ``ApiClient``) and records when the first create was sent and
+the last one answered, so that benchmarks can report the API's share of a timing.
+
 Test bed construction uses iproute2 commands (like the lab runner); the daemons under test use
 only their own libraries.
 """
@@ -17,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +32,7 @@ from typing import Any, Iterable, Sequence
 import kubernetes.client
 
 from bench.common import REPO, children, rss_mib, wait_until
+from calyx.cni import blocks as cni_blocks
 from calyx.kube import client as kube_client
 from calyx.netlink import RouteTable
 from calyxlab import manifests
@@ -33,6 +41,8 @@ from calyxlab.controlplane import cluster
 VENV_BIN = Path(sys.executable).parent
 BGP_PROTO = 186
 BIRD_PROTO = 12
+POOL_NAME = "bench"   # the IPPool every benchmark cluster carves its blocks from
+WRITERS = 8           # concurrent IPAMBlock creates (threads, one ApiClient and connection each)
 
 
 def sh(*argv: str, check: bool = True, stdin: str | None = None) -> str:
@@ -103,6 +113,130 @@ class Node:
             return len(table.dump(proto=proto))
 
 
+class BlockWrites:
+    """IPAMBlock creates in flight: ``claims`` (node, CIDR) shared out to at most ``writers``
+    threads, each creating one object at a time through its own ``ApiClient``
+    (:func:`calyx.kube.client.clone`), as concurrent CNI plugins would.
+
+    Each thread first opens its connection (TLS handshake, one ``GET /version``) and waits for
+    the others, so that no object is written before every writer is ready and connection set-up
+    is not counted as writing. ``started`` is the monotonic time the first create was sent,
+    ``finished`` the time the last one was answered; :meth:`join` waits for all of them and
+    raises the first failure.
+    """
+
+    def __init__(self, api: kubernetes.client.ApiClient, claims: Iterable[tuple[str, str]],
+                 pool: str = POOL_NAME, writers: int = WRITERS) -> None:
+        self._bodies = [cni_blocks.block_object(ipaddress.IPv4Network(cidr), node, pool) for node, cidr in claims]
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self.started: float | None = None
+        self.finished: float | None = None
+        self._answered = 0
+        count = max(1, min(writers, len(self._bodies)))
+        # one client (own connection pool) per thread, as calyx.kube.client advises
+        self._clients = [kube_client.clone(api) for _ in range(count)]
+        self._ready = threading.Barrier(count)
+        self._threads = [threading.Thread(target=self._run, args=(c,), daemon=True, name=f"ipamblock-writer-{i}")
+                         for i, c in enumerate(self._clients)]
+
+    @property
+    def count(self) -> int:
+        return len(self._bodies)
+
+    @property
+    def seconds(self) -> float:
+        """From the first create sent to the last one answered (0 for no blocks)."""
+        if self.started is None or self.finished is None:
+            raise RuntimeError("IPAMBlock writes not finished (call join first)")
+        return self.finished - self.started
+
+    def start(self) -> "BlockWrites":
+        if not self._bodies:
+            self.started = self.finished = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _take(self) -> dict[str, Any] | None:
+        with self._lock:
+            if self._stop.is_set() or self._next >= len(self._bodies):
+                return None
+            body = self._bodies[self._next]
+            self._next += 1
+            if self.started is None:
+                self.started = time.monotonic()
+            return body
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                detail = f": {str(exc.body)[:300]}" if isinstance(exc, kubernetes.client.ApiException) else ""
+                self.error = RuntimeError(f"{what}: {kube_client.describe_error(exc)}{detail}")
+                self._stop.set()
+        self._ready.abort()
+
+    def _run(self, client: kubernetes.client.ApiClient) -> None:
+        api = cni_blocks.Api(client)
+        try:
+            kubernetes.client.VersionApi(client).get_code()
+            self._ready.wait(120)
+        except threading.BrokenBarrierError:  # cancelled, another writer failed, or one not ready in time
+            with self._lock:
+                if self.error is None and not self._stop.is_set():
+                    self.error = RuntimeError("IPAMBlock writers: not all connected to the API server within 120 s")
+                    self._stop.set()
+            return
+        except BaseException as exc:  # reported by join()/check()
+            self._fail("IPAMBlock writer connecting to the API server", exc)
+            return
+        while (body := self._take()) is not None:
+            try:
+                api.create_block(body)
+            except BaseException as exc:  # reported by join()/check(); the others stop taking work
+                self._fail(f"creating IPAMBlock {body['metadata']['name']} ({body['spec']['affinity']})", exc)
+                return
+            answered = time.monotonic()
+            with self._lock:
+                self.finished = answered if self.finished is None else max(self.finished, answered)
+                self._answered += 1
+
+    def check(self) -> None:
+        """Raise the first failed create, if any (for use inside a polling predicate)."""
+        if self.error is not None:
+            raise self.error
+
+    def done(self) -> bool:
+        """Every create answered (raises the first failure instead). The route for the last
+        block cannot be installed before that block's create is committed, just before it is
+        answered, so a benchmark polls kernels only once this is true: its polling (Python, in
+        this process) would otherwise compete with the writer threads and slow the writes."""
+        self.check()
+        return self._answered == len(self._bodies)
+
+    def cancel(self) -> None:
+        """Send no further creates (those in flight still finish)."""
+        self._stop.set()
+        self._ready.abort()
+
+    def join(self, timeout: float | None = None) -> "BlockWrites":
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if not alive:
+            for client in self._clients:
+                client.close()
+            self._clients = []
+        self.check()
+        if alive:
+            raise TimeoutError(f"IPAMBlock writers still busy after {timeout:.0f}s: {', '.join(alive)}")
+        return self
+
+
 class Testbed:
     """Use as a context manager; :meth:`close` undoes everything it made."""
 
@@ -119,6 +253,7 @@ class Testbed:
         self.api: kubernetes.client.ApiClient | None = None
         self.kubeconfig: Path | None = None
         self.control_plane: cluster.ControlPlane | None = None
+        self._writes: list[BlockWrites] = []
 
     def __enter__(self) -> "Testbed":
         sh("ip", "link", "add", self.bridge, "type", "bridge")
@@ -208,6 +343,9 @@ class Testbed:
 
     def create_node(self, node: Node, pod_cidrs: Sequence[str] = (), annotations: dict[str, str] | None = None,
                     labels: dict[str, str] | None = None) -> None:
+        """Create the Node (with its InternalIP). ``pod_cidrs`` (at most one IPv4 CIDR) can be
+        given only here: the API server refuses any later change of ``spec.podCIDRs``, and a node
+        with podCIDRs has no use for IPAMBlocks. Blocks added later go through :meth:`write_blocks`."""
         meta: dict[str, Any] = {"name": node.name, "labels": {"kubernetes.io/hostname": node.name, **(labels or {})},
                                 "annotations": {"calyx.dev/ipv4-address": str(node.address), **(annotations or {})}}
         self.core.create_node({"metadata": meta, "spec": {"podCIDRs": list(pod_cidrs)}})
@@ -228,6 +366,19 @@ class Testbed:
             return
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         self.custom.replace_cluster_custom_object("calyx.dev", "v1", plural, name, body)
+
+    def write_blocks(self, claims: Iterable[tuple[str, str]], pool: str = POOL_NAME,
+                     writers: int = WRITERS) -> BlockWrites:
+        """Start creating one IPAMBlock per (node, CIDR) claim, concurrently; returns at once.
+        Call ``join()`` on the result for its timing (and its first failure)."""
+        writes = BlockWrites(self.api, claims, pool, writers)
+        self._writes.append(writes)
+        return writes.start()
+
+    def create_blocks(self, claims: Iterable[tuple[str, str]], pool: str = POOL_NAME,
+                      writers: int = WRITERS, timeout: float = 600.0) -> BlockWrites:
+        """Create one IPAMBlock per (node, CIDR) claim, concurrently, and wait for all."""
+        return self.write_blocks(claims, pool, writers).join(timeout)
 
     # --- daemons -------------------------------------------------------------------------
 
@@ -266,6 +417,15 @@ class Testbed:
     # --- teardown ------------------------------------------------------------------------
 
     def close(self) -> None:
+        for writes in self._writes:        # before the API goes away: no creates left in flight
+            writes.cancel()
+            try:
+                writes.join(60)
+            except TimeoutError as exc:
+                print(f"teardown: {exc}", file=sys.stderr)
+            except Exception:      # a failed create: already raised to the benchmark
+                pass
+        self._writes.clear()
         if self.api is not None:
             self.api.close()
             self.api = None
@@ -309,4 +469,5 @@ def check_alive(procs: Iterable[Proc]) -> None:
             raise RuntimeError(f"{p.name} exited with {p.popen.returncode}:\n{p.tail()}")
 
 
-__all__ = ["Testbed", "Node", "Proc", "sh", "ip_batch", "BGP_PROTO", "BIRD_PROTO", "REPO", "check_alive", "wait_alive"]
+__all__ = ["Testbed", "BlockWrites", "Node", "Proc", "sh", "ip_batch", "BGP_PROTO", "BIRD_PROTO", "POOL_NAME",
+           "WRITERS", "REPO", "check_alive", "wait_alive"]
