@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 
 CNI_IFNAME = "eth0"
 CNI_TIMEOUT_S = 120.0
-SERVICE_ACCOUNT_WAIT_S = 30.0
 NETNS_NAME_MAX = 200          # well under NAME_MAX; longer names are shortened with a hash
 POD_IMAGE = "calyx/lab-pod"
 
@@ -97,22 +95,17 @@ def _core(lab: "Lab", node: str | None = None):
 
 
 def _create_api_pod(core, namespace: str, name: str, node: str) -> None:
-    """Create the Pod; a namespace made a moment ago may not have its ``default``
-    ServiceAccount yet (the controller-manager makes it), which admission refuses for a while."""
+    """Create the Pod (waiting out a brand-new namespace's missing ServiceAccount); one that
+    exists already is fine."""
     from kubernetes.client.exceptions import ApiException
-    deadline = time.monotonic() + SERVICE_ACCOUNT_WAIT_S
-    while True:
-        try:
-            core.create_namespaced_pod(namespace, pod_body(namespace, name, node))
-            return
-        except ApiException as exc:
-            if exc.status == 409:
-                return
-            waiting = exc.status == 403 and "serviceaccount" in (exc.body or "")
-            if not waiting or time.monotonic() > deadline:
-                raise PodError(f"pod {namespace}/{name}: API create failed: {exc.status} "
-                               f"{exc.reason}: {exc.body}") from None
-            time.sleep(0.1)
+
+    from calyxlab.controlplane.cluster import create_once_admitted
+    try:
+        create_once_admitted(lambda: core.create_namespaced_pod(namespace, pod_body(namespace, name, node)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise PodError(f"pod {namespace}/{name}: API create failed: {exc.status} "
+                           f"{exc.reason}: {exc.body}") from None
 
 
 def _ensure_namespace(core, namespace: str) -> None:

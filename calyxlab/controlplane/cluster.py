@@ -19,7 +19,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import kubernetes.client
 from kubernetes.client.rest import ApiException
@@ -59,6 +59,26 @@ def first_service_ip(cidr: str) -> str:
     """The ClusterIP of the ``kubernetes`` Service: the first address of the Service range."""
     from ipaddress import ip_network
     return str(next(ip_network(cidr).hosts()))
+
+
+T = TypeVar("T")
+SERVICE_ACCOUNT_WAIT = 30.0
+
+
+def create_once_admitted(create: Callable[[], T], timeout: float = SERVICE_ACCOUNT_WAIT) -> T:
+    """Call ``create`` (a Pod create) until admission stops refusing it for a missing
+    ServiceAccount: in a namespace made a moment ago the controller-manager has not yet made
+    the ``default`` account, and the ServiceAccount admission plugin answers 403 until it has.
+    Any other error, or the same one after ``timeout`` seconds, is raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return create()
+        except ApiException as exc:
+            waiting = exc.status == 403 and "serviceaccount" in str(exc.body or "").lower()
+            if not waiting or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def api_ready(kubeconfig: str | os.PathLike[str]) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from calyx.kube import resources
+from calyxlab.controlplane.cluster import create_once_admitted
 
 # kube-controller-manager's ttl controller annotates every Node with the TTL it wants (0 s in a
 # cluster of up to 100 nodes) and leaves one alone that already carries it. Nodes made with it
@@ -44,17 +45,8 @@ def ensure_namespace(api: kubernetes.client.ApiClient, name: str) -> None:
 
 
 def create_pod(api: kubernetes.client.ApiClient, body: dict, timeout: float = 60.0) -> dict:
-    """Create a pod; in a namespace made moments ago the ServiceAccount admission plugin refuses
-    it (403) until the controller-manager has created the namespace's ``default`` account."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return resources.create_object(api, resources.PODS, body)
-        except ApiException as exc:
-            if exc.status != 403 or "serviceaccount" not in str(exc.body).lower() \
-                    or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    """Create a pod, waiting out a brand-new namespace's missing ServiceAccount."""
+    return create_once_admitted(lambda: resources.create_object(api, resources.PODS, body), timeout)
 
 
 def create_node(api: kubernetes.client.ApiClient, body: dict) -> dict:
