@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
-from calyxlab import procs
+from calyxlab import netnsprobe, procs
 
 
 class CommandError(RuntimeError):
@@ -77,7 +77,13 @@ class Backend(Protocol):
 
     def alive(self, pid: int, start_time: int) -> bool: ...
 
-    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0) -> bool: ...
+    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0,
+                  group: bool = False) -> bool: ...
+
+    def http_get(self, netns: str, host: str, port: int, path: str,
+                 timeout: float) -> tuple[int | None, str]:
+        """HTTP status of a GET made from inside network namespace ``netns`` (None: no answer),
+        and the error when there was none."""
 
 
 def _text(data: bytes) -> str:
@@ -102,6 +108,11 @@ class HostBackend:
     def alive(self, pid: int, start_time: int) -> bool:
         return procs.alive(pid, start_time)
 
-    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0) -> bool:
-        return procs.terminate(pid, start_time, grace=grace)
+    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0,
+                  group: bool = False) -> bool:
+        return procs.terminate(pid, start_time, grace=grace, group=group)
+
+    def http_get(self, netns: str, host: str, port: int, path: str,
+                 timeout: float) -> tuple[int | None, str]:
+        return netnsprobe.http_get_status(netns, host, port, path, timeout)
 

@@ -158,9 +158,16 @@ class UmlBackend:
     def alive(self, pid: int, start_time: int) -> bool:
         return self._call({"op": "alive", "pid": pid, "start_time": start_time}, 5)["alive"]
 
-    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0) -> bool:
+    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0,
+                  group: bool = False) -> bool:
         return self._call({"op": "terminate", "pid": pid, "start_time": start_time,
-                           "grace": grace}, grace + 10)["was_running"]
+                           "grace": grace, "group": group}, grace + 10)["was_running"]
+
+    def http_get(self, netns: str, host: str, port: int, path: str,
+                 timeout: float) -> tuple[int | None, str]:
+        reply = self._call({"op": "http_get", "netns": netns, "host": host, "port": port,
+                            "path": path, "timeout": timeout}, timeout + 5)
+        return reply["status"], reply["error"]
 
 
 def wait_for_agent(backend: UmlBackend, *, uml_alive, console_log: Path,

@@ -7,6 +7,7 @@ reply line. Operations:
 - ``run``: argv, optional input/env/timeout -> returncode, stdout, stderr (base64)
 - ``spawn``: argv, env, log path -> pid, start_time (the process is detached)
 - ``alive`` / ``terminate``: by pid and start_time
+- ``http_get``: netns, host, port, path, timeout -> status (None if unreachable), error
 - ``ping``: liveness
 
 Run as ``python -m calyxlab.umlagent --listen ADDRESS:PORT``; it prints ``agent ready`` once
@@ -20,7 +21,7 @@ import json
 import socketserver
 import sys
 
-from calyxlab import procs
+from calyxlab import netnsprobe, procs
 
 
 def handle(request: dict) -> dict:
@@ -42,8 +43,13 @@ def handle(request: dict) -> dict:
         return {"ok": True, "alive": procs.alive(request["pid"], request["start_time"])}
     if op == "terminate":
         was = procs.terminate(request["pid"], request["start_time"],
-                              grace=request.get("grace", 5.0))
+                              grace=request.get("grace", 5.0), group=bool(request.get("group")))
         return {"ok": True, "was_running": was}
+    if op == "http_get":
+        status, error = netnsprobe.http_get_status(request["netns"], request["host"],
+                                                   int(request["port"]), request["path"],
+                                                   float(request.get("timeout", 1.0)))
+        return {"ok": True, "status": status, "error": error}
     return {"ok": False, "error": f"unknown op {op!r}"}
 
 
