@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ API_PORT = 6443
 API_READY_TIMEOUT = 120.0
 ROUTER_READY_TIMEOUT = 30.0
 EXEC_TIMEOUT = 120.0
+CALYX_PODS_TIMEOUT = 120.0
+CALYX_SERVICE_ACCOUNT = "calyx"
+CNI_SERVICE_ACCOUNT = "calyx-cni-plugin"
+SERVICE_ACCOUNT_TOKEN_SECONDS = 48 * 3600
 DAEMON_SETTLE = 0.5      # a cluster daemon still running this long after its start is reported up
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "charts" / "calyx" / "crds"
@@ -203,15 +208,23 @@ class Lab:
         for node in cluster_nodes:
             self._register(node)
         if cluster_nodes:
-            # As `helm install -n calyx-system --create-namespace` would: Secrets live there.
-            docs = [manifests.namespace(self.node_env(cluster_nodes[0].name)
-                                        .get("CALYX_NAMESPACE", naming.DEFAULT_NAMESPACE)),
-                    *manifest_docs]
-            for line in manifests.apply(str(self.kubeconfig), docs):
+            # The release namespace first: the scenario's Secrets live there.
+            namespace = self.node_env(cluster_nodes[0].name).get("CALYX_NAMESPACE",
+                                                                naming.DEFAULT_NAMESPACE)
+            for line in manifests.apply(str(self.kubeconfig),
+                                        [manifests.namespace(namespace), *manifest_docs]):
                 self.print(f"API: {line}")
+            self._install_chart(namespace, manifest_docs)
+        self.state.set("kubelet_nodes", [n.name for n in cluster_nodes
+                                         if daemons is None and roles.DAEMONS_ENV not in n.env])
         started: list[ProcHandle] = []
         for node in cluster_nodes:
-            started += self.start_daemons(node.name, daemons)
+            if self.runs_kubelet(node.name):
+                self.start_kubelet(node.name)
+            else:
+                started += self.start_daemons(node.name, daemons)
+        if self.kubelet_nodes:
+            self._wait_calyx_pods(self.kubelet_nodes)
         if started:
             time.sleep(DAEMON_SETTLE)
             for h in started:
@@ -265,6 +278,89 @@ class Lab:
         self.print(f"API server ready at {self.api_url} ({time.monotonic() - started:.1f} s)")
         for line in manifests.install_crds(str(names.kubeconfig), CRD_DIR):
             self.print(f"API: {line}")
+
+    def _install_chart(self, namespace: str, scenario_docs: list[dict]) -> None:
+        """``helm install calyx charts/calyx -n NAMESPACE --create-namespace`` into the lab's API."""
+        from calyxlab import chart
+        values = chart.lab_values(str(self.topology.mgmt.gateway), API_PORT, scenario_docs)
+        self.print(f"Installing the Calyx chart (helm install {chart.RELEASE} charts/calyx "
+                   f"-n {namespace} --create-namespace)")
+        try:
+            extra = chart.scenario_values(self.topology.file)
+            chart.install(str(self.kubeconfig), namespace, values,
+                          self.names.state_dir / "chart-values.yaml", [extra] if extra else [])
+        except (chart.ChartError, OSError) as exc:
+            raise LabError(f"the Calyx chart did not install: {exc}") from None
+        self.state.set("chart_namespace", namespace)
+
+    def _wait_calyx_pods(self, nodes: Sequence[str], timeout: float = CALYX_PODS_TIMEOUT) -> None:
+        """Until the DaemonSet's pod runs on every node in ``nodes`` (the lab's kubelets run them)."""
+        from kubernetes import client as k8s
+
+        from calyx.kube import client as kube_client
+        from calyxlab.chart import RELEASE
+        core = k8s.CoreV1Api(kube_client.load(str(self.kubeconfig)))
+        namespace = self.state.data.get("chart_namespace", naming.DEFAULT_NAMESPACE)
+        deadline = time.monotonic() + timeout
+        waiting = set(nodes)
+        pods = []
+        while waiting:
+            pods = core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
+            for pod in pods:
+                if pod.spec.node_name in waiting and pod.status and pod.status.phase == "Running":
+                    waiting.discard(pod.spec.node_name)
+                    names = ", ".join(c.name for c in pod.spec.containers)
+                    self.print(f"Node {pod.spec.node_name}: pod {namespace}/{pod.metadata.name} "
+                               f"Running ({names})")
+            if waiting and time.monotonic() > deadline:
+                seen = "; ".join(f"{p.metadata.name} on {p.spec.node_name}: "
+                                 f"{p.status.phase if p.status else '?'}" for p in pods) or "no pods"
+                tails = " | ".join(f"{n}: {(self.daemon_log(n, 'kubelet').strip().splitlines() or ['no log'])[-1]}"
+                                   for n in sorted(waiting))
+                raise LabError(f"the calyx DaemonSet's pods did not run on {', '.join(sorted(waiting))} "
+                               f"within {timeout:.0f} s ({seen}); kubelet: {tails}")
+            if waiting:
+                time.sleep(0.5)
+
+    # ----------------------------------------------------------------- the lab's kubelets
+    @property
+    def kubelet_nodes(self) -> list[str]:
+        """Cluster nodes whose Calyx runs from the chart's DaemonSet, under the lab's kubelet."""
+        return list(self.state.data.get("kubelet_nodes", []))
+
+    def runs_kubelet(self, node: str) -> bool:
+        return node in self.kubelet_nodes
+
+    def _kubelet_handles(self, node: str) -> list[ProcHandle]:
+        return [ProcHandle.from_json(k) for k in self.state.data.get("kubelets", [])
+                if k.get("node") == node]
+
+    def start_kubelet(self, node: str) -> ProcHandle:
+        """Start ``node``'s kubelet (a host process, in both kernels); it adopts the containers
+        a previous kubelet of the node left running."""
+        for handle in self._kubelet_handles(node):
+            if procs.alive(handle.pid, handle.start_time):
+                return handle
+        argv = [sys.executable, "-m", "calyxlab.kubelet", "--lab", self.name, "--node", node]
+        log = str(self.names.log_dir(node) / "kubelet.log")
+        pid, started = procs.spawn(argv, log=log)
+        if started < 0:
+            raise LabError(f"node {node}: the kubelet exited at once; see {log}")
+        handle = ProcHandle(pid, started, tuple(argv), log, node, "kubelet")
+        self.state.set("kubelets", [k for k in self.state.data.get("kubelets", [])
+                                    if k.get("node") != node] + [handle.to_json()])
+        return handle
+
+    def stop_kubelet(self, node: str, *, containers: bool = True, grace: float = 5.0) -> None:
+        """Stop ``node``'s kubelet and (``containers``) the containers it runs: the node's
+        Calyx is down, as when its kubelet and container runtime stop."""
+        from calyxlab.kubelet.records import Records
+        for handle in self._kubelet_handles(node):
+            procs.terminate(handle.pid, handle.start_time, grace=grace)
+        if containers:
+            records = Records(_kubelet_records(self.names, node))
+            for record in records.containers.values():
+                self.backend.terminate(record.pid, record.start_time, grace=grace)
 
     def _run_exec_line(self, node: Node, line: str) -> None:
         try:
@@ -379,10 +475,32 @@ class Lab:
     def nodes(self) -> dict[str, NodeStatus]:
         return {n.name: _node_row(self.topology, n) for n in self.topology.nodes}
 
+    def service_account_kubeconfig(self, account: str) -> Path:
+        """A kubeconfig holding a token of ServiceAccount ``account`` of the chart's namespace
+        (made once per lab through the TokenRequest API, valid for 48 hours): what daemons the
+        lab starts itself run with, so they have exactly the chart's permissions."""
+        path = self.names.state_dir / "service-accounts" / f"{account}.kubeconfig"
+        if path.exists():
+            return path
+        from kubernetes import client as k8s
+
+        from calyx.cni.install import render_kubeconfig, write_atomically
+        from calyx.kube import client as kube_client
+        namespace = self.state.data.get("chart_namespace", naming.DEFAULT_NAMESPACE)
+        core = k8s.CoreV1Api(kube_client.load(str(self.kubeconfig)))
+        token = core.create_namespaced_service_account_token(account, namespace, k8s.AuthenticationV1TokenRequest(
+            spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=SERVICE_ACCOUNT_TOKEN_SECONDS)))
+        ca = (self.names.control_plane_dir / "pki" / "ca.crt").read_bytes()
+        write_atomically(str(path), json.dumps(render_kubeconfig(self.api_url, ca, token.status.token)), 0o600)
+        return path
+
     def node_env(self, node: str) -> dict[str, str]:
-        """Environment of processes the lab starts in a cluster node."""
+        """Environment of processes the lab starts in a cluster node: once the chart is
+        installed, KUBECONFIG holds the token of its felix/bgpd ServiceAccount."""
         n = self.topology.node(node)
-        return {"NODENAME": n.name, "KUBECONFIG": str(self.kubeconfig),
+        kubeconfig = (self.service_account_kubeconfig(CALYX_SERVICE_ACCOUNT)
+                      if self.state.data.get("chart_namespace") else self.kubeconfig)
+        return {"NODENAME": n.name, "KUBECONFIG": str(kubeconfig),
                 "CALYX_RUN_DIR": nodeview.calyx_run_dir(self.names, n.name),
                 "CALYX_NAMESPACE": naming.DEFAULT_NAMESPACE, **n.env}
 
@@ -442,6 +560,12 @@ class Lab:
         n = self.topology.node(node)
         if n.role is not Role.CLUSTER:
             raise LabError(f"node {node}: image {n.image!r} is not a calyx/node image")
+        if self.runs_kubelet(node):
+            if which is not None or env:
+                raise LabError(f"node {node}: Calyx runs there from the DaemonSet; start its "
+                               f"kubelet (all daemons), not single daemons")
+            self.start_kubelet(node)
+            return []
         wanted = tuple(which) if which is not None else roles.cluster_daemons(n)
         unknown = [d for d in wanted if d not in roles.CLUSTER_DAEMONS]
         if unknown:
@@ -468,14 +592,23 @@ class Lab:
 
     def stop_daemons(self, node: str, which: Iterable[str] | None = None, *,
                      grace: float = 5.0) -> None:
-        """Stop daemons the lab started in ``node`` (all of them by default)."""
+        """Stop daemons the lab started in ``node`` (all of them by default). On a node whose
+        Calyx runs from the DaemonSet this stops its kubelet and every container it runs."""
+        if self.runs_kubelet(node) and which is None:
+            self.stop_kubelet(node, grace=grace)
         wanted = set(which) if which is not None else None
         for handle in self.processes(node):
             if wanted is None or handle.name in wanted:
                 self.kill(handle, grace=grace)
 
     def daemon_log(self, node: str, name: str) -> str:
+        """The log of daemon ``name`` on ``node``: a process the lab started, else the newest
+        log of a container of that name the node's kubelet ran."""
         path = self.names.log_dir(node) / f"{name}.log"
+        if not path.exists():
+            found = sorted(self.names.log_dir(node).glob(f"*_{name}.log"),
+                           key=lambda p: p.stat().st_mtime)
+            path = found[-1] if found else path
         try:
             return path.read_text(errors="replace")
         except OSError:
@@ -561,6 +694,9 @@ def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> b
             printer(f"Stopping the UML kernel (pid {pid})")
             procs.kill_now(pid, started, group=True)
             found = True
+    # The lab's kubelets first (host processes in both kernels), or they restart containers.
+    for pid, started in _kubelet_processes(name, data):
+        found |= procs.terminate(pid, started, grace=3)
     # Processes on the host kernel: recorded ones, then whatever still runs in a lab namespace.
     for p in data.get("processes", []) if data.get("kernel") != "uml" else []:
         found |= procs.terminate(p["pid"], p["start_time"], grace=3)
@@ -582,6 +718,7 @@ def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> b
             printer(f"Removed link {link}")
             found = True
     host.run(["rm", "-rf", str(names.run_dir)])
+    _remove_kubelet_leftovers(names, printer)
     if cleanup:
         remove_state(names)
     else:
@@ -605,7 +742,33 @@ def leftovers(name: str) -> list[str]:
     found += [f"UML process {pid}" for pid, _ in _find_uml_instances(names)]
     found += [f"control-plane process {pid}" for pid, started in _control_plane_processes(names, {})
               if procs.alive(pid, started)]
+    found += [f"kubelet process {pid}" for pid, started in _kubelet_processes(name, {})
+              if procs.alive(pid, started)]
     return found
+
+
+def _kubelet_records(names: LabNames, node: str) -> Path:
+    return names.state_dir / "nodes" / node / "kubelet" / "records.json"
+
+
+def _kubelet_processes(lab: str, data: Mapping) -> list[tuple[int, int]]:
+    """The lab's kubelets: recorded ones, and any host process running one for this lab."""
+    found = {(k["pid"], k["start_time"]) for k in data.get("kubelets", [])}
+    found |= set(_find_host_processes(
+        lambda argv: "calyxlab.kubelet" in argv and "--lab" in argv
+        and argv[argv.index("--lab") + 1:argv.index("--lab") + 2] == [lab]))
+    return sorted(found)
+
+
+def _remove_kubelet_leftovers(names: LabNames, printer: Printer) -> None:
+    """The mount points the kubelets created on this machine (empty ones), and the pods'
+    volumes (tokens and Secrets) under the state directory."""
+    from calyxlab.kubelet.records import Records, remove_created_paths
+    for records_file in names.state_dir.glob("nodes/*/kubelet/records.json"):
+        for path in remove_created_paths(Records(records_file).created_paths):
+            printer(f"Removed mount point {path}")
+        shutil.rmtree(records_file.parent / "pods", ignore_errors=True)
+        records_file.unlink(missing_ok=True)
 
 
 def _control_plane_processes(names: LabNames, data: Mapping) -> list[tuple[int, int]]:

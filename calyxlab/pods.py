@@ -1,6 +1,9 @@
 """Pods in the lab, made the way kubelet makes them: a network namespace for the sandbox, the
 Calyx CNI plugin called with CNI_COMMAND=ADD inside the node (so it runs on the node's kernel,
-UML included), then the Pod's status (podIP/podIPs, Running) written with the node's kubelet
+UML included) - on a node whose Calyx runs from the chart's DaemonSet, the plugin and
+configuration its install-cni put in the node's /opt/cni/bin and /etc/cni/net.d, so the
+plugin uses the chart's calyx-cni-plugin identity; elsewhere the virtualenv's plugin, with a
+token of that same ServiceAccount - then the Pod's status (podIP/podIPs, Running) written with the node's kubelet
 credentials, as the Node authorizer allows for a pod bound to that node.
 Deleting is the reverse: DEL, the namespace removed, the Pod deleted.
 
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
     from calyxlab.lab import Lab
 
 CNI_IFNAME = "eth0"
+CNI_BIN_DIR = "/opt/cni/bin"
+CNI_CONF_DIR = "/etc/cni/net.d"
+CONFLIST_NAME = "10-calyx.conflist"
 CNI_TIMEOUT_S = 120.0
 NETNS_NAME_MAX = 200          # well under NAME_MAX; longer names are shortened with a hash
 POD_IMAGE = "calyx/lab-pod"
@@ -55,7 +61,7 @@ def netconf(kubeconfig: str, node: str, run_dir: str) -> dict:
 
 def cni_env(command: str, cid: str, netns_path: str, namespace: str, name: str) -> dict[str, str]:
     return {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns_path,
-            "CNI_IFNAME": CNI_IFNAME, "CNI_PATH": "/opt/cni/bin",
+            "CNI_IFNAME": CNI_IFNAME, "CNI_PATH": CNI_BIN_DIR,
             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"}
 
 
@@ -69,11 +75,29 @@ def _plugin_argv() -> list[str]:
     return [str(Path(sys.executable).parent / "calyx-cni")]
 
 
+def installed_netconf(lab: "Lab", node: str) -> dict:
+    """The network configuration the chart's install-cni wrote on ``node``, as the container
+    runtime hands it to the plugin (the conflist's name and version, its plugin's fields)."""
+    res = lab.exec(node, ["cat", f"{CNI_CONF_DIR}/{CONFLIST_NAME}"])
+    if res.returncode != 0:
+        raise PodError(f"node {node}: no {CNI_CONF_DIR}/{CONFLIST_NAME} (has the calyx pod's "
+                       f"install-cni run there?): {res.stderr.strip()}")
+    conflist = json.loads(res.stdout)
+    return {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **conflist["plugins"][0]}
+
+
 def _call_plugin(lab: "Lab", node: str, command: str, namespace: str, name: str) -> "Result":
-    env = lab.node_env(node)
-    conf = netconf(str(lab.kubeconfig), node, env["CALYX_RUN_DIR"])
+    if lab.runs_kubelet(node):
+        # As a container runtime does: the conflist and the plugin install-cni put on the node.
+        conf = installed_netconf(lab, node)
+        argv = [f"{CNI_BIN_DIR}/{conf['type']}"]
+    else:
+        from calyxlab.lab import CNI_SERVICE_ACCOUNT
+        conf = netconf(str(lab.service_account_kubeconfig(CNI_SERVICE_ACCOUNT)), node,
+                       lab.node_env(node)["CALYX_RUN_DIR"])
+        argv = _plugin_argv()
     netns = pod_netns(lab.name, node, namespace, name)
-    return lab.exec(node, _plugin_argv(), timeout=CNI_TIMEOUT_S, input=json.dumps(conf),
+    return lab.exec(node, argv, timeout=CNI_TIMEOUT_S, input=json.dumps(conf),
                     env={**cni_env(command, container_id(lab.name, node, namespace, name),
                                    f"/var/run/netns/{netns}", namespace, name),
                          "CALYX_LOG_LEVEL": "warning"})
