@@ -2,7 +2,8 @@
 routing pods over IPIP, switched live to plain BGP, and destroyed.
 
 Steps: deploy ``containerlab/mesh3`` (kernel chosen automatically: user-mode Linux when this
-kernel has no ipip), one pod per node through the CNI plugin, ``bgpd status`` on every node,
+kernel has no ipip; Calyx installed with ``helm`` and run by each node's kubelet), the calyx
+pods (``kubectl get pods -n calyx-system -o wide``), one pod per node through the CNI plugin, ``bgpd status`` on every node,
 the routes and ``tunl0`` on node1, the pod-to-pod ping matrix; then the IPPool's ``ipipMode``
 is set to ``Never`` through the API while a pod pings another every 50 ms, the routes are shown
 again and the matrix is run again. The lab is destroyed at the end, also when a step fails,
@@ -14,6 +15,7 @@ import argparse
 import json
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ from pathlib import Path
 from calyxlab.cli import format_table
 from calyxlab.lab import REPO_ROOT, Lab, leftovers, subnet_in_use
 from calyxlab.subnets import claim_free_subnet, release_subnet
+from calyxlab.tools import find_tool
 from calyxlab.topology import load
 from calyxlab.traffic import ContinuousPing, Pod, add_pod, format_matrix, ping_matrix
 
@@ -93,6 +96,22 @@ def show_matrix(lab: Lab, members: list[Pod], label: str) -> None:
         raise DemoError(f"{label}: {len(result) - ok} pod pairs cannot reach each other")
 
 
+def kubectl(lab: Lab, *args: str) -> str:
+    proc = subprocess.run([find_tool("kubectl"), "--kubeconfig", str(lab.kubeconfig), *args],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise DemoError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def calyx_pods_ready(lab: Lab) -> bool:
+    pods = json.loads(kubectl(lab, "get", "pods", "-n", "calyx-system", "-o", "json"))["items"]
+    ready = {p["spec"]["nodeName"] for p in pods
+             if any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in p.get("status", {}).get("conditions", []))}
+    return ready >= set(NODES)
+
+
 def set_ipip_mode(lab: Lab, mode: str) -> None:
     from kubernetes import client as k8s
     from calyx.kube import client as kube_client
@@ -103,6 +122,10 @@ def set_ipip_mode(lab: Lab, mode: str) -> None:
 def run(lab: Lab) -> None:
     banner(f"calyx-lab inspect --name {lab.name}")
     print(format_table(lab.inspect()))
+
+    banner("kubectl get pods -n calyx-system -o wide  (the chart's DaemonSet, run by each node's kubelet)")
+    wait_until("the calyx pods Ready on every node", lambda: calyx_pods_ready(lab))
+    print(kubectl(lab, "get", "pods", "-n", "calyx-system", "-o", "wide"), end="", flush=True)
 
     banner("one pod per node, created through the CNI plugin as kubelet would")
     with ThreadPoolExecutor(max_workers=len(NODES)) as pool:   # each node's kubelet at once
