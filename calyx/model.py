@@ -70,6 +70,19 @@ class EncapMode(str, enum.Enum):
     NEVER = "Never"
 
 
+@dataclass(frozen=True, order=True)
+class ObjectName:
+    """Which object: its kind, name and, for a namespaced kind, namespace. Names the object
+    that refers to another (a BGPPeer naming a Secret) in messages and Events."""
+
+    kind: str
+    name: str
+    namespace: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
+
+
 @dataclass(frozen=True)
 class SecretKeyRef:
     """A key of a Secret. Secrets live in the daemons' own namespace (config: CALYX_NAMESPACE)."""
@@ -694,3 +707,7 @@ class Snapshot:
     blocks: Mapping[str, IPAMBlock] = field(default_factory=dict)
     # (namespace, name) -> {key: decoded value}; only what the daemon watches (bgpd: passwords)
     secrets: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    # (namespace, name) -> why a Secret watched by name is not in ``secrets`` although it may
+    # exist: "not read from the API yet", "cannot be read: HTTP 403 Forbidden: ...". A Secret
+    # in neither mapping was not found.
+    secret_errors: Mapping[tuple[str, str], str] = field(default_factory=dict)

@@ -9,6 +9,7 @@ reflector thread therefore gets its own client (:func:`clone`) sharing the same
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Mapping
 
@@ -64,12 +65,30 @@ def server_url(api: kubernetes.client.ApiClient) -> str:
     return str(api.configuration.host)
 
 
-def describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException, api_message: bool = False) -> str:
     """A one-line account of a failed API call for logs: HTTP status and reason, or the
-    connection error."""
+    connection error. With ``api_message``, an HTTP error also carries the message of the API's
+    Status (a 403 names the user, the verb and the resource refused)."""
     if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason or ''}".strip()
+        text = f"HTTP {exc.status} {exc.reason or ''}".strip()
+        message = status_message(exc) if api_message else ""
+        return f"{text}: {message}" if message else text
     if isinstance(exc, MaxRetryError) and exc.reason is not None:
         exc = exc.reason
     text = str(exc) or type(exc).__name__
     return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+
+
+def status_message(exc: ApiException) -> str:
+    """The ``message`` of the Status an API error carries ("" when the body is not one)."""
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not isinstance(body, str) or not body:
+        return ""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return ""
+    message = status.get("message") if isinstance(status, dict) else None
+    return message if isinstance(message, str) else ""

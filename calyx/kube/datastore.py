@@ -3,6 +3,14 @@
 A daemon declares what it watches (:class:`WatchSpec` per resource), starts the Datastore, waits
 for :meth:`Datastore.wait_for_change`, and calculates from :meth:`Datastore.snapshot`.
 
+Besides whole resources, single objects can be watched by name, added and removed while the
+Datastore runs (:meth:`Datastore.set_named`): bgpd watches exactly the Secrets its BGP
+configuration refers to, which RBAC can grant by ``resourceNames``. Each is one more reflector
+(list and watch with the field selector ``metadata.name=NAME``) feeding the same Snapshot field.
+One that is refused (403) or not found is reported (log line, Warning Event on each object
+referring to it, :meth:`Datastore.named`, ``Snapshot.secret_errors``) without disturbing any
+other watch, and a version read before a refusal stays in the snapshot.
+
 Parsing is incremental: the caches record which keys changed since the last snapshot and only
 those objects go through ``calyx.model.parse_*`` again; everything else is reused. An object
 that fails validation is reported once per (object, resourceVersion) — a structured log line and
@@ -12,24 +20,32 @@ invalid from its creation is simply absent.
 """
 from __future__ import annotations
 
+import enum
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 import kubernetes.client
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
 from calyx import model
 from calyx.kube import client as kube_client
 from calyx.kube import resources
-from calyx.kube.events import EventRecorder
+from calyx.kube.events import EventRecorder, ObjectRef
 from calyx.kube.reflector import Backoff, Cache, Change, Key, Reflector, ReflectorMetrics, WatchSpec
 from calyx.kube.resources import RawObject, Resource
+from calyx.model import ObjectName
 from calyx.observability import Check, get_logger
 
 INVALID_REASON = "InvalidResource"
+# Warning Events on an object that refers to one watched by name (a BGPPeer naming a Secret).
+UNREADABLE_REASON = "ReferenceUnreadable"
+NOT_FOUND_REASON = "ReferenceNotFound"
+FORBIDDEN = 403
 
-__all__ = ["Datastore", "WatchSpec", "INVALID_REASON"]
+__all__ = ["Datastore", "WatchSpec", "NamedChanges", "NamedState", "NamedWatch", "INVALID_REASON",
+           "UNREADABLE_REASON", "NOT_FOUND_REASON"]
 
 
 def _by_name(key: Key) -> str:
@@ -51,6 +67,7 @@ class _Binding:
     parse: Callable[[RawObject], Any]
     snapshot_field: str
     snapshot_key: Callable[[Key], Any]
+    errors_field: str | None = None     # why objects watched by name are absent, by snapshot key
 
 
 BINDINGS: dict[Resource, _Binding] = {
@@ -60,8 +77,70 @@ BINDINGS: dict[Resource, _Binding] = {
     resources.BGPCONFIGURATIONS: _Binding(model.parse_bgp_configuration, "bgp_configuration", _by_name),
     resources.BGPPEERS: _Binding(model.parse_bgp_peer, "bgp_peers", _by_name),
     resources.IPAMBLOCKS: _Binding(model.parse_ipam_block, "blocks", _by_name),
-    resources.SECRETS: _Binding(_secret_values, "secrets", _by_namespace_and_name),
+    resources.SECRETS: _Binding(_secret_values, "secrets", _by_namespace_and_name, "secret_errors"),
 }
+
+NamedKey = tuple[Resource, str, str]     # (resource, namespace or "", name)
+
+
+class NamedState(str, enum.Enum):
+    """What became of an object watched by name."""
+
+    PENDING = "pending"          # not listed yet
+    FOUND = "found"
+    NOT_FOUND = "not found"
+    FORBIDDEN = "forbidden"      # HTTP 403: RBAC grants no list/watch of that name
+    FAILING = "failing"          # the API is unreachable or failing: retried with backoff
+
+
+@dataclass(frozen=True)
+class NamedChanges:
+    """What :meth:`Datastore.set_named` did: the (namespace, name) of the watches it added and
+    removed. True when it did anything."""
+
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+@dataclass(frozen=True)
+class NamedWatch:
+    """One object watched by name: which, who refers to it, and what became of it."""
+
+    resource: Resource
+    namespace: str
+    name: str
+    referenced_by: tuple[ObjectName, ...]
+    state: NamedState
+    error: str | None = None     # the last failure (FORBIDDEN, FAILING), with the API's message
+    cached: bool = False         # a version read earlier is in the cache (and the snapshot)
+
+    @property
+    def object(self) -> ObjectName:
+        return ObjectName(self.resource.kind, self.name, self.namespace)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the object is not in the snapshot although it may exist (None: it is there, or
+        it was not found)."""
+        if self.cached or self.state in (NamedState.FOUND, NamedState.NOT_FOUND):
+            return None
+        if self.state is NamedState.PENDING:
+            return "not read from the API yet"
+        return f"cannot be read: {self.error}"
+
+    def describe(self) -> str:
+        """One line naming the object, its namespace, who refers to it, and its state."""
+        refs = ", ".join(map(str, self.referenced_by)) or "nothing"
+        head = f"{self.object} (referenced by {refs})"
+        if self.state in (NamedState.FORBIDDEN, NamedState.FAILING):
+            kept = "; the version read earlier stays in use" if self.cached else ""
+            return f"{head}: cannot be read: {self.error}{kept}; retrying"
+        if self.state is NamedState.NOT_FOUND:
+            return f"{head}: not found; watching for it"
+        return f"{head}: {self.state.value}"
 
 
 @dataclass
@@ -75,6 +154,10 @@ class _Store:
     parsed: dict[Key, Any] = field(default_factory=dict)
     dirty: set[Key] = field(default_factory=set)
     reported: dict[Key, str] = field(default_factory=dict)   # key -> resourceVersion reported invalid
+    # Watches by name only:
+    named: NamedKey | None = None
+    referenced_by: tuple[ObjectName, ...] = ()
+    announced: tuple[NamedState, str | None] | None = None   # the state last logged
 
 
 class Datastore:
@@ -87,6 +170,12 @@ class Datastore:
         self.api = client
         self.namespace = namespace
         self.events = events
+        self._watch_timeout = watch_timeout
+        self._backoff = backoff
+        self._named: dict[NamedKey, _Store] = {}
+        self._retired: list[Reflector] = []      # removed named watches, stopping
+        self._running = False
+        self._stopped = False
         self.registry = registry if registry is not None else CollectorRegistry()
         self._metrics = ReflectorMetrics(self.registry)
         self._invalid = Counter("calyx_datastore_invalid_objects_total",
@@ -104,7 +193,8 @@ class Datastore:
                                  f"({self._stores[spec.resource].spec.describe()} and {spec.describe()})")
             if spec.resource == resources.SECRETS and spec.namespace is None:
                 spec = WatchSpec(spec.resource, namespace, spec.label_selector, spec.field_selector)
-            store = _Store(spec, BINDINGS[spec.resource], Cache(on_change=self._recorder_for(spec.resource)))
+            store = _Store(spec, BINDINGS[spec.resource], Cache())
+            store.cache = Cache(on_change=self._recorder_for(store))   # the recorder needs the store
             store.reflector = Reflector(kube_client.clone(client), spec, store.cache, self._metrics,
                                         watch_timeout=watch_timeout, backoff=backoff(),
                                         on_synced=self._mark_changed)
@@ -113,12 +203,19 @@ class Datastore:
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        for store in self._stores.values():
+        with self._cond:
+            self._running = True
+            stores = [*self._stores.values(), *self._named.values()]
+        for store in stores:
             assert store.reflector is not None
             store.reflector.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        reflectors = [s.reflector for s in self._stores.values() if s.reflector is not None]
+        with self._cond:
+            self._running, self._stopped = False, True
+            stores = [*self._stores.values(), *self._named.values()]
+            retired, self._retired = self._retired, []
+        reflectors = [s.reflector for s in stores if s.reflector is not None] + retired
         for reflector in reflectors:
             reflector.request_stop()
         for reflector in reflectors:
@@ -135,7 +232,8 @@ class Datastore:
 
     @property
     def synced(self) -> bool:
-        """Every reflector has completed its first list."""
+        """Every reflector of a whole resource has completed its first list (objects watched by
+        name are not waited for: see :meth:`wait_named_settled`)."""
         return all(s.reflector is not None and s.reflector.synced for s in self._stores.values())
 
     def wait_synced(self, timeout: float | None = None) -> bool:
@@ -143,7 +241,8 @@ class Datastore:
             return self._cond.wait_for(lambda: self.synced, timeout)
 
     def readiness(self) -> Check:
-        """For ``/readyz``: ready once every watched resource has been listed."""
+        """For ``/readyz``: ready once every watched resource has been listed. An object watched
+        by name that cannot be read does not make the daemon unready (it is reported instead)."""
         waiting = [str(r) for r, s in self._stores.items() if s.reflector is None or not s.reflector.synced]
         if waiting:
             return Check(False, f"datastore not synced: waiting for the first list of {', '.join(waiting)}")
@@ -151,10 +250,11 @@ class Datastore:
 
     # --- change notification -------------------------------------------------------------
 
-    def _recorder_for(self, resource: Resource) -> Callable[[list[Change]], None]:
+    def _recorder_for(self, store: _Store) -> Callable[[list[Change]], None]:
         def record(changes: list[Change]) -> None:
+            if store.named is not None:     # reported before the change can be seen in a snapshot
+                self._announce(store)
             with self._cond:
-                store = self._stores[resource]
                 store.dirty.update(change.key for change in changes)
                 self._changed = True
                 self._cond.notify_all()
@@ -170,6 +270,170 @@ class Datastore:
         with self._cond:
             return self._cond.wait_for(lambda: self._changed, timeout)
 
+    # --- objects watched by name -----------------------------------------------------------
+
+    def _named_key(self, resource: Resource, namespace: str | None, name: str) -> NamedKey:
+        if resource not in BINDINGS:
+            raise ValueError(f"datastore: resource {resource} has no place in a Snapshot")
+        if resource in self._stores:
+            raise ValueError(f"datastore: {resource} is watched whole ({self._stores[resource].spec.describe()}); "
+                             f"no need to watch {name!r} by name")
+        if not name:
+            raise ValueError(f"datastore: {resource}: a named watch needs a name")
+        if not resource.namespaced:
+            return (resource, "", name)
+        return (resource, namespace or self.namespace, name)
+
+    def watch_named(self, resource: Resource, name: str, namespace: str | None = None,
+                    referenced_by: Iterable[ObjectName] = ()) -> bool:
+        """Watch one object by name (a namespaced one in ``namespace``, default the
+        Datastore's), on behalf of ``referenced_by`` (named in reports). Watching it already
+        only updates who refers to it. True when a new watch was started."""
+        key = self._named_key(resource, namespace, name)
+        refs = tuple(sorted(set(referenced_by)))
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError("datastore: stopped")
+            store = self._named.get(key)
+            if store is not None:
+                store.referenced_by = refs
+                return False
+            spec = WatchSpec.named(resource, name, key[1] or None)
+            store = _Store(spec, BINDINGS[resource], Cache(), named=key, referenced_by=refs)
+            store.cache = Cache(on_change=self._recorder_for(store))
+            store.reflector = Reflector(kube_client.clone(self.api), spec, store.cache, self._metrics,
+                                        watch_timeout=self._watch_timeout, backoff=self._backoff(),
+                                        on_synced=lambda: self._announce(store),
+                                        label="/".join(part for part in (str(resource), key[1], name) if part),
+                                        on_error=lambda: self._announce(store))
+            self._named[key] = store
+            start = self._running
+        self._log.info("watching by name", kind=resource.kind, namespace=key[1] or None, name=name,
+                       referenced_by=[str(r) for r in refs])
+        if start:
+            store.reflector.start()
+        return True
+
+    def unwatch_named(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
+        """Stop watching one object by name; it leaves the snapshot. True when it was watched."""
+        key = self._named_key(resource, namespace, name)
+        with self._cond:
+            store = self._named.pop(key, None)
+            if store is None:
+                return False
+            self._changed = True
+            self._cond.notify_all()
+            reflector = store.reflector
+            assert reflector is not None
+            self._retired = [r for r in self._retired if r.alive]
+            self._retired.append(reflector)
+        # The thread leaves at once (its watch is shut); its client is closed once it has.
+        reflector.request_stop()
+        threading.Thread(target=self._close_when_stopped, args=(reflector,), daemon=True,
+                         name=f"retire-{reflector.label}").start()
+        self._metrics.forget(reflector.label)
+        self._log.info("no longer watching by name", kind=resource.kind, namespace=key[1] or None, name=name)
+        return True
+
+    @staticmethod
+    def _close_when_stopped(reflector: Reflector) -> None:
+        reflector.join(60.0)
+        if not reflector.alive:
+            reflector.api.close()
+
+    def set_named(self, resource: Resource, wanted: Mapping[tuple[str, str], Iterable[ObjectName]]) -> NamedChanges:
+        """Make the objects of ``resource`` watched by name exactly ``wanted``: (namespace,
+        name) -> the objects referring to it. Returns the watches added (their objects are not
+        in the snapshot until listed: see :meth:`wait_named_settled`) and removed (their objects
+        leave the next snapshot)."""
+        wanted_keys = {self._named_key(resource, namespace, name): refs
+                       for (namespace, name), refs in wanted.items()}
+        with self._cond:
+            current = [key for key in self._named if key[0] == resource]
+        removed = [key[1:] for key in sorted(current, key=lambda k: k[1:]) if key not in wanted_keys
+                   and self.unwatch_named(resource, key[2], key[1] or None)]
+        added = [key[1:] for key, refs in sorted(wanted_keys.items(), key=lambda item: item[0][1:])
+                 if self.watch_named(resource, key[2], key[1] or None, refs)]
+        return NamedChanges(tuple(added), tuple(removed))
+
+    def named(self, resource: Resource | None = None) -> list[NamedWatch]:
+        """The objects watched by name (of ``resource``, or all) and what became of each."""
+        with self._cond:
+            stores = [s for key, s in sorted(self._named.items(), key=lambda item: (str(item[0][0]), item[0][1:]))
+                      if resource is None or key[0] == resource]
+        return [self._status(s) for s in stores]
+
+    def wait_named_settled(self, timeout: float | None = None) -> bool:
+        """Block until every object watched by name has been listed or has failed to be (none
+        is PENDING any more)."""
+        def settled() -> bool:
+            return all(self._status(s).state is not NamedState.PENDING for s in self._named.values())
+        with self._cond:
+            return self._cond.wait_for(settled, timeout)
+
+    def _status(self, store: _Store) -> NamedWatch:
+        assert store.named is not None and store.reflector is not None
+        resource, namespace, name = store.named
+        reflector = store.reflector
+        failure = reflector.failure
+        cached = store.cache.get((namespace, name)) is not None
+        if failure is not None:
+            forbidden = isinstance(failure[0], ApiException) and failure[0].status == FORBIDDEN
+            state = NamedState.FORBIDDEN if forbidden else NamedState.FAILING
+        elif not reflector.synced:
+            state = NamedState.PENDING
+        else:
+            state = NamedState.FOUND if cached else NamedState.NOT_FOUND
+        return NamedWatch(resource, namespace, name, store.referenced_by, state,
+                          failure[1] if failure is not None else None, cached)
+
+    def _announce(self, store: _Store) -> None:
+        """Report a named watch's new state once (log line, Events on the objects referring to
+        it) and wake the daemon: called by its reflector on every change."""
+        status = self._status(store)
+        with self._cond:
+            self._changed = True
+            self._cond.notify_all()
+            announced = store.announced
+            if status.state is NamedState.PENDING or (status.state, status.error) == announced:
+                return
+            if store.named is None or self._named.get(store.named) is not store:
+                return      # removed meanwhile
+            store.announced = (status.state, status.error)
+        fields: dict[str, Any] = {"kind": status.resource.kind, "name": status.name,
+                                  "referenced_by": [str(r) for r in status.referenced_by]}
+        if status.namespace:
+            fields["namespace"] = status.namespace
+        if status.state is NamedState.FOUND:
+            if announced is not None and announced[0] in (NamedState.FORBIDDEN, NamedState.NOT_FOUND):
+                self._log.info("referenced object found", **fields)
+            return
+        if status.state is NamedState.FAILING:
+            return          # the API's trouble, not this object's: the reflector logs every attempt
+        if status.state is NamedState.FORBIDDEN:
+            self._log.warning("referenced object cannot be read", error=status.error,
+                              kept_previous=status.cached, **fields)
+            reason = UNREADABLE_REASON
+        else:
+            self._log.warning("referenced object not found", **fields)
+            reason = NOT_FOUND_REASON
+        if self.events is not None:
+            message = status.describe()
+            for referrer in status.referenced_by:
+                self.events.warning(self._event_ref(referrer), reason, message)
+
+    def _event_ref(self, name: ObjectName) -> ObjectRef:
+        """The object an Event about ``name`` goes to: the cached object when its resource is
+        watched (uid included, so ``kubectl describe`` shows it), else its kind and name."""
+        for resource, store in self._stores.items():
+            if resource.kind == name.kind:
+                obj = store.cache.get((name.namespace, name.name))
+                if obj is not None:
+                    return ObjectRef.of(obj)
+        api_version = next((r.api_version for r in resources.ALL if r.kind == name.kind), "")
+        return ObjectRef(kind=name.kind, name=name.name, namespace=name.namespace or None,
+                         api_version=api_version)
+
     # --- snapshots -----------------------------------------------------------------------
 
     def raw(self, resource: Resource) -> dict[Key, RawObject]:
@@ -180,14 +444,14 @@ class Datastore:
         with self._snapshot_lock:
             with self._cond:
                 self._changed = False
-                dirty = {resource: store.dirty for resource, store in self._stores.items()}
-                for store in self._stores.values():
+                stores = [*self._stores.values(), *self._named.values()]
+                dirty = [(store, store.dirty) for store in stores]
+                for store in stores:
                     store.dirty = set()
-            for resource, keys in dirty.items():
-                store = self._stores[resource]
+            for store, keys in dirty:
                 for key in keys:
                     self._reparse(store, key)
-            return self._build()
+            return self._build(stores)
 
     def _reparse(self, store: _Store, key: Key) -> None:
         obj = store.cache.get(key)
@@ -230,11 +494,18 @@ class Datastore:
         if self.events is not None:
             self.events.warning(obj, INVALID_REASON, f"{kind} {key[1]}: {message}; {outcome}")
 
-    def _build(self) -> model.Snapshot:
+    def _build(self, stores: list[_Store]) -> model.Snapshot:
         parts: dict[str, Any] = {}
-        for store in self._stores.values():
+        for store in stores:
             binding = store.binding
-            parts[binding.snapshot_field] = {binding.snapshot_key(k): v for k, v in store.parsed.items()}
+            part = parts.setdefault(binding.snapshot_field, {})
+            part.update((binding.snapshot_key(k), v) for k, v in store.parsed.items())
+            if store.named is not None and binding.errors_field is not None:
+                errors = parts.setdefault(binding.errors_field, {})
+                _, namespace, name = store.named
+                problem = self._status(store).problem
+                if problem is not None and (namespace, name) not in store.parsed:
+                    errors[binding.snapshot_key((namespace, name))] = problem
         if "bgp_configuration" in parts:
             parts["bgp_configuration"] = model.effective_bgp_configuration(parts["bgp_configuration"])
         return model.Snapshot(**parts)

@@ -11,10 +11,14 @@ One thread per watched resource runs the list/watch protocol:
    resourceVersion without relisting;
 4. on **410 Gone** (an HTTP 410 or an ERROR event carrying a 410 Status) **relist** and turn the
    difference between the cache and the fresh list into DELETED / MODIFIED / ADDED changes;
-5. on any other failure (API unreachable, connection reset, 5xx) keep the cache exactly as it
-   is and retry with exponential backoff and jitter, capped at ~30 s; the retry lists again
-   (the server that answers may have a new history that would accept a stale resourceVersion
-   without a 410) and applies only the difference, so an outage costs one list.
+5. on any other failure (API unreachable, connection reset, 5xx, 403 Forbidden) keep the cache
+   exactly as it is and retry with exponential backoff and jitter, capped at ~30 s; the retry
+   lists again (the server that answers may have a new history that would accept a stale
+   resourceVersion without a 410) and applies only the difference, so an outage costs one list.
+   The failure is the reflector's :attr:`Reflector.error` until a list succeeds again.
+
+A spec may pin one object (:meth:`WatchSpec.named`: field selector ``metadata.name=NAME``), which
+the API server authorizes by RBAC ``resourceNames``: a datastore watches single Secrets so.
 
 :meth:`Reflector.stop` sets the stop event and shuts the open watch response, so the thread
 leaves a blocked read at once.
@@ -39,6 +43,7 @@ from calyx.observability import get_logger
 Key = tuple[str, str]
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 GONE = 410
+NAME_FIELD = "metadata.name"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,24 @@ class WatchSpec:
     namespace: str | None = None
     label_selector: str | None = None
     field_selector: str | None = None
+
+    @classmethod
+    def named(cls, resource: Resource, name: str, namespace: str | None = None) -> "WatchSpec":
+        """One object by name: list and watch with the field selector ``metadata.name=NAME``.
+        kube-apiserver authorizes such a list or watch like a get of that name, so RBAC
+        ``resourceNames`` can grant it."""
+        if not name:
+            raise ValueError(f"{resource}: a named watch needs a name")
+        return cls(resource, namespace, field_selector=f"{NAME_FIELD}={name}")
+
+    @property
+    def name(self) -> str | None:
+        """The one object's name when the spec pins it (:meth:`named`), else None."""
+        prefix = f"{NAME_FIELD}="
+        selector = self.field_selector or ""
+        if selector.startswith(prefix) and "," not in selector:
+            return selector[len(prefix):]
+        return None
 
     def describe(self) -> str:
         parts = [str(self.resource)]
@@ -176,6 +199,13 @@ class ReflectorMetrics:
         self.synced = Gauge("calyx_datastore_synced", "1 once the first list completed", ["resource"],
                             registry=registry)
 
+    def forget(self, label: str) -> None:
+        """Drop every series of one reflector's label (a watch that was removed)."""
+        for metric in (self.watch_restarts, self.relists, self.errors, self.objects, self.synced):
+            metric.remove(label)
+        for event_type in (ADDED, MODIFIED, DELETED, "BOOKMARK", "ERROR"):
+            self.events.remove(label, event_type)
+
 
 class _Relist(Exception):
     """The watch said 410 Gone: the resourceVersion is too old, list again."""
@@ -186,7 +216,11 @@ class Reflector:
 
     def __init__(self, api: kubernetes.client.ApiClient, spec: WatchSpec, cache: Cache,
                  metrics: ReflectorMetrics, watch_timeout: float = 300.0, backoff: Backoff | None = None,
-                 on_synced: Callable[[], None] | None = None, rng: random.Random | None = None) -> None:
+                 on_synced: Callable[[], None] | None = None, rng: random.Random | None = None,
+                 label: str | None = None, on_error: Callable[[], None] | None = None) -> None:
+        """``label`` names the reflector in metrics and logs (default: the resource);
+        ``on_error`` is called whenever :attr:`error` changes (a new failure, or cleared by a
+        successful list)."""
         self.api = api
         self.spec = spec
         self.cache = cache
@@ -194,6 +228,9 @@ class Reflector:
         self.watch_timeout = watch_timeout
         self.backoff = backoff or Backoff()
         self._on_synced = on_synced
+        self._on_error = on_error
+        self._error: tuple[BaseException, str] | None = None
+        self._error_lock = threading.Lock()
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -201,14 +238,43 @@ class Reflector:
         self._response_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.resource_version = ""
-        self._label = str(spec.resource)
+        self._label = label or str(spec.resource)
         self._log = get_logger("calyx.kube.reflector")
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     @property
+    def label(self) -> str:
+        return self._label
+
+    @property
     def synced(self) -> bool:
         return self._synced.is_set()
+
+    @property
+    def failure(self) -> tuple[BaseException, str] | None:
+        """The last list/watch failure and its one-line account (with the API's own message: a
+        403 says who was refused what), until a list succeeds again; None when there is none."""
+        with self._error_lock:
+            return self._error
+
+    @property
+    def error(self) -> BaseException | None:
+        failure = self.failure
+        return failure[0] if failure else None
+
+    @property
+    def error_text(self) -> str | None:
+        failure = self.failure
+        return failure[1] if failure else None
+
+    def _set_error(self, exc: BaseException | None) -> None:
+        text = describe_error(exc, api_message=True) if exc is not None else None
+        with self._error_lock:
+            changed = (self._error[1] if self._error else None) != text
+            self._error = (exc, text) if exc is not None and text is not None else None
+        if changed and self._on_error is not None:
+            self._on_error()
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         return self._synced.wait(timeout)
@@ -274,8 +340,9 @@ class Reflector:
                     continue
                 self.metrics.errors.labels(self._label).inc()
                 delay = self.backoff.next_delay()
+                self._set_error(exc)
                 self._log.warning("list/watch failed, keeping cache and retrying", resource=self._label,
-                                  error=describe_error(exc), retry_in=round(delay, 2),
+                                  error=self.error_text, retry_in=round(delay, 2),
                                   attempt=self.backoff.attempts, cached=len(self.cache))
                 if self._stop.wait(delay):
                     break
@@ -286,6 +353,7 @@ class Reflector:
         listed = resources.list_objects(self.api, spec.resource, spec.namespace,
                                         spec.label_selector, spec.field_selector)
         changes = self.cache.replace(listed.items)
+        self._set_error(None)
         first = not self._synced.is_set()
         if not first:
             self.metrics.relists.labels(self._label).inc()

@@ -3,13 +3,18 @@ and its controllers want them (namespaces before namespaced objects, pods only o
 namespace's ServiceAccount exists, Nodes as the controllers would leave them)."""
 from __future__ import annotations
 
+import json
 import time
-from typing import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from calyx.cni.install import render_kubeconfig
+from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyxlab.controlplane.cluster import create_once_admitted
 
@@ -54,6 +59,68 @@ def create_node(api: kubernetes.client.ApiClient, body: dict) -> dict:
     meta = body.setdefault("metadata", {})
     meta["annotations"] = {**SMALL_CLUSTER_TTL, **(meta.get("annotations") or {})}
     return resources.create_object(api, resources.NODES, body)
+
+
+def secret_grant_rules(names: Sequence[str]) -> list[dict]:
+    """get, list and watch on the Secrets ``names`` only (RBAC resourceNames), as the chart
+    grants BGP password Secrets to felix and bgpd's account."""
+    return [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": list(names),
+             "verbs": ["get", "list", "watch"]}]
+
+
+@contextmanager
+def service_account_api(api: kubernetes.client.ApiClient, kube, namespace: str, account: str,
+                        secret_names: Sequence[str], cluster_rules: Sequence[dict] = ()
+                        ) -> Iterator[kubernetes.client.ApiClient]:
+    """A client authenticated as ServiceAccount ``namespace/account`` with a token from the
+    TokenRequest API (as a pod of the account gets one), granted the Secrets ``secret_names``
+    by name (Role and RoleBinding ``account``) and ``cluster_rules`` (ClusterRole and binding
+    ``account``). The account and its grants are deleted afterwards (the ``kube`` fixture
+    cleans up Secrets and Events only)."""
+    core, rbac = kubernetes.client.CoreV1Api(api), kubernetes.client.RbacAuthorizationV1Api(api)
+    subject = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": account}, "rules": secret_grant_rules(secret_names)})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": account}, "subjects": subject,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account}})
+    cluster_name = f"{namespace}-{account}"
+    if cluster_rules:
+        rbac.create_cluster_role({"metadata": {"name": cluster_name}, "rules": list(cluster_rules)})
+        rbac.create_cluster_role_binding({
+            "metadata": {"name": cluster_name}, "subjects": subject,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name}})
+    client = None
+    try:
+        token = core.create_namespaced_service_account_token(
+            account, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+        path = Path(kube.workdir) / f"{account}.kubeconfig"
+        ca = kube.control_plane.pki.ca.cert.read_bytes()
+        path.write_text(json.dumps(render_kubeconfig(kube.control_plane.url, ca, token)))
+        client = kube_client.load(str(path))
+        yield client
+    finally:
+        if client is not None:
+            client.close()
+        if cluster_rules:
+            rbac.delete_cluster_role_binding(cluster_name)
+            rbac.delete_cluster_role(cluster_name)
+        rbac.delete_namespaced_role_binding(account, namespace)
+        rbac.delete_namespaced_role(account, namespace)
+        core.delete_namespaced_service_account(account, namespace)
+
+
+def can_list_by_name(api: kubernetes.client.ApiClient, resource: resources.Resource, name: str,
+                     namespace: str) -> bool:
+    """Whether the authorizer lets ``api`` list ``name`` with the field selector that pins it
+    (False on 403; any other error is raised)."""
+    try:
+        resources.list_objects(api, resource, namespace, field_selector=f"metadata.name={name}")
+        return True
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        return False
 
 
 def wait_watch_served(api: kubernetes.client.ApiClient, resource: resources.Resource,
