@@ -16,6 +16,9 @@ Rules (Calico's, see docs/bgpd.md):
 * One session per peer address: an explicit BGPPeer (node specific, then global) wins over the
   mesh entry for the same address.
 * eBGP whenever the AS numbers differ.
+
+Passwords come from Secrets in bgpd's namespace, which bgpd reads by name only: it watches the
+Secrets :func:`referenced_secrets` names, and no other.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Iterable
 
-from calyx.model import BGPPeer, NodeInfo, SecretKeyRef, Snapshot
+from calyx.model import KIND_BGP_CONFIGURATION, KIND_BGP_PEER, BGPPeer, NodeInfo, ObjectName, SecretKeyRef, Snapshot
 
 
 class PeerType(str, enum.Enum):
@@ -119,13 +122,33 @@ def local_speaker(snapshot: Snapshot, node_name: str) -> LocalSpeaker:
                         router_id=address, cluster_id=cluster_id)
 
 
+def referenced_secrets(snapshot: Snapshot, namespace: str) -> dict[tuple[str, str], tuple[ObjectName, ...]]:
+    """The Secrets bgpd must read, (namespace, name) -> the objects referring to each: every
+    BGPPeer's ``password.secretKeyRef`` and the BGPConfiguration's ``nodeMeshPassword``, all in
+    bgpd's ``namespace``. Every BGPPeer counts, whichever nodes it applies to, so that the set
+    does not change with node labels."""
+    found: dict[tuple[str, str], set[ObjectName]] = {}
+    config = snapshot.bgp_configuration
+    if config.node_mesh_password is not None:
+        found.setdefault((namespace, config.node_mesh_password.name), set()).add(
+            ObjectName(KIND_BGP_CONFIGURATION, config.name))
+    for peer in snapshot.bgp_peers.values():
+        if peer.password is not None:
+            found.setdefault((namespace, peer.password.name), set()).add(ObjectName(KIND_BGP_PEER, peer.name))
+    return {key: tuple(sorted(refs)) for key, refs in sorted(found.items())}
+
+
 def _resolve_password(snapshot: Snapshot, namespace: str, ref: SecretKeyRef | None,
                       owner: str) -> tuple[str | None, str | None]:
-    """(password, error). A missing Secret is an error: never fall back to no password."""
+    """(password, error). A missing or unreadable Secret is an error: never fall back to no
+    password."""
     if ref is None:
         return None, None
     secret = snapshot.secrets.get((namespace, ref.name))
     if secret is None:
+        problem = snapshot.secret_errors.get((namespace, ref.name))
+        if problem is not None:
+            return None, f"{owner}: password.secretKeyRef.name: {ref.name!r}: Secret in {namespace!r} {problem}"
         return None, f"{owner}: password.secretKeyRef.name: {ref.name!r}: Secret not found in {namespace!r}"
     value = secret.get(ref.key)
     if value is None:

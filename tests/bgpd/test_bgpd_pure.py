@@ -5,14 +5,15 @@ from ipaddress import IPv4Address as A, IPv4Interface, IPv4Network as N
 
 import pytest
 
-from calyx.model import (BGPConfiguration, BGPPeer, EncapMode, IPPool, NodeInfo, SecretKeyRef, Snapshot)
+from calyx.model import (BGPConfiguration, BGPPeer, EncapMode, IPPool, NodeInfo, ObjectName, SecretKeyRef,
+                         Snapshot)
 from calyx.selector import Selector
 
 from bgpd import importer
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages
 from bgpd.export import adj_rib_out, own_prefixes
-from bgpd.peers import PeerSetError, PeerType, local_speaker, peer_set
+from bgpd.peers import PeerSetError, PeerType, local_speaker, peer_set, referenced_secrets
 from bgpd.reflector import reflect
 from bgpd.rib import Attributes, Origin, Path, Rib, best_path, loop_reason
 
@@ -113,6 +114,47 @@ def test_passwords_come_from_secrets_and_a_missing_secret_is_an_error() -> None:
                   secrets={("calyx-system", "bgp"): {"pw": "s3cret"}})
     p = peer_set(s2, "a")[A("10.0.0.2")]
     assert p.password == "s3cret" and p.error is None and "s3cret" not in repr(p)
+
+
+def test_a_secret_that_cannot_be_read_is_an_error_naming_it_the_namespace_and_the_referrer() -> None:
+    ref = SecretKeyRef(name="tor-pw", key="pw")
+    tor = BGPPeer(name="tor", peer_ip=A("10.0.0.254"), as_number=65001, password=ref)
+    refused = 'cannot be read: HTTP 403 Forbidden: secrets "tor-pw" is forbidden'
+    s = Snapshot(nodes={"a": node("a", "10.0.0.1/24")},
+                 bgp_configuration=BGPConfiguration(node_to_node_mesh_enabled=False),
+                 bgp_peers={"tor": tor}, secret_errors={("calyx-system", "tor-pw"): refused})
+    p = peer_set(s, "a")[A("10.0.0.254")]
+    assert p.password is None and p.error == \
+        f"BGPPeer 'tor': password.secretKeyRef.name: 'tor-pw': Secret in 'calyx-system' {refused}"
+    # Another namespace's problem is not this one's.
+    assert "not found in 'other'" in peer_set(s, "a", namespace="other")[A("10.0.0.254")].error
+    # Known (kept after a refusal): the password is used.
+    kept = Snapshot(nodes=s.nodes, bgp_configuration=s.bgp_configuration, bgp_peers=s.bgp_peers,
+                    secrets={("calyx-system", "tor-pw"): {"pw": "x"}})
+    assert peer_set(kept, "a")[A("10.0.0.254")].password == "x"
+
+
+def test_referenced_secrets_are_those_of_every_peer_and_the_mesh_in_bgpds_namespace() -> None:
+    assert referenced_secrets(snap(node("a", "10.0.0.1/24")), "calyx-system") == {}
+    assert referenced_secrets(Snapshot(), "calyx-system") == {}
+    peers = (
+        BGPPeer(name="tor-a", peer_ip=A("10.0.1.1"), node="elsewhere", password=SecretKeyRef("bgp-passwords", "a")),
+        BGPPeer(name="tor-b", peer_ip=A("10.0.2.1"), node_selector=Selector.parse("rack == 'b'"),
+                password=SecretKeyRef("bgp-passwords", "b")),
+        BGPPeer(name="edge", peer_ip=A("192.0.2.1"), password=SecretKeyRef("edge", "pw")),
+        BGPPeer(name="open", peer_ip=A("192.0.2.2")),
+    )
+    s = snap(node("a", "10.0.0.1/24"), peers=peers, node_mesh_password=SecretKeyRef("mesh", "pw"))
+    assert referenced_secrets(s, "networking") == {
+        ("networking", "bgp-passwords"): (ObjectName("BGPPeer", "tor-a"), ObjectName("BGPPeer", "tor-b")),
+        ("networking", "edge"): (ObjectName("BGPPeer", "edge"),),
+        ("networking", "mesh"): (ObjectName("BGPConfiguration", "default"),),
+    }
+    shared = snap(peers=peers[:1], node_mesh_password=SecretKeyRef("bgp-passwords", "mesh"))
+    assert referenced_secrets(shared, "calyx-system") == {
+        ("calyx-system", "bgp-passwords"): (ObjectName("BGPConfiguration", "default"), ObjectName("BGPPeer", "tor-a"))}
+    # Every peer counts, whether or not it applies to this node (no node involved at all).
+    assert set(referenced_secrets(snap(peers=peers), "ns")) == {("ns", "bgp-passwords"), ("ns", "edge")}
 
 
 # --- best path and loops ---------------------------------------------------------------
