@@ -14,12 +14,14 @@ from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.datastore import Datastore, WatchSpec
 from calyx.kube.events import EventRecorder
+from calyx.model import Snapshot
 from calyx.naming import BGPD_SOCKET
 from calyx.netlink import RouteTable
 from calyx.observability import Check, HealthServer, Heartbeat, get_logger
 
 from bgpd.control import ControlServer
 from bgpd.metrics import SpeakerMetrics
+from bgpd.peers import referenced_secrets
 from bgpd.speaker import Speaker, SpeakerSettings
 
 log = get_logger("bgpd.daemon")
@@ -55,15 +57,41 @@ class BgpdConfig(DaemonConfig):
                               "must be 0 or more")
 
 
-def watch_specs(namespace: str) -> list[WatchSpec]:
+# How long a snapshot waits for the Secrets it has just started watching to be listed, so that a
+# session is not configured without its password for the moment a new Secret takes to arrive.
+SECRET_SETTLE_TIMEOUT = 5.0
+
+
+def watch_specs() -> list[WatchSpec]:
+    """The resources bgpd watches whole. Secrets are not among them: bgpd watches each Secret
+    its configuration refers to by name (:func:`settled_snapshot`)."""
     return [
         WatchSpec(resources.NODES),
         WatchSpec(resources.IPPOOLS),
         WatchSpec(resources.IPAMBLOCKS),
         WatchSpec(resources.BGPCONFIGURATIONS),
         WatchSpec(resources.BGPPEERS),
-        WatchSpec(resources.SECRETS, namespace=namespace),
     ]
+
+
+def settled_snapshot(datastore: Datastore, namespace: str, settle_timeout: float = SECRET_SETTLE_TIMEOUT,
+                     rounds: int = 3) -> Snapshot:
+    """A snapshot, after making the datastore's Secret watches exactly the Secrets that
+    snapshot's BGP configuration refers to (``namespace``: bgpd's), none when it refers to
+    none. Secrets newly watched are waited for (listed, found missing or refused) and the
+    snapshot is taken again (also after a watch was removed: its Secret leaves it); a later
+    change of references is caught by the next call."""
+    snapshot = datastore.snapshot()
+    for _ in range(rounds):
+        changes = datastore.set_named(resources.SECRETS, referenced_secrets(snapshot, namespace))
+        if not changes:
+            return snapshot
+        if changes.added:
+            datastore.wait_named_settled(settle_timeout)
+        snapshot = datastore.snapshot()
+    # References kept changing: keep the watches in step; their first lists wake the caller.
+    datastore.set_named(resources.SECRETS, referenced_secrets(snapshot, namespace))
+    return snapshot
 
 
 def control_socket_path(run_dir: Path) -> Path:
@@ -74,7 +102,7 @@ def run(cfg: BgpdConfig) -> int:
     api = kube_client.load(cfg.kubeconfig)
     metrics = SpeakerMetrics()
     events = EventRecorder(api, component="bgpd", host=cfg.nodename)
-    datastore = Datastore(api, watch_specs(cfg.namespace), events=events, namespace=cfg.namespace,
+    datastore = Datastore(api, watch_specs(), events=events, namespace=cfg.namespace,
                           registry=metrics.registry)
     settings = SpeakerSettings(node=cfg.nodename, namespace=cfg.namespace, run_dir=cfg.run_dir,
                                max_prefixes=cfg.max_prefixes or None, graceful_restart=cfg.graceful_restart,
@@ -108,11 +136,11 @@ def run(cfg: BgpdConfig) -> int:
         while not stop.is_set() and not datastore.wait_synced(1.0):
             heartbeat.tick()
         if not stop.is_set():
-            speaker.set_snapshot(datastore.snapshot())
+            speaker.set_snapshot(settled_snapshot(datastore, cfg.namespace))
         while not stop.is_set():
             heartbeat.tick()
             if datastore.wait_for_change(1.0):
-                speaker.set_snapshot(datastore.snapshot())
+                speaker.set_snapshot(settled_snapshot(datastore, cfg.namespace))
     finally:
         log.info("bgpd_stopping")
         speaker.stop()

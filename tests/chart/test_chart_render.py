@@ -41,8 +41,9 @@ def test_kubernetes_manifests_match_api_schemas(rendered_scenarios: dict[str, Re
                 pytest.fail(f"{what}: {err.message}")
             checked += 1
     # 4 CRDs, 2 ServiceAccounts (felix and bgpd's, the CNI plugin's) and the latter's token
-    # Secret, 2 ClusterRoles and their bindings, the Secrets Role and its binding, the DaemonSet.
-    assert checked == len(rendered_scenarios) * 14
+    # Secret, 2 ClusterRoles and their bindings, the DaemonSet; and where the values name a
+    # password Secret (external-peers), the Role granting it and its binding.
+    assert checked == len(rendered_scenarios) * 12 + 2
 
 
 def test_custom_resources_match_crd_schemas(rendered_scenarios: dict[str, Rendered]) -> None:
@@ -120,13 +121,16 @@ def test_resources_can_be_left_to_the_operator(helm: Helm) -> None:
 
 
 def test_release_name_and_namespace_flow_into_names(helm: Helm) -> None:
-    rendered = helm.template(release="net", namespace="networking")
+    rendered = helm.template(values=SCENARIOS["external-peers"], release="net", namespace="networking")
     ds = rendered.one("DaemonSet", "net-calyx")
     assert ds["metadata"]["namespace"] == "networking"
     assert ds["spec"]["template"]["spec"]["serviceAccountName"] == "net-calyx"
     binding = rendered.one("ClusterRoleBinding", "net-calyx")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "net-calyx", "namespace": "networking"}]
     assert rendered.one("Role", "net-calyx-secrets")["metadata"]["namespace"] == "networking"
+    secrets_binding = rendered.one("RoleBinding", "net-calyx-secrets")
+    assert secrets_binding["metadata"]["namespace"] == "networking"
+    assert secrets_binding["subjects"] == [{"kind": "ServiceAccount", "name": "net-calyx", "namespace": "networking"}]
     cni = rendered.one("ClusterRoleBinding", "net-calyx-cni-plugin")
     assert cni["roleRef"]["name"] == "net-calyx-cni-plugin"
     assert cni["subjects"] == [{"kind": "ServiceAccount", "name": "net-calyx-cni-plugin", "namespace": "networking"}]

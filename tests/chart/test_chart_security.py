@@ -183,18 +183,54 @@ def test_cluster_roles_are_exactly_what_each_identity_uses(rendered_scenarios: d
         }
 
 
-def test_secret_access_is_namespaced(rendered_scenarios: dict[str, Rendered]) -> None:
-    for rendered in rendered_scenarios.values():
-        assert not any(r for r in _rules(rendered, "ClusterRole") if "secrets" in r["resources"])
+# The Secrets each example's values name for BGP passwords (bgp.nodeMeshPassword,
+# bgp.externalPeers[].password), de-duplicated: what felix and bgpd may read, by name.
+PASSWORD_SECRETS = {"defaults": [], "bgp-only": [], "route-reflectors": [], "external-peers": ["bgp-passwords"]}
+NAMED_READ = {"get", "list", "watch"}
+
+
+def _secret_rules(rendered: Rendered) -> list[dict[str, Any]]:
+    return [r for kind in ("ClusterRole", "Role") for r in _rules(rendered, kind) if "secrets" in r["resources"]]
+
+
+def test_secrets_are_granted_by_name_only(rendered_scenarios: dict[str, Rendered]) -> None:
+    assert set(PASSWORD_SECRETS) == set(rendered_scenarios)
+    for scenario, rendered in rendered_scenarios.items():
+        names = PASSWORD_SECRETS[scenario]
+        assert not any(r for r in _rules(rendered, "ClusterRole") if "secrets" in r["resources"]), scenario
+        if not names:
+            # Nothing refers to a Secret: bgpd watches none, and no Role grants one.
+            assert rendered.of_kind("Role") == [] and rendered.of_kind("RoleBinding") == [], scenario
+            continue
         role = rendered.one("Role", "calyx-secrets")
         assert role["metadata"]["namespace"] == NAMESPACE
-        # bgpd's datastore lists and watches the namespace's Secrets; it never gets one by name.
-        assert _grants(rendered, "Role") == {("", "secrets"): WATCH}
+        # bgpd lists and watches each Secret with the field selector metadata.name=NAME, which
+        # the authorizer checks against resourceNames; get is granted as Calico does.
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": names,
+                                  "verbs": ["get", "list", "watch"]}], scenario
         binding = rendered.one("RoleBinding", "calyx-secrets")
         assert binding["metadata"]["namespace"] == NAMESPACE
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "calyx-secrets"}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "calyx", "namespace": NAMESPACE}]
-        assert _bound(rendered, "RoleBinding", "Role") == {"calyx": {("", "secrets"): WATCH}}
+        assert _bound(rendered, "RoleBinding", "Role") == {"calyx": {("", "secrets"): NAMED_READ}}
+        assert all(r.get("resourceNames") for r in _secret_rules(rendered)), scenario
+
+
+def test_the_secret_grant_follows_the_values_de_duplicated(helm: Helm) -> None:
+    peer = "bgp.externalPeers[{i}].{field}"
+    sets = ["bgp.nodeMeshPassword.secretKeyRef.name=mesh", "bgp.nodeMeshPassword.secretKeyRef.key=pw"]
+    for i, (name, secret) in enumerate((("tor-a", "racks"), ("tor-b", "racks"), ("edge", "edge-pw"), ("open", ""))):
+        sets += [peer.format(i=i, field="name") + f"={name}", peer.format(i=i, field="peerIP") + f"=10.0.{i}.1",
+                 peer.format(i=i, field="asNumber") + "=65001"]
+        if secret:
+            sets += [peer.format(i=i, field="password.secretKeyRef.name") + f"={secret}",
+                     peer.format(i=i, field="password.secretKeyRef.key") + f"={name}"]
+    [rule] = helm.template(sets=sets).one("Role", "calyx-secrets")["rules"]
+    assert rule["resourceNames"] == ["edge-pw", "mesh", "racks"]
+    # The mesh password alone; and not when the chart does not render the BGPConfiguration.
+    [rule] = helm.template(sets=sets[:2]).one("Role", "calyx-secrets")["rules"]
+    assert rule["resourceNames"] == ["mesh"]
+    assert helm.template(sets=[*sets[:2], "bgp.createConfiguration=false"]).of_kind("Role") == []
 
 
 def test_each_identity_has_its_own_service_account(rendered_scenarios: dict[str, Rendered]) -> None:

@@ -32,6 +32,27 @@ runs on the host, called by the container runtime, with the kubeconfig install-c
 /var/run/secrets/calyx-cni-plugin
 {{- end -}}
 
+{{/*
+calyx.passwordSecrets: the names of the Secrets holding the BGP passwords the chart's own
+resources refer to (bgp.nodeMeshPassword when the BGPConfiguration is rendered, each
+bgp.externalPeers[].password), de-duplicated and sorted, as a JSON list. bgpd reads exactly the
+Secrets its BGP configuration names; rbac.yaml grants these by name.
+*/}}
+{{- define "calyx.passwordSecrets" -}}
+{{- $names := list -}}
+{{- if .Values.bgp.createConfiguration -}}
+{{- with .Values.bgp.nodeMeshPassword -}}
+{{- $names = append $names .secretKeyRef.name -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.bgp.externalPeers -}}
+{{- with .password -}}
+{{- $names = append $names .secretKeyRef.name -}}
+{{- end -}}
+{{- end -}}
+{{- $names | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
 {{- define "calyx.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "calyx.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
