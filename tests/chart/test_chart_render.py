@@ -150,3 +150,9 @@ def test_notes_tell_how_to_check_peering_and_routes(helm: Helm) -> None:
     assert "kubectl label node <node> route-reflector=true" in rr_notes
     peer_notes = helm.notes(values=SCENARIOS["external-peers"])
     assert f"kubectl -n {NAMESPACE} create secret generic bgp-passwords --from-literal=tor-a=" in peer_notes
+    # Which Secrets felix and bgpd may read, and what another BGPPeer's Secret needs.
+    assert f"may read these Secrets of {NAMESPACE} from the API, no other: bgp-passwords." in peer_notes
+    assert "may read no Secret from the API." in notes
+    for text in (notes, peer_notes):
+        assert f"granting get, list and watch on that Secret by name to ServiceAccount {NAMESPACE}/calyx" \
+            in " ".join(text.split())
