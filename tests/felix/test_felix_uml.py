@@ -22,17 +22,20 @@ def tunl0(lab, node: str) -> dict:
     return json.loads(lab.exec(node, ["ip", "-j", "-d", "addr", "show", "tunl0"], check=True).stdout)[0]
 
 
+POOL = "default-ipv4-ippool"     # the chart's pool (two-nodes has no cluster.yaml of its own)
+
+
 def put_pool(custom: kubernetes.client.CustomObjectsApi, mode: str) -> None:
-    body = {"apiVersion": "calyx.dev/v1", "kind": "IPPool", "metadata": {"name": "default"},
+    body = {"apiVersion": "calyx.dev/v1", "kind": "IPPool", "metadata": {"name": POOL},
             "spec": {"cidr": "10.244.0.0/16", "ipipMode": mode}}
     try:
-        current = custom.get_cluster_custom_object("calyx.dev", "v1", "ippools", "default")
+        current = custom.get_cluster_custom_object("calyx.dev", "v1", "ippools", POOL)
     except kubernetes.client.ApiException as exc:
         assert exc.status == 404
         custom.create_cluster_custom_object("calyx.dev", "v1", "ippools", body)
         return
     body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-    custom.replace_cluster_custom_object("calyx.dev", "v1", "ippools", "default", body)
+    custom.replace_cluster_custom_object("calyx.dev", "v1", "ippools", POOL, body)
 
 
 def peer_sends_ipip(lab) -> None:

@@ -225,7 +225,9 @@ def test_daemons_can_be_left_to_the_test(lab_factory) -> None:
     lab = lab_factory(TWO_NODES, kernel="host", daemons=())
     assert lab.processes() == []
     env = lab.node_env("node2")
-    assert env["NODENAME"] == "node2" and env["KUBECONFIG"] == str(lab.kubeconfig)
+    # the chart's ServiceAccount, not the admin: daemons a test starts have the chart's rights
+    assert env["NODENAME"] == "node2"
+    assert env["KUBECONFIG"] == str(lab.service_account_kubeconfig("calyx")) != str(lab.kubeconfig)
     assert env["CALYX_NAMESPACE"] == "calyx-system"
     assert env["CALYX_RUN_DIR"].endswith(f"/{lab.name}/node2/calyx")
     # the node's own view mounts its run dir on /run/calyx
