@@ -3,7 +3,8 @@
 Every tick (half a second) it compares the pods the API binds to the node with what runs:
 new hostNetwork pods get their volumes and then their init containers, one after the other,
 then their containers; exited containers are restarted after kubelet's back-off
-(:mod:`.backoff`); HTTP probes decide readiness and, for liveness, a restart; pods marked for
+(:mod:`.backoff`); HTTP probes decide readiness and, for startup and liveness, a restart
+(liveness and readiness are probed only once the startup probe has passed); pods marked for
 deletion are stopped (SIGTERM, their grace period, SIGKILL) and then removed from the API;
 the pod's status is written whenever it changes, and the node's Lease is renewed every
 10 seconds. The pod list is re-read when a watch reports a change, and every 10 seconds.
@@ -55,6 +56,8 @@ class Container:
     ready: bool = False
     readiness: ProbeState | None = None
     liveness: ProbeState | None = None
+    startup: ProbeState | None = None
+    started: bool = False                       # the startup probe has passed (or there is none)
     waiting_reason: str = "ContainerCreating"
     waiting_message: str = ""
 
@@ -62,7 +65,7 @@ class Container:
         running = self.record is not None
         return ContainerState(
             name=self.plan.name, image=self.plan.image, restart_count=self.restart_count,
-            running_since=self.record.started_at if running else None,
+            running_since=self.record.started_at if running else None, started=running and self.started,
             container_id=f"calyx-lab://{self.record.pid}" if running else None,
             ready=running and self.ready, waiting_reason=self.waiting_reason,
             waiting_message=self.waiting_message, last_exit=self.last_exit,
@@ -262,6 +265,8 @@ class NodeKubelet:
 
     def _arm_probes(self, c: Container, started_wall: float) -> None:
         p = c.plan
+        c.startup = ProbeState(started_wall + p.startup.initial_delay) if p.startup else None
+        c.started = p.startup is None
         c.readiness = ProbeState(started_wall + p.readiness.initial_delay) if p.readiness else None
         c.liveness = ProbeState(started_wall + p.liveness.initial_delay) if p.liveness else None
         if p.readiness is None:
@@ -291,16 +296,27 @@ class NodeKubelet:
 
     # ------------------------------------------------------------------ probes
     def _probe(self, worker: PodWorker, c: Container, now: float) -> None:
+        """Startup probe first; liveness and readiness only once it has passed."""
         assert c.record is not None
+        if not c.started:
+            if c.plan.startup and c.startup and now >= c.startup.next_at:
+                ok = self._http_ok(c.plan.startup)
+                self._count(c.startup, c.plan.startup, ok, now)
+                if ok:
+                    c.started = True
+                    base = now
+                    if c.liveness:
+                        c.liveness.next_at = base + c.plan.liveness.initial_delay
+                    if c.readiness:
+                        c.readiness.next_at = base
+                elif c.startup.failures >= c.plan.startup.failure_threshold:
+                    self._restart_unhealthy(worker, c, "startup", c.startup.failures)
+            return
         if c.plan.liveness and c.liveness and now >= c.liveness.next_at:
             ok = self._http_ok(c.plan.liveness)
             self._count(c.liveness, c.plan.liveness, ok, now)
             if c.liveness.failures >= c.plan.liveness.failure_threshold:
-                log.warning("pod %s: container %s failed its liveness probe %d times; restarting it",
-                            worker.plan.ref, c.plan.name, c.liveness.failures)
-                record = c.record
-                self.runtime.stop(record.pid, record.start_time, worker.plan.grace_seconds)
-                self._exited(worker, c, record)
+                self._restart_unhealthy(worker, c, "liveness", c.liveness.failures)
                 return
         if c.plan.readiness and c.readiness and now >= c.readiness.next_at:
             ok = self._http_ok(c.plan.readiness)
@@ -309,6 +325,14 @@ class NodeKubelet:
                 c.ready = True
             elif not ok and c.readiness.failures >= c.plan.readiness.failure_threshold:
                 c.ready = False
+
+    def _restart_unhealthy(self, worker: PodWorker, c: Container, probe: str, failures: int) -> None:
+        log.warning("pod %s: container %s failed its %s probe %d times; restarting it",
+                    worker.plan.ref, c.plan.name, probe, failures)
+        record = c.record
+        assert record is not None
+        self.runtime.stop(record.pid, record.start_time, worker.plan.grace_seconds)
+        self._exited(worker, c, record)
 
     @staticmethod
     def _count(state: ProbeState, probe: HttpProbe, ok: bool, now: float) -> None:

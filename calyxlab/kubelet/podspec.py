@@ -100,6 +100,7 @@ class ContainerPlan:
     mounts: tuple[VolumeMount, ...]
     readiness: HttpProbe | None = None
     liveness: HttpProbe | None = None
+    startup: HttpProbe | None = None
     init: bool = False
 
 
@@ -213,6 +214,7 @@ def _container(pod: Mapping[str, Any], raw: Mapping[str, Any], where: str, host_
                          mounts=tuple(mounts),
                          readiness=None if init else _probe(raw, "readinessProbe", where, host_ip),
                          liveness=None if init else _probe(raw, "livenessProbe", where, host_ip),
+                         startup=None if init else _probe(raw, "startupProbe", where, host_ip),
                          init=init)
 
 

@@ -31,6 +31,7 @@ class ContainerState:
     image: str
     restart_count: int = 0
     running_since: str | None = None       # RFC 3339 start of the running process
+    started: bool = False                  # running and past its startup probe
     container_id: str | None = None
     ready: bool = False
     waiting_reason: str = "ContainerCreating"
@@ -48,7 +49,7 @@ class ContainerState:
                                  **({"message": self.waiting_message} if self.waiting_message else {})}}
         out: dict[str, Any] = {"name": self.name, "image": self.image, "imageID": "",
                                "ready": self.ready, "restartCount": self.restart_count,
-                               "started": self.running_since is not None, "state": state,
+                               "started": self.started, "state": state,
                                "lastState": self.last_exit.as_state() if self.last_exit else {}}
         if self.container_id:
             out["containerID"] = self.container_id

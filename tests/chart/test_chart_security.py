@@ -59,6 +59,9 @@ def test_probes_resources_and_environment(rendered_scenarios: dict[str, Rendered
         for name in DAEMONS:
             c = containers[name]
             assert c["livenessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/livez", "port": ports[name]}
+            # a slow start (a loaded node, a large table to adopt) is not a liveness failure
+            assert c["startupProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/livez", "port": ports[name]}
+            assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
             assert c["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": ports[name]}
             assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
             assert c["resources"]["limits"]["memory"], f"{name}: no memory limit"

@@ -40,6 +40,8 @@ def daemonset_pod(**overrides) -> dict:
                 "ports": [{"name": "felix-health", "containerPort": 9099}],
                 "readinessProbe": {"httpGet": {"path": "/readyz", "port": "felix-health"},
                                    "periodSeconds": 10},
+                "startupProbe": {"httpGet": {"host": "127.0.0.1", "path": "/livez", "port": 9099},
+                                 "periodSeconds": 5, "failureThreshold": 60},
                 "livenessProbe": {"httpGet": {"host": "127.0.0.1", "path": "/livez", "port": 9099},
                                   "initialDelaySeconds": 10, "failureThreshold": 6},
                 "volumeMounts": [
@@ -71,6 +73,7 @@ def test_a_daemonset_pod_becomes_a_plan() -> None:
     assert felix.readiness == podspec.HttpProbe(HOST_IP, 9099, "/readyz", period=10.0)
     assert felix.liveness.host == "127.0.0.1" and felix.liveness.initial_delay == 10
     assert felix.liveness.failure_threshold == 6
+    assert felix.startup == podspec.HttpProbe("127.0.0.1", 9099, "/livez", period=5.0, failure_threshold=60)
     assert plan.init_containers[0].init and plan.init_containers[0].readiness is None
     projected = plan.volumes["kube-api-access"]
     assert projected.sources == (

@@ -181,8 +181,20 @@ capabilities:
   {{- end }}
 {{- end -}}
 
-{{/* Liveness and readiness probes on a daemon's health port (bound on the node's loopback too). */}}
+{{/*
+Startup, liveness and readiness probes on a daemon's health port (bound on the node's loopback
+too). The startup probe gives a daemon up to 5 minutes to come up (a slow or loaded node, a
+large routing table to adopt) before the liveness probe may restart it.
+*/}}
 {{- define "calyx.probes" -}}
+startupProbe:
+  httpGet:
+    host: 127.0.0.1
+    path: /livez
+    port: {{ . }}
+  periodSeconds: 5
+  timeoutSeconds: 5
+  failureThreshold: 60
 livenessProbe:
   httpGet:
     host: 127.0.0.1
