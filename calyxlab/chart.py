@@ -68,5 +68,12 @@ def install(kubeconfig: str, namespace: str, values: Mapping[str, Any], values_f
                  "--create-namespace", *files)
 
 
+def upgrade(kubeconfig: str, namespace: str, sets: Iterable[str]) -> str:
+    """``helm upgrade calyx charts/calyx --reuse-values --set ...``."""
+    args = [arg for item in sets for arg in ("--set", item)]
+    return _helm(kubeconfig, "upgrade", RELEASE, str(CHART_DIR), "--namespace", namespace,
+                 "--reuse-values", *args)
+
+
 def uninstall(kubeconfig: str, namespace: str) -> str:
     return _helm(kubeconfig, "uninstall", RELEASE, "--namespace", namespace, "--wait")

@@ -158,6 +158,23 @@ def test_a_restarted_kubelet_adopts_its_containers(lab: Lab) -> None:
     assert container_status(calyx_pods(lab)["node1"], "bgpd")["restartCount"] == 0
 
 
+def test_helm_upgrade_rolls_the_pods(lab: Lab) -> None:
+    wait_for("the calyx pods Ready", lambda: all_ready(lab), 90)
+    before = {node: pod["metadata"]["uid"] for node, pod in calyx_pods(lab).items()}
+    chart.upgrade(str(lab.kubeconfig), NAMESPACE, ["logLevel=debug"])
+
+    def rolled():
+        now = calyx_pods(lab)
+        return set(now) == set(NODES) and all(p["metadata"]["uid"] != before[n] for n, p in now.items()) \
+            and all_ready(lab)
+    wait_for("every calyx pod replaced and Ready", rolled, 180)
+    for node, pod in calyx_pods(lab).items():
+        felix = next(c for c in pod["spec"]["containers"] if c["name"] == "felix")
+        assert {"name": "CALYX_LOG_LEVEL", "value": "debug"} in felix["env"]
+        records = Records(lab.names.state_dir / "nodes" / node / "kubelet" / "records.json")
+        assert {r.pod_uid for r in records.containers.values()} == {pod["metadata"]["uid"]}
+
+
 def test_helm_uninstall_stops_everything(lab: Lab) -> None:
     chart.uninstall(str(lab.kubeconfig), NAMESPACE)
     wait_for("the calyx pods gone", lambda: calyx_pods(lab) == {}, 60)
