@@ -13,6 +13,7 @@ import threading
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
+MAX_BODY = 10 * 1024
 
 
 def _setns(path: str) -> None:
@@ -36,7 +37,11 @@ def http_get_status(netns: str, host: str, port: int, path: str, timeout: float)
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
             try:
                 conn.request("GET", path, headers={"User-Agent": "calyx-lab-kubelet"})
-                result.append((conn.getresponse().status, ""))
+                response = conn.getresponse()
+                # Read the body (as kubelet does, up to a limit): closing with unread data
+                # makes the kernel reset the connection, which the server reports as an error.
+                response.read(MAX_BODY)
+                result.append((response.status, ""))
             finally:
                 conn.close()
         except (OSError, http.client.HTTPException) as exc:
