@@ -7,7 +7,8 @@ string plus keyword fields.
 
 HTTP: :class:`HealthServer` is a small threaded HTTP server serving liveness and readiness from
 callbacks and the Prometheus exposition of one daemon's own ``CollectorRegistry`` (never the
-global registry, so several daemons can live in one process).
+global registry, so several daemons can live in one process). :class:`Liveness` aggregates the
+heartbeats of a process's loops (see :mod:`calyx.loop`) so ``/livez`` names the stuck one.
 """
 from __future__ import annotations
 
@@ -176,10 +177,13 @@ def always_ok() -> Check:
 
 class Heartbeat:
     """Liveness from a main loop: the loop calls :meth:`tick`; the check fails when the last
-    tick is older than ``max_age`` seconds. Monotonic clock, safe across threads."""
+    tick is older than ``max_age`` seconds. Monotonic clock, safe across threads. ``name`` is
+    what the check's reason calls the loop."""
 
-    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic,
+                 name: str = "main loop") -> None:
         self.max_age = max_age
+        self.name = name
         self._clock = clock
         self._last = clock()
         self._lock = threading.Lock()
@@ -192,8 +196,47 @@ class Heartbeat:
         with self._lock:
             age = self._clock() - self._last
         if age <= self.max_age:
-            return Check(True, f"main loop ticked {age:.1f}s ago")
-        return Check(False, f"main loop has not ticked for {age:.1f}s (limit {self.max_age:.1f}s)")
+            return Check(True, f"{self.name} ticked {age:.1f}s ago")
+        return Check(False, f"{self.name} has not ticked for {age:.1f}s (limit {self.max_age:.1f}s)")
+
+
+class Liveness:
+    """One process's liveness, aggregated from named checks (one heartbeat per loop), in the
+    manner of kube-router's health controller: alive while every registered check passes; else
+    the check fails naming each stale one. With nothing registered it is alive."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, HealthCallback] = {}
+        self._lock = threading.Lock()
+
+    def register(self, name: str, check: HealthCallback) -> None:
+        with self._lock:
+            if name in self._checks:
+                raise ValueError(f"liveness: {name!r} is registered already")
+            self._checks[name] = check
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._checks.pop(name, None)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._checks)
+
+    def __call__(self) -> Check:
+        with self._lock:
+            checks = list(self._checks.items())
+        failed, passed = [], []
+        for name, check in checks:
+            try:
+                result = check()
+            except Exception as exc:  # one broken check must not hide the others
+                result = Check(False, f"check raised {type(exc).__name__}: {exc}")
+            (passed if result.ok else failed).append(f"{name}: {result.reason}")
+        if failed:
+            return Check(False, "stale: " + "; ".join(failed))
+        return Check(True, "; ".join(passed))
 
 
 class _Handler(BaseHTTPRequestHandler):
