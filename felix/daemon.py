@@ -1,8 +1,8 @@
 """felix's wiring and main loop: datastore -> calculation -> dataplane managers.
 
-The main loop sleeps until something happens (a datastore change, a link or route event, the
-periodic resync timer, the end of a tunnel teardown grace, stop), gathers a burst of such
-wake-ups for ``debounce`` seconds, and reconciles: desired state is recalculated when the datastore
+The main loop (a :class:`calyx.loop.Loop` named ``felix``) sleeps until something happens (a
+datastore change, a link or route event, the periodic resync timer, the end of a tunnel teardown
+grace, stop), gathers a burst of such events for ``debounce`` seconds, and reconciles: desired state is recalculated when the datastore
 changed, the kernel's state comes from the route manager's view (a full dump at start and every
 ``route_refresh_interval``, netlink events in between), and only differences are written.
 Nothing is programmed before every watched resource has been listed once, and while the API is
@@ -16,10 +16,8 @@ kubeconfig's token fresh (``cni_kubeconfig``) and IPAM block garbage collection
 from __future__ import annotations
 
 import os
-import queue
 import threading
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -36,7 +34,8 @@ from calyx.kube.datastore import Datastore, WatchSpec
 from calyx.kube.events import EventRecorder
 from calyx.naming import MTU_FILE, TUNNEL_DEVICE
 from calyx.netlink import LinkMonitor, RouteMonitor, RouteTable
-from calyx.observability import Check, HealthServer, Heartbeat, get_logger
+from calyx.loop import Batch, Clock, Coalescing, Event, Loop, MonotonicClock
+from calyx.observability import Check, HealthServer, Liveness, get_logger
 from calyx.route import Route
 from felix.calc import DesiredDataplane, LocalFacts, TunnelPlan, TunnelSpec, desired_dataplane, plan_tunnel
 from felix.config import FelixConfig
@@ -46,22 +45,30 @@ from felix.metrics import FelixMetrics
 
 HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove it is alive
 DEFAULT_UNDERLAY_MTU = 1500
+RESYNC_TIMER = "route-resync"
+TEARDOWN_TIMER = "tunnel-teardown"
 
 
 @dataclass(frozen=True)
-class _LinkEvent:
+class LinkChanged(Event):
     name: str
     present: bool
 
 
 @dataclass(frozen=True)
-class _RouteEvent:
+class RouteChanged(Event):
     route: Route
     present: bool
 
 
-class _Overflow:
-    """Events were lost: the next pass re-reads the kernel."""
+@dataclass(frozen=True)
+class KernelResyncWanted(Coalescing):
+    """Netlink events were lost: the next pass re-reads the kernel."""
+
+
+@dataclass(frozen=True)
+class DatastoreChanged(Coalescing):
+    """A cache changed (or a reflector synced) since the last snapshot."""
 
 
 def watch_specs(node_name: str) -> list[WatchSpec]:
@@ -73,29 +80,45 @@ def watch_specs(node_name: str) -> list[WatchSpec]:
     ]
 
 
+@dataclass
+class _LoopState:
+    """What the main loop carries from one pass to the next."""
+
+    datastore: Datastore
+    table: RouteTable
+    routes: RouteManager
+    tunnel: TunnelManager
+    synced: bool = False
+    snapshot: model.Snapshot = field(default_factory=model.Snapshot)
+    desired: DesiredDataplane | None = None
+    plan: TunnelPlan = field(default_factory=lambda: TunnelPlan(None))
+
+
 class Felix:
     """One node agent. :meth:`run` blocks until :meth:`stop` is called (from any thread or a
     signal handler)."""
 
-    def __init__(self, config: FelixConfig, api: kubernetes.client.ApiClient | None = None):
+    def __init__(self, config: FelixConfig, api: kubernetes.client.ApiClient | None = None,
+                 clock: Clock | None = None):
         self.config = config
         self.registry = CollectorRegistry()
         self.metrics = FelixMetrics.create(self.registry)
         self._log = get_logger("felix")
         self._api = api or kube_client.load(config.kubeconfig)
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._api_changed = threading.Event()
         self._snapshot_taken = threading.Event()
         self._ready = False
-        self._heartbeat = Heartbeat(max_age=6 * HEARTBEAT_PERIOD)
+        self.liveness = Liveness()
+        self._loop = Loop("felix", self._iterate, clock=clock or MonotonicClock(), debounce=config.debounce,
+                          heartbeat_max_age=6 * HEARTBEAT_PERIOD, idle_tick=HEARTBEAT_PERIOD,
+                          liveness=self.liveness)
+        self._state: _LoopState | None = None
         self._underlay: tuple[IPv4Address | None, int] | None = None
         self._problems: tuple[str, ...] = ()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self._loop.stop()
 
     # --- health --------------------------------------------------------------------------
 
@@ -107,18 +130,15 @@ class Felix:
     # --- event intake (monitor threads) --------------------------------------------------
 
     def _on_link(self, name: str, _index: int, present: bool) -> None:
-        self._events.put(_Overflow() if not name else _LinkEvent(name, present))
-        self._wake.set()
+        self._loop.post(KernelResyncWanted() if not name else LinkChanged(name, present))
 
     def _on_route(self, route: Route | None, present: bool) -> None:
-        self._events.put(_Overflow() if route is None else _RouteEvent(route, present))
-        self._wake.set()
+        self._loop.post(KernelResyncWanted() if route is None else RouteChanged(route, present))
 
     def _watch_datastore(self, datastore: Datastore, stop: threading.Event) -> None:
         while not stop.is_set():
             if datastore.wait_for_change(1.0):
-                self._api_changed.set()
-                self._wake.set()
+                self._loop.post(DatastoreChanged())
                 self._snapshot_taken.wait(1.0)
                 self._snapshot_taken.clear()
 
@@ -130,11 +150,11 @@ class Felix:
         events = EventRecorder(self._api, component="felix", host=cfg.nodename)
         datastore = Datastore(self._api, watch_specs(cfg.nodename), events=events, namespace=cfg.namespace,
                               registry=self.registry)
-        servers = [HealthServer(cfg.health_host, cfg.health_port, self.registry, liveness=self._heartbeat,
+        servers = [HealthServer(cfg.health_host, cfg.health_port, self.registry, liveness=self.liveness,
                                 readiness=self.readiness)]
         if cfg.metrics_port is not None and cfg.metrics_port != cfg.health_port:
             servers.append(HealthServer(cfg.health_host, cfg.metrics_port, self.registry,
-                                        liveness=self._heartbeat, readiness=self.readiness))
+                                        liveness=self.liveness, readiness=self.readiness))
         table = RouteTable()
         routes = RouteManager(table, self.metrics)
         tunnel = TunnelManager(table, self.metrics)
@@ -154,13 +174,11 @@ class Felix:
             for chore in chores:
                 chore.start()
             tunnel.probe()
-            while not stop.is_set() and not datastore.wait_synced(timeout=1.0):
-                self._heartbeat.tick()
+            self._state = _LoopState(datastore, table, routes, tunnel)
             if not stop.is_set():
-                self._log.info("datastore synced", node=cfg.nodename)
-                self._loop(stop, datastore, table, routes, tunnel)
+                self._loop.run()
         finally:
-            self._wake.set()
+            self._loop.stop()
             datastore.stop(timeout=1.0)     # reflector threads are daemons: no need to wait long
             for monitor in monitors:
                 monitor.stop()
@@ -169,58 +187,54 @@ class Felix:
             table.close()
             self._log.info("felix stopped; dataplane left as it is", node=cfg.nodename)
 
-    def _loop(self, stop: threading.Event, datastore: Datastore, table: RouteTable, routes: RouteManager,
-              tunnel: TunnelManager) -> None:
+    def _iterate(self, batch: Batch) -> None:
+        """One pass of the main loop: apply kernel events, re-read the kernel when due, recalculate
+        when the datastore changed, write the differences, re-arm the tunnel teardown timer."""
+        state = self._state
+        assert state is not None
         cfg = self.config
-        next_resync = 0.0
-        snapshot = model.Snapshot()
-        desired: DesiredDataplane | None = None
-        plan = TunnelPlan(None)
-        while not stop.is_set():
-            started = time.monotonic()
-            resync = started >= next_resync
-            recalc = desired is None
-            for event in self._drain():
-                if isinstance(event, _Overflow):
-                    resync = True
-                elif isinstance(event, _LinkEvent):
-                    routes.link_event(event.name, event.present)
-                else:
-                    routes.route_event(event.route, event.present)
-            if resync:
-                routes.resync()
-                next_resync = started + cfg.route_refresh_interval
-            if self._api_changed.is_set() or desired is None:   # the first pass always reads the API
-                self._api_changed.clear()
-                snapshot = datastore.snapshot()
-                self._snapshot_taken.set()
-                recalc = True
-            facts = self._local_facts(table, snapshot, refresh=resync)
-            if recalc or resync or desired is None:
-                desired = desired_dataplane(snapshot, facts)
-                self._report_problems(desired)
-            with self.metrics.reconcile_seconds.time():
-                routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
-                try:
-                    plan = self._reconcile_tunnel(tunnel, desired.tunnel, plan)
-                except OSError as exc:
-                    self.metrics.errors.labels("tunnel").inc()
-                    self._log.error("tunnel update failed", error=str(exc), reason=desired.tunnel.reason)
-                self._write_mtu(desired.pod_mtu)
-            if not self._ready:
-                self._ready = True
-                self._log.info("felix ready: first full sync done", routes=len(desired.routes))
-            self._heartbeat.tick()
-            wake_at = min(next_resync, plan.teardown_at) if plan.teardown_at is not None else next_resync
-            timeout = max(0.0, min(wake_at - time.monotonic(), HEARTBEAT_PERIOD))
-            if self._wake.wait(timeout) and not stop.is_set():
-                stop.wait(cfg.debounce)     # let the rest of a burst arrive
-            self._wake.clear()
+        if not state.synced:
+            if not state.datastore.synced:
+                return      # nothing is programmed before every watched resource was listed once
+            state.synced = True
+            self._log.info("datastore synced", node=cfg.nodename)
+        routes, tunnel = state.routes, state.tunnel
+        resync = batch.fired(RESYNC_TIMER) or batch.has(KernelResyncWanted) or state.desired is None
+        recalc = state.desired is None
+        for event in batch.events:
+            if isinstance(event, LinkChanged):
+                routes.link_event(event.name, event.present)
+            elif isinstance(event, RouteChanged):
+                routes.route_event(event.route, event.present)
+        if resync:
+            routes.resync()
+            self._loop.every(RESYNC_TIMER, cfg.route_refresh_interval)
+        if batch.has(DatastoreChanged) or state.desired is None:   # the first pass always reads the API
+            state.snapshot = state.datastore.snapshot()
+            self._snapshot_taken.set()
+            recalc = True
+        facts = self._local_facts(state.table, state.snapshot, refresh=resync)
+        desired = state.desired
+        if recalc or resync or desired is None:
+            desired = state.desired = desired_dataplane(state.snapshot, facts)
+            self._report_problems(desired)
+        with self.metrics.reconcile_seconds.time():
+            routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
+            try:
+                state.plan = self._reconcile_tunnel(tunnel, desired.tunnel, state.plan)
+            except OSError as exc:
+                self.metrics.errors.labels("tunnel").inc()
+                self._log.error("tunnel update failed", error=str(exc), reason=desired.tunnel.reason)
+            self._write_mtu(desired.pod_mtu)
+        if not self._ready:
+            self._ready = True
+            self._log.info("felix ready: first full sync done", routes=len(desired.routes))
+        self._loop.wake_at(TEARDOWN_TIMER, state.plan.teardown_at)
 
     def _reconcile_tunnel(self, tunnel: TunnelManager, want: TunnelSpec, previous: TunnelPlan) -> TunnelPlan:
         """Program tunl0 as :func:`plan_tunnel` decides (teardown grace); returns the new plan."""
         decapsulating = not want.enabled and tunnel.decapsulating()
-        plan = plan_tunnel(want, decapsulating, previous.teardown_since, time.monotonic(),
+        plan = plan_tunnel(want, decapsulating, previous.teardown_since, self._loop.clock.now(),
                            self.config.ipip_teardown_grace)
         if plan.draining and not previous.draining:
             self._log.info("tunnel teardown deferred: still decapsulating for peers that have not switched yet",
@@ -242,14 +256,6 @@ class Felix:
             chores.append(threading.Thread(target=collector.run, args=(stop, cfg.nodename, cfg.ipam_gc_interval),
                                            name="ipam-gc", daemon=True))
         return chores
-
-    def _drain(self) -> list:
-        drained = []
-        while True:
-            try:
-                drained.append(self._events.get_nowait())
-            except queue.Empty:
-                return drained
 
     # --- local facts, problems, MTU file -------------------------------------------------
 
