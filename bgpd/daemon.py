@@ -1,6 +1,8 @@
 """bgpd's daemon: configuration, datastore watch, speaker, control socket and health server.
 
-I/O wiring only; the behaviour lives in :mod:`bgpd.speaker` and the pure modules.
+I/O wiring only; the behaviour lives in :mod:`bgpd.speaker` and the pure modules. The main
+thread feeds the speaker settled snapshots; ``/livez`` follows the speaker's loop (its heartbeat
+is ticked by that loop, not by this thread).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from calyx.kube.events import EventRecorder
 from calyx.model import Snapshot
 from calyx.naming import BGPD_SOCKET
 from calyx.netlink import RouteTable
-from calyx.observability import Check, HealthServer, Heartbeat, get_logger
+from calyx.observability import Check, HealthServer, Liveness, get_logger
 
 from bgpd.control import ControlServer
 from bgpd.metrics import SpeakerMetrics
@@ -109,8 +111,8 @@ def run(cfg: BgpdConfig) -> int:
                                max_prefix_hold_down=cfg.max_prefix_hold_down,
                                ipip_enable_delay=cfg.ipip_enable_delay,
                                exabgp_bin=cfg.exabgp)
-    speaker = Speaker(settings, RouteTable(), metrics)
-    heartbeat = Heartbeat(max_age=30.0)
+    liveness = Liveness()
+    speaker = Speaker(settings, RouteTable(), metrics, liveness=liveness)
     stop = threading.Event()
 
     def readiness() -> Check:
@@ -125,7 +127,7 @@ def run(cfg: BgpdConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     control = ControlServer(control_socket_path(cfg.run_dir), {"status": speaker.status, "routes": speaker.routes})
-    health = HealthServer(cfg.health_host, cfg.health_port, metrics.registry, liveness=heartbeat,
+    health = HealthServer(cfg.health_host, cfg.health_port, metrics.registry, liveness=liveness,
                           readiness=readiness)
     datastore.start()
     control.start()
@@ -134,11 +136,10 @@ def run(cfg: BgpdConfig) -> int:
     log.info("bgpd_started", node=cfg.nodename, control=str(control.path))
     try:
         while not stop.is_set() and not datastore.wait_synced(1.0):
-            heartbeat.tick()
+            pass
         if not stop.is_set():
             speaker.set_snapshot(settled_snapshot(datastore, cfg.namespace))
         while not stop.is_set():
-            heartbeat.tick()
             if datastore.wait_for_change(1.0):
                 speaker.set_snapshot(settled_snapshot(datastore, cfg.namespace))
     finally:

@@ -1,15 +1,16 @@
 """The BGP speaker of one node: sessions, RIB, advertisements and installs, driven by events.
 
-I/O orchestration around the pure modules. One thread (:meth:`Speaker.run`) consumes an
-event queue fed by the datastore (new snapshots), the ExaBGP API channel (state, open,
-update, notification) and a one-second tick (graceful-restart timers, MD5 counters), and after
-each batch reconciles: ExaBGP configuration (reload only when the peer set changed),
+I/O orchestration around the pure modules. One thread (:meth:`Speaker.run`) runs a
+:class:`calyx.loop.Loop` named ``bgpd-speaker`` whose events come from the datastore (new
+snapshots), the ExaBGP API channel (state, open, update, notification) and its timers (a
+one-second tick for graceful-restart timers and MD5 counters, the end of an IPIP settle delay);
+after each batch it reconciles: ExaBGP configuration (reload only when the peer set changed),
 Adj-RIB-Out per established peer (only the difference is sent), kernel routes (only the
 difference is written). Status and route listings are served from copies taken under a lock.
+The loop ticks its own heartbeat, so a speaker stuck in an iteration fails ``/livez``.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -17,8 +18,9 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any, Callable
 
+from calyx.loop import Batch, Clock, Event, Loop, MonotonicClock
 from calyx.model import Snapshot, node_pod_cidrs, node_tunnel_address
-from calyx.observability import get_logger
+from calyx.observability import Liveness, get_logger
 
 from bgpd import importer
 from bgpd.exabgp import config as exaconfig
@@ -35,10 +37,38 @@ log = get_logger("bgpd.speaker")
 MD5_COUNTERS = ("TCPMD5NotFound", "TCPMD5Unexpected", "TCPMD5Failure")
 NOTIFICATION_CODES = {1: "message header error", 2: "OPEN message error", 3: "UPDATE message error",
                       4: "hold timer expired", 5: "FSM error", 6: "cease"}
+TICK_TIMER = "tick"
+SETTLE_TIMER = "ipip-settle"
+TICK_INTERVAL = 1.0
+HEARTBEAT_MAX_AGE = 30.0
+MAX_BATCH = 5000
+
 CEASE_SUBCODES = {1: "maximum number of prefixes reached", 2: "administrative shutdown",
                   3: "peer de-configured", 4: "administrative reset", 5: "connection rejected",
                   6: "other configuration change", 7: "connection collision resolution",
                   8: "out of resources"}
+
+
+@dataclass(frozen=True)
+class SnapshotChanged(Event):
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True)
+class ExaBGPLine(Event):
+    """One line from ExaBGP's API channel."""
+
+    line: str
+
+
+@dataclass(frozen=True)
+class ExaBGPConnected(Event):
+    """ExaBGP's API channel (re)connected."""
+
+
+@dataclass(frozen=True)
+class ExaBGPExited(Event):
+    code: int
 
 
 @dataclass(frozen=True)
@@ -88,10 +118,14 @@ def read_md5_counters(pid: int | None) -> dict[str, int]:
 
 class Speaker:
     def __init__(self, settings: SpeakerSettings, table: Any, metrics: SpeakerMetrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, liveness: Liveness | None = None,
+                 loop_clock: Clock | None = None) -> None:
         self.settings = settings
         self._clock = clock
-        self._events: queue.Queue = queue.Queue()
+        self._loop = Loop("bgpd-speaker", self._iterate, clock=loop_clock or MonotonicClock(),
+                          max_batch=MAX_BATCH, heartbeat_max_age=HEARTBEAT_MAX_AGE, idle_tick=TICK_INTERVAL,
+                          liveness=liveness)
+        self._loop.every(TICK_TIMER, TICK_INTERVAL)
         self._lock = threading.RLock()
         self._metrics = metrics
         self._table = table
@@ -114,17 +148,16 @@ class Speaker:
         self.ready = False
         work = settings.run_dir / "bgpd"
         self._exabgp = ExaBGPProcess(
-            work, on_line=lambda line: self._events.put(("line", line)),
-            on_connected=lambda: self._events.put(("connected", None)),
-            on_exit=lambda code: self._events.put(("exit", code)),
+            work, on_line=lambda line: self._loop.post(ExaBGPLine(line)),
+            on_connected=lambda: self._loop.post(ExaBGPConnected()),
+            on_exit=lambda code: self._loop.post(ExaBGPExited(code)),
             exabgp_bin=settings.exabgp_bin, netns=settings.netns)
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- inputs ---------------------------------------------------------------------------
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
-        self._events.put(("snapshot", snapshot))
+        self._loop.post(SnapshotChanged(snapshot))
 
     def start(self) -> "Speaker":
         self._thread = threading.Thread(target=self.run, name=f"bgpd-{self.settings.node}", daemon=True)
@@ -132,8 +165,7 @@ class Speaker:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._events.put(("stop", None))
+        self._loop.stop()
         if self._thread is not None:
             self._thread.join(15)
         self._exabgp.stop()
@@ -146,52 +178,49 @@ class Speaker:
     def metrics(self) -> SpeakerMetrics:
         return self._metrics
 
+    @property
+    def loop(self) -> Loop:
+        return self._loop
+
     # --- main loop ------------------------------------------------------------------------
 
     def run(self) -> None:
-        next_tick = self._clock() + 1
-        while not self._stop.is_set():
-            wake = next_tick if self._wake_at is None else min(next_tick, self._wake_at)
-            timeout = max(0.0, wake - self._clock())
-            try:
-                batch = [self._events.get(timeout=timeout)]
-            except queue.Empty:
-                batch = []
-            while len(batch) < 5000:
-                try:
-                    batch.append(self._events.get_nowait())
-                except queue.Empty:
-                    break
-            with self._lock:
-                snapshot = None
-                for kind, payload in batch:
-                    if kind == "stop":
-                        return
-                    if kind == "snapshot":
-                        snapshot = payload
-                    else:
-                        self._handle(kind, payload)
-                if snapshot is not None:
-                    self._apply_snapshot(snapshot)
-                if self._clock() >= next_tick:
-                    self._tick()
-                    next_tick = self._clock() + 1
-                try:
-                    self._reconcile()
-                except Exception as exc:   # keep serving; what is programmed stays
-                    log.error("reconcile_failed", exc_info=True, error=str(exc))
+        self._loop.run()
 
-    def _handle(self, kind: str, payload: Any) -> None:
-        if kind == "connected":
+    def _iterate(self, batch: Batch) -> None:
+        with self._lock:
+            snapshot = None
+            for event in batch.events:
+                if isinstance(event, SnapshotChanged):
+                    snapshot = event.snapshot
+                else:
+                    self._handle(event)
+            if snapshot is not None:
+                self._apply_snapshot(snapshot)
+            if batch.fired(TICK_TIMER):
+                self._tick()
+            try:
+                self._reconcile()
+            except Exception as exc:   # keep serving; what is programmed stays
+                log.error("reconcile_failed", exc_info=True, error=str(exc))
+            # The IPIP settle delay ends at a time of the speaker's clock; the loop's timer counts
+            # on the loop's clock.
+            self._loop.wake_at(SETTLE_TIMER, None if self._wake_at is None
+                               else self._loop.clock.now() + max(0.0, self._wake_at - self._clock()))
+
+    def _handle(self, received: Event) -> None:
+        if isinstance(received, ExaBGPConnected):
             for s in self._sessions.values():
                 s.announced = {}
             return
-        if kind == "exit":
+        if isinstance(received, ExaBGPExited):
             for address, s in self._sessions.items():
-                self._session_down(address, s, f"ExaBGP exited with code {payload}; restarting")
+                self._session_down(address, s, f"ExaBGP exited with code {received.code}; restarting")
+            return
+        if not isinstance(received, ExaBGPLine):
             return
         try:
-            event = msg.parse_line(payload)
+            event = msg.parse_line(received.line)
         except msg.MessageError as exc:
             log.warning("exabgp_message_invalid", error=str(exc))
             return
