@@ -2,9 +2,10 @@
 
 The main loop (a :class:`calyx.loop.Loop` named ``felix``) sleeps until something happens (a
 datastore change, a link or route event, the periodic resync timer, the end of a tunnel teardown
-grace, stop), gathers a burst of such events for ``debounce`` seconds, and reconciles: desired state is recalculated when the datastore
-changed, the kernel's state comes from the route manager's view (a full dump at start and every
-``route_refresh_interval``, netlink events in between), and only differences are written.
+grace, stop), gathers a burst of such events for ``debounce`` seconds, and reconciles: desired
+state is recalculated when the datastore changed, the kernel's state comes from the route
+manager's view (a full dump at start and every ``route_refresh_interval``, netlink events in
+between), and only differences are written.
 Nothing is programmed before every watched resource has been listed once, and while the API is
 unreachable the datastore keeps its last contents, so the dataplane stays as it is. On stop
 felix leaves the dataplane untouched.
