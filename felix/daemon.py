@@ -137,6 +137,8 @@ class Felix:
         self._loop.post(KernelResyncWanted() if route is None else RouteChanged(route, present))
 
     def _watch_datastore(self, datastore: Datastore, stop: threading.Event) -> None:
+        while not stop.is_set() and not datastore.wait_synced(timeout=1.0):
+            pass        # the first pass waits for every list; the loop stays alive meanwhile
         while not stop.is_set():
             if datastore.wait_for_change(1.0):
                 self._loop.post(DatastoreChanged())
