@@ -761,12 +761,12 @@ def _kubelet_processes(lab: str, data: Mapping) -> list[tuple[int, int]]:
 
 
 def _remove_kubelet_leftovers(names: LabNames, printer: Printer) -> None:
-    """The mount points the kubelets created on this machine (empty ones), and the pods'
-    volumes (tokens and Secrets) under the state directory."""
-    from calyxlab.kubelet.records import Records, remove_created_paths
+    """The mount points the kubelets created on this machine that no other lab uses (empty
+    ones), and the pods' volumes (tokens and Secrets) under the state directory."""
+    from calyxlab import mountpoints
+    for path in mountpoints.remove_empty_dirs(mountpoints.Registry().release(names.lab)):
+        printer(f"Removed mount point {path}")
     for records_file in names.state_dir.glob("nodes/*/kubelet/records.json"):
-        for path in remove_created_paths(Records(records_file).created_paths):
-            printer(f"Removed mount point {path}")
         shutil.rmtree(records_file.parent / "pods", ignore_errors=True)
         records_file.unlink(missing_ok=True)
 

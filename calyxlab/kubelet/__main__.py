@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from calyx.kube import client as kube_client
-from calyxlab import nodeview
+from calyxlab import mountpoints, nodeview
 from calyxlab.kubelet.node import NodeKubelet
 from calyxlab.kubelet.records import Records
 from calyxlab.kubelet.runtime import ContainerRuntime, lab_image
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         runtime=ContainerRuntime(lab.backend, lab.names, node, Path(sys.executable).parent,
                                  service_env(core), lab_image(base / "image", sys.executable)),
         volumes=VolumeManager(core, base / "pods", host_path),
-        records=Records(base / "records.json"), log_dir=lab.names.log_dir(args.node))
+        records=Records(base / "records.json"), log_dir=lab.names.log_dir(args.node),
+        claim_mount_points=lambda paths: mountpoints.Registry().claim(args.lab, paths))
     signal.signal(signal.SIGTERM, lambda *_: kubelet.stop())
     signal.signal(signal.SIGINT, lambda *_: kubelet.stop())
     logging.getLogger("calyxlab.kubelet").info("kubelet for node %s (%s) running", args.node, host_ip)

@@ -86,7 +86,9 @@ class PodWorker:
 class NodeKubelet:
     def __init__(self, *, node: str, host_ip: str, core, coordination, runtime: ContainerRuntime,
                  volumes: VolumeManager, records: Records, log_dir: Path,
+                 claim_mount_points: Callable[[list[str]], None] = lambda paths: None,
                  clock: Callable[[], float] = time.time):
+        self.claim_mount_points = claim_mount_points
         self.node = node
         self.host_ip = host_ip
         self.core = core
@@ -245,8 +247,7 @@ class NodeKubelet:
 
     def _start(self, worker: PodWorker, c: Container) -> None:
         plan = worker.plan
-        for path in self.runtime.missing_mount_points(c.plan):
-            self.records.created(path)
+        self.claim_mount_points(self.runtime.mount_points(c.plan))
         log_file = self.log_dir / f"{plan.namespace}_{plan.name}_{c.plan.name}.log"
         started = self.runtime.start(plan, c.plan, worker.sources or {},
                                      self.volumes.pod_dir(plan.uid), log_file)

@@ -75,15 +75,6 @@ class Started:
     exit_file: str
 
 
-def _topmost_missing(path: str) -> str | None:
-    p = Path(path)
-    if p.exists():
-        return None
-    while not p.parent.exists():
-        p = p.parent
-    return str(p)
-
-
 class ContainerRuntime:
     def __init__(self, backend: Backend, names: LabNames, node: Node, bin_dir: Path,
                  service_env: Mapping[str, str], image: tuple[nodeview.Mount, ...] = ()):
@@ -97,14 +88,9 @@ class ContainerRuntime:
     def argv0(self, command: str) -> str:
         return command if command.startswith("/") else str(self.bin_dir / command)
 
-    def missing_mount_points(self, container: ContainerPlan) -> list[str]:
-        """Mount points that do not exist yet on this machine (the view creates them)."""
-        found = []
-        for path in [m.destination for m in self.image] + [m.mount_path for m in container.mounts]:
-            top = _topmost_missing(path)
-            if top:
-                found.append(top)
-        return found
+    def mount_points(self, container: ContainerPlan) -> list[str]:
+        """Every path the container's view mounts something on (image and volumes)."""
+        return [m.destination for m in self.image] + [m.mount_path for m in container.mounts]
 
     def start(self, plan: PodPlan, container: ContainerPlan, sources: Mapping[str, VolumeSource],
               pod_dir: Path, log: Path) -> Started:

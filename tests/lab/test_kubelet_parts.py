@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from calyxlab import chart, nodeview
+from calyxlab import chart, mountpoints, nodeview
 from calyxlab.kubelet import backoff, podspec, records, runtime, status
 from calyxlab.state import LabNames
 from calyxlab.topology import Node, Role
@@ -171,20 +171,31 @@ def test_created_mount_points_are_removed_only_when_empty(tmp_path) -> None:
     (tmp_path / "host" / "opt" / "cni" / "bin").mkdir(parents=True)
     (tmp_path / "host" / "etc" / "cni").mkdir(parents=True)
     (tmp_path / "host" / "etc" / "cni" / "keep").write_text("x")
-    removed = records.remove_created_paths([str(tmp_path / "host")])
+    removed = mountpoints.remove_empty_dirs([str(tmp_path / "host")])
     assert str(tmp_path / "host" / "opt") in removed
     assert (tmp_path / "host" / "etc" / "cni" / "keep").exists()
     assert not (tmp_path / "host" / "opt").exists()
 
 
+def test_a_mount_point_goes_only_when_no_lab_uses_it(tmp_path) -> None:
+    registry = mountpoints.Registry(tmp_path / "state")
+    host = tmp_path / "host"
+    bin_dir, conf_dir = str(host / "opt" / "cni" / "bin"), str(host / "etc" / "cni" / "net.d")
+    registry.claim("lab-a", [bin_dir, str(tmp_path)])       # an existing path is nobody's
+    (host / "opt" / "cni" / "bin").mkdir(parents=True)      # the view made it
+    registry.claim("lab-b", [bin_dir, conf_dir])            # lies in lab-a's /host: shared
+    assert registry.release("lab-a") == []
+    assert sorted(registry.release("lab-b")) == [str(host), str(host / "etc")]
+    assert registry.release("lab-b") == []
+
+
 def test_records_survive_a_restart(tmp_path) -> None:
     path = tmp_path / "records.json"
     rec = records.ContainerRecord("u-1", "ns/p", "felix", 42, 7, "t", 1.0, 3, "/x/exit")
-    r = records.Records(path)
-    r.put(rec)
-    r.created("/host")
-    again = records.Records(path)
-    assert again.containers == {"u-1/felix": rec} and again.created_paths == ["/host"]
+    records.Records(path).put(rec)
+    assert records.Records(path).containers == {"u-1/felix": rec}
+    records.Records(path).drop("u-1", "felix")
+    assert records.Records(path).containers == {}
 
 
 def test_host_paths_resolve_to_the_nodes_own_directories() -> None:
