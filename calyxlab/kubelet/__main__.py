@@ -9,9 +9,10 @@ from pathlib import Path
 
 from calyx.kube import client as kube_client
 from calyxlab import mountpoints, nodeview
+from calyxlab.lab import REPO_ROOT
 from calyxlab.kubelet.node import NodeKubelet
 from calyxlab.kubelet.records import Records
-from calyxlab.kubelet.runtime import ContainerRuntime, lab_image
+from calyxlab.kubelet.runtime import ContainerRuntime, image_roots, lab_image
 from calyxlab.kubelet.volumes import VolumeManager, VolumeSource
 
 
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     kubelet = NodeKubelet(
         node=args.node, host_ip=host_ip, core=core, coordination=k8s.CoordinationV1Api(api),
         runtime=ContainerRuntime(lab.backend, lab.names, node, Path(sys.executable).parent,
-                                 service_env(core), lab_image(base / "image", sys.executable)),
+                                 service_env(core), lab_image(base / "image", sys.executable),
+                                 image_roots(str(REPO_ROOT), sys.prefix, sys.base_prefix)),
         volumes=VolumeManager(core, base / "pods", host_path),
         records=Records(base / "records.json"), log_dir=lab.names.log_dir(args.node),
         claim_mount_points=lambda paths: mountpoints.Registry().claim(args.lab, paths))

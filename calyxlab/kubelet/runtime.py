@@ -66,6 +66,32 @@ def lab_image(directory: Path, python: str) -> tuple[nodeview.Mount, ...]:
     return (nodeview.Mount(str(plugin), IMAGE_PLUGIN_DIR, read_only=True),)
 
 
+def image_roots(*paths: str) -> tuple[str, ...]:
+    """The directories the lab's "image" consists of (the repository, the virtualenv, the
+    Python it was made from), without those inside another."""
+    unique = sorted({str(Path(p).resolve()) for p in paths}, key=len)
+    kept: list[str] = []
+    for path in unique:
+        if not any(_inside(path, k) for k in kept):
+            kept.append(path)
+    return tuple(kept)
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def keep_visible(roots: tuple[str, ...], mounts: tuple[nodeview.Mount, ...],
+                 stage: Path) -> tuple[nodeview.Mount, ...]:
+    """``mounts``, plus what keeps each image root reachable at its own path when one of them
+    covers it (the chart's emptyDir on /tmp hides a virtualenv under /tmp): the root is first
+    bound to a staging directory, and bound back on top once the volumes are in place (pure)."""
+    covered = [r for r in roots if any(_inside(r, m.destination) for m in mounts)]
+    before = tuple(nodeview.Mount(root, str(stage / str(i))) for i, root in enumerate(covered))
+    after = tuple(nodeview.Mount(str(stage / str(i)), root) for i, root in enumerate(covered))
+    return before + mounts + after
+
+
 @dataclass(frozen=True)
 class Started:
     pid: int
@@ -77,8 +103,10 @@ class Started:
 
 class ContainerRuntime:
     def __init__(self, backend: Backend, names: LabNames, node: Node, bin_dir: Path,
-                 service_env: Mapping[str, str], image: tuple[nodeview.Mount, ...] = ()):
+                 service_env: Mapping[str, str], image: tuple[nodeview.Mount, ...] = (),
+                 image_roots: tuple[str, ...] = ()):
         self.image = image
+        self.image_roots = image_roots
         self.backend = backend
         self.names = names
         self.node = node
@@ -94,9 +122,10 @@ class ContainerRuntime:
 
     def start(self, plan: PodPlan, container: ContainerPlan, sources: Mapping[str, VolumeSource],
               pod_dir: Path, log: Path) -> Started:
-        mounts = self.image + tuple(nodeview.Mount(sources[m.volume].path, m.mount_path, m.read_only,
-                                      sources[m.volume].node_runtime_dir)
-                       for m in container.mounts)
+        volumes = tuple(nodeview.Mount(sources[m.volume].path, m.mount_path, m.read_only,
+                                       sources[m.volume].node_runtime_dir)
+                        for m in container.mounts)
+        mounts = keep_visible(self.image_roots, self.image + volumes, pod_dir / "image-roots")
         exit_file = str(pod_dir / "containers" / container.name / "exit")
         Path(exit_file).parent.mkdir(parents=True, exist_ok=True)
         Path(exit_file).unlink(missing_ok=True)

@@ -217,3 +217,15 @@ def test_the_lab_installs_the_chart_pointing_at_its_api() -> None:
         "ipPool": {"create": False}, "bgp": {"createConfiguration": False}}
     assert chart.lab_values("172.20.0.1", 6443, []) == {
         "kubernetesServiceEndpoint": {"host": "172.20.0.1", "port": "6443"}}
+
+
+def test_the_image_stays_visible_under_a_volume_covering_it() -> None:
+    roots = runtime.image_roots("/tmp/ci/calyx", "/tmp/ci/calyx/.venv", "/usr")
+    assert roots == ("/usr", "/tmp/ci/calyx")
+    tmp = nodeview.Mount("/state/pod/volumes/tmp", "/tmp")
+    run = nodeview.Mount("/state/node/calyx", "/var/run/calyx")
+    stage = Path("/state/pod/image-roots")
+    assert runtime.keep_visible(roots, (run, tmp), stage) == (
+        nodeview.Mount("/tmp/ci/calyx", "/state/pod/image-roots/0"), run, tmp,
+        nodeview.Mount("/state/pod/image-roots/0", "/tmp/ci/calyx"))
+    assert runtime.keep_visible(("/work/calyx",), (run, tmp), stage) == (run, tmp)
