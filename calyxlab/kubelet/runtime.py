@@ -125,7 +125,11 @@ class ContainerRuntime:
         volumes = tuple(nodeview.Mount(sources[m.volume].path, m.mount_path, m.read_only,
                                        sources[m.volume].node_runtime_dir)
                         for m in container.mounts)
-        mounts = keep_visible(self.image_roots, self.image + volumes, pod_dir / "image-roots")
+        stage = pod_dir / "image-roots"
+        mounts = keep_visible(self.image_roots, self.image + volumes, stage)
+        for m in mounts:       # a staging directory must exist (as a directory) to be bound
+            if m.source.startswith(str(stage) + "/"):
+                Path(m.source).mkdir(parents=True, exist_ok=True)
         exit_file = str(pod_dir / "containers" / container.name / "exit")
         Path(exit_file).parent.mkdir(parents=True, exist_ok=True)
         Path(exit_file).unlink(missing_ok=True)
