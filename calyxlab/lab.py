@@ -358,7 +358,7 @@ class Lab:
         for handle in self._kubelet_handles(node):
             procs.terminate(handle.pid, handle.start_time, grace=grace)
         if containers:
-            records = Records(_kubelet_records(self.names, node))
+            records = Records(self.names.kubelet_records(node))
             for record in records.containers.values():
                 self.backend.terminate(record.pid, record.start_time, grace=grace)
 
@@ -747,10 +747,6 @@ def leftovers(name: str) -> list[str]:
     return found
 
 
-def _kubelet_records(names: LabNames, node: str) -> Path:
-    return names.state_dir / "nodes" / node / "kubelet" / "records.json"
-
-
 def _kubelet_processes(lab: str, data: Mapping) -> list[tuple[int, int]]:
     """The lab's kubelets: recorded ones, and any host process running one for this lab."""
     found = {(k["pid"], k["start_time"]) for k in data.get("kubelets", [])}
@@ -766,9 +762,10 @@ def _remove_kubelet_leftovers(names: LabNames, printer: Printer) -> None:
     from calyxlab import mountpoints
     for path in mountpoints.remove_empty_dirs(mountpoints.Registry().release(names.lab)):
         printer(f"Removed mount point {path}")
-    for records_file in names.state_dir.glob("nodes/*/kubelet/records.json"):
-        shutil.rmtree(records_file.parent / "pods", ignore_errors=True)
-        records_file.unlink(missing_ok=True)
+    for node_dir in names.state_dir.glob("nodes/*"):
+        kubelet_dir = names.kubelet_dir(node_dir.name)
+        shutil.rmtree(kubelet_dir / "pods", ignore_errors=True)
+        names.kubelet_records(node_dir.name).unlink(missing_ok=True)
 
 
 def _control_plane_processes(names: LabNames, data: Mapping) -> list[tuple[int, int]]:

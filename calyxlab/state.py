@@ -70,6 +70,13 @@ class LabNames:
         """Credentials of ``node``'s kubelet role (``system:node:NODE``)."""
         return self.state_dir / "nodes" / node / "kubelet.kubeconfig"
 
+    def kubelet_dir(self, node: str) -> Path:
+        """The lab kubelet of ``node``: its records, its pods' volumes, the lab's image paths."""
+        return self.state_dir / "nodes" / node / "kubelet"
+
+    def kubelet_records(self, node: str) -> Path:
+        return self.kubelet_dir(node) / "records.json"
+
     def log_dir(self, node: str) -> Path:
         return self.state_dir / "logs" / node
 

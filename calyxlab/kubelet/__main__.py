@@ -16,10 +16,6 @@ from calyxlab.kubelet.runtime import ContainerRuntime, image_roots, lab_image
 from calyxlab.kubelet.volumes import VolumeManager, VolumeSource
 
 
-def kubelet_dir(state_dir: Path, node: str) -> Path:
-    return state_dir / "nodes" / node / "kubelet"
-
-
 def service_env(core) -> dict[str, str]:
     """KUBERNETES_SERVICE_HOST/PORT as kubelet gives every container (the kubernetes Service)."""
     from kubernetes.client.exceptions import ApiException
@@ -47,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     host_ip = lab.internal_ip(args.node) or str(lab.topology.mgmt_addresses[args.node])
     api = kube_client.load(str(lab.node_kubeconfig(args.node)))
     core = k8s.CoreV1Api(api)
-    base = kubelet_dir(lab.names.state_dir, args.node)
+    base = lab.names.kubelet_dir(args.node)
     node_dir = str(lab.names.node_run_dir(args.node))
 
     def host_path(path: str) -> VolumeSource:
@@ -60,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                                  service_env(core), lab_image(base / "image", sys.executable),
                                  image_roots(str(REPO_ROOT), sys.prefix, sys.base_prefix)),
         volumes=VolumeManager(core, base / "pods", host_path),
-        records=Records(base / "records.json"), log_dir=lab.names.log_dir(args.node),
+        records=Records(lab.names.kubelet_records(args.node)), log_dir=lab.names.log_dir(args.node),
         claim_mount_points=lambda paths: mountpoints.Registry().claim(args.lab, paths))
     signal.signal(signal.SIGTERM, lambda *_: kubelet.stop())
     signal.signal(signal.SIGINT, lambda *_: kubelet.stop())

@@ -58,7 +58,7 @@ def all_ready(lab: Lab) -> bool:
 
 def daemon_pid(lab: Lab, node: str, container: str) -> int:
     """PID of the daemon itself (the child of the kubelet's wrapper shell)."""
-    records = Records(lab.names.state_dir / "nodes" / node / "kubelet" / "records.json")
+    records = Records(lab.names.kubelet_records(node))
     wrapper = next(r.pid for r in records.containers.values() if r.container == container)
     children = Path(f"/proc/{wrapper}/task/{wrapper}/children").read_text().split()
     assert len(children) == 1, f"{container} on {node}: wrapper {wrapper} has children {children}"
@@ -171,7 +171,7 @@ def test_helm_upgrade_rolls_the_pods(lab: Lab) -> None:
     for node, pod in calyx_pods(lab).items():
         felix = next(c for c in pod["spec"]["containers"] if c["name"] == "felix")
         assert {"name": "CALYX_LOG_LEVEL", "value": "debug"} in felix["env"]
-        records = Records(lab.names.state_dir / "nodes" / node / "kubelet" / "records.json")
+        records = Records(lab.names.kubelet_records(node))
         assert {r.pod_uid for r in records.containers.values()} == {pod["metadata"]["uid"]}
 
 
@@ -179,7 +179,7 @@ def test_helm_uninstall_stops_everything(lab: Lab) -> None:
     chart.uninstall(str(lab.kubeconfig), NAMESPACE)
     wait_for("the calyx pods gone", lambda: calyx_pods(lab) == {}, 60)
     for node in NODES:
-        records = Records(lab.names.state_dir / "nodes" / node / "kubelet" / "records.json")
+        records = Records(lab.names.kubelet_records(node))
         assert records.containers == {}
         ps = lab.exec(node, ["ps", "-eo", "args"], check=True).stdout
         assert "bin/felix" not in ps and "bin/bgpd" not in ps
@@ -190,10 +190,10 @@ def test_destroy_stops_the_kubelets_and_their_containers(lab_factory) -> None:
     lab = lab_factory(TOPOLOGY, kernel="host")
     kubelets = [(k["pid"], k["start_time"]) for k in lab.state.data["kubelets"]]
     assert len(kubelets) == 2
-    records = Records(lab.names.state_dir / "nodes" / "node1" / "kubelet" / "records.json")
+    records = Records(lab.names.kubelet_records("node1"))
     containers = [(r.pid, r.start_time) for r in records.containers.values()]
     assert len(containers) == 2
     lab.destroy()
     assert leftovers(lab.name) == []
     assert not any(procs.alive(pid, st) for pid, st in kubelets + containers)
-    assert not (lab.names.state_dir / "nodes" / "node1" / "kubelet" / "pods").exists()
+    assert not (lab.names.kubelet_dir("node1") / "pods").exists()
