@@ -77,8 +77,7 @@ class Backend(Protocol):
 
     def alive(self, pid: int, start_time: int) -> bool: ...
 
-    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0,
-                  group: bool = False) -> bool: ...
+    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0) -> bool: ...
 
     def http_get(self, netns: str, host: str, port: int, path: str,
                  timeout: float) -> tuple[int | None, str]:
@@ -108,9 +107,8 @@ class HostBackend:
     def alive(self, pid: int, start_time: int) -> bool:
         return procs.alive(pid, start_time)
 
-    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0,
-                  group: bool = False) -> bool:
-        return procs.terminate(pid, start_time, grace=grace, group=group)
+    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0) -> bool:
+        return procs.terminate(pid, start_time, grace=grace)
 
     def http_get(self, netns: str, host: str, port: int, path: str,
                  timeout: float) -> tuple[int | None, str]:

@@ -14,9 +14,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from calyxlab.tools import find_tool
+from calyxlab.tools import REPO_ROOT, find_tool
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CHART_DIR = REPO_ROOT / "charts" / "calyx"
 RELEASE = "calyx"
 SCENARIO_VALUES = "values.yaml"

@@ -158,10 +158,9 @@ class UmlBackend:
     def alive(self, pid: int, start_time: int) -> bool:
         return self._call({"op": "alive", "pid": pid, "start_time": start_time}, 5)["alive"]
 
-    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0,
-                  group: bool = False) -> bool:
+    def terminate(self, pid: int, start_time: int, *, grace: float = 5.0) -> bool:
         return self._call({"op": "terminate", "pid": pid, "start_time": start_time,
-                           "grace": grace, "group": group}, grace + 10)["was_running"]
+                           "grace": grace}, grace + 10)["was_running"]
 
     def http_get(self, netns: str, host: str, port: int, path: str,
                  timeout: float) -> tuple[int | None, str]:

@@ -43,7 +43,7 @@ def handle(request: dict) -> dict:
         return {"ok": True, "alive": procs.alive(request["pid"], request["start_time"])}
     if op == "terminate":
         was = procs.terminate(request["pid"], request["start_time"],
-                              grace=request.get("grace", 5.0), group=bool(request.get("group")))
+                              grace=request.get("grace", 5.0))
         return {"ok": True, "was_running": was}
     if op == "http_get":
         status, error = netnsprobe.http_get_status(request["netns"], request["host"],

@@ -11,6 +11,7 @@ the pod's status is written whenever it changes, and the node's Lease is renewed
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -257,7 +258,6 @@ class NodeKubelet:
                                    started.started_at, started.started_wall, c.restart_count,
                                    started.exit_file)
         self.records.put(c.record)
-        c.ready = c.plan.readiness is None
         c.completed = None
         c.waiting_reason, c.waiting_message = "ContainerCreating", ""
         self._arm_probes(c, started.started_wall)
@@ -270,8 +270,7 @@ class NodeKubelet:
         c.started = p.startup is None
         c.readiness = ProbeState(started_wall + p.readiness.initial_delay) if p.readiness else None
         c.liveness = ProbeState(started_wall + p.liveness.initial_delay) if p.liveness else None
-        if p.readiness is None:
-            c.ready = True
+        c.ready = p.readiness is None
 
     def _exited(self, worker: PodWorker, c: Container, record: ContainerRecord) -> None:
         code = self.runtime.exit_code(record.exit_file)
@@ -389,7 +388,7 @@ class NodeKubelet:
     def _renew_lease(self) -> None:
         from kubernetes import client as k8s
         from kubernetes.client.exceptions import ApiException
-        now = now_micro()
+        now = datetime.datetime.now(datetime.timezone.utc)
         body = k8s.V1Lease(metadata=k8s.V1ObjectMeta(name=self.node, namespace=LEASE_NAMESPACE),
                            spec=k8s.V1LeaseSpec(holder_identity=self.node,
                                                 lease_duration_seconds=LEASE_SECONDS, renew_time=now))
@@ -407,8 +406,3 @@ class NodeKubelet:
         current = self.coordination.read_namespaced_lease(self.node, LEASE_NAMESPACE)
         body.metadata.resource_version = current.metadata.resource_version
         return body
-
-
-def now_micro():
-    import datetime
-    return datetime.datetime.now(datetime.timezone.utc)
