@@ -299,32 +299,33 @@ class NodeKubelet:
         """Startup probe first; liveness and readiness only once it has passed."""
         assert c.record is not None
         if not c.started:
-            if c.plan.startup and c.startup and now >= c.startup.next_at:
-                ok = self._http_ok(c.plan.startup)
-                self._count(c.startup, c.plan.startup, ok, now)
-                if ok:
-                    c.started = True
-                    base = now
-                    if c.liveness:
-                        c.liveness.next_at = base + c.plan.liveness.initial_delay
-                    if c.readiness:
-                        c.readiness.next_at = base
-                elif c.startup.failures >= c.plan.startup.failure_threshold:
-                    self._restart_unhealthy(worker, c, "startup", c.startup.failures)
+            ok = self._probe_if_due(c.startup, c.plan.startup, now)
+            if ok:
+                c.started = True
+                if c.liveness and c.plan.liveness:
+                    c.liveness.next_at = now + c.plan.liveness.initial_delay
+                if c.readiness:
+                    c.readiness.next_at = now
+            elif ok is False and c.startup.failures >= c.plan.startup.failure_threshold:
+                self._restart_unhealthy(worker, c, "startup", c.startup.failures)
             return
-        if c.plan.liveness and c.liveness and now >= c.liveness.next_at:
-            ok = self._http_ok(c.plan.liveness)
-            self._count(c.liveness, c.plan.liveness, ok, now)
-            if c.liveness.failures >= c.plan.liveness.failure_threshold:
-                self._restart_unhealthy(worker, c, "liveness", c.liveness.failures)
-                return
-        if c.plan.readiness and c.readiness and now >= c.readiness.next_at:
-            ok = self._http_ok(c.plan.readiness)
-            self._count(c.readiness, c.plan.readiness, ok, now)
-            if ok and c.readiness.successes >= c.plan.readiness.success_threshold:
-                c.ready = True
-            elif not ok and c.readiness.failures >= c.plan.readiness.failure_threshold:
-                c.ready = False
+        if self._probe_if_due(c.liveness, c.plan.liveness, now) is False \
+                and c.liveness.failures >= c.plan.liveness.failure_threshold:
+            self._restart_unhealthy(worker, c, "liveness", c.liveness.failures)
+            return
+        ok = self._probe_if_due(c.readiness, c.plan.readiness, now)
+        if ok and c.readiness.successes >= c.plan.readiness.success_threshold:
+            c.ready = True
+        elif ok is False and c.readiness.failures >= c.plan.readiness.failure_threshold:
+            c.ready = False
+
+    def _probe_if_due(self, state: ProbeState | None, probe: HttpProbe | None, now: float) -> bool | None:
+        """Probe when due and count the result; None when there is no such probe or it is not due."""
+        if state is None or probe is None or now < state.next_at:
+            return None
+        ok = self._http_ok(probe)
+        self._count(state, probe, ok, now)
+        return ok
 
     def _restart_unhealthy(self, worker: PodWorker, c: Container, probe: str, failures: int) -> None:
         log.warning("pod %s: container %s failed its %s probe %d times; restarting it",
