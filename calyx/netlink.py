@@ -21,7 +21,7 @@ import select
 import socket
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Callable, Iterable, Iterator
 
@@ -44,7 +44,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from pyroute2.netns import create_socket
 
-from calyx.route import KINDS, MAIN_TABLE, SCOPES, Route
+from calyx.route import KINDS, MAIN_TABLE, SCOPES, ApplyResult, Route
 
 __all__ = ["ApplyResult", "Link", "LinkMonitor", "MAIN_TABLE", "NetlinkUnsupported", "Route", "RouteMonitor",
            "RouteTable", "interface_prefix"]
@@ -73,14 +73,6 @@ _SOCKET_BUFFER = 8 * 1024 * 1024
 
 class NetlinkUnsupported(OSError):
     """The kernel cannot do what was asked (e.g. no ipip support)."""
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What one :meth:`RouteTable.apply` did: messages the kernel accepted, and per-route errors."""
-
-    writes: int = 0
-    errors: list[tuple[Route, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """The route value felix and bgpd reason about, in the terms ``ip route`` uses.
 
 Pure code: calculations build and compare :class:`Route` values without touching the kernel;
-:mod:`calyx.netlink` reads and writes them.
+:mod:`calyx.netlink` reads and writes them and reports each bulk write as an :class:`ApplyResult`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 MAIN_TABLE = 254
@@ -46,3 +46,11 @@ class Route:
         if self.table != MAIN_TABLE:
             parts.append(f"table {self.table}")
         return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one bulk write of routes did: messages the kernel accepted, and per-route errors."""
+
+    writes: int = 0
+    errors: list[tuple[Route, str]] = field(default_factory=list)

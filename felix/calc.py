@@ -1,24 +1,22 @@
-"""felix's calculation: a Snapshot plus this node's local facts -> the desired dataplane, and
-the desired dataplane plus the kernel's state -> the writes that make them equal (routes, and
-the tunnel with its teardown grace).
+"""felix's calculation: a Snapshot plus this node's local facts -> the desired dataplane (routes,
+tunnel, pod MTU), and the tunnel's teardown grace.
 
 Pure code: no netlink, no Kubernetes client, no sockets. Everything felix programs is a
-function of its inputs here, so the dataplane managers only read the kernel, call these
-functions and write the difference.
+function of its inputs here; the dataplane managers write the difference between it and the
+kernel (routes through the shared :mod:`calyx.routesync`, under felix's ownership policy).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import AbstractSet, Mapping
+from typing import Mapping
 
 from calyx import model
-from calyx.naming import BGPD_ROUTE_PROTOCOL, FELIX_ROUTE_PROTOCOL, cali_interface_name, is_cali_interface
-from calyx.route import MAIN_TABLE, Route
+from calyx.naming import FELIX_ROUTE_PROTOCOL, cali_interface_name
+from calyx.route import Route
 
 IPIP_OVERHEAD = 20
 TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
-KERNEL_PROTOCOL = 2          # RTPROT_KERNEL: routes the kernel derives from addresses
 
 
 @dataclass(frozen=True)
@@ -165,65 +163,3 @@ def plan_tunnel(desired: TunnelSpec, decapsulating: bool, teardown_since: float 
     if now >= at:
         return TunnelPlan(desired)
     return TunnelPlan(None, teardown_since=since, teardown_at=at)
-
-
-# --- Route diff ------------------------------------------------------------------------------
-
-def owned_by_felix(route: Route) -> bool:
-    """felix's routes: protocol 80 in the main table (the CNI plugin writes pod routes so too)."""
-    return route.proto == FELIX_ROUTE_PROTOCOL and route.table == MAIN_TABLE
-
-
-def adoptable(route: Route) -> bool:
-    """A route felix may overwrite: its own, or a pod device route (``cali*``) some older
-    installation wrote with another protocol. The kernel's and bgpd's routes never are."""
-    if owned_by_felix(route):
-        return True
-    return (route.dev is not None and is_cali_interface(route.dev) and route.kind == "unicast"
-            and route.proto not in (KERNEL_PROTOCOL, BGPD_ROUTE_PROTOCOL))
-
-
-@dataclass(frozen=True)
-class RoutePlan:
-    """The writes that bring the kernel to the desired routes."""
-
-    upserts: tuple[Route, ...] = ()
-    deletes: tuple[Route, ...] = ()
-    pending: tuple[Route, ...] = ()                       # wanted, but their device does not exist yet
-    conflicts: tuple[tuple[Route, Route], ...] = ()       # (wanted, someone else's route in the way)
-
-    @property
-    def empty(self) -> bool:
-        return not self.upserts and not self.deletes
-
-
-def plan_routes(desired: Mapping[IPv4Network, Route], actual: Mapping[IPv4Network, Route],
-                links: AbstractSet[str], settling_devices: AbstractSet[str] = frozenset()) -> RoutePlan:
-    """Compare desired routes with the kernel's (``actual``, keyed by destination) given the
-    interfaces that exist. Only felix's own routes are ever deleted, and not those through a
-    ``settling_devices`` interface; a wanted route is written only where the kernel has
-    nothing, felix's own route, or an adoptable pod route."""
-    upserts: list[Route] = []
-    pending: list[Route] = []
-    conflicts: list[tuple[Route, Route]] = []
-    for dst, want in desired.items():
-        have = actual.get(dst)
-        if have == want:
-            continue
-        if want.dev is not None and want.dev not in links:
-            pending.append(want)
-            continue
-        if have is not None and not adoptable(have):
-            conflicts.append((want, have))
-            continue
-        upserts.append(want)
-    deletes = [have for dst, have in actual.items()
-               if dst not in desired and owned_by_felix(have) and have.dev not in settling_devices]
-    key = _route_order
-    return RoutePlan(upserts=tuple(sorted(upserts, key=key)), deletes=tuple(sorted(deletes, key=key)),
-                     pending=tuple(sorted(pending, key=key)),
-                     conflicts=tuple(sorted(conflicts, key=lambda c: _route_order(c[0]))))
-
-
-def _route_order(route: Route) -> tuple[int, int]:
-    return (int(route.dst.network_address), route.dst.prefixlen)

@@ -34,10 +34,10 @@ from calyx.kube import resources
 from calyx.kube.datastore import Datastore, WatchSpec
 from calyx.kube.events import EventRecorder
 from calyx.naming import MTU_FILE, TUNNEL_DEVICE
-from calyx.netlink import LinkMonitor, RouteMonitor, RouteTable
-from calyx.loop import Batch, Clock, Coalescing, Event, Loop, MonotonicClock
+from calyx.kernelwatch import KernelWatch
+from calyx.netlink import RouteTable
+from calyx.loop import Batch, Clock, Coalescing, Loop, MonotonicClock
 from calyx.observability import Check, HealthServer, Liveness, get_logger
-from calyx.route import Route
 from felix.calc import DesiredDataplane, LocalFacts, TunnelPlan, TunnelSpec, desired_dataplane, plan_tunnel
 from felix.config import FelixConfig
 from felix.dataplane.routes import RouteManager
@@ -48,23 +48,6 @@ HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove 
 DEFAULT_UNDERLAY_MTU = 1500
 RESYNC_TIMER = "route-resync"
 TEARDOWN_TIMER = "tunnel-teardown"
-
-
-@dataclass(frozen=True)
-class LinkChanged(Event):
-    name: str
-    present: bool
-
-
-@dataclass(frozen=True)
-class RouteChanged(Event):
-    route: Route
-    present: bool
-
-
-@dataclass(frozen=True)
-class KernelResyncWanted(Coalescing):
-    """Netlink events were lost: the next pass re-reads the kernel."""
 
 
 @dataclass(frozen=True)
@@ -128,13 +111,7 @@ class Felix:
             return Check(True, "")
         return Check(False, "waiting for the first full sync of datastore and dataplane")
 
-    # --- event intake (monitor threads) --------------------------------------------------
-
-    def _on_link(self, name: str, _index: int, present: bool) -> None:
-        self._loop.post(KernelResyncWanted() if not name else LinkChanged(name, present))
-
-    def _on_route(self, route: Route | None, present: bool) -> None:
-        self._loop.post(KernelResyncWanted() if route is None else RouteChanged(route, present))
+    # --- event intake -------------------------------------------------------------------
 
     def _watch_datastore(self, datastore: Datastore, stop: threading.Event) -> None:
         while not stop.is_set() and not datastore.wait_synced(timeout=1.0):
@@ -161,7 +138,7 @@ class Felix:
         table = RouteTable()
         routes = RouteManager(table, self.metrics)
         tunnel = TunnelManager(table, self.metrics)
-        monitors = [LinkMonitor(self._on_link), RouteMonitor(self._on_route)]
+        kernel = KernelWatch()
         watcher = threading.Thread(target=self._watch_datastore, args=(datastore, stop), name="datastore-watch",
                                    daemon=True)
         chores = self._cni_chores(stop)
@@ -170,8 +147,7 @@ class Felix:
         try:
             for server in servers:
                 server.start()
-            for monitor in monitors:    # subscribed before the first dump: no change goes unseen
-                monitor.start()
+            kernel.start(self._loop.post)    # subscribed before the first dump: no change goes unseen
             datastore.start()
             watcher.start()
             for chore in chores:
@@ -183,8 +159,7 @@ class Felix:
         finally:
             self._loop.stop()
             datastore.stop(timeout=1.0)     # reflector threads are daemons: no need to wait long
-            for monitor in monitors:
-                monitor.stop()
+            kernel.stop()
             for server in servers:
                 server.stop()
             table.close()
@@ -202,13 +177,9 @@ class Felix:
             state.synced = True
             self._log.info("datastore synced", node=cfg.nodename)
         routes, tunnel = state.routes, state.tunnel
-        resync = batch.fired(RESYNC_TIMER) or batch.has(KernelResyncWanted) or state.desired is None
+        kernel = routes.absorb(batch.events)
+        resync = batch.fired(RESYNC_TIMER) or kernel.resync_wanted or state.desired is None
         recalc = state.desired is None
-        for event in batch.events:
-            if isinstance(event, LinkChanged):
-                routes.link_event(event.name, event.present)
-            elif isinstance(event, RouteChanged):
-                routes.route_event(event.route, event.present)
         if resync:
             routes.resync()
             self._loop.every(RESYNC_TIMER, cfg.route_refresh_interval)

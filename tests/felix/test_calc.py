@@ -1,4 +1,4 @@
-"""felix.calc: snapshot -> desired dataplane, and desired vs actual -> writes (pure)."""
+"""felix.calc: snapshot -> desired dataplane, and the tunnel teardown grace (pure)."""
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
@@ -14,12 +14,8 @@ from felix.calc import (
     LocalFacts,
     TunnelPlan,
     TunnelSpec,
-    adoptable,
-    blackhole_route,
     desired_dataplane,
-    plan_routes,
     plan_tunnel,
-    pod_route,
 )
 
 NODE = "node-a"
@@ -115,97 +111,6 @@ def test_unknown_own_node_means_no_blackholes_and_no_tunnel() -> None:
     desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5", node="ghost")]), LocalFacts("ghost"))
     assert set(desired.routes) == {IPv4Network("10.244.1.5/32")}
     assert not desired.tunnel.enabled
-
-
-# --- plan_routes --------------------------------------------------------------------------
-
-LINKS = frozenset({cali_interface_name("default", f"p{i}") for i in range(8)} | {"eth0"})
-
-
-def test_plan_writes_only_the_difference_and_keeps_pending_routes_aside() -> None:
-    keep = pod_route("default", "p0", IPv4Address("10.244.1.1"))
-    add = pod_route("default", "p1", IPv4Address("10.244.1.2"))
-    waiting = pod_route("default", "no-link-yet", IPv4Address("10.244.1.3"))
-    stale = pod_route("default", "p2", IPv4Address("10.244.1.4"))
-    bgp = Route(IPv4Network("10.244.2.0/24"), 186, gateway=IPv4Address("192.0.2.2"), dev="eth0")
-    plan = plan_routes({r.dst: r for r in (keep, add, waiting)},
-                       {r.dst: r for r in (keep, stale, bgp)}, LINKS)
-    assert plan.upserts == (add,)
-    assert plan.deletes == (stale,)
-    assert plan.pending == (waiting,)
-
-
-def test_plan_adopts_old_pod_routes_but_never_overwrites_bgp_or_kernel_routes() -> None:
-    want = pod_route("default", "p0", IPv4Address("10.244.1.1"))
-    old = Route(want.dst, proto=4, dev=want.dev, scope="link")          # proto static, same device
-    assert plan_routes({want.dst: want}, {old.dst: old}, LINKS).upserts == (want,)
-    block = blackhole_route(IPv4Network("10.244.1.0/24"))
-    learned = Route(block.dst, 186, gateway=IPv4Address("192.0.2.2"), dev="eth0")
-    plan = plan_routes({block.dst: block}, {learned.dst: learned}, LINKS)
-    assert plan.empty and plan.conflicts == ((block, learned),)
-    assert not adoptable(Route(want.dst, 2, dev=want.dev, scope="link"))
-
-
-# --- properties -------------------------------------------------------------------------
-
-DSTS = st.builds(lambda i, plen: IPv4Network((0x0AF40000 + (i << 4), plen), strict=False),
-                 st.integers(0, 15), st.sampled_from([28, 32]))
-DEVS = st.sampled_from(sorted(LINKS) + ["cali0000000dead", None])
-ROUTES = st.builds(
-    lambda dst, proto, dev, kind: Route(dst, proto, kind=kind if dev is None else "unicast", dev=dev,
-                                        scope="link" if dev else "universe"),
-    DSTS, st.sampled_from([80, 80, 186, 2, 4]), DEVS, st.sampled_from(["unicast", "blackhole"]),
-)
-TABLES = st.lists(ROUTES, max_size=12).map(lambda rs: {r.dst: r for r in rs})
-DESIRED = st.lists(ROUTES, max_size=12).map(
-    lambda rs: {r.dst: Route(r.dst, 80, kind=r.kind, dev=r.dev, scope=r.scope) for r in rs})
-
-
-def apply_plan(actual: dict, plan) -> dict:
-    """What the kernel holds after the plan's writes (replace by destination)."""
-    result = {dst: r for dst, r in actual.items() if r not in plan.deletes}
-    result.update({r.dst: r for r in plan.upserts})
-    return result
-
-
-@settings(max_examples=300)
-@given(DESIRED, TABLES)
-def test_applying_the_plan_converges(desired, actual) -> None:
-    plan = plan_routes(desired, actual, LINKS)
-    again = plan_routes(desired, apply_plan(actual, plan), LINKS)
-    assert again.empty
-    assert again.pending == plan.pending and again.conflicts == plan.conflicts
-
-
-@settings(max_examples=300)
-@given(DESIRED)
-def test_a_kernel_that_already_matches_needs_no_writes(desired) -> None:
-    programmable = {d: r for d, r in desired.items() if r.dev is None or r.dev in LINKS}
-    assert plan_routes(desired, programmable, LINKS).empty
-
-
-@settings(max_examples=300)
-@given(DESIRED, TABLES)
-def test_only_felix_routes_are_ever_deleted_and_foreign_routes_never_overwritten(desired, actual) -> None:
-    plan = plan_routes(desired, actual, LINKS)
-    assert all(r.proto == 80 for r in plan.deletes)
-    for route in plan.upserts:
-        have = actual.get(route.dst)
-        assert have is None or have.proto not in (2, 186)
-    foreign = {d for d, r in actual.items() if r.proto in (2, 186)}
-    assert foreign.isdisjoint(r.dst for r in plan.deletes)
-
-
-def test_a_route_the_cni_plugin_just_wrote_survives_until_the_pod_ip_is_known() -> None:
-    fresh = model.PodInfo("default", "new-0", NODE, ips=(), phase="Pending")
-    desired = desired_dataplane(snapshot([fresh]), LocalFacts(NODE))
-    assert desired.settling_devices == {cali_interface_name("default", "new-0")}
-    cni_route = pod_route("default", "new-0", IPv4Address("10.244.1.77"))
-    stale = pod_route("default", "gone", IPv4Address("10.244.1.78"))
-    links = {cni_route.dev, stale.dev}
-    plan = plan_routes(desired.routes, {cni_route.dst: cni_route, stale.dst: stale}, links,
-                       desired.settling_devices)
-    assert plan.deletes == (stale,)
 
 
 # --- plan_tunnel: the teardown grace ------------------------------------------------------

@@ -1,0 +1,86 @@
+"""felix's route manager on the shared route sync, against an in-memory kernel: restart adopts
+what is there with no write, pods' routes follow the desired state, a route the CNI plugin just
+wrote survives until the pod's IP is known, and the metrics say what the kernel holds."""
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from prometheus_client import CollectorRegistry
+
+from calyx import model
+from calyx.kernelwatch import KernelResyncWanted, LinkChanged, RouteChanged
+from calyx.memroutes import MemoryRouteWriter
+from calyx.naming import cali_interface_name
+from felix.calc import LocalFacts, blackhole_route, desired_dataplane, pod_route
+from felix.dataplane.routes import RouteManager
+from felix.metrics import FelixMetrics
+
+NODE = "node-a"
+POOL = model.IPPool("default", IPv4Network("10.244.0.0/16"))
+
+
+def snapshot(*pods: model.PodInfo) -> model.Snapshot:
+    node = model.NodeInfo(NODE, pod_cidrs=(IPv4Network("10.244.1.0/24"),))
+    return model.Snapshot(nodes={NODE: node}, pods={p.key: p for p in pods}, ippools={POOL.name: POOL})
+
+
+def pod(name: str, ip: str | None) -> model.PodInfo:
+    return model.PodInfo("default", name, NODE, ips=(IPv4Address(ip),) if ip else (),
+                         phase="Running" if ip else "Pending")
+
+
+def manager(kernel: MemoryRouteWriter) -> tuple[RouteManager, CollectorRegistry]:
+    registry = CollectorRegistry()
+    routes = RouteManager(kernel, FelixMetrics.create(registry))
+    routes.resync()
+    return routes, registry
+
+
+def reconcile(routes: RouteManager, snap: model.Snapshot):
+    desired = desired_dataplane(snap, LocalFacts(NODE))
+    return routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
+
+
+def test_restart_with_everything_in_place_writes_nothing() -> None:
+    web = pod_route("default", "web", IPv4Address("10.244.1.5"))
+    kernel = MemoryRouteWriter([web.dev], [web, blackhole_route(IPv4Network("10.244.1.0/24"))])
+    routes, metrics = manager(kernel)
+    report = reconcile(routes, snapshot(pod("web", "10.244.1.5")))
+    assert not report.changed and kernel.writes == 0
+    assert metrics.get_sample_value("felix_routes_programmed") == 2
+
+
+def test_a_new_pod_is_one_write_and_a_deleted_pod_one_delete() -> None:
+    kernel = MemoryRouteWriter([cali_interface_name("default", n) for n in ("a", "b")])
+    routes, _ = manager(kernel)
+    reconcile(routes, snapshot(pod("a", "10.244.1.5")))
+    before = kernel.writes
+    report = reconcile(routes, snapshot(pod("a", "10.244.1.5"), pod("b", "10.244.1.6")))
+    assert [r.dst for r in report.added] == [IPv4Network("10.244.1.6/32")] and kernel.writes == before + 1
+    report = reconcile(routes, snapshot(pod("b", "10.244.1.6")))
+    assert [r.dst for r in report.removed] == [IPv4Network("10.244.1.5/32")]
+
+
+def test_the_cni_plugins_route_survives_until_the_pod_ip_is_known() -> None:
+    cni = pod_route("default", "new-0", IPv4Address("10.244.1.77"))
+    stale = pod_route("default", "gone", IPv4Address("10.244.1.78"))
+    kernel = MemoryRouteWriter([cni.dev, stale.dev], [cni, stale])
+    routes, _ = manager(kernel)
+    report = reconcile(routes, snapshot(pod("new-0", None)))
+    assert report.removed == (stale,) and cni.dst in kernel.routes
+
+
+def test_kernel_events_keep_the_view_current() -> None:
+    web = pod_route("default", "web", IPv4Address("10.244.1.5"))
+    kernel = MemoryRouteWriter([web.dev])
+    routes, metrics = manager(kernel)
+    snap = snapshot(pod("web", "10.244.1.5"))
+    reconcile(routes, snap)
+    del kernel.routes[web.dst]
+    absorbed = routes.absorb([RouteChanged(web, False), LinkChanged("eth9", True), KernelResyncWanted()])
+    assert absorbed.changed and absorbed.resync_wanted
+    assert [r.dst for r in reconcile(routes, snap).added] == [web.dst]
+    kernel.remove_link(web.dev)
+    routes.absorb([LinkChanged(web.dev, False)])
+    report = reconcile(routes, snap)
+    assert report.pending == (web,) and metrics.get_sample_value("felix_routes_pending") == 1
