@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from calyx.config import ConfigError, DaemonConfig, setting
+from calyx.kernelwatch import KernelWatch
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.datastore import Datastore, WatchSpec
@@ -112,7 +113,7 @@ def run(cfg: BgpdConfig) -> int:
                                ipip_enable_delay=cfg.ipip_enable_delay,
                                exabgp_bin=cfg.exabgp)
     liveness = Liveness()
-    speaker = Speaker(settings, RouteTable(), metrics, liveness=liveness)
+    speaker = Speaker(settings, RouteTable(), metrics, liveness=liveness, kernel_watch=KernelWatch())
     stop = threading.Event()
 
     def readiness() -> Check:

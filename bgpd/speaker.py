@@ -3,8 +3,9 @@
 I/O orchestration around the pure modules. One thread (:meth:`Speaker.run`) runs a
 :class:`calyx.loop.Loop` named ``bgpd-speaker`` whose events come from the datastore (new
 snapshots), the ExaBGP API channel (state, open, update, notification) and its timers (a
-one-second tick for graceful-restart timers and MD5 counters, the end of an IPIP settle delay);
-after each batch it reconciles: ExaBGP configuration (reload only when the peer set changed),
+one-second tick for graceful-restart timers and MD5 counters, the end of an IPIP settle delay),
+the kernel's route and link changes (a :class:`calyx.kernelwatch.KernelWatch`, and a full read
+every ``route_refresh_interval``); after each batch it reconciles: ExaBGP configuration (reload only when the peer set changed),
 Adj-RIB-Out per established peer (only the difference is sent), kernel routes (only the
 difference is written). Status and route listings are served from copies taken under a lock.
 The loop ticks its own heartbeat, so a speaker stuck in an iteration fails ``/livez``.
@@ -18,6 +19,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any, Callable
 
+from calyx.kernelwatch import KernelResyncWanted, KernelWatch
 from calyx.loop import Batch, Clock, Event, Loop, MonotonicClock
 from calyx.model import Snapshot, node_pod_cidrs, node_tunnel_address
 from calyx.observability import Liveness, get_logger
@@ -39,6 +41,7 @@ NOTIFICATION_CODES = {1: "message header error", 2: "OPEN message error", 3: "UP
                       4: "hold timer expired", 5: "FSM error", 6: "cease"}
 TICK_TIMER = "tick"
 SETTLE_TIMER = "ipip-settle"
+RESYNC_TIMER = "route-resync"
 TICK_INTERVAL = 1.0
 HEARTBEAT_MAX_AGE = 30.0
 MAX_BATCH = 5000
@@ -82,6 +85,7 @@ class SpeakerSettings:
     ipip_enable_delay: float = 5.0            # seconds before installed direct routes move to IPIP
     netns: str | None = None                  # run ExaBGP and netlink in this namespace
     exabgp_bin: str | None = None
+    route_refresh_interval: float = 90.0      # seconds between full reads of the kernel's routes
 
 
 @dataclass
@@ -119,17 +123,19 @@ def read_md5_counters(pid: int | None) -> dict[str, int]:
 class Speaker:
     def __init__(self, settings: SpeakerSettings, table: Any, metrics: SpeakerMetrics,
                  clock: Callable[[], float] = time.time, liveness: Liveness | None = None,
-                 loop_clock: Clock | None = None) -> None:
+                 loop_clock: Clock | None = None, kernel_watch: KernelWatch | None = None) -> None:
         self.settings = settings
         self._clock = clock
         self._loop = Loop("bgpd-speaker", self._iterate, clock=loop_clock or MonotonicClock(),
                           max_batch=MAX_BATCH, heartbeat_max_age=HEARTBEAT_MAX_AGE, idle_tick=TICK_INTERVAL,
                           liveness=liveness)
         self._loop.every(TICK_TIMER, TICK_INTERVAL)
+        self._loop.every(RESYNC_TIMER, settings.route_refresh_interval)
+        self._kernel_watch = kernel_watch
         self._lock = threading.RLock()
         self._metrics = metrics
         self._table = table
-        self._installer = Installer(table)
+        self._installer = Installer(table, table.route_to)
         self._rib = Rib()
         self._sessions: dict[IPv4Address, _Session] = {}
         self._snapshot: Snapshot | None = None
@@ -160,6 +166,9 @@ class Speaker:
         self._loop.post(SnapshotChanged(snapshot))
 
     def start(self) -> "Speaker":
+        if self._kernel_watch is not None:
+            self._kernel_watch.start(self._loop.post)
+            self._loop.post(KernelResyncWanted())   # what changed before the watch started
         self._thread = threading.Thread(target=self.run, name=f"bgpd-{self.settings.node}", daemon=True)
         self._thread.start()
         return self
@@ -168,6 +177,8 @@ class Speaker:
         self._loop.stop()
         if self._thread is not None:
             self._thread.join(15)
+        if self._kernel_watch is not None:
+            self._kernel_watch.stop()
         self._exabgp.stop()
 
     @property
@@ -189,6 +200,9 @@ class Speaker:
 
     def _iterate(self, batch: Batch) -> None:
         with self._lock:
+            kernel = self._installer.absorb(batch.events)
+            if kernel.resync_wanted or batch.fired(RESYNC_TIMER):
+                self._installer.resync()
             snapshot = None
             for event in batch.events:
                 if isinstance(event, SnapshotChanged):

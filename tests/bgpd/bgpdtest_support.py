@@ -85,12 +85,13 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str 
 
 def make_speaker(ns: str, node: str, run_root, **kw):
     """A real Speaker for ``node`` whose ExaBGP and netlink live in namespace ``ns``."""
+    from calyx.kernelwatch import KernelWatch
     from calyx.netlink import RouteTable
     from bgpd.metrics import SpeakerMetrics
     from bgpd.speaker import Speaker, SpeakerSettings
     kw.setdefault("graceful_restart", 5)
     settings = SpeakerSettings(node=node, run_dir=run_root / node, netns=ns, **kw)
-    return Speaker(settings, RouteTable(netns=ns), SpeakerMetrics()).start()
+    return Speaker(settings, RouteTable(netns=ns), SpeakerMetrics(), kernel_watch=KernelWatch(ns)).start()
 
 
 def random_prefixes():

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from bgpd.metrics import SpeakerMetrics
 from bgpd.speaker import HEARTBEAT_MAX_AGE, Speaker, SpeakerSettings
 from calyx.loop import FakeClock
+from calyx.memroutes import MemoryRouteWriter
 from calyx.observability import HealthServer, Liveness
 
 
@@ -30,11 +31,11 @@ def _wait(cond, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-class _EmptyTable:
-    """No kernel: bgpd has installed nothing (only the start-up dump is asked for)."""
+class _EmptyTable(MemoryRouteWriter):
+    """No kernel: an empty in-memory table, and no route to any next hop."""
 
-    def dump(self, protocol: int) -> dict:
-        return {}
+    def route_to(self, _address) -> tuple[None, None]:
+        return None, None
 
 
 def test_a_stuck_speaker_loop_fails_livez(tmp_path: Path) -> None:

@@ -1,0 +1,100 @@
+"""bgpd's installer on the shared route sync, against an in-memory kernel: decisions become
+proto-186 routes, only differences are written, adopted routes wait for the sessions, and
+another owner's route at a learned prefix is reported, never overwritten."""
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from bgpd.importer import InstallDecision, InstallMode
+from bgpd.installer import Installer
+from calyx.memroutes import MemoryRouteWriter
+from calyx.route import Route
+
+PEER = IPv4Address("192.0.2.2")
+FAR = IPv4Address("198.51.100.7")
+ROUTER = IPv4Address("192.0.2.1")
+
+
+class Kernel(MemoryRouteWriter):
+    """An in-memory table whose next-hop lookups say: the peer is on eth0, FAR behind ROUTER."""
+
+    def __init__(self, routes=()):
+        super().__init__(["eth0", "tunl0"], routes)
+        self.lookups = 0
+
+    def route_to(self, address: IPv4Address):
+        self.lookups += 1
+        if address == PEER:
+            return "eth0", None
+        if address == FAR:
+            return "eth0", ROUTER
+        return None, None
+
+
+def decision(prefix: str, mode=InstallMode.DIRECT, nh=PEER) -> InstallDecision:
+    return InstallDecision(IPv4Network(prefix), nh, mode, "default", nh)
+
+
+def decisions(*ds: InstallDecision) -> dict:
+    return {d.prefix: d for d in ds}
+
+
+def test_decisions_become_routes_and_a_second_sync_writes_nothing() -> None:
+    kernel = Kernel()
+    installer = Installer(kernel, kernel.route_to)
+    wanted = decisions(decision("10.244.2.0/26"), decision("10.244.3.0/26", InstallMode.IPIP),
+                       decision("10.244.4.0/26", nh=FAR))
+    result = installer.sync(wanted, remove_stale=True)
+    assert result.writes == 3 and not result.errors
+    assert kernel.routes[IPv4Network("10.244.2.0/26")] == Route(IPv4Network("10.244.2.0/26"), 186, dev="eth0",
+                                                                 gateway=PEER)
+    assert kernel.routes[IPv4Network("10.244.3.0/26")] == Route(IPv4Network("10.244.3.0/26"), 186, dev="tunl0",
+                                                                 gateway=PEER, onlink=True)
+    assert kernel.routes[IPv4Network("10.244.4.0/26")].gateway == ROUTER
+    assert kernel.lookups == 2      # one lookup per next hop per pass
+    assert installer.sync(wanted, remove_stale=True).writes == 0
+    assert kernel.writes == 3
+
+
+def test_a_mode_change_replaces_in_place_and_a_withdrawal_deletes() -> None:
+    kernel = Kernel()
+    installer = Installer(kernel, kernel.route_to)
+    installer.sync(decisions(decision("10.244.2.0/26"), decision("10.244.3.0/26")), remove_stale=True)
+    result = installer.sync(decisions(decision("10.244.2.0/26", InstallMode.IPIP)), remove_stale=True)
+    assert result.removed == 1 and set(kernel.routes) == {IPv4Network("10.244.2.0/26")}
+    assert kernel.routes[IPv4Network("10.244.2.0/26")].dev == "tunl0"
+
+
+def test_adopted_routes_are_kept_until_the_sessions_had_their_chance() -> None:
+    adopted = Route(IPv4Network("10.244.9.0/26"), 186, dev="eth0", gateway=PEER)
+    kernel = Kernel([adopted])
+    installer = Installer(kernel, kernel.route_to)
+    assert installer.installed == {adopted.dst: adopted}
+    assert installer.sync({}, remove_stale=False).removed == 0
+    assert kernel.writes == 0
+    assert installer.sync({}, remove_stale=True).removed == 1
+    assert kernel.routes == {}
+
+
+def test_an_unreachable_next_hop_or_another_owners_route_is_an_error_per_prefix() -> None:
+    blackhole = Route(IPv4Network("10.244.1.0/26"), 80, kind="blackhole")
+    stale = Route(IPv4Network("10.244.5.0/26"), 186, dev="eth0", gateway=PEER)
+    kernel = Kernel([blackhole, stale])
+    installer = Installer(kernel, kernel.route_to)
+    result = installer.sync(decisions(decision("10.244.1.0/26"),
+                                      decision("10.244.5.0/26", nh=IPv4Address("203.0.113.9"))), remove_stale=False)
+    assert "another owner's route is in the way" in result.errors[blackhole.dst]
+    assert result.errors[stale.dst] == "no route to next hop 203.0.113.9"
+    assert kernel.routes[blackhole.dst] == blackhole          # felix's route untouched
+    assert stale.dst not in kernel.routes                     # a route it can no longer honour goes
+
+
+def test_an_ipip_route_waits_for_the_tunnel_device() -> None:
+    kernel = Kernel()
+    kernel.remove_link("tunl0")
+    installer = Installer(kernel, kernel.route_to)
+    result = installer.sync(decisions(decision("10.244.3.0/26", InstallMode.IPIP)), remove_stale=True)
+    assert result.errors == {IPv4Network("10.244.3.0/26"): "device tunl0 does not exist yet"}
+    kernel.add_link("tunl0")
+    installer.resync()
+    assert installer.sync(decisions(decision("10.244.3.0/26", InstallMode.IPIP)), remove_stale=True).writes == 1
