@@ -12,6 +12,7 @@ is re-advertised at all (each node learns external routes from its own external 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Mapping
 
@@ -40,28 +41,44 @@ def service_prefixes(snapshot: Snapshot) -> tuple[IPv4Network, ...]:
     return tuple(sorted(set(c.service_cluster_ips + c.service_external_ips + c.service_load_balancer_ips)))
 
 
+@dataclass(frozen=True)
+class ExportPolicy:
+    """What the export decision of one prefix needs besides the path: this node, the configured
+    peers, and the prefixes it originates."""
+
+    local: LocalSpeaker
+    peers: Mapping[IPv4Address, Peer]
+    own: frozenset[IPv4Network]
+    services: frozenset[IPv4Network]
+
+    def originated(self) -> frozenset[IPv4Network]:
+        return self.own | self.services
+
+    def export(self, target: Peer, prefix: IPv4Network, best: Path | None) -> Attributes | None:
+        """The attributes ``prefix`` is announced to ``target`` with, or None when it is not."""
+        if prefix in self.own or (prefix in self.services and not target.is_cluster_node):
+            return Attributes(next_hop=self.local.address)
+        if best is None or self.local.cluster_id is None:
+            return None
+        sender = self.peers.get(best.peer)
+        if sender is None:
+            return None
+        return reflect(self.local, best, sender, target)
+
+    def full(self, target: Peer, best: Mapping[IPv4Network, Path]) -> dict[IPv4Network, Attributes]:
+        """Everything announced to ``target``."""
+        routes: dict[IPv4Network, Attributes] = {}
+        for prefix in self.originated() | (best.keys() if self.local.cluster_id is not None else set()):
+            attrs = self.export(target, prefix, best.get(prefix))
+            if attrs is not None:
+                routes[prefix] = attrs
+        return routes
+
+
 def adj_rib_out(local: LocalSpeaker, peers: Mapping[IPv4Address, Peer], established: set[IPv4Address],
                 own: tuple[IPv4Network, ...], services: tuple[IPv4Network, ...],
                 best: Mapping[IPv4Network, Path]) -> AdjRibOut:
     """For every established, configured peer: prefix -> attributes to announce."""
-    origin_attrs = Attributes(next_hop=local.address)
-    out: AdjRibOut = {}
-    for address, target in peers.items():
-        if address not in established or target.error is not None:
-            continue
-        routes: dict[IPv4Network, Attributes] = {prefix: origin_attrs for prefix in own}
-        if not target.is_cluster_node:
-            for prefix in services:
-                routes.setdefault(prefix, origin_attrs)
-        if local.cluster_id is not None:
-            for prefix, path in best.items():
-                if prefix in routes:
-                    continue
-                sender = peers.get(path.peer)
-                if sender is None:
-                    continue
-                attrs = reflect(local, path, sender, target)
-                if attrs is not None:
-                    routes[prefix] = attrs
-        out[address] = routes
-    return out
+    policy = ExportPolicy(local, peers, frozenset(own), frozenset(services))
+    return {address: policy.full(target, best) for address, target in peers.items()
+            if address in established and target.error is None}

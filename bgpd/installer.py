@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Callable, Iterable, Mapping
 
-from calyx.kernelwatch import Absorbed, absorb
+from calyx.kernelwatch import Absorbed, LinkChanged, RouteChanged, absorb
 from calyx.loop import Event
 from calyx.naming import BGPD_ROUTE_PROTOCOL, TUNNEL_DEVICE
 from calyx.observability import get_logger
@@ -43,6 +43,11 @@ class Installer:
         self._route_to = route_to
         self.tunnel_device = tunnel_device
         self.errors: dict[IPv4Network, str] = {}
+        self._unresolved: dict[IPv4Network, str] = {}            # no route to the next hop
+        self._direct: dict[IPv4Address, set[IPv4Network]] = {}   # next hop -> prefixes installed direct
+        self._direct_via: dict[IPv4Network, IPv4Address] = {}    # and back
+        self._underlay_moved: set[IPv4Network] = set()           # other owners' routes changed here
+        self._links_moved = False
         self._sync.resync()
         if self._sync.owned:
             log.info("adopted_routes", count=len(self._sync.owned))
@@ -53,11 +58,19 @@ class Installer:
         return self._sync.owned
 
     def absorb(self, events: Iterable[Event]) -> Absorbed:
-        """Fold the netlink events of a batch into the view of the kernel."""
+        """Fold the netlink events of a batch into the view of the kernel, and note what may
+        have moved the way to a next hop (a link, or another owner's route)."""
+        owns = self._sync.ownership.owns
+        for event in events:
+            if isinstance(event, RouteChanged) and not owns(event.route):
+                self._underlay_moved.add(event.route.dst)
+            elif isinstance(event, LinkChanged):
+                self._links_moved = True
         return absorb(self._sync, events)
 
     def resync(self) -> None:
         drift = self._sync.resync()
+        self._links_moved = True
         if drift:
             log.info("kernel_routes_changed_unseen", routes=drift)
 
@@ -76,25 +89,63 @@ class Installer:
         return Route(dst=decision.prefix, proto=BGPD_ROUTE_PROTOCOL, dev=dev,
                      gateway=gateway if gateway is not None else nh)
 
-    def sync(self, decisions: Mapping[IPv4Network, InstallDecision], remove_stale: bool) -> SyncResult:
+    def sync(self, decisions: Mapping[IPv4Network, InstallDecision], remove_stale: bool,
+             changed: Iterable[IPv4Network] | None = None) -> SyncResult:
+        """Bring the kernel to ``decisions``. ``changed`` names the prefixes whose decision
+        changed since the previous call (None: any may have). Besides those, it re-resolves the
+        prefixes whose next hop could not be reached, and those whose way to their next hop may
+        have moved (a link changed, or another owner's route covering the next hop)."""
+        if changed is None:
+            self._direct.clear()
+            self._direct_via.clear()
+            self._unresolved.clear()
+            todo: set[IPv4Network] = set(decisions) | set(self._sync.desired)
+        else:
+            todo = set(changed) | set(self._unresolved) | self._moved_prefixes()
+        self._underlay_moved.clear()
+        self._links_moved = False
         nh_cache: dict[IPv4Address, tuple] = {}
-        errors: dict[IPv4Network, str] = {}
-        desired: dict[IPv4Network, Route] = {}
-        for prefix, decision in decisions.items():
+        for prefix in todo:
+            self._forget_direct(prefix)
+            self._unresolved.pop(prefix, None)
+            decision = decisions.get(prefix)
+            if decision is None:
+                self._sync.delete_desired(prefix)
+                continue
             route = self.route_for(decision, nh_cache)
             if isinstance(route, str):
-                errors[prefix] = route
-            else:
-                desired[prefix] = route
-        self._sync.replace_desired(desired)
+                self._unresolved[prefix] = route
+                self._sync.delete_desired(prefix)
+                continue
+            if decision.mode is InstallMode.DIRECT:
+                self._direct.setdefault(decision.next_hop, set()).add(prefix)
+                self._direct_via[prefix] = decision.next_hop
+            self._sync.set_desired(route)
         # An adopted route no decision covers waits until the sessions had their chance.
         report = self._sync.apply(retain=lambda route: not remove_stale and route.dst not in decisions)
-        problems = report.problems()
+        problems = {**self._unresolved, **report.problems()}
         for prefix in sorted(set(problems) - set(self.errors)):
             log.warning("route_install_failed", prefix=str(prefix), error=problems[prefix])
-        errors.update(problems)
         if report.changed:
             log.info("routes_synced", added=len(report.added), replaced=len(report.replaced),
                      deletes=len(report.removed))
-        self.errors = errors
-        return SyncResult(writes=report.writes, removed=len(report.removed), errors=errors)
+        self.errors = problems
+        return SyncResult(writes=report.writes, removed=len(report.removed), errors=problems)
+
+    def _moved_prefixes(self) -> set[IPv4Network]:
+        if not self._underlay_moved and not self._links_moved:
+            return set()
+        out: set[IPv4Network] = set()
+        for nh, prefixes in self._direct.items():
+            if self._links_moved or any(nh in dst for dst in self._underlay_moved):
+                out |= prefixes
+        return out
+
+    def _forget_direct(self, prefix: IPv4Network) -> None:
+        nh = self._direct_via.pop(prefix, None)
+        if nh is None:
+            return
+        prefixes = self._direct[nh]
+        prefixes.discard(prefix)
+        if not prefixes:
+            del self._direct[nh]

@@ -28,11 +28,13 @@ from bgpd import importer
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages as msg
 from bgpd.exabgp.process import ExaBGPProcess, bridge_argv
-from bgpd.export import adj_rib_out, own_prefixes, service_prefixes
+from bgpd.export import ExportPolicy, own_prefixes, service_prefixes
 from bgpd.installer import Installer
 from bgpd.metrics import SpeakerMetrics
 from bgpd.peers import LocalSpeaker, Peer, PeerSetError, local_speaker, peer_set
+from bgpd.propagation import Dirty, Propagation
 from bgpd.rib import Attributes, Path as BgpPath, Rib, loop_reason
+from bgpd.settling import Settling
 
 log = get_logger("bgpd.speaker")
 
@@ -141,11 +143,10 @@ class Speaker:
         self._snapshot: Snapshot | None = None
         self._local: LocalSpeaker | None = None
         self._ctx: importer.ImportContext | None = None
-        self._own: tuple[IPv4Network, ...] = ()
-        self._services: tuple[IPv4Network, ...] = ()
-        self._decisions: dict[IPv4Network, importer.InstallDecision] = {}
-        self._ipip_wanted_since: dict[IPv4Network, float] = {}
-        self._wake_at: float | None = None      # the earliest end of an IPIP settle delay
+        self._policy: ExportPolicy | None = None
+        self._propagation = Propagation()
+        self._settling = Settling(settings.ipip_enable_delay)
+        self._dirty = Dirty()
         self._started = clock()
         self._adoption_done = False
         self._md5_last: dict[str, int] = {}
@@ -219,13 +220,15 @@ class Speaker:
                 log.error("reconcile_failed", exc_info=True, error=str(exc))
             # The IPIP settle delay ends at a time of the speaker's clock; the loop's timer counts
             # on the loop's clock.
-            self._loop.wake_at(SETTLE_TIMER, None if self._wake_at is None
-                               else self._loop.clock.now() + max(0.0, self._wake_at - self._clock()))
+            wake_at = self._settling.wake_at
+            self._loop.wake_at(SETTLE_TIMER, None if wake_at is None
+                               else self._loop.clock.now() + max(0.0, wake_at - self._clock()))
 
     def _handle(self, received: Event) -> None:
         if isinstance(received, ExaBGPConnected):
             for s in self._sessions.values():
                 s.announced = {}
+            self._dirty.peers.update(self._sessions)
             return
         if isinstance(received, ExaBGPExited):
             for address, s in self._sessions.items():
@@ -257,6 +260,7 @@ class Speaker:
             elif event.state == "up":
                 s.state, s.since, s.info, s.md5_hint = "Established", self._clock(), "", ""
                 s.eor, s.refreshed, s.announced = False, set(), {}
+                self._dirty.peers.add(event.peer)
                 log.info("session_established", peer=str(event.peer), type=s.peer.peer_type.value)
             elif event.state == "connected":
                 if s.state != "Established":
@@ -299,7 +303,7 @@ class Speaker:
         s.received.clear()
         s.refreshed.clear()
         s.stale_until = None
-        self._rib.drop_peer(address)
+        self._dirty.touch(self._rib.drop_peer(address))
 
     def _update(self, event: msg.UpdateEvent, s: _Session) -> None:
         peer = s.peer
@@ -311,12 +315,14 @@ class Speaker:
                 for prefix in [p for p in s.received if p not in s.refreshed]:
                     del s.received[prefix]
                     self._rib.withdraw(peer.address, prefix)
+                    self._dirty.prefixes.add(prefix)
                 s.stale_until = None
             return
         for prefix in event.withdrawn:
             s.received.pop(prefix, None)
             s.refreshed.discard(prefix)
             self._rib.withdraw(peer.address, prefix)
+            self._dirty.prefixes.add(prefix)
         router_id = s.router_id or peer.address
         for prefix, attrs in event.announced:
             path = BgpPath(prefix=prefix, attrs=attrs, peer=peer.address, peer_router_id=router_id,
@@ -347,9 +353,11 @@ class Speaker:
 
     def _consider(self, s: _Session, path: BgpPath) -> None:
         if self._verdict(s, path) is None:
-            self._rib.update(path)
+            changed = self._rib.update(path)
         else:
-            self._rib.withdraw(path.peer, path.prefix)
+            changed = self._rib.withdraw(path.peer, path.prefix)
+        if changed:
+            self._dirty.prefixes.add(path.prefix)
 
     # --- snapshot -> peers / policy -----------------------------------------------------
 
@@ -386,14 +394,17 @@ class Speaker:
         local_if = node.bgp_address if node.bgp_address is not None else IPv4Interface(f"{local.address}/32")
         others = frozenset(n.bgp_address.ip for n in snapshot.nodes.values()
                            if n.bgp_address is not None and n.name != name)
-        self._ctx = importer.ImportContext(local=local_if, own_networks=tuple(own_networks),
-                                           pools=dict(snapshot.ippools), cluster_next_hops=others)
-        self._own = own_prefixes(snapshot, name)
-        self._services = service_prefixes(snapshot)
-        if local != self._local or {a: p for a, p in peers.items()} != {a: s.peer for a, s in self._sessions.items()}:
+        ctx = importer.ImportContext(local=local_if, own_networks=tuple(own_networks),
+                                     pools=dict(snapshot.ippools), cluster_next_hops=others)
+        policy = ExportPolicy(local, peers, frozenset(own_prefixes(snapshot, name)),
+                              frozenset(service_prefixes(snapshot)))
+        if local != self._local or peers != {a: s.peer for a, s in self._sessions.items()}:
             self._set_peers(local, peers)
-        self._local = local
-        # Policy may have changed (pools, own CIDRs): re-evaluate everything received.
+        if (policy, ctx) == (self._policy, self._ctx):
+            return      # nothing this node's routing depends on changed (another node's pods, ...)
+        self._local, self._ctx, self._policy = local, ctx, policy
+        # Policy changed (pools, own CIDRs, peers): re-evaluate everything received.
+        self._dirty.everything = True
         for s in self._sessions.values():
             for path in s.received.values():
                 self._consider(s, path)
@@ -402,7 +413,7 @@ class Speaker:
         for address in list(self._sessions):
             if address not in peers:
                 log.info("peer_removed", peer=str(address))
-                self._rib.drop_peer(address)
+                self._dirty.touch(self._rib.drop_peer(address))
                 del self._sessions[address]
         for address, peer in peers.items():
             s = self._sessions.get(address)
@@ -456,6 +467,7 @@ class Speaker:
                 for prefix in [p for p in s.received if p not in s.refreshed]:
                     del s.received[prefix]
                     self._rib.withdraw(address, prefix)
+                    self._dirty.prefixes.add(prefix)
                 s.stale_until = None
         counters = read_md5_counters(self._exabgp.pid)
         if counters:
@@ -482,26 +494,35 @@ class Speaker:
     # --- outputs ----------------------------------------------------------------------------
 
     def _reconcile(self) -> None:
-        if self._local is None:
+        """Send each peer what changed for it, and install what changed; the work follows what
+        the events of this batch touched (:mod:`bgpd.propagation`)."""
+        if self._local is None or self._policy is None:
             return
+        dirty, self._dirty = self._dirty, Dirty(everything=False)
         established = {a for a, s in self._sessions.items() if s.state == "Established"}
-        peers = {a: s.peer for a, s in self._sessions.items()}
-        eligible = set(self._sessions)
-        best = self._rib.best_paths(eligible)
-        desired = adj_rib_out(self._local, peers, established, self._own, self._services, best)
+        announced = {a: s.announced for a, s in self._sessions.items()}
+        changes = self._propagation.compute(self._rib, self._sessions.keys(), self._policy, self._ctx,
+                                            established, announced, dirty)
         lines: list[str] = []
-        for address, routes in desired.items():
-            s = self._sessions[address]
-            gone = [p for p in s.announced if p not in routes]
-            changed = {p: a for p, a in routes.items() if s.announced.get(p) != a}
-            lines += msg.withdraw_lines(address, gone)
-            lines += msg.announce_lines(address, changed)
+        for address, change in changes.peers.items():
+            lines += msg.withdraw_lines(address, list(change.withdraw))
+            lines += msg.announce_lines(address, change.announce)
         if lines:
             if self._exabgp.send(lines):
-                for address, routes in desired.items():
-                    self._sessions[address].announced = dict(routes)
-        self._decisions = self._settle(importer.decide(best, self._ctx) if self._ctx else {})
-        result = self._installer.sync(self._decisions, remove_stale=self._adoption_done)
+                for address, change in changes.peers.items():
+                    s = self._sessions[address]
+                    s.announced = change.applied_to(s.announced)
+            else:
+                self._dirty.peers.update(changes.peers)    # sent again once the channel is back
+        installs, newly = self._settling.update(self._propagation.decisions,
+                                                None if changes.full else changes.decisions,
+                                                self._installed_state, self._clock())
+        if newly:
+            log.info("ipip_move_delayed", prefixes=len(newly), first=str(newly[0]),
+                     delay_seconds=self.settings.ipip_enable_delay,
+                     why="peers' felix may not have raised tunl0 yet")
+        result = self._installer.sync(self._settling.decisions, remove_stale=self._adoption_done,
+                                      changed=None if changes.full else installs)
         if result.writes:
             self._metrics.route_writes.inc(result.writes)
         if result.errors:
@@ -509,28 +530,17 @@ class Speaker:
         self.ready = self._exabgp.connected
         self._metrics.observe(self._sessions_status())
 
-    def _settle(self, wanted: dict[IPv4Network, importer.InstallDecision]
-                ) -> dict[IPv4Network, importer.InstallDecision]:
-        """Apply the IPIP settle delay to ``wanted`` against what the kernel holds now."""
-        installed: dict[IPv4Network, importer.Installed] = {}
-        for prefix, route in self._installer.installed.items():
-            previous = self._decisions.get(prefix)
-            known = previous is not None and prefix not in self._installer.errors
-            installed[prefix] = importer.Installed(
-                mode=importer.InstallMode.IPIP if route.dev == self._installer.tunnel_device
-                else importer.InstallMode.DIRECT,
-                next_hop=previous.next_hop if known else None)
-        settled = importer.settle_ipip(wanted, installed, self._ipip_wanted_since, self._clock(),
-                                       self.settings.ipip_enable_delay)
-        held = {p for p, d in settled.decisions.items() if d.ipip_at is not None}
-        newly = sorted(held - {p for p, d in self._decisions.items() if d.ipip_at is not None})
-        if newly:
-            log.info("ipip_move_delayed", prefixes=len(newly), first=str(newly[0]),
-                     delay_seconds=self.settings.ipip_enable_delay,
-                     why="peers' felix may not have raised tunl0 yet")
-        self._ipip_wanted_since = settled.ipip_wanted_since
-        self._wake_at = settled.wake_at
-        return settled.decisions
+    def _installed_state(self, prefix: IPv4Network) -> importer.Installed | None:
+        """How ``prefix`` is routed in the kernel now, for the IPIP settle delay."""
+        route = self._installer.installed.get(prefix)
+        if route is None:
+            return None
+        previous = self._settling.decisions.get(prefix)
+        known = previous is not None and prefix not in self._installer.errors
+        return importer.Installed(
+            mode=importer.InstallMode.IPIP if route.dev == self._installer.tunnel_device
+            else importer.InstallMode.DIRECT,
+            next_hop=previous.next_hop if known else None)
 
     def _sessions_status(self) -> list[dict[str, Any]]:
         out = []
@@ -579,7 +589,7 @@ class Speaker:
                         "stale": s.stale_until is not None and prefix not in s.refreshed,
                     })
             installed = []
-            for prefix, d in sorted(self._decisions.items()):
+            for prefix, d in sorted(self._settling.decisions.items()):
                 route = self._installer.installed.get(prefix)
                 installed.append({
                     "prefix": str(prefix), "next_hop": str(d.next_hop), "mode": d.mode.value,
@@ -588,7 +598,7 @@ class Speaker:
                     "route": str(route) if route is not None else None,
                     "error": self._installer.errors.get(prefix, ""),
                 })
-            adopted = [str(r) for p, r in sorted(self._installer.installed.items()) if p not in self._decisions]
+            adopted = [str(r) for p, r in sorted(self._installer.installed.items()) if p not in self._settling.decisions]
             advertised = {str(a): sorted(str(p) for p in s.announced) for a, s in self._sessions.items()}
             return {"learned": learned, "installed": installed, "adopted_stale": adopted,
                     "advertised": advertised}
