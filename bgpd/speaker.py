@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any, Callable
@@ -25,34 +25,28 @@ from calyx.model import Snapshot, node_pod_cidrs, node_tunnel_address
 from calyx.observability import Liveness, get_logger
 
 from bgpd import importer
+from bgpd import status as status_view
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages as msg
 from bgpd.exabgp.process import ExaBGPProcess, bridge_argv
 from bgpd.export import ExportPolicy, own_prefixes, service_prefixes
 from bgpd.installer import Installer
+from bgpd.md5 import Md5Diagnosis, read_md5_counters
 from bgpd.metrics import SpeakerMetrics
 from bgpd.peers import LocalSpeaker, Peer, PeerSetError, local_speaker, peer_set
 from bgpd.propagation import Dirty, Propagation
-from bgpd.rib import Attributes, Path as BgpPath, Rib, loop_reason
+from bgpd.rib import Path as BgpPath, Rib, loop_reason
+from bgpd.session import Session, describe_notification
 from bgpd.settling import Settling
 
 log = get_logger("bgpd.speaker")
 
-MD5_COUNTERS = ("TCPMD5NotFound", "TCPMD5Unexpected", "TCPMD5Failure")
-NOTIFICATION_CODES = {1: "message header error", 2: "OPEN message error", 3: "UPDATE message error",
-                      4: "hold timer expired", 5: "FSM error", 6: "cease"}
 TICK_TIMER = "tick"
 SETTLE_TIMER = "ipip-settle"
 RESYNC_TIMER = "route-resync"
 TICK_INTERVAL = 1.0
 HEARTBEAT_MAX_AGE = 30.0
 MAX_BATCH = 5000
-
-CEASE_SUBCODES = {1: "maximum number of prefixes reached", 2: "administrative shutdown",
-                  3: "peer de-configured", 4: "administrative reset", 5: "connection rejected",
-                  6: "other configuration change", 7: "connection collision resolution",
-                  8: "out of resources"}
-
 
 @dataclass(frozen=True)
 class SnapshotChanged(Event):
@@ -90,38 +84,6 @@ class SpeakerSettings:
     route_refresh_interval: float = 90.0      # seconds between full reads of the kernel's routes
 
 
-@dataclass
-class _Session:
-    peer: Peer
-    state: str = "Idle"
-    since: float = field(default_factory=time.time)
-    info: str = ""
-    router_id: IPv4Address | None = None
-    peer_restart_time: int | None = None
-    eor: bool = False
-    stale_until: float | None = None
-    refreshed: set[IPv4Network] = field(default_factory=set)
-    received: dict[IPv4Network, BgpPath] = field(default_factory=dict)
-    announced: dict[IPv4Network, Attributes] = field(default_factory=dict)
-    md5_hint: str = ""
-    held_until: float | None = None          # max-prefix hold-down: left out of ExaBGP's config
-    held_in_config: bool = False
-
-
-def read_md5_counters(pid: int | None) -> dict[str, int]:
-    """TcpExt MD5 counters of the network namespace of process ``pid`` (or our own)."""
-    path = f"/proc/{pid}/net/netstat" if pid else "/proc/self/net/netstat"
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return {}
-    for names, values in zip(lines[::2], lines[1::2]):
-        if names.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], values.split()[1:]))
-            return {k: int(table.get(k, 0)) for k in MD5_COUNTERS}
-    return {}
-
-
 class Speaker:
     def __init__(self, settings: SpeakerSettings, table: Any, metrics: SpeakerMetrics,
                  clock: Callable[[], float] = time.time, liveness: Liveness | None = None,
@@ -139,7 +101,7 @@ class Speaker:
         self._table = table
         self._installer = Installer(table, table.route_to)
         self._rib = Rib()
-        self._sessions: dict[IPv4Address, _Session] = {}
+        self._sessions: dict[IPv4Address, Session] = {}
         self._snapshot: Snapshot | None = None
         self._local: LocalSpeaker | None = None
         self._ctx: importer.ImportContext | None = None
@@ -149,7 +111,7 @@ class Speaker:
         self._dirty = Dirty()
         self._started = clock()
         self._adoption_done = False
-        self._md5_last: dict[str, int] = {}
+        self._md5 = Md5Diagnosis()
         self._pending_acks = 0
         self.error: str | None = None
         self.ready = False
@@ -273,18 +235,14 @@ class Speaker:
             s.router_id = event.router_id
             s.peer_restart_time = event.graceful_restart
         elif isinstance(event, msg.NotificationEvent):
-            what = NOTIFICATION_CODES.get(event.code, f"code {event.code}")
-            if event.code == 6:
-                what += f" ({CEASE_SUBCODES.get(event.subcode, event.subcode)})"
-            else:
-                what += f" subcode {event.subcode}"
+            what = describe_notification(event.code, event.subcode)
             s.info = f"NOTIFICATION {event.direction}: {what}"
             log.warning("bgp_notification", peer=str(event.peer), direction=event.direction,
                         code=event.code, subcode=event.subcode)
         elif isinstance(event, msg.UpdateEvent):
             self._update(event, s)
 
-    def _session_down(self, address: IPv4Address, s: _Session, reason: str) -> None:
+    def _session_down(self, address: IPv4Address, s: Session, reason: str) -> None:
         was_up = s.state == "Established"
         s.state, s.announced = "Active", {}
         if reason and s.held_until is None:
@@ -299,20 +257,20 @@ class Speaker:
         elif s.stale_until is None:
             self._forget_peer(address, s)
 
-    def _forget_peer(self, address: IPv4Address, s: _Session) -> None:
+    def _forget_peer(self, address: IPv4Address, s: Session) -> None:
         s.received.clear()
         s.refreshed.clear()
         s.stale_until = None
         self._dirty.touch(self._rib.drop_peer(address))
 
-    def _update(self, event: msg.UpdateEvent, s: _Session) -> None:
+    def _update(self, event: msg.UpdateEvent, s: Session) -> None:
         peer = s.peer
         if s.held_until is not None:
             return      # torn down for max-prefix; what it still sends is ignored
         if event.end_of_rib:
             s.eor = True
             if s.stale_until is not None:
-                for prefix in [p for p in s.received if p not in s.refreshed]:
+                for prefix in s.stale_prefixes():
                     del s.received[prefix]
                     self._rib.withdraw(peer.address, prefix)
                     self._dirty.prefixes.add(prefix)
@@ -342,7 +300,7 @@ class Speaker:
                       f"for {int(self.settings.max_prefix_hold_down)}s")
             self._metrics.max_prefix_teardowns.inc()
 
-    def _verdict(self, s: _Session, path: BgpPath) -> str | None:
+    def _verdict(self, s: Session, path: BgpPath) -> str | None:
         local, ctx = self._local, self._ctx
         if local is None or ctx is None:
             return "bgpd is not configured yet"
@@ -351,7 +309,7 @@ class Speaker:
             return why
         return importer.refusal(path, s.peer.is_cluster_node, ctx)
 
-    def _consider(self, s: _Session, path: BgpPath) -> None:
+    def _consider(self, s: Session, path: BgpPath) -> None:
         if self._verdict(s, path) is None:
             changed = self._rib.update(path)
         else:
@@ -418,7 +376,7 @@ class Speaker:
         for address, peer in peers.items():
             s = self._sessions.get(address)
             if s is None:
-                self._sessions[address] = _Session(peer=peer, since=self._clock(),
+                self._sessions[address] = Session(peer=peer, since=self._clock(),
                                                    info=peer.error or "")
                 log.info("peer_added", peer=str(address), type=peer.peer_type.value, source=peer.source,
                          asn=peer.peer_as)
@@ -464,26 +422,16 @@ class Speaker:
                 log.info("graceful_restart_expired", peer=str(address))
                 self._forget_peer(address, s)
             elif s.stale_until is not None and now >= s.stale_until:
-                for prefix in [p for p in s.received if p not in s.refreshed]:
+                for prefix in s.stale_prefixes():
                     del s.received[prefix]
                     self._rib.withdraw(address, prefix)
                     self._dirty.prefixes.add(prefix)
                 s.stale_until = None
-        counters = read_md5_counters(self._exabgp.pid)
-        if counters:
-            delta = {k: counters[k] - self._md5_last.get(k, counters[k]) for k in counters}
-            self._md5_last = counters
-            mismatch = delta.get("TCPMD5Failure", 0) + delta.get("TCPMD5NotFound", 0)
-            unexpected = delta.get("TCPMD5Unexpected", 0)
-            for s in self._sessions.values():
-                if s.state == "Established":
-                    continue
-                if s.peer.password is not None and mismatch:
-                    s.md5_hint = ("TCP MD5 authentication failed: the kernel dropped segments without "
-                                  "the right key (TCPMD5Failure/NotFound); check the BGP password")
-                elif s.peer.password is None and unexpected:
-                    s.md5_hint = ("TCP MD5 signature from the peer but no password is configured here "
-                                  "(TCPMD5Unexpected)")
+        self._md5.observe(read_md5_counters(self._exabgp.pid))
+        for s in self._sessions.values():
+            hint = None if s.established else self._md5.hint(s.peer.password is not None)
+            if hint is not None:
+                s.md5_hint = hint
         if not self._adoption_done:
             configured = [s for s in self._sessions.values() if s.peer.error is None]
             if now - self._started >= self.settings.graceful_restart or (
@@ -543,62 +491,14 @@ class Speaker:
             next_hop=previous.next_hop if known else None)
 
     def _sessions_status(self) -> list[dict[str, Any]]:
-        out = []
-        for address, s in self._sessions.items():
-            accepted = self._rib.count(address)
-            out.append({
-                "peer_address": str(address),
-                "peer_type": s.peer.peer_type.value,
-                "peer_as": s.peer.peer_as,
-                "node": s.peer.node,
-                "source": s.peer.source,
-                "rr_client": s.peer.rr_client,
-                "state": "Idle" if s.peer.error or s.held_until is not None else s.state,
-                "since": s.since,
-                "info": s.peer.error or s.md5_hint or s.info or ("stale (graceful restart)" if s.stale_until else ""),
-                "prefixes_received": len(s.received),
-                "prefixes_accepted": accepted,
-                "prefixes_advertised": len(s.announced),
-            })
-        return out
+        return status_view.session_rows(self._sessions, self._rib)
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            local = self._local
-            return {
-                "node": self.settings.node,
-                "router_id": str(local.router_id) if local else None,
-                "as_number": local.as_number if local else None,
-                "cluster_id": str(local.cluster_id) if local and local.cluster_id else None,
-                "error": self.error,
-                "exabgp_pid": self._exabgp.pid,
-                "exabgp_restarts": self._exabgp.restarts,
-                "peers": self._sessions_status(),
-            }
+            return status_view.status(self.settings.node, self._local, self.error, self._exabgp.pid,
+                                      self._exabgp.restarts, self._sessions_status())
 
     def routes(self) -> dict[str, Any]:
         with self._lock:
-            learned = []
-            for address, s in self._sessions.items():
-                for prefix, path in sorted(s.received.items()):
-                    verdict = self._verdict(s, path)
-                    learned.append({
-                        "prefix": str(prefix), "peer": str(address), "next_hop": str(path.attrs.next_hop),
-                        "as_path": " ".join(str(a) for a in path.attrs.as_path),
-                        "accepted": verdict is None, "reason": verdict or "",
-                        "stale": s.stale_until is not None and prefix not in s.refreshed,
-                    })
-            installed = []
-            for prefix, d in sorted(self._settling.decisions.items()):
-                route = self._installer.installed.get(prefix)
-                installed.append({
-                    "prefix": str(prefix), "next_hop": str(d.next_hop), "mode": d.mode.value,
-                    "pool": d.pool, "from_peer": str(d.peer),
-                    "ipip_in": round(max(0.0, d.ipip_at - self._clock()), 1) if d.ipip_at is not None else None,
-                    "route": str(route) if route is not None else None,
-                    "error": self._installer.errors.get(prefix, ""),
-                })
-            adopted = [str(r) for p, r in sorted(self._installer.installed.items()) if p not in self._settling.decisions]
-            advertised = {str(a): sorted(str(p) for p in s.announced) for a, s in self._sessions.items()}
-            return {"learned": learned, "installed": installed, "adopted_stale": adopted,
-                    "advertised": advertised}
+            return status_view.routes(self._sessions, self._verdict, self._settling.decisions,
+                                      self._installer.installed, self._installer.errors, self._clock())

@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 PURE = ["calyx/model.py", "calyx/selector.py", "calyx/naming.py", "calyx/route.py", "calyx/deltatracker.py",
         "calyx/ownership.py", "calyx/routesync.py", "calyx/memroutes.py", "felix/calc.py",
         "bgpd/peers.py", "bgpd/export.py", "bgpd/rib.py", "bgpd/reflector.py", "bgpd/importer.py",
-        "bgpd/exabgp/config.py", "bgpd/exabgp/messages.py"]
+        "bgpd/exabgp/config.py", "bgpd/exabgp/messages.py",
+        "bgpd/propagation.py", "bgpd/settling.py", "bgpd/session.py", "bgpd/status.py"]
 IO_LIBRARIES = {"pyroute2", "kubernetes", "socket", "subprocess", "urllib3", "requests"}
 
 
