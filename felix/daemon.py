@@ -16,11 +16,8 @@ kubeconfig's token fresh (``cni_kubeconfig``) and IPAM block garbage collection
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
-from pathlib import Path
 
 import kubernetes.client
 from prometheus_client import CollectorRegistry
@@ -33,19 +30,18 @@ from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.datastore import Datastore, WatchSpec
 from calyx.kube.events import EventRecorder
-from calyx.naming import MTU_FILE, TUNNEL_DEVICE
 from calyx.kernelwatch import KernelWatch
 from calyx.netlink import RouteTable
 from calyx.loop import Batch, Clock, Coalescing, Loop, MonotonicClock
 from calyx.observability import Check, HealthServer, Liveness, get_logger
-from felix.calc import DesiredDataplane, LocalFacts, TunnelPlan, TunnelSpec, desired_dataplane, plan_tunnel
+from felix.calc import DesiredDataplane, LocalFacts, desired_dataplane
 from felix.config import FelixConfig
+from felix.dataplane.mtufile import PodMtuFile
 from felix.dataplane.routes import RouteManager
 from felix.dataplane.tunnel import TunnelManager
 from felix.metrics import FelixMetrics
 
 HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove it is alive
-DEFAULT_UNDERLAY_MTU = 1500
 RESYNC_TIMER = "route-resync"
 TEARDOWN_TIMER = "tunnel-teardown"
 
@@ -72,10 +68,10 @@ class _LoopState:
     table: RouteTable
     routes: RouteManager
     tunnel: TunnelManager
+    mtu_file: PodMtuFile
     synced: bool = False
     snapshot: model.Snapshot = field(default_factory=model.Snapshot)
     desired: DesiredDataplane | None = None
-    plan: TunnelPlan = field(default_factory=lambda: TunnelPlan(None))
 
 
 class Felix:
@@ -97,7 +93,6 @@ class Felix:
                           heartbeat_max_age=6 * HEARTBEAT_PERIOD, idle_tick=HEARTBEAT_PERIOD,
                           liveness=self.liveness)
         self._state: _LoopState | None = None
-        self._underlay: tuple[IPv4Address | None, int] | None = None
         self._problems: tuple[str, ...] = ()
 
     def stop(self) -> None:
@@ -137,7 +132,7 @@ class Felix:
                                         liveness=self.liveness, readiness=self.readiness))
         table = RouteTable()
         routes = RouteManager(table, self.metrics)
-        tunnel = TunnelManager(table, self.metrics)
+        tunnel = TunnelManager(table, self.metrics, grace=cfg.ipip_teardown_grace)
         kernel = KernelWatch()
         watcher = threading.Thread(target=self._watch_datastore, args=(datastore, stop), name="datastore-watch",
                                    daemon=True)
@@ -153,7 +148,7 @@ class Felix:
             for chore in chores:
                 chore.start()
             tunnel.probe()
-            self._state = _LoopState(datastore, table, routes, tunnel)
+            self._state = _LoopState(datastore, table, routes, tunnel, PodMtuFile(cfg.run_dir))
             if not stop.is_set():
                 self._loop.run()
         finally:
@@ -187,37 +182,24 @@ class Felix:
             state.snapshot = state.datastore.snapshot()
             self._snapshot_taken.set()
             recalc = True
-        facts = self._local_facts(state.table, state.snapshot, refresh=resync)
+        facts = self._local_facts(tunnel, state.snapshot, refresh=resync)
         desired = state.desired
         if recalc or resync or desired is None:
             desired = state.desired = desired_dataplane(state.snapshot, facts)
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
             routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
+            teardown_at = None
             try:
-                state.plan = self._reconcile_tunnel(tunnel, desired.tunnel, state.plan)
+                teardown_at = tunnel.apply(desired.tunnel, self._loop.clock.now())
             except OSError as exc:
                 self.metrics.errors.labels("tunnel").inc()
                 self._log.error("tunnel update failed", error=str(exc), reason=desired.tunnel.reason)
-            self._write_mtu(desired.pod_mtu)
+            state.mtu_file.write(desired.pod_mtu)
         if not self._ready:
             self._ready = True
             self._log.info("felix ready: first full sync done", routes=len(desired.routes))
-        self._loop.wake_at(TEARDOWN_TIMER, state.plan.teardown_at)
-
-    def _reconcile_tunnel(self, tunnel: TunnelManager, want: TunnelSpec, previous: TunnelPlan) -> TunnelPlan:
-        """Program tunl0 as :func:`plan_tunnel` decides (teardown grace); returns the new plan."""
-        decapsulating = not want.enabled and tunnel.decapsulating()
-        plan = plan_tunnel(want, decapsulating, previous.teardown_since, self._loop.clock.now(),
-                           self.config.ipip_teardown_grace)
-        if plan.draining and not previous.draining:
-            self._log.info("tunnel teardown deferred: still decapsulating for peers that have not switched yet",
-                           device=TUNNEL_DEVICE, grace_seconds=self.config.ipip_teardown_grace, reason=want.reason)
-        elif previous.draining and want.enabled:
-            self._log.info("tunnel teardown cancelled", device=TUNNEL_DEVICE, reason=want.reason)
-        if plan.spec is not None:
-            tunnel.reconcile(plan.spec)
-        return plan
+        self._loop.wake_at(TEARDOWN_TIMER, teardown_at)
 
     def _cni_chores(self, stop: threading.Event) -> list[threading.Thread]:
         cfg = self.config
@@ -233,40 +215,16 @@ class Felix:
 
     # --- local facts, problems, MTU file -------------------------------------------------
 
-    def _local_facts(self, table: RouteTable, snapshot: model.Snapshot, refresh: bool) -> LocalFacts:
+    def _local_facts(self, tunnel: TunnelManager, snapshot: model.Snapshot, refresh: bool) -> LocalFacts:
         node = snapshot.nodes.get(self.config.nodename)
         address = None
         if node is not None:
             address = node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
-        if refresh or self._underlay is None or self._underlay[0] != address:
-            self._underlay = (address, self._detect_underlay_mtu(table, address))
-        return LocalFacts(self.config.nodename, underlay_mtu=self._underlay[1], mtu_override=self.config.mtu)
-
-    def _detect_underlay_mtu(self, table: RouteTable, address: IPv4Address | None) -> int:
-        found = table.interface_of(address) if address is not None else None
-        if found is None:
-            self._log.warning("underlay MTU unknown: no local interface holds the node address; assuming "
-                              "the default", address=str(address) if address else None, mtu=DEFAULT_UNDERLAY_MTU)
-            return DEFAULT_UNDERLAY_MTU
-        link = table.link(found[0])
-        return link.mtu if link is not None else DEFAULT_UNDERLAY_MTU
+        return LocalFacts(self.config.nodename, underlay_mtu=tunnel.underlay_mtu(address, refresh),
+                          mtu_override=self.config.mtu)
 
     def _report_problems(self, desired: DesiredDataplane) -> None:
         for problem in desired.problems:
             if problem not in self._problems:
                 self._log.warning("input not honoured", problem=problem)
         self._problems = desired.problems
-
-    def _write_mtu(self, mtu: int) -> None:
-        path = Path(self.config.run_dir) / MTU_FILE
-        text = f"{mtu}\n"
-        try:
-            if path.read_text() == text:
-                return
-        except OSError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{MTU_FILE}.{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        self._log.info("pod MTU written", path=str(path), mtu=mtu)

@@ -1,32 +1,76 @@
-"""The tunnel manager: the IPIP device ``tunl0`` as felix wants it.
+"""The tunnel manager: the IPIP device ``tunl0`` as felix wants it, and the underlay MTU the
+tunnel and the pods' MTU derive from.
 
 Loading the kernel's ipip module creates ``tunl0`` in every namespace, so felix normally only
 configures it: MTU, one /32 address (the node's tunnel address), up. When no pool wants IPIP
 felix removes its address and sets the device down (the fallback device cannot be deleted);
 when that happens is decided by :func:`felix.calc.plan_tunnel` (the teardown grace), from what
-:meth:`TunnelManager.decapsulating` reads in the kernel.
+:meth:`TunnelManager.decapsulating` reads in the kernel; :meth:`TunnelManager.apply` carries
+the grace from one pass to the next and says when it ends.
 Where the kernel has no ipip support felix says so once, sets ``felix_ipip_available`` to 0 and
 carries on with everything else.
 """
 from __future__ import annotations
 
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 
 from calyx.naming import TUNNEL_DEVICE
 from calyx.netlink import Link, NetlinkUnsupported, RouteTable
 from calyx.observability import get_logger
-from felix.calc import TunnelSpec
+from felix.calc import TunnelPlan, TunnelSpec, plan_tunnel
 from felix.metrics import FelixMetrics
 
 
+DEFAULT_UNDERLAY_MTU = 1500
+
+
 class TunnelManager:
-    def __init__(self, table: RouteTable, metrics: FelixMetrics, device: str = TUNNEL_DEVICE):
+    def __init__(self, table: RouteTable, metrics: FelixMetrics, grace: float, device: str = TUNNEL_DEVICE):
         self._table = table
         self._metrics = metrics
+        self._grace = grace
         self._device = device
         self._log = get_logger("felix.tunnel")
         self.available: bool | None = None
         self._unavailable_reason = ""
+        self._plan = TunnelPlan(None)
+        self._underlay: tuple[IPv4Address | None, int] | None = None
+
+    # --- underlay MTU ----------------------------------------------------------------------
+
+    def underlay_mtu(self, address: IPv4Address | None, refresh: bool) -> int:
+        """MTU of the interface holding the node's address (read again when ``refresh`` or when
+        the address changed); 1500 when no local interface holds it."""
+        if refresh or self._underlay is None or self._underlay[0] != address:
+            self._underlay = (address, self._detect_underlay_mtu(address))
+        return self._underlay[1]
+
+    def _detect_underlay_mtu(self, address: IPv4Address | None) -> int:
+        found = self._table.interface_of(address) if address is not None else None
+        if found is None:
+            self._log.warning("underlay MTU unknown: no local interface holds the node address; assuming "
+                              "the default", address=str(address) if address else None, mtu=DEFAULT_UNDERLAY_MTU)
+            return DEFAULT_UNDERLAY_MTU
+        link = self._table.link(found[0])
+        return link.mtu if link is not None else DEFAULT_UNDERLAY_MTU
+
+    # --- the device, with the teardown grace -------------------------------------------------
+
+    def apply(self, want: TunnelSpec, now: float) -> float | None:
+        """Program the device as :func:`felix.calc.plan_tunnel` decides at ``now``; returns when
+        a running teardown grace ends (None: none running)."""
+        previous = self._plan
+        decapsulating = not want.enabled and self.decapsulating()
+        plan = plan_tunnel(want, decapsulating, previous.teardown_since, now, self._grace)
+        if plan.draining and not previous.draining:
+            self._log.info("tunnel teardown deferred: still decapsulating for peers that have not switched yet",
+                           device=self._device, grace_seconds=self._grace, reason=want.reason)
+        elif previous.draining and want.enabled:
+            self._log.info("tunnel teardown cancelled", device=self._device, reason=want.reason)
+        self._plan = plan
+        if plan.spec is not None:
+            self.reconcile(plan.spec)
+        return plan.teardown_at
 
     def probe(self) -> bool:
         """Find or create the device once; remember whether the kernel can provide it."""

@@ -1,6 +1,7 @@
 """felix's route manager on the shared route sync, against an in-memory kernel: restart adopts
 what is there with no write, pods' routes follow the desired state, a route the CNI plugin just
-wrote survives until the pod's IP is known, and the metrics say what the kernel holds."""
+wrote survives until the pod's IP is known, and the metrics say what the kernel holds; the pod
+MTU file is written only when it changes."""
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
@@ -84,3 +85,12 @@ def test_kernel_events_keep_the_view_current() -> None:
     routes.absorb([LinkChanged(web.dev, False)])
     report = reconcile(routes, snap)
     assert report.pending == (web,) and metrics.get_sample_value("felix_routes_pending") == 1
+
+
+def test_the_pod_mtu_file_is_written_only_when_it_changes(tmp_path) -> None:
+    from felix.dataplane.mtufile import PodMtuFile
+    mtu = PodMtuFile(tmp_path / "run")
+    assert mtu.write(1480) and mtu.path.read_text() == "1480\n"
+    assert not mtu.write(1480)
+    assert mtu.write(1500) and mtu.path.read_text() == "1500\n"
+    assert [p.name for p in mtu.path.parent.iterdir()] == ["mtu"]
