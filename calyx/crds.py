@@ -2,8 +2,9 @@
 
 The CRD YAML lives in the Helm chart (``charts/calyx/crds/``). This module finds that
 directory, loads every CRD once per process, and gives :mod:`calyx.model` what it needs from
-them: the ``openAPIV3Schema`` of each kind, a compiled validator for its ``spec``, and the
-schema ``default``s, applied the way the Kubernetes API server applies them.
+them as data: the ``spec`` schema of each kind (:func:`spec_schemas`, a
+:class:`calyx.specschema.SpecSchemas` that fills in defaults the way the Kubernetes API server
+does and validates).
 
 Where the directory is looked for, first match wins:
   1. ``$CALYX_CRD_DIR`` (an error if it is set but is not a directory)
@@ -13,7 +14,6 @@ Where the directory is looked for, first match wins:
 """
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import sys
@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import jsonschema
 import yaml
 
+from calyx.naming import CRD_GROUP as GROUP, CRD_VERSION as VERSION
+from calyx.specschema import SpecSchemas, apply_defaults
+
+__all__ = ["CRD", "CRDError", "ENV_CRD_DIR", "GROUP", "VERSION", "apply_defaults", "candidate_dirs", "crd",
+           "crd_dir", "load_crds", "spec_defaults", "spec_schemas"]
+
 ENV_CRD_DIR = "CALYX_CRD_DIR"
-GROUP = "calyx.dev"
-VERSION = "v1"
 
 
 class CRDError(RuntimeError):
@@ -138,38 +141,15 @@ def crd(kind: str, directory: Path | None = None) -> CRD:
         raise CRDError(f"no CRD for kind {kind} in {directory or crd_dir()}") from None
 
 
-@functools.lru_cache(maxsize=32)
-def _spec_validator(kind: str, directory: Path) -> jsonschema.protocols.Validator:
-    schema = crd(kind, directory).spec_schema
-    cls = jsonschema.Draft4Validator   # OpenAPI v3.0 schemas are draft-4 style
-    cls.check_schema(schema)
-    return cls(schema)
+def spec_schemas(directory: Path | None = None) -> SpecSchemas:
+    """The spec schemas of every kind in ``directory`` (default: :func:`crd_dir`); one object
+    per directory and process, so validators are compiled once."""
+    return _spec_schemas_for(directory or crd_dir())
 
 
-def spec_validator(kind: str, directory: Path | None = None) -> jsonschema.protocols.Validator:
-    """A compiled jsonschema validator for ``kind``'s spec; compiled once per process."""
-    return _spec_validator(kind, directory or crd_dir())
-
-
-def apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
-    """``value`` with the schema's defaults filled in, as the API server does.
-
-    A missing property gets its ``default``; defaults of nested properties are applied only
-    inside objects that are present (or defaulted). ``None`` counts as missing (the server
-    prunes nulls of non-nullable fields). The input is not modified.
-    """
-    if isinstance(value, Mapping) and schema.get("type") == "object":
-        properties = schema.get("properties", {})
-        result = {k: v for k, v in value.items() if v is not None or k not in properties}
-        for key, sub in properties.items():
-            if key not in result and "default" in sub:
-                result[key] = copy.deepcopy(sub["default"])
-            if key in result:
-                result[key] = apply_defaults(sub, result[key])
-        return result
-    if isinstance(value, list) and schema.get("type") == "array" and "items" in schema:
-        return [apply_defaults(schema["items"], item) for item in value]
-    return value
+@functools.lru_cache(maxsize=8)
+def _spec_schemas_for(directory: Path) -> SpecSchemas:
+    return SpecSchemas({kind: c.spec_schema for kind, c in load_crds(directory).items()})
 
 
 def spec_defaults(kind: str, directory: Path | None = None) -> Mapping[str, Any]:

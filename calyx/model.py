@@ -5,9 +5,10 @@ returns, camelCase keys) into a frozen dataclass, or raises :class:`ValidationEr
 the object, the field and the offending value. felix, bgpd and the CNI plugin all read
 resources through this module; nobody else parses raw objects.
 
-Defaults, enums and ranges come from the CRD YAML in ``charts/calyx/crds/`` (see
-:mod:`calyx.crds`, which reads it once per process), the single source of the schema: each
-custom resource's ``spec`` gets the schema's defaults and is validated against it. This module
+Defaults, enums and ranges come from the CRD YAML in ``charts/calyx/crds/``, the single source
+of the schema: each parser of a custom resource takes the kinds' spec schemas as data (a
+:class:`calyx.specschema.SpecSchemas`, read by :func:`calyx.crds.spec_schemas`), fills in the
+schema's defaults and validates the ``spec`` against it. This module
 adds the checks a schema cannot express (CIDR parsing with precise messages, IPv6 refusal,
 XOR rules, selector syntax, durations). Pods and Nodes are core objects and are parsed
 directly, without a schema, because felix parses thousands of them.
@@ -22,11 +23,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface, ip_network
 from typing import Any, Callable, Iterable, Mapping
 
-from calyx import crds
+from calyx.naming import CRD_GROUP as GROUP, CRD_VERSION as VERSION
 from calyx.selector import Selector, SelectorError
-
-GROUP = crds.GROUP
-VERSION = crds.VERSION
+from calyx.specschema import SpecSchemas
 API_VERSION = f"{GROUP}/{VERSION}"
 
 KIND_IPPOOL = "IPPool"
@@ -224,19 +223,19 @@ def _metadata(kind: str, obj: Mapping[str, Any]) -> tuple[_Where, Mapping[str, A
     return _Where(kind, name), meta
 
 
-def _custom_spec(where: _Where, obj: Mapping[str, Any]) -> dict[str, Any]:
+def _custom_spec(where: _Where, obj: Mapping[str, Any], schemas: SpecSchemas) -> dict[str, Any]:
     """The object's spec with the CRD's defaults applied (not yet validated)."""
     spec = obj.get("spec")
     if spec is None:
         spec = {}
     if not isinstance(spec, Mapping):
         raise where.error("spec", spec, "must be an object")
-    return crds.apply_defaults(crds.crd(where.kind).spec_schema, spec)
+    return schemas.defaulted(where.kind, spec)
 
 
-def _validate_against_crd(where: _Where, spec: Mapping[str, Any]) -> None:
+def _validate_against_crd(where: _Where, spec: Mapping[str, Any], schemas: SpecSchemas) -> None:
     """Raise the first (by field path) violation of the kind's CRD spec schema."""
-    validator = crds.spec_validator(where.kind)
+    validator = schemas.validator(where.kind)
     if validator.is_valid(spec):
         return
     errors = list(validator.iter_errors(spec))
@@ -364,12 +363,12 @@ def _as_number(where: _Where, path: str, value: Any) -> int:
 
 # --- Parsing: raw Kubernetes object (dict) -> dataclass, or ValidationError --------------
 
-def parse_ippool(obj: Mapping[str, Any]) -> IPPool:
+def parse_ippool(obj: Mapping[str, Any], schemas: SpecSchemas) -> IPPool:
     where, _ = _metadata(KIND_IPPOOL, obj)
-    spec = _custom_spec(where, obj)
+    spec = _custom_spec(where, obj, schemas)
     cidr = _ipv4_network(where, "spec.cidr", spec.get("cidr"), "IPv6 pools are not supported yet")
     selector = _selector(where, "spec.nodeSelector", spec.get("nodeSelector"))
-    _validate_against_crd(where, spec)
+    _validate_against_crd(where, spec, schemas)
     if spec["blockSize"] < cidr.prefixlen:
         raise where.error("spec.blockSize", spec["blockSize"],
                           f"must be at least the pool's prefix length /{cidr.prefixlen}")
@@ -389,14 +388,14 @@ def parse_ippool(obj: Mapping[str, Any]) -> IPPool:
     )
 
 
-def parse_bgp_configuration(obj: Mapping[str, Any]) -> BGPConfiguration:
+def parse_bgp_configuration(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGPConfiguration:
     where, _ = _metadata(KIND_BGP_CONFIGURATION, obj)
-    spec = _custom_spec(where, obj)
+    spec = _custom_spec(where, obj, schemas)
     cluster_ips = _cidr_list(where, spec, "serviceClusterIPs")
     external_ips = _cidr_list(where, spec, "serviceExternalIPs")
     load_balancer_ips = _cidr_list(where, spec, "serviceLoadBalancerIPs")
     max_restart = _duration(where, "spec.nodeMeshMaxRestartTime", spec.get("nodeMeshMaxRestartTime"))
-    _validate_against_crd(where, spec)
+    _validate_against_crd(where, spec, schemas)
     return BGPConfiguration(
         name=where.name,
         as_number=spec["asNumber"],
@@ -443,16 +442,16 @@ def _peer_address(where: _Where, value: Any) -> tuple[IPv4Address, int]:
     return address, int(port_text)
 
 
-def parse_bgp_peer(obj: Mapping[str, Any]) -> BGPPeer:
+def parse_bgp_peer(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGPPeer:
     where, _ = _metadata(KIND_BGP_PEER, obj)
-    spec = _custom_spec(where, obj)
+    spec = _custom_spec(where, obj, schemas)
     peer_ip, peer_port = (_peer_address(where, spec["peerIP"]) if spec.get("peerIP") is not None
                           else (None, DEFAULT_BGP_PORT))
     node_selector = _selector(where, "spec.nodeSelector", spec.get("nodeSelector"))
     peer_selector = _selector(where, "spec.peerSelector", spec.get("peerSelector"))
     max_restart = _duration(where, "spec.maxRestartTime", spec.get("maxRestartTime"))
     hold_time = _duration(where, "spec.holdTime", spec.get("holdTime"))
-    _validate_against_crd(where, spec)
+    _validate_against_crd(where, spec, schemas)
     if "node" in spec and "nodeSelector" in spec:
         raise where.error("spec.nodeSelector", spec["nodeSelector"],
                           f"node ({spec['node']!r}) and nodeSelector are mutually exclusive "
@@ -608,9 +607,9 @@ def block_name(cidr: IPv4Network | str) -> str:
     return f"{network.network_address}-{network.prefixlen}".replace(".", "-")
 
 
-def parse_ipam_block(obj: Mapping[str, Any]) -> IPAMBlock:
+def parse_ipam_block(obj: Mapping[str, Any], schemas: SpecSchemas) -> IPAMBlock:
     where, _ = _metadata(KIND_IPAM_BLOCK, obj)
-    spec = _custom_spec(where, obj)
+    spec = _custom_spec(where, obj, schemas)
     cidr = _ipv4_network(where, "spec.cidr", spec.get("cidr"), "IPv6 blocks are not supported yet")
     affinity = spec.get("affinity")
     node = None
@@ -619,7 +618,7 @@ def parse_ipam_block(obj: Mapping[str, Any]) -> IPAMBlock:
                 or len(affinity) == len(BLOCK_AFFINITY_PREFIX):
             raise where.error("spec.affinity", affinity, "must be host:<node name>")
         node = affinity[len(BLOCK_AFFINITY_PREFIX):]
-    _validate_against_crd(where, spec)
+    _validate_against_crd(where, spec, schemas)
     expected = block_name(cidr)
     if where.name != expected:
         raise where.error("metadata.name", where.name,
@@ -648,14 +647,16 @@ def parse_secret(obj: Mapping[str, Any]) -> tuple[tuple[str, str], dict[str, str
     return (namespace, name), values
 
 
-PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
-    KIND_IPPOOL: parse_ippool,
-    KIND_BGP_CONFIGURATION: parse_bgp_configuration,
-    KIND_BGP_PEER: parse_bgp_peer,
-    KIND_IPAM_BLOCK: parse_ipam_block,
-    KIND_NODE: parse_node,
-    KIND_POD: parse_pod,
-}
+def parsers(schemas: SpecSchemas) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
+    """The parser of each kind Calyx reads, the custom ones bound to ``schemas``."""
+    return {
+        KIND_IPPOOL: lambda obj: parse_ippool(obj, schemas),
+        KIND_BGP_CONFIGURATION: lambda obj: parse_bgp_configuration(obj, schemas),
+        KIND_BGP_PEER: lambda obj: parse_bgp_peer(obj, schemas),
+        KIND_IPAM_BLOCK: lambda obj: parse_ipam_block(obj, schemas),
+        KIND_NODE: parse_node,
+        KIND_POD: parse_pod,
+    }
 
 
 # --- Derived facts shared by felix, bgpd and the CNI plugin --------------------------------

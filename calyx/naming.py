@@ -12,6 +12,9 @@ import hashlib
 INTERFACE_PREFIX = "cali"
 INTERFACE_HASH_LENGTH = 11             # "cali" + 11 hex = 15 characters, Linux's IFNAMSIZ - 1
 
+CRD_GROUP = "calyx.dev"                # the API group of Calyx's custom resources
+CRD_VERSION = "v1"
+
 FELIX_ROUTE_PROTOCOL = 80              # routes felix (and the CNI plugin) own
 BGPD_ROUTE_PROTOCOL = 186              # RTPROT_BGP: routes bgpd learned over BGP
 TUNNEL_DEVICE = "tunl0"                # the IPIP device (created by the ipip module)

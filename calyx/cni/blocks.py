@@ -18,9 +18,10 @@ import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from calyx import model
+from calyx import crds, model
 from calyx.cni.config import ERR_API, ERR_IPAM_EXHAUSTED, ERR_TRY_AGAIN_LATER, CniError
 from calyx.observability import get_logger
+from calyx.specschema import SpecSchemas
 
 IPAMBLOCK_PLURAL = "ipamblocks"
 IPPOOL_PLURAL = "ippools"
@@ -139,7 +140,14 @@ class BlockClaimer:
 
     api: Api
     node: str
+    _schemas: SpecSchemas | None = None      # read from the CRDs at first use
     _node_info: model.NodeInfo | None = None
+
+    @property
+    def schemas(self) -> SpecSchemas:
+        if self._schemas is None:
+            self._schemas = crds.spec_schemas()
+        return self._schemas
 
     def _node(self) -> model.NodeInfo:
         if self._node_info is None:
@@ -161,7 +169,7 @@ class BlockClaimer:
             raw = self.api.list_custom(IPAMBLOCK_PLURAL)
         except API_FAILURES as exc:
             raise _api_error("listing IPAMBlocks", exc) from None
-        return raw, parse_valid(raw, model.parse_ipam_block)
+        return raw, parse_valid(raw, lambda obj: model.parse_ipam_block(obj, self.schemas))
 
     def current(self) -> tuple[IPv4Network, ...]:
         node = self._node()
@@ -175,7 +183,7 @@ class BlockClaimer:
             raise CniError(ERR_IPAM_EXHAUSTED, f"IPAM: node {self.node!r}: every address of its "
                            f"spec.podCIDRs {', '.join(map(str, node.pod_cidrs))} is in use")
         try:
-            pools = parse_valid(self.api.list_custom(IPPOOL_PLURAL), model.parse_ippool)
+            pools = parse_valid(self.api.list_custom(IPPOOL_PLURAL), lambda obj: model.parse_ippool(obj, self.schemas))
         except API_FAILURES as exc:
             raise _api_error("listing IPPools", exc) from None
         eligible = sorted(model.pools_for_node(pools, node), key=lambda p: p.name)
@@ -217,7 +225,7 @@ class BlockClaimer:
             raise _api_error(f"creating IPAMBlock {name!r}", exc) from None
         # 409: someone holds that name; it is ours only if an earlier, unanswered create of ours made it.
         try:
-            existing = model.parse_ipam_block(self.api.read_block(name))
+            existing = model.parse_ipam_block(self.api.read_block(name), self.schemas)
         except (ApiException, model.ValidationError):
             return False
         except API_FAILURES as exc:

@@ -32,9 +32,10 @@ from typing import Any, Callable, Iterable, Mapping
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from calyx import model
+from calyx import crds, model
 from calyx.cni.blocks import API_FAILURES, IPAMBLOCK_PLURAL, Api
 from calyx.observability import get_logger
+from calyx.specschema import SpecSchemas
 
 DEFAULT_NODE_GRACE_S = 120.0
 DEFAULT_INTERVAL_S = 60.0
@@ -53,12 +54,12 @@ class BlockRef:
     resource_version: str | None
 
 
-def block_refs(raw_blocks: Iterable[Mapping[str, Any]]) -> list[BlockRef]:
+def block_refs(raw_blocks: Iterable[Mapping[str, Any]], schemas: SpecSchemas) -> list[BlockRef]:
     """Parsed blocks; invalid objects are logged (object, field, value) and left alone."""
     refs = []
     for raw in raw_blocks:
         try:
-            block = model.parse_ipam_block(raw)
+            block = model.parse_ipam_block(raw, schemas)
         except model.ValidationError as exc:
             log.warning("ignoring invalid block", error=str(exc))
             continue
@@ -98,11 +99,12 @@ class GarbageCollector:
     node_grace: float = DEFAULT_NODE_GRACE_S
     clock: Callable[[], float] = time.monotonic
     absent_since: dict[str, float] = field(default_factory=dict)
+    schemas: SpecSchemas = field(default_factory=crds.spec_schemas)
 
     def pass_once(self) -> list[str]:
         """One pass; returns the names of the blocks released."""
         nodes = {raw.get("metadata", {}).get("name") for raw in self.api.list_nodes()}
-        blocks = block_refs(self.api.list_custom(IPAMBLOCK_PLURAL))
+        blocks = block_refs(self.api.list_custom(IPAMBLOCK_PLURAL), self.schemas)
         now = self.clock()
         self.absent_since = note_absent_nodes(nodes, blocks, self.absent_since, now)
         due = {n for n, since in self.absent_since.items() if now - since >= self.node_grace}

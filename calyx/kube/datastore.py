@@ -29,7 +29,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from calyx import model
+from calyx import crds, model
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.events import EventRecorder, ObjectRef
@@ -37,6 +37,7 @@ from calyx.kube.reflector import Backoff, Cache, Change, Key, Reflector, Reflect
 from calyx.kube.resources import RawObject, Resource
 from calyx.model import ObjectName
 from calyx.observability import Check, get_logger
+from calyx.specschema import SpecSchemas
 
 INVALID_REASON = "InvalidResource"
 # Warning Events on an object that refers to one watched by name (a BGPPeer naming a Secret).
@@ -70,15 +71,20 @@ class _Binding:
     errors_field: str | None = None     # why objects watched by name are absent, by snapshot key
 
 
-BINDINGS: dict[Resource, _Binding] = {
-    resources.PODS: _Binding(model.parse_pod, "pods", _by_namespace_and_name),
-    resources.NODES: _Binding(model.parse_node, "nodes", _by_name),
-    resources.IPPOOLS: _Binding(model.parse_ippool, "ippools", _by_name),
-    resources.BGPCONFIGURATIONS: _Binding(model.parse_bgp_configuration, "bgp_configuration", _by_name),
-    resources.BGPPEERS: _Binding(model.parse_bgp_peer, "bgp_peers", _by_name),
-    resources.IPAMBLOCKS: _Binding(model.parse_ipam_block, "blocks", _by_name),
-    resources.SECRETS: _Binding(_secret_values, "secrets", _by_namespace_and_name, "secret_errors"),
-}
+def bindings(schemas: SpecSchemas) -> dict[Resource, _Binding]:
+    """Each watchable resource's parser (custom resources validated against ``schemas``) and
+    its place in the Snapshot."""
+    parse = model.parsers(schemas)
+    return {
+        resources.PODS: _Binding(parse[model.KIND_POD], "pods", _by_namespace_and_name),
+        resources.NODES: _Binding(parse[model.KIND_NODE], "nodes", _by_name),
+        resources.IPPOOLS: _Binding(parse[model.KIND_IPPOOL], "ippools", _by_name),
+        resources.BGPCONFIGURATIONS: _Binding(parse[model.KIND_BGP_CONFIGURATION], "bgp_configuration", _by_name),
+        resources.BGPPEERS: _Binding(parse[model.KIND_BGP_PEER], "bgp_peers", _by_name),
+        resources.IPAMBLOCKS: _Binding(parse[model.KIND_IPAM_BLOCK], "blocks", _by_name),
+        resources.SECRETS: _Binding(_secret_values, "secrets", _by_namespace_and_name, "secret_errors"),
+    }
+
 
 NamedKey = tuple[Resource, str, str]     # (resource, namespace or "", name)
 
@@ -166,8 +172,9 @@ class Datastore:
     def __init__(self, client: kubernetes.client.ApiClient, specs: list[WatchSpec],
                  events: EventRecorder | None = None, namespace: str = "calyx-system",
                  registry: CollectorRegistry | None = None, watch_timeout: float = 300.0,
-                 backoff: Callable[[], Backoff] = Backoff) -> None:
+                 backoff: Callable[[], Backoff] = Backoff, schemas: SpecSchemas | None = None) -> None:
         self.api = client
+        self._bindings = bindings(schemas if schemas is not None else crds.spec_schemas())
         self.namespace = namespace
         self.events = events
         self._watch_timeout = watch_timeout
@@ -186,14 +193,14 @@ class Datastore:
         self._log = get_logger("calyx.kube.datastore")
         self._stores: dict[Resource, _Store] = {}
         for spec in specs:
-            if spec.resource not in BINDINGS:
+            if spec.resource not in self._bindings:
                 raise ValueError(f"datastore: resource {spec.resource} has no place in a Snapshot")
             if spec.resource in self._stores:
                 raise ValueError(f"datastore: resource {spec.resource} watched twice "
                                  f"({self._stores[spec.resource].spec.describe()} and {spec.describe()})")
             if spec.resource == resources.SECRETS and spec.namespace is None:
                 spec = WatchSpec(spec.resource, namespace, spec.label_selector, spec.field_selector)
-            store = _Store(spec, BINDINGS[spec.resource], Cache())
+            store = _Store(spec, self._bindings[spec.resource], Cache())
             store.cache = Cache(on_change=self._recorder_for(store))   # the recorder needs the store
             store.reflector = Reflector(kube_client.clone(client), spec, store.cache, self._metrics,
                                         watch_timeout=watch_timeout, backoff=backoff(),
@@ -273,7 +280,7 @@ class Datastore:
     # --- objects watched by name -----------------------------------------------------------
 
     def _named_key(self, resource: Resource, namespace: str | None, name: str) -> NamedKey:
-        if resource not in BINDINGS:
+        if resource not in self._bindings:
             raise ValueError(f"datastore: resource {resource} has no place in a Snapshot")
         if resource in self._stores:
             raise ValueError(f"datastore: {resource} is watched whole ({self._stores[resource].spec.describe()}); "
@@ -299,7 +306,7 @@ class Datastore:
                 store.referenced_by = refs
                 return False
             spec = WatchSpec.named(resource, name, key[1] or None)
-            store = _Store(spec, BINDINGS[resource], Cache(), named=key, referenced_by=refs)
+            store = _Store(spec, self._bindings[resource], Cache(), named=key, referenced_by=refs)
             store.cache = Cache(on_change=self._recorder_for(store))
             store.reflector = Reflector(kube_client.clone(self.api), spec, store.cache, self._metrics,
                                         watch_timeout=self._watch_timeout, backoff=self._backoff(),

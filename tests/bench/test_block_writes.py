@@ -9,13 +9,13 @@ import kubernetes.client
 import pytest
 
 from bench.testbed import BlockWrites
-from calyx import model
+from calyx import crds, model
 from calyx.cni import blocks as cni_blocks
 
 
 def _blocks(api: kubernetes.client.ApiClient) -> dict[str, model.IPAMBlock]:
     return cni_blocks.parse_valid(cni_blocks.Api(api).list_custom(cni_blocks.IPAMBLOCK_PLURAL),
-                                  model.parse_ipam_block)
+                                  lambda obj: model.parse_ipam_block(obj, crds.spec_schemas()))
 
 
 def test_blocks_are_created_concurrently_as_calyx_ipam_names_them_and_timed(kube) -> None:

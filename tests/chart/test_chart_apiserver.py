@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from calyx import model
+from calyx import crds, model
 from chart_support import NAMESPACE, SCENARIOS, ChartCluster, Helm, Kubectl, Rendered, wait_for
 
-PARSERS = {"IPPool": model.parse_ippool, "BGPConfiguration": model.parse_bgp_configuration,
-           "BGPPeer": model.parse_bgp_peer}
+SCHEMAS = crds.spec_schemas()
+PARSERS = {kind: parse for kind, parse in model.parsers(SCHEMAS).items()
+           if kind in ("IPPool", "BGPConfiguration", "BGPPeer")}
 PLURALS = {"IPPool": "ippools", "BGPConfiguration": "bgpconfigurations", "BGPPeer": "bgppeers"}
 CRDS = ("bgpconfigurations.calyx.dev", "bgppeers.calyx.dev", "ipamblocks.calyx.dev", "ippools.calyx.dev")
 INSTANCE = "app.kubernetes.io/instance=calyx"
@@ -115,10 +116,10 @@ def test_custom_resources_are_served_with_crd_defaults_and_parse(helm: Helm, api
 
 def test_default_install_gives_the_daemons_calico_defaults(api: ChartCluster) -> None:
     api.release.use()
-    pool = model.parse_ippool(api.kubectl.get("ippool.calyx.dev", "default-ipv4-ippool"))
+    pool = model.parse_ippool(api.kubectl.get("ippool.calyx.dev", "default-ipv4-ippool"), SCHEMAS)
     assert pool.ipip_mode is model.EncapMode.ALWAYS and pool.block_size == 26
     assert str(pool.cidr) == "10.244.0.0/16" and pool.nat_outgoing is False
-    config = model.parse_bgp_configuration(api.kubectl.get("bgpconfiguration.calyx.dev", "default"))
+    config = model.parse_bgp_configuration(api.kubectl.get("bgpconfiguration.calyx.dev", "default"), SCHEMAS)
     assert config.as_number == 64512 and config.node_to_node_mesh_enabled is True
     assert config.listen_port == 179
 
@@ -129,7 +130,7 @@ def test_external_peer_password_refs_resolve_in_release_namespace(api: ChartClus
                         "metadata": {"name": "bgp-passwords", "namespace": NAMESPACE},
                         "stringData": {"tor-a": "alpha", "tor-b": "bravo"}}])
     try:
-        peer = model.parse_bgp_peer(api.kubectl.get("bgppeer.calyx.dev", "tor-rack-b"))
+        peer = model.parse_bgp_peer(api.kubectl.get("bgppeer.calyx.dev", "tor-rack-b"), SCHEMAS)
         assert peer.password == model.SecretKeyRef(name="bgp-passwords", key="tor-b")
         assert str(peer.peer_ip) == "10.0.2.1" and peer.peer_port == 1179
         _, data = model.parse_secret(api.kubectl.get("secret", "bgp-passwords", NAMESPACE))
@@ -147,9 +148,9 @@ def test_upgrade_applies_changed_values(helm: Helm, api: ChartCluster) -> None:
             "felix.healthPort=19099")
     api.release.upgrade(SCENARIOS["route-reflectors"], sets)
     assert api.release.status()["version"] == before + 1
-    config = model.parse_bgp_configuration(api.kubectl.get("bgpconfiguration.calyx.dev", "default"))
+    config = model.parse_bgp_configuration(api.kubectl.get("bgpconfiguration.calyx.dev", "default"), SCHEMAS)
     assert config.as_number == 64600 and config.node_to_node_mesh_enabled is True
-    pool = model.parse_ippool(api.kubectl.get("ippool.calyx.dev", "default-ipv4-ippool"))
+    pool = model.parse_ippool(api.kubectl.get("ippool.calyx.dev", "default-ipv4-ippool"), SCHEMAS)
     assert pool.ipip_mode is model.EncapMode.CROSS_SUBNET
     # The external peers are gone, the route reflector peering is there.
     assert [p["metadata"]["name"] for p in api.kubectl.get("bgppeers.calyx.dev")["items"]] == \

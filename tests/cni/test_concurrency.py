@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from calyx import model
+from calyx import crds, model
 from calyx.cni import blocks
 from calyx.cni.config import CniError
 from calyx.kube import client as kube_client
@@ -142,7 +142,7 @@ def test_racing_nodes_never_share_a_block(cluster, node_count, claims_each):
     # What each node believes it owns is exactly what the API says it owns.
     in_api = {}
     for raw in cluster.blocks():
-        b = model.parse_ipam_block(raw)
+        b = model.parse_ipam_block(raw, crds.spec_schemas())
         in_api[b.cidr] = b.node
     assert in_api == {c: n for n, cs in got.items() for c in cs}
     # Lowest blocks first: no holes left behind by the race.

@@ -10,6 +10,7 @@ from ipaddress import IPv4Network
 import pytest
 from kubernetes import client as k8s
 
+from calyx import crds
 from calyx.cni import blocks, gc
 from calyx.kube import client as kube_client
 
@@ -88,7 +89,7 @@ def test_a_node_back_within_the_grace_keeps_its_blocks_and_a_changed_block_is_no
     clock.t = 15                                 # only 9 s of absence since it was last seen
     assert collector.pass_once() == []
     # The block is re-written between the collector's read and its delete: the precondition holds it.
-    stale = gc.block_refs(api.list_custom(blocks.IPAMBLOCK_PLURAL))[0]
+    stale = gc.block_refs(api.list_custom(blocks.IPAMBLOCK_PLURAL), crds.spec_schemas())[0]
     raw = api.read_block(stale.name)
     raw["metadata"].setdefault("labels", {})["touched"] = "yes"
     k8s.CustomObjectsApi(cluster.api).replace_cluster_custom_object("calyx.dev", "v1", "ipamblocks",

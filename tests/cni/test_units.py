@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from calyx import model
+from calyx import crds, model
 from calyx.cni import blocks, install, ipam
 from calyx.cni.config import (AddResult, CniError, parse_cni_args, parse_env, parse_netconf, render_result)
 
@@ -59,7 +59,7 @@ def test_candidate_blocks_skip_overlaps_of_any_size():
 def test_block_object_is_named_after_its_cidr_and_parses_back():
     raw = blocks.block_object(IPv4Network("10.244.1.0/26"), "w1", "default")
     raw["spec"]["deleted"] = False
-    parsed = model.parse_ipam_block(raw)
+    parsed = model.parse_ipam_block(raw, crds.spec_schemas())
     assert (parsed.name, parsed.node, parsed.pool) == ("10-244-1-0-26", "w1", "default")
 
 

@@ -240,7 +240,7 @@ def test_ipam_block_name_rule_agrees_with_the_model(name, cidr, valid):
 
 def model_accepts(parse, document) -> bool:
     try:
-        parse(document)
+        parse(document, crds.spec_schemas(REPO_CRD_DIR))
     except model.ValidationError:
         return False
     return True
@@ -299,5 +299,10 @@ def test_broken_crd_files_are_reported(tmp_path):
         crds.load_crds(dup)
 
 
-def test_spec_validator_is_compiled_once():
-    assert crds.spec_validator("IPPool", REPO_CRD_DIR) is crds.spec_validator("IPPool", REPO_CRD_DIR)
+def test_spec_schemas_are_read_and_validators_compiled_once():
+    schemas = crds.spec_schemas(REPO_CRD_DIR)
+    assert schemas is crds.spec_schemas(REPO_CRD_DIR)
+    assert schemas.validator("IPPool") is schemas.validator("IPPool")
+    assert schemas.kinds == {"IPPool", "BGPConfiguration", "BGPPeer", "IPAMBlock"}
+    with pytest.raises(KeyError, match="no CRD schema for kind Pod"):
+        schemas.spec_schema("Pod")

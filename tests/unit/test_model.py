@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calyx import crds, naming
-from calyx.model import (PARSERS, BGPConfiguration, BGPPeer, EncapMode, IPAMBlock, IPPool, NodeInfo,
+from calyx import crds, model, naming
+from calyx.model import (BGPConfiguration, BGPPeer, EncapMode, IPAMBlock, IPPool, NodeInfo,
                          SecretKeyRef, ValidationError, block_name, effective_bgp_configuration,
                          node_pod_cidrs, node_tunnel_address, parse_bgp_configuration, parse_bgp_peer,
                          parse_duration, parse_ipam_block, parse_ippool, parse_node, parse_pod,
@@ -25,9 +25,16 @@ def obj(name: str, spec=None, **extra):
     return doc
 
 
+SCHEMAS = crds.spec_schemas()
+
+
 def error_of(parse, raw) -> ValidationError:
+    """The error a parser raises; a parser of a custom resource gets the CRD schemas."""
     with pytest.raises(ValidationError) as info:
-        parse(raw)
+        if parse in (parse_ippool, parse_bgp_configuration, parse_bgp_peer, parse_ipam_block):
+            parse(raw, SCHEMAS)
+        else:
+            parse(raw)
     return info.value
 
 
@@ -41,7 +48,7 @@ def test_error_message_shape():
 # --- IPPool --------------------------------------------------------------------------------------
 
 def test_ippool_defaults_come_from_the_crd():
-    pool = parse_ippool(obj("p", {"cidr": "10.244.0.0/16"}))
+    pool = parse_ippool(obj("p", {"cidr": "10.244.0.0/16"}), SCHEMAS)
     assert pool == IPPool(name="p", cidr=IPv4Network("10.244.0.0/16"), block_size=26,
                           ipip_mode=EncapMode.NEVER, vxlan_mode=EncapMode.NEVER, nat_outgoing=False,
                           disabled=False, node_selector=Selector("all()"), disable_bgp_export=False)
@@ -50,7 +57,7 @@ def test_ippool_defaults_come_from_the_crd():
 def test_ippool_all_fields():
     pool = parse_ippool(obj("p", {"cidr": "192.168.0.0/16", "blockSize": 24, "ipipMode": "CrossSubnet",
                                   "vxlanMode": "Never", "natOutgoing": True, "disabled": True,
-                                  "nodeSelector": "zone == 'a'", "disableBGPExport": True}))
+                                  "nodeSelector": "zone == 'a'", "disableBGPExport": True}), SCHEMAS)
     assert pool.block_size == 24 and pool.ipip_mode is EncapMode.CROSS_SUBNET
     assert pool.nat_outgoing and pool.disabled and pool.disable_bgp_export
     assert pool.selects(NodeInfo("n", labels={"zone": "a"}))
@@ -58,7 +65,7 @@ def test_ippool_all_fields():
 
 
 def test_ippool_null_fields_take_defaults():
-    pool = parse_ippool(obj("p", {"cidr": "10.0.0.0/8", "blockSize": None, "nodeSelector": None}))
+    pool = parse_ippool(obj("p", {"cidr": "10.0.0.0/8", "blockSize": None, "nodeSelector": None}), SCHEMAS)
     assert pool.block_size == 26 and pool.node_selector == Selector.all()
 
 
@@ -103,8 +110,8 @@ def test_ippool_without_name_or_spec_object():
 # --- BGPConfiguration ----------------------------------------------------------------------------
 
 def test_bgp_configuration_defaults_match_dataclass_defaults():
-    assert parse_bgp_configuration(obj("default")) == BGPConfiguration()
-    assert parse_bgp_configuration(obj("default", {})) == BGPConfiguration()
+    assert parse_bgp_configuration(obj("default"), SCHEMAS) == BGPConfiguration()
+    assert parse_bgp_configuration(obj("default", {}), SCHEMAS) == BGPConfiguration()
 
 
 def test_bgp_configuration_all_fields():
@@ -114,7 +121,7 @@ def test_bgp_configuration_all_fields():
         "serviceLoadBalancerIPs": [{"cidr": "198.51.100.0/24"}, {"cidr": "203.0.113.0/24"}],
         "listenPort": 1179, "logSeverityScreen": "Debug",
         "nodeMeshPassword": {"secretKeyRef": {"name": "bgp", "key": "mesh"}},
-        "nodeMeshMaxRestartTime": "2m"}))
+        "nodeMeshMaxRestartTime": "2m"}), SCHEMAS)
     assert config.as_number == 4200000000 and not config.node_to_node_mesh_enabled
     assert config.service_cluster_ips == (IPv4Network("10.96.0.0/12"),)
     assert config.service_external_ips == (IPv4Network("192.0.2.0/24"),)
@@ -153,8 +160,8 @@ def test_bgp_configuration_errors(spec, field_path, value, problem):
 
 
 def test_effective_bgp_configuration_is_the_default_object():
-    default = parse_bgp_configuration(obj("default", {"asNumber": 65001}))
-    other = parse_bgp_configuration(obj("node.n1", {"asNumber": 65002}))
+    default = parse_bgp_configuration(obj("default", {"asNumber": 65001}), SCHEMAS)
+    other = parse_bgp_configuration(obj("node.n1", {"asNumber": 65002}), SCHEMAS)
     assert effective_bgp_configuration({"node.n1": other, "default": default}) is default
     assert effective_bgp_configuration([other, default]) is default
     assert effective_bgp_configuration([other]) == BGPConfiguration()
@@ -164,7 +171,7 @@ def test_effective_bgp_configuration_is_the_default_object():
 # --- BGPPeer ---------------------------------------------------------------------------------------
 
 def test_bgp_peer_global_with_ip():
-    peer = parse_bgp_peer(obj("tor", {"peerIP": "10.0.0.1", "asNumber": 65000}))
+    peer = parse_bgp_peer(obj("tor", {"peerIP": "10.0.0.1", "asNumber": 65000}), SCHEMAS)
     assert peer == BGPPeer(name="tor", peer_ip=IPv4Address("10.0.0.1"), peer_port=179, as_number=65000)
     assert peer.is_global and peer.applies_to(NodeInfo("any"))
 
@@ -173,7 +180,7 @@ def test_bgp_peer_all_fields():
     peer = parse_bgp_peer(obj("tor", {
         "peerIP": "10.0.0.1:1179", "asNumber": 4294967295, "nodeSelector": "rack == 'r1'",
         "password": {"secretKeyRef": {"name": "bgp", "key": "tor"}}, "maxRestartTime": "1m30s",
-        "keepOriginalNextHop": True, "sourceAddress": "None", "holdTime": "9s"}))
+        "keepOriginalNextHop": True, "sourceAddress": "None", "holdTime": "9s"}), SCHEMAS)
     assert (peer.peer_ip, peer.peer_port, peer.as_number) == (IPv4Address("10.0.0.1"), 1179, 4294967295)
     assert peer.node_selector == Selector("rack == 'r1'") and not peer.is_global
     assert peer.applies_to(NodeInfo("n", labels={"rack": "r1"}))
@@ -184,7 +191,7 @@ def test_bgp_peer_all_fields():
 
 
 def test_bgp_peer_node_specific_with_peer_selector():
-    peer = parse_bgp_peer(obj("to-rr", {"node": "n1", "peerSelector": "has(calyx.dev/rr)"}))
+    peer = parse_bgp_peer(obj("to-rr", {"node": "n1", "peerSelector": "has(calyx.dev/rr)"}), SCHEMAS)
     assert peer.peer_ip is None and peer.as_number is None and peer.node == "n1"
     assert peer.peer_selector == Selector("has(calyx.dev/rr)")
     assert peer.applies_to(NodeInfo("n1")) and not peer.applies_to(NodeInfo("n2"))
@@ -224,7 +231,7 @@ def test_bgp_peer_node_specific_with_peer_selector():
 ])
 def test_bgp_peer_errors(spec, field_path, value, problem):
     if field_path is None:
-        parse_bgp_peer(obj("peer", spec))
+        parse_bgp_peer(obj("peer", spec), SCHEMAS)
         return
     err = error_of(parse_bgp_peer, obj("peer", spec))
     assert (err.kind, err.name, err.field_path, err.value, err.problem) == ("BGPPeer", "peer", field_path, value, problem)
@@ -356,10 +363,10 @@ def test_block_name():
 
 
 def test_ipam_block():
-    block = parse_ipam_block(obj("10-244-1-64-26", {"cidr": "10.244.1.64/26", "affinity": "host:n1", "pool": "p"}))
+    block = parse_ipam_block(obj("10-244-1-64-26", {"cidr": "10.244.1.64/26", "affinity": "host:n1", "pool": "p"}), SCHEMAS)
     assert block == IPAMBlock(name="10-244-1-64-26", cidr=IPv4Network("10.244.1.64/26"), node="n1", pool="p",
                               deleted=False)
-    released = parse_ipam_block(obj("10-244-1-0-26", {"cidr": "10.244.1.0/26", "deleted": True}))
+    released = parse_ipam_block(obj("10-244-1-0-26", {"cidr": "10.244.1.0/26", "deleted": True}), SCHEMAS)
     assert released.node is None and released.pool is None and released.deleted
 
 
@@ -390,7 +397,8 @@ def test_secret_decoding_and_error_hides_value():
 
 
 def test_parsers_table_covers_every_kind():
-    assert set(PARSERS) == {"IPPool", "BGPConfiguration", "BGPPeer", "IPAMBlock", "Node", "Pod"}
+    assert set(model.parsers(SCHEMAS)) == {"IPPool", "BGPConfiguration", "BGPPeer", "IPAMBlock", "Node", "Pod"}
+    assert set(model.parsers(SCHEMAS)) >= SCHEMAS.kinds
 
 
 # --- Derived facts ------------------------------------------------------------------------------
@@ -461,7 +469,7 @@ cidr_texts = st.one_of(
 def test_ippool_cidr_refusals_agree_with_the_crd_pattern(text):
     pattern = crds.crd("IPPool").spec_schema["properties"]["cidr"]["pattern"]
     try:
-        parse_ippool(obj("p", {"cidr": text, "blockSize": 32}))
+        parse_ippool(obj("p", {"cidr": text, "blockSize": 32}), SCHEMAS)
         accepted = True
     except ValidationError as err:
         accepted = False
