@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from calyx.config import ConfigError, load_config
 from calyx.naming import BGPD_SOCKET
-from calyx.observability import configure_logging
+from calyx.logs import configure_logging
 
 DEFAULT_RUN_DIR = "/var/run/calyx"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bgpd.unixsocket import listen_private, remove_socket_file
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 
 log = get_logger("bgpd.control")
 

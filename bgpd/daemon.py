@@ -20,7 +20,8 @@ from calyx.kube.events import EventRecorder
 from calyx.model import Snapshot
 from calyx.naming import BGPD_SOCKET
 from calyx.netlink import RouteTable
-from calyx.observability import Check, HealthServer, Liveness, get_logger
+from calyx.logs import get_logger
+from calyx.observability import Check, HealthServer, Liveness
 
 from bgpd.control import ControlServer
 from bgpd.metrics import SpeakerMetrics

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Mapping
 from calyx.kernelwatch import Absorbed, LinkChanged, RouteChanged, absorb
 from calyx.loop import Event
 from calyx.naming import BGPD_ROUTE_PROTOCOL, TUNNEL_DEVICE
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 from calyx.ownership import BGPD_OWNERSHIP
 from calyx.route import Route
 from calyx.routesync import RouteSync, RouteWriter

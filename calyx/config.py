@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import yaml
 
-from calyx.observability import LOG_FORMATS, LOG_LEVELS
+from calyx.logs import LOG_FORMATS, LOG_LEVELS
 
 CONFIG_FILE_ENV = "CALYX_CONFIG_FILE"
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from calyx.config import ConfigError, load_config
 from calyx.kube.client import ClientConfigError
-from calyx.observability import configure_logging, get_logger
+from calyx.logs import configure_logging, get_logger
 from felix.config import FelixConfig
 from felix.daemon import Felix
 

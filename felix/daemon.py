@@ -33,7 +33,8 @@ from calyx.kube.events import EventRecorder
 from calyx.kernelwatch import KernelWatch
 from calyx.netlink import RouteTable
 from calyx.loop import Batch, Clock, Coalescing, Loop, MonotonicClock
-from calyx.observability import Check, HealthServer, Liveness, get_logger
+from calyx.logs import get_logger
+from calyx.observability import Check, HealthServer, Liveness
 from felix.calc import DesiredDataplane, LocalFacts, desired_dataplane
 from felix.config import FelixConfig
 from felix.dataplane.mtufile import PodMtuFile

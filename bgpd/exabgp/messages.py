@@ -59,7 +59,8 @@ class NotificationEvent:
     data: str = ""
 
 
-Event = Ack | StateEvent | OpenEvent | UpdateEvent | NotificationEvent
+PeerEvent = StateEvent | OpenEvent | UpdateEvent | NotificationEvent
+Event = Ack | PeerEvent
 
 
 def _attributes(raw: Mapping[str, Any], next_hop: IPv4Address) -> Attributes:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 
 from bgpd.exabgp.config import PROCESS_NAME
 from bgpd.unixsocket import listen_private, remove_socket_file

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from calyx import crds, model
 from calyx.cni.config import ERR_API, ERR_IPAM_EXHAUSTED, ERR_TRY_AGAIN_LATER, CniError
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 from calyx.specschema import SpecSchemas
 
 IPAMBLOCK_PLURAL = "ipamblocks"

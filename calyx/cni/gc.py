@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from calyx import crds, model
 from calyx.cni.blocks import API_FAILURES, IPAMBLOCK_PLURAL, Api
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 from calyx.specschema import SpecSchemas
 
 DEFAULT_NODE_GRACE_S = 120.0

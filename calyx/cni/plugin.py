@@ -24,7 +24,7 @@ from calyx.cni import ipam
 from calyx.cni.config import (DEFAULT_MTU, ERR_CHECK_FAILED, ERR_INVALID_CONFIG, ERR_INVALID_ENV, ERR_IO,
                               AddResult, CniEnv, CniError, NetConf, parse_env, parse_mtu_file, parse_netconf,
                               peek_version, render_result, render_version)
-from calyx.observability import configure_logging, get_logger
+from calyx.logs import configure_logging, get_logger
 
 log = get_logger("calyx.cni")
 POST_LOCK_NICENESS = 10

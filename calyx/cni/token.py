@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from calyx.cni.install import SERVICE_ACCOUNT_DIR, write_atomically
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 
 DEFAULT_INTERVAL_S = 2.0      # two small reads; the kubelet rotates at 80 % of the lifetime
 

@@ -36,7 +36,8 @@ from calyx.kube.events import EventRecorder, ObjectRef
 from calyx.kube.reflector import Backoff, Cache, Change, Key, Reflector, ReflectorMetrics, WatchSpec
 from calyx.kube.resources import RawObject, Resource
 from calyx.model import ObjectName
-from calyx.observability import Check, get_logger
+from calyx.logs import get_logger
+from calyx.observability import Check
 from calyx.specschema import SpecSchemas
 
 INVALID_REASON = "InvalidResource"

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from calyx.kube import resources
 from calyx.kube.client import describe_error
 from calyx.kube.resources import EVENTS, RawObject
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 
 WARNING = "Warning"
 NORMAL = "Normal"

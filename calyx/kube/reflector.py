@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from calyx.kube import resources
 from calyx.kube.client import describe_error
 from calyx.kube.resources import RawObject, Resource
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 
 Key = tuple[str, str]
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"

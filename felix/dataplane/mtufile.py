@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from calyx.naming import MTU_FILE
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 
 
 class PodMtuFile:

@@ -14,7 +14,7 @@ from typing import AbstractSet, Iterable, Mapping
 
 from calyx.kernelwatch import Absorbed, absorb
 from calyx.loop import Event
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 from calyx.ownership import FELIX_OWNERSHIP
 from calyx.route import Route
 from calyx.routesync import RouteSync, RouteWriter, SyncReport

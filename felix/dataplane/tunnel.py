@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 from calyx.naming import TUNNEL_DEVICE
 from calyx.netlink import Link, NetlinkUnsupported, RouteTable
-from calyx.observability import get_logger
+from calyx.logs import get_logger
 from felix.calc import TunnelPlan, TunnelSpec, plan_tunnel
 from felix.metrics import FelixMetrics
 

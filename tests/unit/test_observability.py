@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from calyx.observability import (Check, HealthServer, Heartbeat, StructuredFormatter, configure_logging,
-                                 get_logger, logfmt_value)
+from calyx.logs import StructuredFormatter, configure_logging, get_logger, logfmt_value
+from calyx.observability import Check, HealthServer, Heartbeat
 
 
 @pytest.fixture
