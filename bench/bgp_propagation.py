@@ -21,9 +21,9 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
-from bench.common import Report, parse_sizes, rss_mib, wait_until
+from bench.common import Report, cpu_seconds, parse_sizes, rss_mib, wait_until
 from bench.testbed import BGP_PROTO, BIRD_PROTO, POOL_NAME, WRITERS, Node, Testbed, check_alive
 
 POOL = ipaddress.IPv4Network("100.64.0.0/10")
@@ -42,10 +42,34 @@ class Outcome:
     rss_idle: dict[str, float] = field(default_factory=dict)    # process -> MiB on node B, before
     rss_loaded: dict[str, float] = field(default_factory=dict)  # ... with the N routes learned
     api_seconds: float = 0.0                                    # Calyx: the N IPAMBlock creates alone
+    cpu_loaded: dict[str, float] = field(default_factory=dict)  # process -> CPU % on node B, idle with N routes
 
 
 def _session_up(node: Node, proto: int, expected: int) -> bool:
     return node.routes(proto) == expected
+
+
+def calyx_pids(bed: Testbed, node: Node) -> dict[str, list[int]]:
+    out = {"bgpd": [node.procs["bgpd"].pid], "ExaBGP (+API bridge)": bed.exabgp_pids(node)}
+    if "felix" in node.procs:
+        out["felix"] = [node.procs["felix"].pid]
+    return out
+
+
+def cpu_share(pids: dict[str, list[int]], seconds: float) -> dict[str, float]:
+    """Per process group: its CPU time over the next ``seconds``, as a percentage of one core."""
+    def total(group: list[int]) -> float:
+        return sum(_safe(cpu_seconds, pid) for pid in group)
+    before = {name: total(group) for name, group in pids.items()}
+    time.sleep(seconds)
+    return {name: 100 * (total(group) - before[name]) / seconds for name, group in pids.items()}
+
+
+def _safe(read: Callable[[int], float], pid: int) -> float:
+    try:
+        return read(pid)
+    except (ProcessLookupError, FileNotFoundError):
+        return 0.0
 
 
 def calyx_rss(bed: Testbed, node: Node) -> dict[str, float]:
@@ -91,8 +115,9 @@ def run_calyx(n: int, with_felix: bool = False, settle: float = 0.0) -> Outcome:
         writes.join(120)
         elapsed = done - writes.started
         time.sleep(settle)
+        cpu = cpu_share(calyx_pids(bed, b), settle) if settle else {}
         check_alive(procs)
-        return Outcome(elapsed, idle, calyx_rss(bed, b), api_seconds=writes.seconds)
+        return Outcome(elapsed, idle, calyx_rss(bed, b), api_seconds=writes.seconds, cpu_loaded=cpu)
 
 
 def bird_config(me: Node, peer: Node, blocks: Sequence[str], install: bool) -> str:
@@ -137,8 +162,9 @@ def run_bird(n: int, settle: float = 0.0) -> Outcome:
         done = wait_until(lambda: b.routes(BIRD_PROTO) == n, 120 + n / 20, 0.02, f"{n} BIRD routes on node B")
         elapsed = done - start
         time.sleep(settle)
+        cpu = cpu_share({"BIRD": [procs[1].pid]}, settle) if settle else {}
         check_alive(procs)
-        return Outcome(elapsed, idle, bird_rss(b))
+        return Outcome(elapsed, idle, bird_rss(b), cpu_loaded=cpu)
 
 
 def main(argv: Sequence[str] | None = None) -> Report:

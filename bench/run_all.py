@@ -13,7 +13,8 @@ import time
 import traceback
 from typing import Sequence
 
-BENCHMARKS = ("felix_routes", "bgp_propagation", "e2e_latency", "failover", "memory", "mesh_scale", "rr_fanout")
+BENCHMARKS = ("felix_routes", "bgp_propagation", "exabgp_api", "e2e_latency", "failover", "memory", "mesh_scale",
+              "rr_fanout")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

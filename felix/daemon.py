@@ -190,9 +190,8 @@ class Felix:
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
             routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
-            teardown_at = None
             try:
-                teardown_at = tunnel.apply(desired.tunnel, self._loop.clock.now())
+                tunnel.apply(desired.tunnel, self._loop.clock.now())
             except OSError as exc:
                 self.metrics.errors.labels("tunnel").inc()
                 self._log.error("tunnel update failed", error=str(exc), reason=desired.tunnel.reason)
@@ -200,7 +199,7 @@ class Felix:
         if not self._ready:
             self._ready = True
             self._log.info("felix ready: first full sync done", routes=len(desired.routes))
-        self._loop.wake_at(TEARDOWN_TIMER, teardown_at)
+        self._loop.wake_at(TEARDOWN_TIMER, tunnel.teardown_at)
 
     def _cni_chores(self, stop: threading.Event) -> list[threading.Thread]:
         cfg = self.config

@@ -67,10 +67,15 @@ class TunnelManager:
                            device=self._device, grace_seconds=self._grace, reason=want.reason)
         elif previous.draining and want.enabled:
             self._log.info("tunnel teardown cancelled", device=self._device, reason=want.reason)
-        self._plan = plan
         if plan.spec is not None:
-            self.reconcile(plan.spec)
+            self.reconcile(plan.spec)       # raises OSError: the previous plan stays in force
+        self._plan = plan
         return plan.teardown_at
+
+    @property
+    def teardown_at(self) -> float | None:
+        """When the running teardown grace ends (None: none running)."""
+        return self._plan.teardown_at
 
     def probe(self) -> bool:
         """Find or create the device once; remember whether the kernel can provide it."""
