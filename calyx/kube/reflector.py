@@ -352,7 +352,7 @@ class Reflector:
         spec = self.spec
         listed = resources.list_objects(self.api, spec.resource, spec.namespace,
                                         spec.label_selector, spec.field_selector)
-        changes = self.cache.replace(listed.items)
+        changes = self.cache.replace([resources.trimmed(obj) for obj in listed.items])
         self._set_error(None)
         first = not self._synced.is_set()
         if not first:
@@ -423,7 +423,7 @@ class Reflector:
             return
         self.metrics.events.labels(label, event_type).inc()
         resources.with_type(self.spec.resource, obj)
-        self.cache.apply(event_type, obj)
+        self.cache.apply(event_type, resources.trimmed(obj))
         self.metrics.objects.labels(label).set(len(self.cache))
         self.resource_version = resources.resource_version_of(obj) or self.resource_version
 

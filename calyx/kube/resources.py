@@ -90,6 +90,27 @@ def with_type(resource: Resource, obj: RawObject) -> RawObject:
     return obj
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def trimmed(obj: RawObject) -> RawObject:
+    """``obj`` without what no Calyx component reads and can be large: the API server's
+    ``metadata.managedFields``, kubectl's last-applied copy of the whole object, and a Node's
+    list of container images (``status.images``, often the biggest part of a Node). Caches hold
+    objects trimmed, as client-go informers with a transform do: an IPAMBlock then costs about
+    a third of the memory. Changes ``obj`` in place."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+            del annotations[LAST_APPLIED]
+    status = obj.get("status")
+    if obj.get("kind") == "Node" and isinstance(status, dict):
+        status.pop("images", None)
+    return obj
+
+
 def _decode(response: Any) -> Any:
     data = response.data
     return json.loads(data) if data else {}

@@ -59,6 +59,31 @@ def test_lists_then_watches_adds_modifications_and_deletes(kube):
     assert not reflector.alive
 
 
+def test_cached_objects_are_kept_without_the_servers_bookkeeping(kube):
+    """The server gives every object managedFields (and kubectl its last-applied copy); the
+    cache keeps neither, whether the object came by the list or by the watch."""
+    api = kube.client()
+    applied = {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"}
+    listed = pool("listed", "10.4.0.0/16")
+    listed["metadata"]["annotations"] = dict(applied)
+    resources.create_object(api, resources.IPPOOLS, listed)
+    assert resources.get_object(api, resources.IPPOOLS, "listed")["metadata"]["managedFields"]
+    reflector = make_reflector(api, WatchSpec(resources.IPPOOLS), CollectorRegistry())
+    reflector.start()
+    try:
+        assert reflector.wait_synced(20)
+        watched = pool("watched", "10.5.0.0/16")
+        watched["metadata"]["annotations"] = dict(applied)
+        resources.create_object(api, resources.IPPOOLS, watched)
+        wait_until(lambda: names(reflector.cache) == {"listed", "watched"}, what="watched added")
+        for name in ("listed", "watched"):
+            meta = reflector.cache.get(("", name))["metadata"]
+            assert "managedFields" not in meta and meta["annotations"] == {"keep": "me"}
+            assert meta["resourceVersion"] and meta["uid"]
+    finally:
+        reflector.stop()
+
+
 def test_resumes_from_resource_version_after_watch_timeout_without_relisting(kube):
     api = kube.client()
     registry = CollectorRegistry()
