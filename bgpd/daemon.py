@@ -21,7 +21,7 @@ from calyx.model import Snapshot
 from calyx.naming import BGPD_SOCKET
 from calyx.netlink import RouteTable
 from calyx.logs import get_logger
-from calyx.observability import Check, HealthServer, Liveness
+from calyx.observability import Check, HealthServer, Heartbeat, Liveness
 
 from bgpd.control import ControlServer
 from bgpd.metrics import SpeakerMetrics
@@ -64,6 +64,7 @@ class BgpdConfig(DaemonConfig):
 # How long a snapshot waits for the Secrets it has just started watching to be listed, so that a
 # session is not configured without its password for the moment a new Secret takes to arrive.
 SECRET_SETTLE_TIMEOUT = 5.0
+FEEDER_MAX_AGE = 60.0      # the feeder ticks every second; a snapshot waits at most SECRET_SETTLE_TIMEOUT
 
 
 def watch_specs() -> list[WatchSpec]:
@@ -136,12 +137,17 @@ def run(cfg: BgpdConfig) -> int:
     health.start()
     speaker.start()
     log.info("bgpd_started", node=cfg.nodename, control=str(control.path))
+    # The thread feeding snapshots to the speaker has its own heartbeat: a feeder stuck (say, in
+    # building a snapshot) would otherwise leave bgpd live but deaf to the API.
+    feeder = Heartbeat(FEEDER_MAX_AGE, name="bgpd datastore feeder")
+    liveness.register("bgpd-datastore-feeder", feeder)
     try:
         while not stop.is_set() and not datastore.wait_synced(1.0):
-            pass
+            feeder.tick()
         if not stop.is_set():
             speaker.set_snapshot(settled_snapshot(datastore, cfg.namespace))
         while not stop.is_set():
+            feeder.tick()
             if datastore.wait_for_change(1.0):
                 speaker.set_snapshot(settled_snapshot(datastore, cfg.namespace))
     finally:
