@@ -113,8 +113,9 @@ def run_calyx(n: int, with_felix: bool = False, settle: float = 0.0) -> Outcome:
         writes = bed.create_blocks([(a.name, cidr) for cidr in prefixes(n)], pool=A_POOL_NAME)
         time.sleep(SEEN)
         check_alive(procs)
-        if b.routes(BGP_PROTO):
-            raise RuntimeError(f"node B learned {b.routes(BGP_PROTO)} of A's blocks before their export was enabled")
+        early = b.routes(BGP_PROTO)
+        if early > 0:
+            raise RuntimeError(f"node B learned {early} of A's blocks before their export was enabled")
         start = time.monotonic()
         bed.put("ippools", A_POOL_NAME, a_pool)
 

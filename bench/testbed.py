@@ -109,8 +109,14 @@ class Node:
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def routes(self, proto: int) -> int:
-        with RouteTable(netns=self.netns) as table:
-            return len(table.dump(proto=proto))
+        """How many routes of ``proto`` the node's main table holds; -1 when the namespace could
+        not be entered in time (pyroute2 forks a helper to open the socket, which a machine busy
+        starting thirty speakers can delay past its timeout): the caller polls again."""
+        try:
+            with RouteTable(netns=self.netns) as table:
+                return len(table.dump(proto=proto))
+        except TimeoutError:
+            return -1
 
 
 class BlockWrites:
