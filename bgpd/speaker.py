@@ -301,10 +301,8 @@ class Speaker:
         announced = {a: s.announced for a, s in sessions.table.items()}
         changes = self._propagation.compute(sessions.rib, sessions.table.keys(), self._policy, self._ctx,
                                             sessions.established(), announced, sessions.take_dirty())
-        lines: list[str] = []
-        for address, change in changes.peers.items():
-            lines += msg.withdraw_lines(address, list(change.withdraw))
-            lines += msg.announce_lines(address, change.announce)
+        lines = msg.update_lines({a: c.announce for a, c in changes.peers.items()},
+                                 {a: c.withdraw for a, c in changes.peers.items()})
         if lines:
             if self._exabgp.send(lines):
                 for address, change in changes.peers.items():

@@ -174,22 +174,40 @@ def attribute_text(attrs: Attributes) -> str:
     return " ".join(parts)
 
 
-def announce_lines(peer: IPv4Address, routes: Mapping[IPv4Network, Attributes]) -> list[str]:
-    """Commands announcing ``routes`` to ``peer``, batched by identical attributes."""
-    groups: dict[Attributes, list[IPv4Network]] = {}
-    for prefix, attrs in routes.items():
-        groups.setdefault(attrs, []).append(prefix)
-    lines = []
-    for attrs, prefixes in groups.items():
+def _neighbors(peers: Iterable[IPv4Address]) -> str:
+    """ExaBGP's selector for several neighbors at once: ``neighbor A , neighbor B``."""
+    return " , ".join(f"neighbor {p}" for p in sorted(peers))
+
+
+def update_lines(announce: Mapping[IPv4Address, Mapping[IPv4Network, Attributes]],
+                 withdraw: Mapping[IPv4Address, Iterable[IPv4Network]]) -> list[str]:
+    """Commands sending each peer its announcements and withdrawals, as few as ExaBGP allows.
+
+    ExaBGP parses a command once and hands each of its routes to every neighbor the command
+    names, so a route going to several peers with the same attributes (a node's own blocks to
+    every mesh peer, a reflected path to every client) is one command for all of them; the
+    routes of one attribute set and one set of peers share commands of up to NLRI_PER_LINE
+    prefixes. Withdrawals first, each prefix once for all the peers it leaves."""
+    lines: list[str] = []
+    leaving: dict[IPv4Network, set[IPv4Address]] = {}
+    for peer, prefixes in withdraw.items():
+        for prefix in prefixes:
+            leaving.setdefault(prefix, set()).add(peer)
+    for prefix in sorted(leaving):
+        lines.append(f"{_neighbors(leaving[prefix])} withdraw route {prefix}")
+    receivers: dict[tuple[IPv4Network, Attributes], set[IPv4Address]] = {}
+    for peer, routes in announce.items():
+        for prefix, attrs in routes.items():
+            receivers.setdefault((prefix, attrs), set()).add(peer)
+    groups: dict[tuple[Attributes, frozenset[IPv4Address]], list[IPv4Network]] = {}
+    for (prefix, attrs), peers in receivers.items():
+        groups.setdefault((attrs, frozenset(peers)), []).append(prefix)
+    for (attrs, peers), prefixes in sorted(groups.items(), key=lambda g: (sorted(g[0][1]), min(g[1]))):
         prefixes.sort()
-        head = f"neighbor {peer} announce attributes {attribute_text(attrs)} nlri "
+        head = f"{_neighbors(peers)} announce attributes {attribute_text(attrs)} nlri "
         for i in range(0, len(prefixes), NLRI_PER_LINE):
             lines.append(head + " ".join(str(p) for p in prefixes[i:i + NLRI_PER_LINE]))
     return lines
-
-
-def withdraw_lines(peer: IPv4Address, prefixes: Iterable[IPv4Network]) -> list[str]:
-    return [f"neighbor {peer} withdraw route {p}" for p in sorted(prefixes)]
 
 
 def teardown_line(peer: IPv4Address, cease_subcode: int) -> str:

@@ -344,13 +344,30 @@ def test_api_lines_roundtrip() -> None:
     assert prefix == N("10.1.5.0/26") and ev.withdrawn == (N("10.1.6.0/26"),)
     assert attrs == Attributes(next_hop=A("10.0.0.9"), as_path=(65000,), as_set=(1, 2), med=5, local_pref=150,
                                communities=("65000:1",), originator_id=A("3.3.3.3"), cluster_list=(A("4.4.4.4"),))
-    out = messages.announce_lines(A("10.0.0.5"), {N("10.1.5.0/26"): attrs, N("10.1.7.0/26"): attrs})
+    out = messages.update_lines({A("10.0.0.5"): {N("10.1.5.0/26"): attrs, N("10.1.7.0/26"): attrs}}, {})
     assert out == ["neighbor 10.0.0.5 announce attributes next-hop 10.0.0.9 origin igp as-path [ 65000 ] ( 1 2 ) "
                    "local-preference 150 med 5 community [ 65000:1 ] originator-id 3.3.3.3 cluster-list [ 4.4.4.4 ] "
                    "nlri 10.1.5.0/26 10.1.7.0/26"]
     assert messages.parse_line("done") == messages.Ack(True)
     with pytest.raises(messages.MessageError, match="ExaBGP API line"):
         messages.parse_line("{not json")
+
+
+def test_routes_going_to_several_peers_share_one_command() -> None:
+    """ExaBGP parses a command once for every neighbor it names: the same route to three peers
+    is one command, a route with other attributes (or to other peers) another."""
+    own, reflected = Attributes(next_hop=A("10.0.0.1")), Attributes(next_hop=A("10.0.0.7"), originator_id=A("10.0.0.7"))
+    a, b, c = A("10.0.0.2"), A("10.0.0.3"), A("10.0.0.4")
+    block, other = N("10.1.1.0/26"), N("10.1.7.0/26")
+    out = messages.update_lines({a: {block: own, other: reflected}, b: {block: own, other: reflected}, c: {block: own}},
+                                {b: [N("10.1.9.0/26")], c: [N("10.1.9.0/26")]})
+    assert out == [
+        "neighbor 10.0.0.3 , neighbor 10.0.0.4 withdraw route 10.1.9.0/26",
+        "neighbor 10.0.0.2 , neighbor 10.0.0.3 announce attributes next-hop 10.0.0.7 origin igp "
+        "originator-id 10.0.0.7 nlri 10.1.7.0/26",
+        "neighbor 10.0.0.2 , neighbor 10.0.0.3 , neighbor 10.0.0.4 announce attributes next-hop 10.0.0.1 origin igp "
+        "nlri 10.1.1.0/26",
+    ]
 
 
 def test_explicit_cease_teardown_drops_graceful_restart_for_that_session_only() -> None:
