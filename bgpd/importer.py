@@ -112,14 +112,15 @@ def install_mode(prefix: IPv4Network, next_hop: IPv4Address, ctx: ImportContext)
     return InstallMode.DIRECT, pool.name
 
 
+def decision(path: Path, ctx: ImportContext) -> InstallDecision:
+    """The install decision for the best (already accepted) path of its prefix."""
+    mode, pool = install_mode(path.prefix, path.attrs.next_hop, ctx)
+    return InstallDecision(prefix=path.prefix, next_hop=path.attrs.next_hop, mode=mode, pool=pool, peer=path.peer)
+
+
 def decide(best: Mapping[IPv4Network, Path], ctx: ImportContext) -> dict[IPv4Network, InstallDecision]:
     """Install decisions for the best (already accepted) path of each prefix."""
-    out: dict[IPv4Network, InstallDecision] = {}
-    for prefix, path in best.items():
-        mode, pool = install_mode(prefix, path.attrs.next_hop, ctx)
-        out[prefix] = InstallDecision(prefix=prefix, next_hop=path.attrs.next_hop, mode=mode,
-                                      pool=pool, peer=path.peer)
-    return out
+    return {prefix: decision(path, ctx) for prefix, path in best.items()}
 
 
 def settle_ipip(wanted: Mapping[IPv4Network, InstallDecision], installed: Mapping[IPv4Network, Installed],

@@ -85,11 +85,7 @@ class Propagation:
                 self.best.pop(prefix, None)
             else:
                 self.best[prefix] = best
-            decision = None
-            if best is not None and ctx is not None:
-                mode, pool = importer.install_mode(prefix, best.attrs.next_hop, ctx)
-                decision = InstallDecision(prefix=prefix, next_hop=best.attrs.next_hop, mode=mode, pool=pool,
-                                           peer=best.peer)
+            decision = importer.decision(best, ctx) if best is not None and ctx is not None else None
             if self.decisions.get(prefix) != decision:
                 decisions[prefix] = decision
                 if decision is None:
