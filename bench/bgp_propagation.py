@@ -79,17 +79,10 @@ def _safe(read: Callable[[int], float], pid: int) -> float:
 
 def calyx_rss(bed: Testbed, node: Node) -> dict[str, float]:
     out = {"bgpd": node.procs["bgpd"].rss(),
-           "ExaBGP (+API bridge)": sum(_safe_rss(pid) for pid in bed.exabgp_pids(node))}
+           "ExaBGP (+API bridge)": sum(_safe(rss_mib, pid) for pid in bed.exabgp_pids(node))}
     if "felix" in node.procs:
         out["felix"] = node.procs["felix"].rss()
     return out
-
-
-def _safe_rss(pid: int) -> float:
-    try:
-        return rss_mib(pid)
-    except (ProcessLookupError, FileNotFoundError):
-        return 0.0
 
 
 def run_calyx(n: int, with_felix: bool = False, settle: float = 0.0) -> Outcome:

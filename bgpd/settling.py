@@ -27,10 +27,6 @@ class Settling:
         due = [self.decisions[p].ipip_at for p in self._held]
         return min(due) if due else None      # type: ignore[type-var]
 
-    @property
-    def held(self) -> frozenset[IPv4Network]:
-        return frozenset(self._held)
-
     def update(self, wanted: Mapping[IPv4Network, InstallDecision], prefixes: Iterable[IPv4Network] | None,
                installed: Callable[[IPv4Network], Installed | None], now: float
                ) -> tuple[set[IPv4Network], list[IPv4Network]]:

@@ -33,9 +33,6 @@ class KernelResyncWanted(Coalescing):
     """Netlink events were lost: the next pass re-reads the kernel."""
 
 
-KERNEL_EVENTS = (LinkChanged, RouteChanged, KernelResyncWanted)
-
-
 @dataclass(frozen=True)
 class Absorbed:
     """What a batch's kernel events did to a route sync's view."""
