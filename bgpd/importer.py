@@ -17,7 +17,9 @@ The install mode of an accepted route follows the ipipMode of the enabled pool c
 the prefix, using the route's BGP NEXT_HOP (not the session peer, so it works behind route
 reflectors): Always -> IPIP (via NH dev tunl0 onlink); Never -> direct (via NH); CrossSubnet
 -> direct when NH is inside this node's subnet, else IPIP. Routes outside every pool are
-direct.
+direct. A prefix inside a pool with a vxlanMode other than Never is carried by felix (its VXLAN
+route, or its direct route in CrossSubnet, from the API): bgpd installs nothing there, and a
+route it installed before is left for felix to replace in place (:mod:`calyx.ownership`).
 
 A mode change of an installed route toward IPIP is held back for a settle delay
 (:func:`settle_ipip`): each node reacts to an IPPool change on its own, and the receiving node
@@ -40,6 +42,7 @@ from bgpd.rib import Path
 class InstallMode(str, enum.Enum):
     IPIP = "ipip"        # via NH dev tunl0 onlink
     DIRECT = "direct"    # via NH (interface from the kernel's route to NH)
+    VXLAN = "vxlan"      # a VXLAN pool's block: felix programs it, bgpd installs nothing
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class InstallDecision:
 
 @dataclass(frozen=True)
 class Installed:
-    """How a prefix is routed in the kernel now."""
+    """How a prefix is routed in the kernel now (VXLAN: by felix's route to a VXLAN pool's block)."""
 
     mode: InstallMode
     next_hop: IPv4Address | None    # None: not known (a route adopted at start)
@@ -105,6 +108,8 @@ def install_mode(prefix: IPv4Network, next_hop: IPv4Address, ctx: ImportContext)
     pool = pool_containing(ctx.pools, prefix)
     if pool is None:
         return InstallMode.DIRECT, None
+    if pool.vxlan_mode is not EncapMode.NEVER:
+        return InstallMode.VXLAN, pool.name
     if pool.ipip_mode is EncapMode.ALWAYS:
         return InstallMode.IPIP, pool.name
     if pool.ipip_mode is EncapMode.CROSS_SUBNET and next_hop not in ctx.local.network:
@@ -129,22 +134,24 @@ def settle_ipip(wanted: Mapping[IPv4Network, InstallDecision], installed: Mappin
     was first wanted (``ipip_wanted_since``, from the previous call).
 
     Only a mode transition toward the same node is held: a route installed direct via the next
-    hop it now wants in IPIP (or via an unknown one: adopted at start). New prefixes, changed
-    next hops and moves to direct are installed as wanted. A prefix wanted direct again during
-    its hold forgets it.
+    hop it now wants in IPIP (or via an unknown one: adopted at start), or felix's VXLAN route
+    to a block whose pool moved to IPIP (held in VXLAN mode: felix's route keeps carrying the
+    traffic). New prefixes, changed next hops and moves to direct are installed as wanted. A
+    prefix wanted direct again during its hold forgets it.
     """
     decisions: dict[IPv4Network, InstallDecision] = {}
     since_out: dict[IPv4Network, float] = {}
     wake_at: float | None = None
     for prefix, decision in wanted.items():
         have = installed.get(prefix)
-        if (decision.mode is InstallMode.IPIP and have is not None and have.mode is InstallMode.DIRECT
+        if (decision.mode is InstallMode.IPIP and have is not None
+                and have.mode in (InstallMode.DIRECT, InstallMode.VXLAN)
                 and have.next_hop in (None, decision.next_hop)):
             since = min(ipip_wanted_since.get(prefix, now), now)
             since_out[prefix] = since     # kept until installed: a failed write is retried at once
             due = since + delay
             if now < due:
-                decisions[prefix] = replace(decision, mode=InstallMode.DIRECT, ipip_at=due)
+                decisions[prefix] = replace(decision, mode=have.mode, ipip_at=due)
                 wake_at = due if wake_at is None else min(wake_at, due)
                 continue
         decisions[prefix] = decision

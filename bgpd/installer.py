@@ -7,6 +7,9 @@ what differs from the kernel. A changed install mode is a netlink replace of the
 gap). Adopted routes that no decision covers are removed only when the caller says the sessions
 had their chance to re-learn them (``remove_stale``). Another owner's route at a learned
 prefix (felix's blackhole, a static route) is never overwritten: it is reported per prefix.
+A decision in VXLAN mode (the prefix's pool is carried by felix) installs nothing; the route bgpd
+had there stays until felix replaces it in place, so a pool switching to VXLAN loses no packet
+(felix may replace bgpd's routes to remote blocks, and bgpd felix's: :mod:`calyx.ownership`).
 """
 from __future__ import annotations
 
@@ -16,9 +19,9 @@ from typing import Callable, Iterable, Mapping
 
 from calyx.kernelwatch import Absorbed, LinkChanged, RouteChanged, absorb
 from calyx.loop import Event
-from calyx.naming import BGPD_ROUTE_PROTOCOL, TUNNEL_DEVICE
+from calyx.naming import BGPD_ROUTE_PROTOCOL, FELIX_ROUTE_PROTOCOL, TUNNEL_DEVICE
 from calyx.logs import get_logger
-from calyx.ownership import BGPD_OWNERSHIP
+from calyx.ownership import BGPD_OWNERSHIP, is_carrier_route
 from calyx.route import Route
 from calyx.routesync import RouteSync, RouteWriter
 
@@ -47,6 +50,7 @@ class Installer:
         self._direct: dict[IPv4Address, set[IPv4Network]] = {}   # next hop -> prefixes installed direct
         self._direct_via: dict[IPv4Network, IPv4Address] = {}    # and back
         self._underlay_moved: set[IPv4Network] = set()           # other owners' routes changed here
+        self._yielded: set[IPv4Network] = set()                  # VXLAN decisions: felix's to write
         self._links_moved = False
         self._sync.resync()
         if self._sync.owned:
@@ -56,6 +60,11 @@ class Installer:
     def installed(self) -> Mapping[IPv4Network, Route]:
         """bgpd's routes in the kernel now."""
         return self._sync.owned
+
+    def carried_by_felix(self, prefix: IPv4Network) -> bool:
+        """The kernel routes ``prefix`` by felix's route to a remote block (a VXLAN pool's)."""
+        route = self._sync.foreign.get(prefix)
+        return route is not None and route.proto == FELIX_ROUTE_PROTOCOL and is_carrier_route(route)
 
     def absorb(self, events: Iterable[Event]) -> Absorbed:
         """Fold the netlink events of a batch into the view of the kernel, and note what may
@@ -99,6 +108,7 @@ class Installer:
             self._direct.clear()
             self._direct_via.clear()
             self._unresolved.clear()
+            self._yielded.clear()
             todo: set[IPv4Network] = set(decisions) | set(self._sync.desired)
         else:
             todo = set(changed) | set(self._unresolved) | self._moved_prefixes()
@@ -108,8 +118,13 @@ class Installer:
         for prefix in todo:
             self._forget_direct(prefix)
             self._unresolved.pop(prefix, None)
+            self._yielded.discard(prefix)
             decision = decisions.get(prefix)
             if decision is None:
+                self._sync.delete_desired(prefix)
+                continue
+            if decision.mode is InstallMode.VXLAN:
+                self._yielded.add(prefix)
                 self._sync.delete_desired(prefix)
                 continue
             route = self.route_for(decision, nh_cache)
@@ -121,8 +136,11 @@ class Installer:
                 self._direct.setdefault(decision.next_hop, set()).add(prefix)
                 self._direct_via[prefix] = decision.next_hop
             self._sync.set_desired(route)
-        # An adopted route no decision covers waits until the sessions had their chance.
-        report = self._sync.apply(retain=lambda route: not remove_stale and route.dst not in decisions)
+        # An adopted route no decision covers waits until the sessions had their chance; a
+        # route to a prefix yielded to felix waits for felix to replace it.
+        yielded = self._yielded
+        report = self._sync.apply(retain=lambda route: route.dst in yielded
+                                  or (not remove_stale and route.dst not in decisions))
         problems = {**self._unresolved, **report.problems()}
         for prefix in sorted(set(problems) - set(self.errors)):
             log.warning("route_install_failed", prefix=str(prefix), error=problems[prefix])

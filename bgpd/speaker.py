@@ -330,6 +330,8 @@ class Speaker:
         """How ``prefix`` is routed in the kernel now, for the IPIP settle delay."""
         route = self._installer.installed.get(prefix)
         if route is None:
+            if self._installer.carried_by_felix(prefix):
+                return importer.Installed(mode=importer.InstallMode.VXLAN, next_hop=None)
             return None
         previous = self._settling.decisions.get(prefix)
         known = previous is not None and prefix not in self._installer.errors

@@ -205,7 +205,7 @@ class RouteSync:
                 pending.append(want)
                 continue
             have = self._foreign.get(dst)
-            if have is not None and not may_replace(have):
+            if have is not None and not may_replace(have, want):
                 conflicts.append((want, have))
                 continue
             upserts.append(want)

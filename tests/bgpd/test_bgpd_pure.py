@@ -260,7 +260,8 @@ def test_disable_bgp_export_pool_is_not_advertised() -> None:
 POOLS = {"always": IPPool(name="always", cidr=N("10.1.0.0/16"), ipip_mode=EncapMode.ALWAYS),
          "cross": IPPool(name="cross", cidr=N("10.2.0.0/16"), ipip_mode=EncapMode.CROSS_SUBNET),
          "never": IPPool(name="never", cidr=N("10.3.0.0/16"), ipip_mode=EncapMode.NEVER),
-         "off": IPPool(name="off", cidr=N("10.4.0.0/16"), disabled=True)}
+         "off": IPPool(name="off", cidr=N("10.4.0.0/16"), disabled=True),
+         "vxlan": IPPool(name="vxlan", cidr=N("10.5.0.0/16"), vxlan_mode=EncapMode.CROSS_SUBNET)}
 CTX = importer.ImportContext(local=IPv4Interface("192.168.1.1/24"), own_networks=(N("10.1.0.0/26"),), pools=POOLS,
                              cluster_next_hops=frozenset({A("192.168.1.3")}))
 
@@ -298,6 +299,8 @@ def test_next_hop_that_is_this_node_is_refused() -> None:
     ("10.2.1.0/26", "192.168.7.2", importer.InstallMode.IPIP),
     ("10.3.1.0/26", "192.168.7.2", importer.InstallMode.DIRECT),
     ("172.16.0.0/12", "192.168.7.2", importer.InstallMode.DIRECT),
+    ("10.5.1.0/26", "192.168.1.2", importer.InstallMode.VXLAN),     # felix carries VXLAN pools
+    ("10.5.1.0/26", "192.168.7.2", importer.InstallMode.VXLAN),
 ])
 def test_install_mode(prefix: str, nh: str, mode: importer.InstallMode) -> None:
     assert importer.install_mode(N(prefix), A(nh), CTX)[0] is mode
@@ -476,3 +479,14 @@ def test_zero_delay_installs_ipip_at_once() -> None:
     want = wanted("10.1.1.0/26", "192.168.1.2", IPIP)
     got = settle([want], {want.prefix: importer.Installed(DIRECT, A("192.168.1.2"))}, delay=0.0)
     assert got.decisions[want.prefix] == want
+
+
+def test_felix_vxlan_route_keeps_carrying_a_block_moved_to_ipip_until_the_delay_ends() -> None:
+    want = wanted("10.1.1.0/26", "192.168.1.2", IPIP)
+    have = {want.prefix: importer.Installed(importer.InstallMode.VXLAN, None)}
+    held = settle([want], have, now=100.0)
+    assert held.decisions[want.prefix].mode is importer.InstallMode.VXLAN and held.wake_at == 105.0
+    due = settle([want], have, held.ipip_wanted_since, now=105.0)
+    assert due.decisions[want.prefix] == want
+    direct = wanted("10.1.1.0/26", "192.168.1.2", DIRECT)       # to plain routing: at once
+    assert settle([direct], have).decisions[direct.prefix] == direct

@@ -7,6 +7,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from bgpd.importer import InstallDecision, InstallMode
 from bgpd.installer import Installer
+from calyx.kernelwatch import RouteChanged
 from calyx.memroutes import MemoryRouteWriter
 from calyx.route import Route
 
@@ -98,3 +99,32 @@ def test_an_ipip_route_waits_for_the_tunnel_device() -> None:
     kernel.add_link("tunl0")
     installer.resync()
     assert installer.sync(decisions(decision("10.244.3.0/26", InstallMode.IPIP)), remove_stale=True).writes == 1
+
+
+def test_a_block_yielded_to_felix_keeps_bgpds_route_until_felix_replaces_it() -> None:
+    learned = Route(IPv4Network("10.244.2.0/26"), 186, dev="eth0", gateway=PEER)
+    kernel = Kernel([learned])
+    kernel.add_link("vxlan.calico")
+    installer = Installer(kernel, kernel.route_to)
+    result = installer.sync(decisions(decision("10.244.2.0/26", InstallMode.VXLAN)), remove_stale=True)
+    assert result.writes == 0 and kernel.routes[learned.dst] == learned     # still carrying traffic
+    assert not installer.carried_by_felix(learned.dst)
+    felix = Route(learned.dst, 80, dev="vxlan.calico", gateway=IPv4Address("10.244.2.0"), onlink=True)
+    kernel.routes[felix.dst] = felix            # felix replaces it in place
+    installer.absorb([RouteChanged(felix, True)])
+    assert installer.carried_by_felix(learned.dst) and not installer.installed
+    assert installer.sync(decisions(decision("10.244.2.0/26", InstallMode.VXLAN)), remove_stale=True,
+                          changed=[learned.dst]).writes == 0
+    assert kernel.routes[felix.dst] == felix
+    tunnelled = decision("10.244.2.0/26", InstallMode.IPIP)    # back to IPIP: bgpd takes it over
+    assert installer.sync(decisions(tunnelled), remove_stale=True, changed=[learned.dst]).writes == 1
+    assert kernel.routes[felix.dst].proto == 186 and kernel.routes[felix.dst].dev == "tunl0"
+
+
+def test_a_withdrawn_block_yielded_to_felix_is_removed() -> None:
+    learned = Route(IPv4Network("10.244.2.0/26"), 186, dev="eth0", gateway=PEER)
+    kernel = Kernel([learned])
+    installer = Installer(kernel, kernel.route_to)
+    installer.sync(decisions(decision("10.244.2.0/26", InstallMode.VXLAN)), remove_stale=True)
+    assert installer.sync({}, remove_stale=True, changed=[learned.dst]).removed == 1
+    assert learned.dst not in kernel.routes

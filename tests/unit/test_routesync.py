@@ -83,11 +83,11 @@ def test_tracker_kept_incrementally_equals_the_difference_recomputed(ops) -> Non
 
 def test_felix_adopts_old_pod_routes_but_never_the_kernels_or_bgpds() -> None:
     want = pod(0, "10.244.1.1")
-    assert FELIX_OWNERSHIP.may_replace(Route(want.dst, 4, dev=want.dev, scope="link"))     # proto static
-    assert not FELIX_OWNERSHIP.may_replace(Route(want.dst, 2, dev=want.dev, scope="link"))
-    assert not FELIX_OWNERSHIP.may_replace(Route(want.dst, 186, dev=want.dev, scope="link"))
+    assert FELIX_OWNERSHIP.may_replace(Route(want.dst, 4, dev=want.dev, scope="link"), want)     # proto static
+    assert not FELIX_OWNERSHIP.may_replace(Route(want.dst, 2, dev=want.dev, scope="link"), want)
+    assert not FELIX_OWNERSHIP.may_replace(Route(want.dst, 186, dev=want.dev, scope="link"), want)
     assert not FELIX_OWNERSHIP.owns(Route(want.dst, 4, dev=want.dev, scope="link"))
-    assert BGPD_OWNERSHIP.owns(learned("10.244.2.0/24")) and not BGPD_OWNERSHIP.may_replace(want)
+    assert BGPD_OWNERSHIP.owns(learned("10.244.2.0/24")) and not BGPD_OWNERSHIP.may_replace(want, learned("10.244.1.1/32"))
 
 
 # --- RouteSync --------------------------------------------------------------------------
@@ -221,3 +221,52 @@ def test_a_kernel_that_already_matches_needs_no_writes(desired) -> None:
     sync.replace_desired(desired)
     sync.apply()
     assert kernel.writes == 0
+
+
+# --- carrier handover between felix and bgpd ---------------------------------------------
+
+VTEP = IPv4Address("10.244.2.0")
+
+
+def vxlan_route(cidr: str) -> Route:
+    return Route(IPv4Network(cidr), 80, dev="vxlan.calico", gateway=VTEP, onlink=True)
+
+
+def test_felix_takes_over_bgpds_route_to_a_block_in_place_and_bgpd_then_leaves_it() -> None:
+    bgp = learned("10.244.2.0/26")
+    kernel = MemoryRouteWriter(LINKS | {"vxlan.calico"}, [bgp])
+    felix, bgpd = RouteSync(kernel, FELIX_OWNERSHIP), RouteSync(kernel, BGPD_OWNERSHIP)
+    felix.resync()
+    bgpd.resync()
+    bgpd.replace_desired({bgp.dst: bgp})
+    want = vxlan_route("10.244.2.0/26")
+    felix.set_desired(want)
+    report = felix.apply()
+    assert report.replaced == ((want, bgp),) and kernel.writes == 1
+    bgpd.route_event(want, True)            # bgpd hears of felix's write: no longer its route
+    bgpd.delete_desired(bgp.dst)
+    assert not bgpd.apply().changed and kernel.routes[want.dst] == want and kernel.writes == 1
+
+
+def test_bgpd_takes_over_felixs_route_to_a_block_in_place_and_felix_then_leaves_it() -> None:
+    carried = vxlan_route("10.244.2.0/26")
+    kernel = MemoryRouteWriter(LINKS | {"vxlan.calico"}, [carried])
+    felix, bgpd = RouteSync(kernel, FELIX_OWNERSHIP), RouteSync(kernel, BGPD_OWNERSHIP)
+    felix.resync()
+    bgpd.resync()
+    felix.replace_desired({carried.dst: carried})
+    tunnelled = learned("10.244.2.0/26", dev="tunl0")
+    bgpd.set_desired(tunnelled)
+    assert bgpd.apply().replaced == ((tunnelled, carried),) and kernel.writes == 1
+    felix.route_event(tunnelled, True)
+    felix.delete_desired(carried.dst)
+    assert not felix.apply().changed and kernel.routes[carried.dst] == tunnelled and kernel.writes == 1
+
+
+def test_only_carrier_routes_change_hands() -> None:
+    bgp, block = learned("10.244.1.0/24"), blackhole("10.244.1.0/24")
+    pod_route = pod(0, "10.244.1.1")
+    assert not FELIX_OWNERSHIP.may_replace(bgp, block)            # a blackhole is no carrier
+    assert not BGPD_OWNERSHIP.may_replace(block, bgp)
+    assert not BGPD_OWNERSHIP.may_replace(pod_route, learned("10.244.1.1/32"))
+    assert not BGPD_OWNERSHIP.may_replace(Route(bgp.dst, 4, dev="eth0", gateway=GW), bgp)   # static
