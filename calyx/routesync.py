@@ -110,6 +110,12 @@ class RouteSync:
         return self._links
 
     @property
+    def unwanted(self) -> Mapping[IPv4Network, Route]:
+        """This owner's routes in the kernel that it no longer desires (deleted at the next
+        :meth:`apply` unless retained)."""
+        return self._routes.pending_deletions
+
+    @property
     def programmed(self) -> int:
         """How many desired routes the kernel holds exactly as desired."""
         return len(self._routes.desired) - len(self._routes.pending_updates)

@@ -30,7 +30,9 @@ class FelixConfig(DaemonConfig):
         30.0, env="FELIX_IPIPTEARDOWNGRACE",
         help="seconds tunl0 keeps its address and stays up (decapsulating) after the last pool wanting "
              "IPIP on this node stopped wanting it, so peers still sending IPIP during a live mode switch "
-             "are not dropped; 0: tear down at once")
+             "are not dropped; 0: tear down at once. The same grace applies to vxlan.calico, and to a "
+             "route to a remote block felix no longer carries (its pool left VXLAN), kept until bgpd "
+             "replaces it in place")
     ipam_gc_interval: float = setting(
         60.0, env="FELIX_IPAMGCINTERVAL",
         help="seconds between IPAM block garbage-collection passes (run by the node with the smallest "

@@ -2,8 +2,8 @@
 
 The main loop (a :class:`calyx.loop.Loop` named ``felix``) sleeps until something happens (a
 datastore change, a link or route event, the periodic resync timer, the end of a tunnel teardown
-grace, stop), gathers a burst of such events for ``debounce`` seconds, and reconciles: desired
-state is recalculated when the datastore changed, the kernel's state comes from the route
+grace or of a released route's grace, stop), gathers a burst of such events for ``debounce``
+seconds, and reconciles: desired state is recalculated when the datastore changed, the kernel's state comes from the route
 manager's view (a full dump at start and every ``route_refresh_interval``, netlink events in
 between), and only differences are written.
 Nothing is programmed before every watched resource has been listed once, and while the API is
@@ -45,6 +45,7 @@ from felix.metrics import FelixMetrics
 HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove it is alive
 RESYNC_TIMER = "route-resync"
 TEARDOWN_TIMER = "tunnel-teardown"
+RELEASE_TIMER = "route-release"
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class Felix:
             servers.append(HealthServer(cfg.health_host, cfg.metrics_port, self.registry,
                                         liveness=self.liveness, readiness=self.readiness))
         table = RouteTable()
-        routes = RouteManager(table, self.metrics)
+        routes = RouteManager(table, self.metrics, release_grace=cfg.ipip_teardown_grace)
         tunnel = TunnelManager(table, self.metrics, grace=cfg.ipip_teardown_grace)
         kernel = KernelWatch()
         watcher = threading.Thread(target=self._watch_datastore, args=(datastore, stop), name="datastore-watch",
@@ -189,7 +190,7 @@ class Felix:
             desired = state.desired = desired_dataplane(state.snapshot, facts)
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
-            routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
+            routes.reconcile(desired.routes, desired.reasons, desired.settling_devices, self._loop.clock.now())
             try:
                 tunnel.apply(desired.tunnel, self._loop.clock.now())
             except OSError as exc:
@@ -200,6 +201,7 @@ class Felix:
             self._ready = True
             self._log.info("felix ready: first full sync done", routes=len(desired.routes))
         self._loop.wake_at(TEARDOWN_TIMER, tunnel.teardown_at)
+        self._loop.wake_at(RELEASE_TIMER, routes.release_at)
 
     def _cni_chores(self, stop: threading.Event) -> list[threading.Thread]:
         cfg = self.config

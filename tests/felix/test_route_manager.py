@@ -12,6 +12,7 @@ from calyx import model
 from calyx.kernelwatch import KernelResyncWanted, LinkChanged, RouteChanged
 from calyx.memroutes import MemoryRouteWriter
 from calyx.naming import cali_interface_name
+from calyx.route import Route
 from felix.calc import LocalFacts, blackhole_route, desired_dataplane, pod_route
 from felix.dataplane.routes import RouteManager
 from felix.metrics import FelixMetrics
@@ -94,3 +95,25 @@ def test_the_pod_mtu_file_is_written_only_when_it_changes(tmp_path) -> None:
     assert not mtu.write(1480)
     assert mtu.write(1500) and mtu.path.read_text() == "1500\n"
     assert [p.name for p in mtu.path.parent.iterdir()] == ["mtu"]
+
+
+def test_a_released_remote_block_route_is_kept_for_the_grace_unless_bgpd_takes_it_over() -> None:
+    vtep = IPv4Address("10.244.2.0")
+    carried = Route(IPv4Network("10.244.2.0/24"), 80, dev="vxlan.calico", gateway=vtep, onlink=True)
+    other = Route(IPv4Network("10.244.3.0/24"), 80, dev="vxlan.calico", gateway=IPv4Address("10.244.3.0"),
+                  onlink=True)
+    kernel = MemoryRouteWriter(["eth0", "vxlan.calico", "tunl0"], [carried, other])
+    routes = RouteManager(kernel, FelixMetrics.create(CollectorRegistry()), release_grace=30.0)
+    routes.resync()
+    routes.reconcile({carried.dst: carried, other.dst: other}, {}, now=100.0)
+    assert kernel.writes == 0 and routes.release_at is None
+    routes.reconcile({}, {}, now=101.0)                  # both pools left VXLAN
+    assert kernel.routes == {carried.dst: carried, other.dst: other} and routes.release_at == 131.0
+    taken = Route(carried.dst, 186, dev="tunl0", gateway=vtep, onlink=True)
+    kernel.routes[taken.dst] = taken                     # bgpd replaces one in place
+    routes.absorb([RouteChanged(taken, True)])
+    routes.reconcile({}, {}, now=120.0)
+    assert kernel.routes[carried.dst] == taken and kernel.writes == 0
+    routes.reconcile({}, {}, now=131.0)                  # nobody took the other: gone after the grace
+    assert other.dst not in kernel.routes and kernel.routes[carried.dst] == taken
+    assert routes.release_at is None
