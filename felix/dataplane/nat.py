@@ -146,7 +146,12 @@ class NatManager:
         self._metrics.errors.labels("nat").inc()
         message = str(exc)
         if message != self._last_error:     # the same failure pass after pass is logged once
-            self._log.error(event, table=f"{nftjson.FAMILY} {nftjson.TABLE}", error=message, reason=state.reason)
+            hint = {}
+            if "Operation not supported" in message:
+                hint = {"hint": "the kernel lacks nftables' ip family or its NAT chain type "
+                                "(CONFIG_NF_TABLES_IPV4, CONFIG_NFT_NAT, CONFIG_NFT_MASQ)"}
+            self._log.error(event, table=f"{nftjson.FAMILY} {nftjson.TABLE}", error=message, reason=state.reason,
+                            **hint)
         self._last_error = message
 
     def _log_plan(self, plan: NatPlan) -> None:
