@@ -15,6 +15,7 @@ import re
 import secrets
 import sys
 import time
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,6 @@ def nat_table(lab, node: str) -> nftjson.ObservedTable | None:
 
 
 def test_every_node_programs_the_nat_table(lab, cluster_pods):
-    from ipaddress import IPv4Network
     want = {"masq-sources": {IPv4Network("10.244.0.0/16")}, "all-pools": {IPv4Network("10.244.0.0/16")},
             "node-addresses": {IPv4Network(f"{a}/32") for a in NODES.values()}}
     for node in NODES:
