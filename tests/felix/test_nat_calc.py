@@ -45,7 +45,8 @@ def test_sources_are_the_nat_pools_and_exemptions_every_pool_and_node_address() 
 def test_disabled_pools_still_count_both_as_source_and_as_exemption() -> None:
     """disabled only stops allocation: the pods of a disabled pool keep their NAT, and a
     disabled pool's addresses are still pods, never masqueraded towards."""
-    state = desired_nat(snap(pool("old", "10.10.0.0/16", nat=True, disabled=True), pool("new", "10.20.0.0/16", disabled=True)))
+    state = desired_nat(snap(pool("old", "10.10.0.0/16", nat=True, disabled=True),
+                             pool("new", "10.20.0.0/16", disabled=True)))
     assert state.masquerade_sources == (N("10.10.0.0/16"),)
     assert state.pool_cidrs == (N("10.10.0.0/16"), N("10.20.0.0/16"))
 
