@@ -196,12 +196,12 @@ class Felix:
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
             routes.reconcile(desired.routes, desired.reasons, desired.settling_devices)
-            state.nat.reconcile(state.nat_desired, reread=resync)    # a resync re-reads the NAT table
             try:
                 tunnel.apply(desired.tunnel, self._loop.clock.now())
             except OSError as exc:
                 self.metrics.errors.labels("tunnel").inc()
                 self._log.error("tunnel update failed", error=str(exc), reason=desired.tunnel.reason)
+            state.nat.reconcile(state.nat_desired, reread=resync)    # a resync re-reads the NAT table
             state.mtu_file.write(desired.pod_mtu)
         if not self._ready:
             self._ready = True
