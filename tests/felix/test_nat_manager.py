@@ -163,3 +163,19 @@ def test_without_libnftables_nat_is_reported_once_and_nothing_fails(caplog: pyte
     assert registry.get_sample_value("felix_nat_available") == 0
     errors = [r for r in caplog.records if "NAT unavailable" in r.getMessage()]
     assert len(errors) == 1 and "libnftables.so.1" in getattr(errors[0], "calyx_fields")["error"]
+
+
+def test_a_kernel_without_nftables_nat_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The lab's user-mode Linux kernel has nf_tables but no ip family: the refusal is logged
+    once with what the kernel lacks, and counted on every attempt."""
+    nft = MemoryNftables()
+    nft.refuse = "Error: Could not process rule: Operation not supported"
+    nat, metrics = manager(nft)
+    with caplog.at_level("ERROR"):
+        assert nat.reconcile(NAT, reread=True) is None
+        assert nat.reconcile(NAT) is None
+    failures = [r for r in caplog.records if r.getMessage() == "NAT table create failed"]
+    assert len(failures) == 1
+    assert "CONFIG_NF_TABLES_IPV4" in getattr(failures[0], "calyx_fields")["hint"]
+    assert metrics.get_sample_value("felix_errors_total", {"kind": "nat"}) == 2
+    assert metrics.get_sample_value("felix_nat_available") == 1 and nft.tables == {}
