@@ -103,10 +103,6 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
                 continue
             routes[cidr] = blackhole_route(cidr)
             reasons[cidr] = f"pod CIDR of node {facts.node_name}"
-        for pool in model.pools_for_node(snapshot.ippools, node):
-            if pool.nat_outgoing:
-                problems.append(f"IPPool {pool.name}: natOutgoing is not programmed by felix yet; "
-                                "pod traffic leaving the pools keeps its pod source address")
         wanting = [p.name for p in model.pools_for_node(snapshot.ippools, node)
                    if p.ipip_mode in (model.EncapMode.ALWAYS, model.EncapMode.CROSS_SUBNET)]
         address = model.node_tunnel_address(node, snapshot.blocks)

@@ -10,7 +10,8 @@ from calyx.config import ConfigError, DaemonConfig, setting
 class FelixConfig(DaemonConfig):
     route_refresh_interval: float = setting(
         90.0, env="FELIX_ROUTEREFRESHINTERVAL",
-        help="seconds between full re-reads of the kernel's routes (events repair in between)")
+        help="seconds between full re-reads of the kernel's routes (events repair in between) and of "
+             "the NAT table")
     mtu: int | None = setting(
         None, env="FELIX_MTU",
         help="pod and tunnel MTU; unset: detected from the node's interface (minus 20 with IPIP)")

@@ -38,9 +38,11 @@ from calyx.observability import Check, HealthServer, Liveness
 from felix.calc import DesiredDataplane, LocalFacts, desired_dataplane
 from felix.config import FelixConfig
 from felix.dataplane.mtufile import PodMtuFile
+from felix.dataplane.nat import LibNftables, NatManager
 from felix.dataplane.routes import RouteManager
 from felix.dataplane.tunnel import TunnelManager
 from felix.metrics import FelixMetrics
+from felix.nat import NO_NAT, NatState, desired_nat
 
 HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove it is alive
 RESYNC_TIMER = "route-resync"
@@ -71,9 +73,11 @@ class _LoopState:
     routes: RouteManager
     tunnel: TunnelManager
     mtu_file: PodMtuFile
+    nat: NatManager
     synced: bool = False
     snapshot: model.Snapshot = field(default_factory=model.Snapshot)
     desired: DesiredDataplane | None = None
+    nat_desired: NatState = NO_NAT
 
 
 class Felix:
@@ -150,7 +154,8 @@ class Felix:
             for chore in chores:
                 chore.start()
             tunnel.probe()
-            self._state = _LoopState(datastore, table, routes, tunnel, PodMtuFile(cfg.run_dir))
+            self._state = _LoopState(datastore, table, routes, tunnel, PodMtuFile(cfg.run_dir),
+                                     NatManager(LibNftables, self.metrics))
             if not stop.is_set():
                 self._loop.run()
         finally:
@@ -188,6 +193,7 @@ class Felix:
         desired = state.desired
         if recalc or resync or desired is None:
             desired = state.desired = desired_dataplane(state.snapshot, facts)
+            state.nat_desired = desired_nat(state.snapshot)
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
             routes.reconcile(desired.routes, desired.reasons, desired.settling_devices, self._loop.clock.now())
@@ -196,6 +202,7 @@ class Felix:
             except OSError as exc:
                 self.metrics.errors.labels("tunnel").inc()
                 self._log.error("tunnel update failed", error=str(exc), reason=desired.tunnel.reason)
+            state.nat.reconcile(state.nat_desired, reread=resync)    # a resync re-reads the NAT table
             state.mtu_file.write(desired.pod_mtu)
         if not self._ready:
             self._ready = True

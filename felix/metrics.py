@@ -17,6 +17,7 @@ class FelixMetrics:
     errors: Counter
     ipip_available: Gauge
     resyncs: Counter
+    nat_available: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "FelixMetrics":
@@ -32,7 +33,8 @@ class FelixMetrics:
             reconcile_seconds=Histogram("felix_reconcile_duration_seconds", "Time to reconcile the dataplane",
                                         buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                                         registry=registry),
-            netlink_writes=Counter("felix_netlink_writes_total", "Netlink changes felix made, by object",
+            netlink_writes=Counter("felix_netlink_writes_total",
+                                   "Netlink changes felix made, by object (nat: nftables transactions)",
                                    ["object"], registry=registry),
             errors=Counter("felix_errors_total", "Dataplane operations that failed, by kind", ["kind"],
                            registry=registry),
@@ -40,4 +42,6 @@ class FelixMetrics:
                                  registry=registry),
             resyncs=Counter("felix_resyncs_total", "Full reads of the kernel's routes and links",
                             registry=registry),
+            nat_available=Gauge("felix_nat_available", "1 if libnftables is there to program natOutgoing",
+                                registry=registry),
         )

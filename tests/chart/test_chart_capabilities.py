@@ -1,6 +1,6 @@
 """The capabilities the chart grants each daemon container are enough for the kernel operations
-that daemon performs, and each one is needed: the operations run through pyroute2 and sockets
-in a fresh network namespace, in a process whose capability set is exactly the container's
+that daemon performs, and each one is needed: the operations run through pyroute2, sockets and
+libnftables (felix's natOutgoing table) in a fresh network namespace, in a process whose capability set is exactly the container's
 (``setpriv`` bounding set, no new privileges), as the container runtime would start it."""
 from __future__ import annotations
 
@@ -32,6 +32,14 @@ with IPRoute() as ipr:
     attempt("pod-route", lambda: ipr.route("replace", dst="10.244.3.7/32", oif=dev, scope=253, proto=80))
     attempt("blackhole", lambda: ipr.route("replace", dst="10.244.3.0/26", type="blackhole", proto=80))
     attempt("address", lambda: ipr.addr("add", index=dev, address="10.244.3.0", prefixlen=32))
+def nat_table():
+    from ipaddress import IPv4Address, IPv4Network
+    from felix.dataplane.nat import LibNftables
+    from felix.dataplane.nftjson import build_commands
+    from felix.nat import NatState
+    pools = (IPv4Network("10.244.0.0/16"),)
+    LibNftables().run(build_commands(NatState(pools, pools, (IPv4Address("192.0.2.1"),))))
+attempt("nat-table", nat_table)
 print(json.dumps(results))
 sys.exit(0 if set(results.values()) == {"ok"} else 1)
 """
@@ -103,6 +111,7 @@ def test_granted_capabilities_suffice(helm: Helm, netns: str, container: str, pr
 
 @pytest.mark.parametrize("container,program,cap,operation", [
     ("felix", FELIX_OPS, "NET_ADMIN", "pod-route"),
+    ("felix", FELIX_OPS, "NET_ADMIN", "nat-table"),
     ("bgpd", BGPD_OPS, "NET_ADMIN", "install-route"),
     ("bgpd", BGPD_OPS, "NET_BIND_SERVICE", "listen-179"),
 ])

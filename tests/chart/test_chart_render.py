@@ -74,8 +74,8 @@ def test_defaults_follow_calico_manifest(rendered_scenarios: dict[str, Rendered]
     rendered = rendered_scenarios["defaults"]
     pool = rendered.one("IPPool")["spec"]
     assert pool["ipipMode"] == "Always" and pool["blockSize"] == 26
-    # Calico's manifest masquerades by default; felix does not program natOutgoing yet, so the
-    # chart does not ask for what it cannot do.
+    # Calico's manifest masquerades by default; Calyx's chart leaves it off (ipPool.natOutgoing)
+    # because nodes whose kernel lacks nftables NAT (the lab's user-mode Linux) cannot honour it.
     assert pool["natOutgoing"] is False
     network = ipaddress.IPv4Network(pool["cidr"])    # strict: host bits are zero
     assert network.is_private and network.prefixlen <= pool["blockSize"]

@@ -9,7 +9,7 @@ from chart_support import NAMESPACE, Helm, Rendered
 
 DAEMONS = ("felix", "bgpd")
 # Capabilities per container, and why (docs/install.md, "Privileges"). felix opens netlink
-# sockets only (no raw IP or packet socket: no NET_RAW); natOutgoing is not programmed.
+# sockets only, nfnetlink for natOutgoing included (no raw IP or packet socket: no NET_RAW).
 EXPECTED_CAPABILITIES = {
     "install-cni": set(),
     "felix": {"NET_ADMIN"},

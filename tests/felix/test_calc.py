@@ -164,13 +164,10 @@ def test_grace_never_ends_early_and_ends_on_time(steps: list[tuple[bool, float]]
             assert kernel_up and unwanted_from is not None and now < unwanted_from + grace
 
 
-def test_nat_outgoing_is_reported_as_not_honoured():
-    """felix programs no masquerade: a pool asking for it is named among the problems."""
+def test_nat_outgoing_is_not_a_problem_any_more():
+    """natOutgoing is programmed (felix.nat, the NAT manager): a pool asking for it is no
+    input felix cannot honour."""
     node = model.NodeInfo(name="node1", pod_cidrs=(IPv4Network("10.244.1.0/24"),))
     pool = model.IPPool(name="nat-pool", cidr=IPv4Network("10.244.0.0/16"), nat_outgoing=True)
     snap = model.Snapshot(nodes={"node1": node}, ippools={"nat-pool": pool})
-    desired = desired_dataplane(snap, LocalFacts(node_name="node1"))
-    assert any("IPPool nat-pool: natOutgoing is not programmed" in p for p in desired.problems)
-    plain = model.Snapshot(nodes={"node1": node},
-                           ippools={"p": model.IPPool(name="p", cidr=IPv4Network("10.244.0.0/16"))})
-    assert desired_dataplane(plain, LocalFacts(node_name="node1")).problems == ()
+    assert desired_dataplane(snap, LocalFacts(node_name="node1")).problems == ()
