@@ -35,11 +35,14 @@ def _age_order(pool: IPPool) -> tuple[bool, str, str]:
 
 
 def _node_networks(nodes: Iterable[NodeInfo]) -> dict[IPv4Network, str]:
-    """The network of each node's address -> the first node (by name) on it."""
+    """The network of each node's address -> the first node (by name) on it: what a message names,
+    the same whatever order the nodes come in."""
     networks: dict[IPv4Network, str] = {}
-    for node in sorted(nodes, key=lambda n: n.name):
+    for node in nodes:
         if node.bgp_address is not None:
-            networks.setdefault(node.bgp_address.network, node.name)
+            network = node.bgp_address.network
+            if network not in networks or node.name < networks[network]:
+                networks[network] = node.name
     return networks
 
 
@@ -58,7 +61,7 @@ def refusals(pools: Mapping[str, IPPool], nodes: Mapping[str, NodeInfo] | Iterab
     refused: dict[str, ValidationError] = {}
     for pool in sorted(pools.values(), key=_age_order):
         service = next((cidr for cidr in config.service_cluster_ips if cidr.overlaps(pool.cidr)), None)
-        node_network = next((net for net in node_networks if net.overlaps(pool.cidr)), None)
+        node_network = min((net for net in node_networks if net.overlaps(pool.cidr)), default=None)
         older = next((other for other in kept if other.cidr.overlaps(pool.cidr)), None)
         if service is not None:
             refused[pool.name] = _refused(pool, f"overlaps the Service CIDR {service} "

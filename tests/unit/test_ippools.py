@@ -72,6 +72,11 @@ def test_a_pool_overlapping_a_node_network_is_refused_naming_the_first_node():
     err = ippools.refusals(pools(pool("p", "10.0.0.0/8")), NODES, BGPConfiguration())["p"]
     assert str(err) == ("IPPool 'p': spec.cidr: '10.0.0.0/8': overlaps the network 10.0.0.0/24 of Node "
                         "'node1'; the pool is not used for allocation or routing")
+    # the same message whatever order the nodes come in: the lowest network, its first node by name
+    more = {"zz": NodeInfo("zz", bgp_address=IPv4Interface("10.0.0.9/24")),
+            "b": NodeInfo("b", bgp_address=IPv4Interface("10.9.0.1/16")), **NODES}
+    for order in (list(more.values()), list(reversed(more.values()))):
+        assert str(ippools.refusals(pools(pool("p", "10.0.0.0/8")), order, BGPConfiguration())["p"]) == str(err)
     # a node known by its InternalIP only (a /32): the pool holding that address
     lone = {"n": NodeInfo("n", bgp_address=IPv4Interface("192.168.7.9/32"))}
     assert list(ippools.refusals(pools(pool("p", "192.168.0.0/16")), lone, SERVICES)) == ["p"]
