@@ -1,7 +1,8 @@
 """Every containerlab topology in the repository is valid for containerlab itself.
 
-Validates ``containerlab/**/*.clab.yml`` (and the tests' own topologies) against containerlab's own JSON schema (draft-07,
-vendored in ``containerlab/schema/clab.schema.json``) and checks that the lab runner accepts each file too.
+Validates ``containerlab/**/*.clab.yml`` and the tests' own topologies against containerlab's own
+JSON schema (draft-07, vendored in ``containerlab/schema/clab.schema.json``) and checks that the
+lab runner accepts each file too.
 The schema's patterns use ``\\p{..}`` classes, which need the ``regex`` module in place of
 ``re`` inside jsonschema's keyword implementations.
 """

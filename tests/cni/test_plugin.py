@@ -233,7 +233,8 @@ def test_a_disabled_pool_gives_no_new_address_and_an_overlapping_pool_none_at_al
 
     cluster.create_pool("old", "10.78.0.0/24", block_size=28)
     assert add("first") == "10.78.0.1/32"
-    k8s.CustomObjectsApi(cluster.api).patch_cluster_custom_object("calyx.dev", "v1", "ippools", "old", {"spec": {"disabled": True}})
+    k8s.CustomObjectsApi(cluster.api).patch_cluster_custom_object("calyx.dev", "v1", "ippools", "old",
+                                                                  {"spec": {"disabled": True}})
     # created later and overlapping "old" (disabled pools count): refused, although its name sorts first
     cluster.create_pool("a-shadow", "10.78.0.0/25", block_size=28)
     cluster.create_pool("new", "10.79.0.0/24", block_size=28)

@@ -120,9 +120,10 @@ def test_pods_move_to_a_new_pool_while_the_old_ones_keep_working(lab):
     kubectl(lab, "delete", "ippool", OLD_POOL)
     kubectl(lab, "delete", "ipamblocks", *sorted(str(b).replace(".", "-").replace("/", "-")
                                                  for b in old_blocks.values()))
+    gone = set(old_blocks.values())
     for node in NODES:
         wait_for(f"node {node}: no route left to the old pool's blocks",
-                 lambda node=node: not (set(old_blocks.values()) & (blackholes(lab, node) | set(installed(lab, node)))))
+                 lambda node=node: not gone & (blackholes(lab, node) | set(installed(lab, node))))
     assert_blocks_routed(lab, new_blocks)
     assert_full_matrix(lab, new, "old pool deleted")
 
@@ -134,6 +135,7 @@ def conflict_events(lab, name: str) -> list[dict]:
 
 
 def test_an_overlapping_pool_is_refused_and_the_pool_in_use_keeps_working(lab):
+    """Runs on the cluster the test above leaves: the new pool in use, one pod per node in it."""
     new_blocks = blocks_of(lab, NEW_POOL)
     apply_pool(lab, OVERLAPPING, IPv4Network("10.245.0.0/17"))
     message = (f"IPPool '{OVERLAPPING}': spec.cidr: '10.245.0.0/17': overlaps IPPool '{NEW_POOL}' "
@@ -148,7 +150,7 @@ def test_an_overlapping_pool_is_refused_and_the_pool_in_use_keeps_working(lab):
     assert_blocks_routed(lab, new_blocks)
     late = add_pod(lab, "node2", "after-overlap")
     assert ip_address(late.ip) in new_blocks["node2"], late
-    new = [Pod(node, f"new-{node}", "") for node in NODES]
-    core = core_api(lab)
-    new = [Pod(p.node, p.name, core.read_namespaced_pod(p.name, POD_NAMESPACE).status.pod_ip) for p in new]
+    core = core_api(lab)      # the pods the first test moved to the new pool
+    new = [Pod(node, f"new-{node}", core.read_namespaced_pod(f"new-{node}", POD_NAMESPACE).status.pod_ip)
+           for node in NODES]
     assert_full_matrix(lab, new + [late], "overlapping pool refused")
