@@ -17,12 +17,18 @@ A pool is refused, and then used neither for allocation nor for routing, when it
 
 Pools are checked oldest first; a pool refused for any reason does not make a later one
 overlapping it refused as well.
+
+A pool already *in use* (some IPAM block or node pod CIDR lies in it: pods may hold its
+addresses) is never refused for overlapping a Service CIDR or a node network: such an overlap
+appears when a node joins or a Service CIDR is added after the pool, and refusing the pool then
+would cut off pods that work. It is kept and the overlap is reported all the same
+(:func:`conflicts`), for the operator to migrate the pool away.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
-from typing import Iterable, Mapping
+from typing import AbstractSet, Iterable, Mapping
 
 from calyx.model import KIND_IPPOOL, BGPConfiguration, IPPool, NodeInfo, Snapshot, ValidationError
 
@@ -46,48 +52,83 @@ def _node_networks(nodes: Iterable[NodeInfo]) -> dict[IPv4Network, str]:
     return networks
 
 
-def _refused(pool: IPPool, problem: str) -> ValidationError:
-    return ValidationError(KIND_IPPOOL, pool.name, CIDR_FIELD, str(pool.cidr),
-                           f"{problem}; the pool is not used for allocation or routing")
+NOT_USED = "the pool is not used for allocation or routing"
 
 
-def refusals(pools: Mapping[str, IPPool], nodes: Mapping[str, NodeInfo] | Iterable[NodeInfo],
-             config: BGPConfiguration) -> dict[str, ValidationError]:
-    """pool name -> why it is refused (naming the pool, spec.cidr, its value and what it
-    overlaps), for every pool that overlaps a kept pool, a Service CIDR or a node's network."""
+def _error(pool: IPPool, problem: str) -> ValidationError:
+    return ValidationError(KIND_IPPOOL, pool.name, CIDR_FIELD, str(pool.cidr), problem)
+
+
+@dataclass(frozen=True)
+class PoolConflict:
+    """One pool's conflict with another pool, a Service CIDR or a node network."""
+
+    error: ValidationError      # names the pool, spec.cidr, its value and what it overlaps
+    refused: bool               # False: the pool is in use and kept all the same
+
+
+def pools_in_use(pools: Mapping[str, IPPool], cidrs: Iterable[IPv4Network]) -> frozenset[str]:
+    """The names of the pools holding any of ``cidrs`` (IPAM blocks, node pod CIDRs)."""
+    held = list(cidrs)
+    return frozenset(name for name, pool in pools.items() if any(c.overlaps(pool.cidr) for c in held))
+
+
+def conflicts(pools: Mapping[str, IPPool], nodes: Mapping[str, NodeInfo] | Iterable[NodeInfo],
+              config: BGPConfiguration, in_use: AbstractSet[str] = frozenset()) -> dict[str, PoolConflict]:
+    """pool name -> its conflict, for every pool that overlaps a kept pool, a Service CIDR or a
+    node's network. A pool in ``in_use`` overlapping only a Service CIDR or a node network is
+    kept (``refused`` False); every other conflict refuses the pool."""
     node_values = nodes.values() if isinstance(nodes, Mapping) else nodes
     node_networks = _node_networks(node_values)
     kept: list[IPPool] = []
-    refused: dict[str, ValidationError] = {}
+    found: dict[str, PoolConflict] = {}
     for pool in sorted(pools.values(), key=_age_order):
         service = next((cidr for cidr in config.service_cluster_ips if cidr.overlaps(pool.cidr)), None)
         node_network = min((net for net in node_networks if net.overlaps(pool.cidr)), default=None)
         older = next((other for other in kept if other.cidr.overlaps(pool.cidr)), None)
+        problem = None
         if service is not None:
-            refused[pool.name] = _refused(pool, f"overlaps the Service CIDR {service} "
-                                                f"(BGPConfiguration {config.name!r} spec.serviceClusterIPs)")
+            problem = (f"overlaps the Service CIDR {service} "
+                       f"(BGPConfiguration {config.name!r} spec.serviceClusterIPs)")
         elif node_network is not None:
-            refused[pool.name] = _refused(pool, f"overlaps the network {node_network} of Node "
-                                                f"{node_networks[node_network]!r}")
+            problem = f"overlaps the network {node_network} of Node {node_networks[node_network]!r}"
+        if problem is not None and older is None and pool.name in in_use:
+            found[pool.name] = PoolConflict(_error(pool, f"{problem}; the pool is in use and stays in use: "
+                                                         "migrate its pods to another pool"), refused=False)
+            kept.append(pool)
+        elif problem is not None:
+            found[pool.name] = PoolConflict(_error(pool, f"{problem}; {NOT_USED}"), refused=True)
         elif older is not None:
-            refused[pool.name] = _refused(pool, f"overlaps IPPool {older.name!r} ({older.cidr}), "
-                                                "which was created earlier")
+            found[pool.name] = PoolConflict(_error(pool, f"overlaps IPPool {older.name!r} ({older.cidr}), "
+                                                         f"which was created earlier; {NOT_USED}"), refused=True)
         else:
             kept.append(pool)
-    return refused
+    return found
+
+
+def refusals(pools: Mapping[str, IPPool], nodes: Mapping[str, NodeInfo] | Iterable[NodeInfo],
+             config: BGPConfiguration, in_use: AbstractSet[str] = frozenset()) -> dict[str, ValidationError]:
+    """pool name -> why it is refused (the :func:`conflicts` that refuse)."""
+    return {name: c.error for name, c in conflicts(pools, nodes, config, in_use).items() if c.refused}
 
 
 def accepted(pools: Mapping[str, IPPool], nodes: Mapping[str, NodeInfo] | Iterable[NodeInfo],
-             config: BGPConfiguration) -> dict[str, IPPool]:
+             config: BGPConfiguration, in_use: AbstractSet[str] = frozenset()) -> dict[str, IPPool]:
     """The pools Calyx uses: ``pools`` without those :func:`refusals` names."""
-    refused = refusals(pools, nodes, config)
+    refused = refusals(pools, nodes, config, in_use)
     return {name: pool for name, pool in pools.items() if name not in refused}
 
 
-def without_refused_pools(snapshot: Snapshot) -> tuple[Snapshot, dict[str, ValidationError]]:
-    """``snapshot`` with the refused pools left out of ``ippools``, and why each was refused."""
-    refused = refusals(snapshot.ippools, snapshot.nodes, snapshot.bgp_configuration)
+def without_refused_pools(snapshot: Snapshot) -> tuple[Snapshot, dict[str, PoolConflict]]:
+    """``snapshot`` with the refused pools left out of ``ippools``, and every pool's conflict
+    (those kept because they are in use included). A pool is in use when one of the snapshot's
+    IPAM blocks (not being deleted) or node pod CIDRs lies in it."""
+    held = [block.cidr for block in snapshot.blocks.values() if not block.deleted]
+    held += [cidr for node in snapshot.nodes.values() for cidr in node.pod_cidrs]
+    found = conflicts(snapshot.ippools, snapshot.nodes, snapshot.bgp_configuration,
+                      pools_in_use(snapshot.ippools, held))
+    refused = {name for name, conflict in found.items() if conflict.refused}
     if not refused:
-        return snapshot, refused
+        return snapshot, found
     kept = {name: pool for name, pool in snapshot.ippools.items() if name not in refused}
-    return replace(snapshot, ippools=kept), refused
+    return replace(snapshot, ippools=kept), found

@@ -532,22 +532,25 @@ class Datastore:
         self._report_refused_pools(refused, snapshot.ippools)
         return snapshot
 
-    def _report_refused_pools(self, refused: Mapping[str, model.ValidationError],
+    def _report_refused_pools(self, found: Mapping[str, ippools.PoolConflict],
                               kept: Mapping[str, model.IPPool]) -> None:
-        """Log (and post as a Warning Event) each new or changed refusal; log a pool used again."""
-        for name in sorted(set(self._refused_pools) - set(refused)):
+        """Log (and post as a Warning Event) each new or changed conflict, refused or kept in
+        use; log a pool used again."""
+        for name in sorted(set(self._refused_pools) - set(found)):
             del self._refused_pools[name]
             if name in kept:
                 self._log.info("IPPool used again", kind=model.KIND_IPPOOL, name=name,
                                cidr=str(kept[name].cidr), reason="it no longer overlaps anything")
         store = self._stores.get(resources.IPPOOLS)
-        for name, err in sorted(refused.items()):
+        for name, conflict in sorted(found.items()):
+            err = conflict.error
             message = str(err)
             if self._refused_pools.get(name) == message:
                 continue
             self._refused_pools[name] = message
-            self._log.warning("refused resource", kind=err.kind, name=name, field=err.field_path,
-                              value=repr(err.value), problem=err.problem)
+            self._log.warning("refused resource" if conflict.refused else "IPPool overlap kept: the pool is in use",
+                              kind=err.kind, name=name, field=err.field_path, value=repr(err.value),
+                              problem=err.problem)
             obj = store.cache.get(("", name)) if store is not None else None
             if self.events is not None and obj is not None:
                 self.events.warning(obj, CONFLICT_REASON, message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Interface, IPv4Network
 
 from calyx import ippools
-from calyx.model import BGPConfiguration, IPPool, NodeInfo, Snapshot, ValidationError
+from calyx.model import BGPConfiguration, IPAMBlock, IPPool, NodeInfo, Snapshot, ValidationError
 
 OLD, NEW = "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z"
 NODES = {"node1": NodeInfo("node1", bgp_address=IPv4Interface("10.0.0.1/24")),
@@ -87,8 +87,27 @@ def test_the_snapshot_loses_the_refused_pools_only():
     snapshot = Snapshot(nodes=NODES, bgp_configuration=SERVICES,
                         ippools=pools(pool("a", "10.244.0.0/16"), pool("b", "10.244.0.0/16", NEW),
                                       pool("c", "10.250.0.0/16", NEW)))
-    kept, refused = ippools.without_refused_pools(snapshot)
-    assert sorted(kept.ippools) == ["a", "c"] and list(refused) == ["b"]
+    kept, found = ippools.without_refused_pools(snapshot)
+    assert sorted(kept.ippools) == ["a", "c"] and list(found) == ["b"] and found["b"].refused
     assert kept.nodes == snapshot.nodes
     clean = Snapshot(ippools=pools(pool("a", "10.244.0.0/16")))
     assert ippools.without_refused_pools(clean) == (clean, {})
+
+
+def test_a_pool_in_use_is_kept_when_a_node_network_or_service_cidr_comes_to_overlap_it():
+    """A node joining on a network inside a pool whose blocks hold pods: the pool keeps routing
+    them (refusing it would cut them off); the overlap is reported all the same."""
+    joined = {**NODES, "late": NodeInfo("late", bgp_address=IPv4Interface("10.244.99.1/24"))}
+    block = IPAMBlock("10-244-1-0-26", IPv4Network("10.244.1.0/26"), "node1", pool="a")
+    snapshot = Snapshot(nodes=joined, ippools=pools(pool("a", "10.244.0.0/16"), pool("b", "10.250.0.0/16")),
+                        blocks={block.name: block},
+                        bgp_configuration=BGPConfiguration(service_cluster_ips=(IPv4Network("10.250.0.0/24"),)))
+    kept, found = ippools.without_refused_pools(snapshot)
+    assert sorted(kept.ippools) == ["a"]                       # "b" holds no block: refused
+    assert not found["a"].refused and found["b"].refused
+    assert str(found["a"].error) == ("IPPool 'a': spec.cidr: '10.244.0.0/16': overlaps the network "
+                                     "10.244.99.0/24 of Node 'late'; the pool is in use and stays in use: "
+                                     "migrate its pods to another pool")
+    # in use does not protect a pool from a kept pool created earlier
+    later = pools(pool("old", "10.244.0.0/16"), pool("new", "10.244.1.0/24", NEW))
+    assert list(ippools.refusals(later, NODES, SERVICES, in_use=frozenset({"new"}))) == ["new"]
