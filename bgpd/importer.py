@@ -4,16 +4,18 @@ Pure code. A path received from a peer is accepted or refused (with the reason s
 ``bgpd routes``):
 
 * From cluster peers (other nodes, whatever the session type): only prefixes inside an
-  enabled IPPool, and never one overlapping this node's own pod CIDRs or addresses (no
-  hijack of local pods, in either direction).
+  IPPool, and never one overlapping this node's own pod CIDRs or addresses (no
+  hijack of local pods, in either direction). A ``disabled`` pool counts (disabling stops
+  new allocations only; its pods keep being routed); a pool refused by :mod:`calyx.ippools`
+  is absent from the snapshot.
 * From external peers: anything, except a prefix inside (or equal to) this node's own pod
-  CIDRs or addresses, and except a prefix inside an enabled IPPool unless its NEXT_HOP is
+  CIDRs or addresses, and except a prefix inside an IPPool unless its NEXT_HOP is
   another cluster node (pod blocks belong to the nodes: an external route reflector may
   relay them, nobody else may claim them). Less specific routes such as a default route are
   accepted: longest match keeps local and pod traffic on the cluster's own routes.
 * A next hop that is this node itself, or inside its pod CIDRs, is refused.
 
-The install mode of an accepted route follows the ipipMode of the enabled pool containing
+The install mode of an accepted route follows the ipipMode of the pool containing
 the prefix, using the route's BGP NEXT_HOP (not the session peer, so it works behind route
 reflectors): Always -> IPIP (via NH dev tunl0 onlink); Never -> direct (via NH); CrossSubnet
 -> direct when NH is inside this node's subnet, else IPIP. Routes outside every pool are
@@ -34,7 +36,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Mapping
 
-from calyx.model import EncapMode, IPPool, pool_containing
+from calyx.model import EncapMode, IPPool, routing_pool_containing
 
 from bgpd.rib import Path
 
@@ -94,10 +96,10 @@ def refusal(path: Path, from_cluster_node: bool, ctx: ImportContext) -> str | No
             return f"prefix {prefix} overlaps this node's own {own}"
     if nh == ctx.local.ip or any(nh in own for own in ctx.own_networks):
         return f"next hop {nh} is this node"
-    pool = pool_containing(ctx.pools, prefix)
+    pool = routing_pool_containing(ctx.pools, prefix)
     if from_cluster_node:
         if pool is None:
-            return f"prefix {prefix} is outside every enabled IPPool"
+            return f"prefix {prefix} is outside every IPPool"
     elif pool is not None and nh not in ctx.cluster_next_hops:
         return (f"prefix {prefix} is inside IPPool {pool.name!r} with next hop {nh}, which is no cluster "
                 "node; only cluster nodes announce pod blocks")
@@ -105,7 +107,7 @@ def refusal(path: Path, from_cluster_node: bool, ctx: ImportContext) -> str | No
 
 
 def install_mode(prefix: IPv4Network, next_hop: IPv4Address, ctx: ImportContext) -> tuple[InstallMode, str | None]:
-    pool = pool_containing(ctx.pools, prefix)
+    pool = routing_pool_containing(ctx.pools, prefix)
     if pool is None:
         return InstallMode.DIRECT, None
     if pool.vxlan_mode is not EncapMode.NEVER:

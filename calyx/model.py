@@ -101,6 +101,7 @@ class IPPool:
     disabled: bool = False
     node_selector: Selector = field(default_factory=Selector.all)
     disable_bgp_export: bool = False
+    created: str = ""     # metadata.creationTimestamp (RFC 3339): the older of two overlapping pools wins
 
     def selects(self, node: "NodeInfo") -> bool:
         return self.node_selector.matches(node.labels)
@@ -364,7 +365,7 @@ def _as_number(where: _Where, path: str, value: Any) -> int:
 # --- Parsing: raw Kubernetes object (dict) -> dataclass, or ValidationError --------------
 
 def parse_ippool(obj: Mapping[str, Any], schemas: SpecSchemas) -> IPPool:
-    where, _ = _metadata(KIND_IPPOOL, obj)
+    where, meta = _metadata(KIND_IPPOOL, obj)
     spec = _custom_spec(where, obj, schemas)
     cidr = _ipv4_network(where, "spec.cidr", spec.get("cidr"), "IPv6 pools are not supported yet")
     selector = _selector(where, "spec.nodeSelector", spec.get("nodeSelector"))
@@ -385,6 +386,7 @@ def parse_ippool(obj: Mapping[str, Any], schemas: SpecSchemas) -> IPPool:
         disabled=spec["disabled"],
         node_selector=selector or Selector.all(),
         disable_bgp_export=spec["disableBGPExport"],
+        created=str(meta.get("creationTimestamp") or ""),
     )
 
 
@@ -679,17 +681,27 @@ def node_tunnel_address(node: NodeInfo, blocks: Mapping[str, IPAMBlock] | None =
     return cidrs[0].network_address if cidrs else None
 
 
-def pools_for_node(pools: Mapping[str, IPPool], node: NodeInfo) -> list[IPPool]:
-    """Enabled pools whose nodeSelector selects the node, by name."""
-    return [pool for _, pool in sorted(pools.items()) if not pool.disabled and pool.selects(node)]
+def allocating_pools_for_node(pools: Mapping[str, IPPool], node: NodeInfo) -> list[IPPool]:
+    """The pools the node may take new blocks and addresses from, by name: not ``disabled``,
+    and selecting the node. Only IPAM asks this; routing uses :func:`routing_pools_for_node`."""
+    return [pool for pool in routing_pools_for_node(pools, node) if not pool.disabled]
 
 
-def pool_containing(pools: Mapping[str, IPPool], addr: IPv4Address | IPv4Network) -> IPPool | None:
-    """The enabled pool whose CIDR contains addr (longest match; ties go to the first name)."""
+def routing_pools_for_node(pools: Mapping[str, IPPool], node: NodeInfo) -> list[IPPool]:
+    """The pools whose addresses the node routes as its own pods' (tunnel, encapsulation), by
+    name: every pool selecting the node, ``disabled`` ones included, since disabling a pool
+    stops new allocations only and its pods keep working."""
+    return [pool for _, pool in sorted(pools.items()) if pool.selects(node)]
+
+
+def routing_pool_containing(pools: Mapping[str, IPPool], addr: IPv4Address | IPv4Network) -> IPPool | None:
+    """The pool whose CIDR contains addr (longest match; ties go to the first name), ``disabled``
+    pools included: what routes, imports and install modes follow. Pools never overlap once
+    :mod:`calyx.ippools` has refused the conflicting ones, so the match is unambiguous there."""
     network = addr if isinstance(addr, IPv4Network) else IPv4Network(addr)
     best: IPPool | None = None
     for _, pool in sorted(pools.items()):
-        if pool.disabled or not network.subnet_of(pool.cidr):
+        if not network.subnet_of(pool.cidr):
             continue
         if best is None or pool.cidr.prefixlen > best.cidr.prefixlen:
             best = pool

@@ -72,7 +72,7 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
     problems: list[str] = []
     owners: dict[IPv4Network, str] = {}
     settling: set[str] = set()
-    enabled_pools = [pool.cidr for pool in snapshot.ippools.values() if not pool.disabled]
+    routing_pools = [pool.cidr for pool in snapshot.ippools.values()]   # disabled ones too
 
     for key in sorted(snapshot.pods):
         pod = snapshot.pods[key]
@@ -82,7 +82,7 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
         if not pod.ips:
             settling.add(cali_interface_name(pod.namespace, pod.name))
         for ip in pod.ips:
-            if not any(ip in cidr for cidr in enabled_pools):
+            if not any(ip in cidr for cidr in routing_pools):
                 continue
             route = pod_route(pod.namespace, pod.name, ip)
             if route.dst in owners:
@@ -103,12 +103,12 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
                 continue
             routes[cidr] = blackhole_route(cidr)
             reasons[cidr] = f"pod CIDR of node {facts.node_name}"
-        wanting = [p.name for p in model.pools_for_node(snapshot.ippools, node)
+        wanting = [p.name for p in model.routing_pools_for_node(snapshot.ippools, node)
                    if p.ipip_mode in (model.EncapMode.ALWAYS, model.EncapMode.CROSS_SUBNET)]
         address = model.node_tunnel_address(node, snapshot.blocks)
         ipip = bool(wanting)
         if not wanting:
-            tunnel = TunnelSpec(False, reason="no enabled pool selecting this node uses IPIP")
+            tunnel = TunnelSpec(False, reason="no pool selecting this node uses IPIP")
         elif address is None:
             tunnel = TunnelSpec(False, reason=f"IPIP pool(s) {', '.join(wanting)} but node "
                                               f"{facts.node_name} has no pod CIDR for a tunnel address")

@@ -61,6 +61,7 @@ def watch_specs(node_name: str) -> list[WatchSpec]:
         WatchSpec(resources.NODES),
         WatchSpec(resources.IPPOOLS),
         WatchSpec(resources.IPAMBLOCKS),
+        WatchSpec(resources.BGPCONFIGURATIONS),   # serviceClusterIPs: pools overlapping them are refused
     ]
 
 

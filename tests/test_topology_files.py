@@ -1,7 +1,8 @@
 """Every containerlab topology in the repository is valid for containerlab itself.
 
-Validates ``containerlab/**/*.clab.yml`` against containerlab's own JSON schema (draft-07,
-vendored in ``containerlab/schema/clab.schema.json``) and checks that the lab runner accepts each file too.
+Validates ``containerlab/**/*.clab.yml`` and the tests' own topologies against containerlab's own
+JSON schema (draft-07, vendored in ``containerlab/schema/clab.schema.json``) and checks that the
+lab runner accepts each file too.
 The schema's patterns use ``\\p{..}`` classes, which need the ``regex`` module in place of
 ``re`` inside jsonschema's keyword implementations.
 """
@@ -22,7 +23,8 @@ from calyxlab.topology import load
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO / "containerlab" / "schema" / "clab.schema.json"
 TOPOLOGIES = sorted((REPO / "containerlab").glob("**/*.clab.yml")) + sorted(
-    (REPO / "tests" / "lab" / "topologies").glob("**/*.clab.yml"))
+    (REPO / "tests" / "lab" / "topologies").glob("**/*.clab.yml")) + sorted(
+    (REPO / "tests" / "e2e" / "topologies").glob("**/*.clab.yml"))
 
 
 @pytest.fixture(scope="module")

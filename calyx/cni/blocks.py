@@ -5,6 +5,11 @@ A block is claimed by creating the ``IPAMBlock`` object whose name is derived fr
 create atomic: when two nodes race for the same block, one gets 201 and the other 409 and moves
 on to the next free block. Blocks of a deleted Node are released by :mod:`calyx.cni.gc`.
 
+New blocks and addresses come only from pools that allocate: not ``disabled``, selecting the
+node, and not refused by :func:`calyx.ippools.refusals` (overlapping another pool, a Service CIDR
+or a node network), the same rules felix and bgpd apply. A block of a disabled or refused pool
+stays the node's (its pods keep working) but gives no new address (:func:`allocatable_cidrs`).
+
 The candidate calculation (:func:`candidate_blocks`) is pure; :class:`Api` and
 :class:`BlockClaimer` do the API I/O through the official ``kubernetes`` client.
 """
@@ -18,13 +23,14 @@ import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from calyx import crds, model
+from calyx import crds, ippools, model
 from calyx.cni.config import ERR_API, ERR_IPAM_EXHAUSTED, ERR_TRY_AGAIN_LATER, CniError
 from calyx.logs import get_logger
 from calyx.specschema import SpecSchemas
 
 IPAMBLOCK_PLURAL = "ipamblocks"
 IPPOOL_PLURAL = "ippools"
+BGPCONFIGURATION_PLURAL = "bgpconfigurations"
 AFFINITY_PREFIX = "host:"
 RELIST_AFTER_CONFLICTS = 8
 
@@ -61,11 +67,23 @@ def candidate_blocks(pool: model.IPPool, taken: Iterable[IPv4Network]) -> Iterat
         yield candidate
 
 
+def allocatable_cidrs(cidrs: Iterable[IPv4Network], pools: Mapping[str, model.IPPool]) -> tuple[IPv4Network, ...]:
+    """The node's CIDRs new addresses may come from: those inside a pool that is not disabled
+    (``pools``: the accepted ones). The others keep their pods but take no new one."""
+    out = []
+    for cidr in cidrs:
+        pool = model.routing_pool_containing(pools, cidr)
+        if pool is not None and not pool.disabled:
+            out.append(cidr)
+    return tuple(out)
+
+
 def exhausted_message(node: str, pools: Iterable[model.IPPool]) -> str:
     names = [f"{p.name} ({p.cidr}, blockSize {p.block_size})" for p in pools]
     if not names:
         return (f"IPAM: node {node!r}: no enabled IPPool selects this node "
-                f"(check the pools' nodeSelector and disabled fields)")
+                f"(check the pools' nodeSelector and disabled fields, and the logs for a pool "
+                f"refused because its spec.cidr overlaps another pool, a Service CIDR or a node network)")
     return f"IPAM: node {node!r}: every pool is exhausted, no free block left in: {', '.join(names)}"
 
 
@@ -101,7 +119,7 @@ class Api:
                 return None
             raise
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def list_nodes(self) -> list[dict[str, Any]]:   # the nodes' networks: pools overlapping them are refused
         return self._plain(self._core.list_node()).get("items", [])
 
     def list_pods_on(self, node: str) -> list[dict[str, Any]]:
@@ -142,6 +160,7 @@ class BlockClaimer:
     node: str
     _schemas: SpecSchemas | None = None      # read from the CRDs at first use
     _node_info: model.NodeInfo | None = None
+    _pools: dict[str, model.IPPool] | None = None   # the accepted pools, read at first use
 
     @property
     def schemas(self) -> SpecSchemas:
@@ -171,22 +190,45 @@ class BlockClaimer:
             raise _api_error("listing IPAMBlocks", exc) from None
         return raw, parse_valid(raw, lambda obj: model.parse_ipam_block(obj, self.schemas))
 
+    def _list(self, what: str, plural: str, parse: Callable[[Mapping[str, Any]], Any]) -> dict[str, Any]:
+        try:
+            return parse_valid(self.api.list_custom(plural), parse)
+        except API_FAILURES as exc:
+            raise _api_error(f"listing {what}", exc) from None
+
+    def accepted_pools(self) -> dict[str, model.IPPool]:
+        """The valid IPPools without those :func:`calyx.ippools.refusals` refuses (each refusal logged)."""
+        if self._pools is None:
+            pools = self._list("IPPools", IPPOOL_PLURAL, lambda obj: model.parse_ippool(obj, self.schemas))
+            configs = self._list("BGPConfigurations", BGPCONFIGURATION_PLURAL,
+                                 lambda obj: model.parse_bgp_configuration(obj, self.schemas))
+            try:
+                nodes = parse_valid(self.api.list_nodes(), model.parse_node)
+            except API_FAILURES as exc:
+                raise _api_error("listing Nodes", exc) from None
+            held = [block.cidr for block in self._blocks()[1].values() if not block.deleted]
+            held += [cidr for node in nodes.values() for cidr in node.pod_cidrs]
+            refused = ippools.refusals(pools, nodes, model.effective_bgp_configuration(configs),
+                                       ippools.pools_in_use(pools, held))
+            for err in refused.values():
+                log.warning("refused resource", kind=err.kind, name=err.name, field=err.field_path,
+                            value=repr(err.value), problem=err.problem)
+            self._pools = {name: pool for name, pool in pools.items() if name not in refused}
+        return self._pools
+
     def current(self) -> tuple[IPv4Network, ...]:
+        """The node's CIDRs new addresses may come from (blocks of disabled or refused pools left out)."""
         node = self._node()
         if node.pod_cidrs:
             return tuple(node.pod_cidrs)
-        return model.node_pod_cidrs(node, self._blocks()[1])
+        return allocatable_cidrs(model.node_pod_cidrs(node, self._blocks()[1]), self.accepted_pools())
 
     def claim_more(self) -> IPv4Network:
         node = self._node()
         if node.pod_cidrs:
             raise CniError(ERR_IPAM_EXHAUSTED, f"IPAM: node {self.node!r}: every address of its "
                            f"spec.podCIDRs {', '.join(map(str, node.pod_cidrs))} is in use")
-        try:
-            pools = parse_valid(self.api.list_custom(IPPOOL_PLURAL), lambda obj: model.parse_ippool(obj, self.schemas))
-        except API_FAILURES as exc:
-            raise _api_error("listing IPPools", exc) from None
-        eligible = sorted(model.pools_for_node(pools, node), key=lambda p: p.name)
+        eligible = sorted(model.allocating_pools_for_node(self.accepted_pools(), node), key=lambda p: p.name)
         conflicts = 0
         while True:
             raw_blocks, blocks = self._blocks()

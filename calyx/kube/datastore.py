@@ -17,6 +17,12 @@ that fails validation is reported once per (object, resourceVersion) — a struc
 a Warning Event ``InvalidResource`` on the object naming field and value — and its last valid
 version stays in the snapshot, so a bad update never withdraws what is programmed. An object
 invalid from its creation is simply absent.
+
+IPPools are also checked against each other, the Service CIDR and the nodes' networks
+(:func:`calyx.ippools.refusals`, when the IPPools are watched): a refused pool is left out of
+every snapshot, and reported once per distinct reason — a log line and a Warning Event
+``ConflictingResource`` on the pool naming field, value and what it overlaps — and its return
+to use is logged.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from calyx import crds, model
+from calyx import crds, ippools, model
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.events import EventRecorder, ObjectRef
@@ -41,13 +47,15 @@ from calyx.observability import Check
 from calyx.specschema import SpecSchemas
 
 INVALID_REASON = "InvalidResource"
+# Warning Event on an IPPool refused because it overlaps another pool, a Service CIDR or a node network.
+CONFLICT_REASON = "ConflictingResource"
 # Warning Events on an object that refers to one watched by name (a BGPPeer naming a Secret).
 UNREADABLE_REASON = "ReferenceUnreadable"
 NOT_FOUND_REASON = "ReferenceNotFound"
 FORBIDDEN = 403
 
 __all__ = ["Datastore", "WatchSpec", "NamedChanges", "NamedState", "NamedWatch", "INVALID_REASON",
-           "UNREADABLE_REASON", "NOT_FOUND_REASON"]
+           "CONFLICT_REASON", "UNREADABLE_REASON", "NOT_FOUND_REASON"]
 
 
 def _by_name(key: Key) -> str:
@@ -193,6 +201,7 @@ class Datastore:
         self._snapshot_lock = threading.Lock()
         self._log = get_logger("calyx.kube.datastore")
         self._stores: dict[Resource, _Store] = {}
+        self._refused_pools: dict[str, str] = {}     # IPPool name -> the refusal last reported
         for spec in specs:
             if spec.resource not in self._bindings:
                 raise ValueError(f"datastore: resource {spec.resource} has no place in a Snapshot")
@@ -516,4 +525,32 @@ class Datastore:
                     errors[binding.snapshot_key((namespace, name))] = problem
         if "bgp_configuration" in parts:
             parts["bgp_configuration"] = model.effective_bgp_configuration(parts["bgp_configuration"])
-        return model.Snapshot(**parts)
+        snapshot = model.Snapshot(**parts)
+        if "ippools" not in parts:
+            return snapshot
+        snapshot, refused = ippools.without_refused_pools(snapshot)
+        self._report_refused_pools(refused, snapshot.ippools)
+        return snapshot
+
+    def _report_refused_pools(self, found: Mapping[str, ippools.PoolConflict],
+                              kept: Mapping[str, model.IPPool]) -> None:
+        """Log (and post as a Warning Event) each new or changed conflict, refused or kept in
+        use; log a pool used again."""
+        for name in sorted(set(self._refused_pools) - set(found)):
+            del self._refused_pools[name]
+            if name in kept:
+                self._log.info("IPPool used again", kind=model.KIND_IPPOOL, name=name,
+                               cidr=str(kept[name].cidr), reason="it no longer overlaps anything")
+        store = self._stores.get(resources.IPPOOLS)
+        for name, conflict in sorted(found.items()):
+            err = conflict.error
+            message = str(err)
+            if self._refused_pools.get(name) == message:
+                continue
+            self._refused_pools[name] = message
+            self._log.warning("refused resource" if conflict.refused else "IPPool overlap kept: the pool is in use",
+                              kind=err.kind, name=name, field=err.field_path, value=repr(err.value),
+                              problem=err.problem)
+            obj = store.cache.get(("", name)) if store is not None else None
+            if self.events is not None and obj is not None:
+                self.events.warning(obj, CONFLICT_REASON, message)

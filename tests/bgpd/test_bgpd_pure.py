@@ -249,6 +249,15 @@ def test_adj_rib_out_own_blocks_services_and_reflection() -> None:
     assert out[A("10.0.0.2")][N("10.1.9.0/26")].next_hop == A("10.0.0.10")
 
 
+def test_disabled_pool_keeps_its_blocks_advertised_and_its_ipip_mode() -> None:
+    off = IPPool(name="p", cidr=N("10.1.0.0/16"), ipip_mode=EncapMode.ALWAYS, disabled=True)
+    s = Snapshot(nodes={"a": node("a", "10.0.0.1/24", cidr="10.1.0.0/26")}, ippools={"p": off})
+    assert own_prefixes(s, "a") == (N("10.1.0.0/26"),)
+    ctx = importer.ImportContext(local=IPv4Interface("10.0.0.2/24"), own_networks=(), pools={"p": off})
+    assert importer.refusal(path("10.1.0.0/26", next_hop=A("10.0.0.1")), True, ctx) is None
+    assert importer.install_mode(N("10.1.0.0/26"), A("10.0.0.1"), ctx) == (importer.InstallMode.IPIP, "p")
+
+
 def test_disable_bgp_export_pool_is_not_advertised() -> None:
     s = Snapshot(nodes={"a": node("a", "10.0.0.1/24", cidr="10.1.0.0/26")},
                  ippools={"p": IPPool(name="p", cidr=N("10.1.0.0/16"), disable_bgp_export=True)})
@@ -268,8 +277,8 @@ CTX = importer.ImportContext(local=IPv4Interface("192.168.1.1/24"), own_networks
 
 @pytest.mark.parametrize("prefix,cluster,reason", [
     ("10.1.0.64/26", True, None),
-    ("10.9.0.0/24", True, "outside every enabled IPPool"),
-    ("10.4.0.0/26", True, "outside every enabled IPPool"),
+    ("10.9.0.0/24", True, "outside every IPPool"),
+    ("10.4.0.0/26", True, None),              # a disabled pool's blocks are still routed
     ("10.1.0.0/26", True, "overlaps this node's own"),
     ("10.1.0.0/25", True, "overlaps this node's own"),
     ("10.1.0.0/28", False, "overlaps this node's own"),
@@ -301,6 +310,7 @@ def test_next_hop_that_is_this_node_is_refused() -> None:
     ("172.16.0.0/12", "192.168.7.2", importer.InstallMode.DIRECT),
     ("10.5.1.0/26", "192.168.1.2", importer.InstallMode.VXLAN),     # felix carries VXLAN pools
     ("10.5.1.0/26", "192.168.7.2", importer.InstallMode.VXLAN),
+    ("10.4.1.0/26", "192.168.1.2", importer.InstallMode.DIRECT),
 ])
 def test_install_mode(prefix: str, nh: str, mode: importer.InstallMode) -> None:
     assert importer.install_mode(N(prefix), A(nh), CTX)[0] is mode

@@ -100,7 +100,9 @@ NODE_AGENT_USES = sorted(set(
 NODE_AGENT_ALSO_GRANTED = [Access("get", "secrets", NAMESPACE, name=name) for name in PASSWORD_SECRETS]
 CNI_PLUGIN_USES = [  # calyx.cni.blocks.BlockClaimer
     Access("get", "nodes", name=NODE),
+    Access("list", "nodes"),                           # pools overlapping a node network are refused
     Access("list", "ippools.calyx.dev"),
+    Access("list", "bgpconfigurations.calyx.dev"),     # ... and those overlapping serviceClusterIPs
     Access("list", "ipamblocks.calyx.dev"),
     Access("create", "ipamblocks.calyx.dev"),
     Access("get", "ipamblocks.calyx.dev", name="10-244-0-0-26"),
@@ -133,13 +135,13 @@ NODE_AGENT_REFUSED = [
     Access("list", "configmaps", NAMESPACE), Access("list", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
 CNI_PLUGIN_REFUSED = [
-    Access("list", "nodes"), Access("watch", "nodes"), Access("patch", "nodes"),
+    Access("watch", "nodes"), Access("patch", "nodes"),
     Access("get", "ippools.calyx.dev", name="default-ipv4-ippool"), Access("watch", "ippools.calyx.dev"),
     Access("create", "ippools.calyx.dev"),
     Access("watch", "ipamblocks.calyx.dev"), Access("delete", "ipamblocks.calyx.dev"),
     Access("patch", "ipamblocks.calyx.dev"), Access("update", "ipamblocks.calyx.dev"),
     Access("list", "pods"), Access("get", "pods", "default"),
-    Access("list", "bgppeers.calyx.dev"), Access("list", "bgpconfigurations.calyx.dev"),
+    Access("list", "bgppeers.calyx.dev"), Access("watch", "bgpconfigurations.calyx.dev"),
     Access("list", "secrets", NAMESPACE), Access("get", "secrets", NAMESPACE, name=TOKEN_SECRET),
     Access("create", "events", "default"),
 ]

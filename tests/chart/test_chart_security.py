@@ -177,10 +177,12 @@ def test_cluster_roles_are_exactly_what_each_identity_uses(rendered_scenarios: d
                 ("calyx.dev", "ipamblocks"): WATCH | {"delete"},
                 ("", "events"): {"create", "patch"},
             },
-            # The CNI plugin's IPAM: its node, the pools, and claiming blocks.
+            # The CNI plugin's IPAM: its node, the pools and what they must not overlap (the
+            # nodes' networks, serviceClusterIPs), and claiming blocks.
             "calyx-cni-plugin": {
-                ("", "nodes"): {"get"},
+                ("", "nodes"): {"get", "list"},
                 ("calyx.dev", "ippools"): {"list"},
+                ("calyx.dev", "bgpconfigurations"): {"list"},
                 ("calyx.dev", "ipamblocks"): {"get", "list", "create"},
             },
         }

@@ -7,6 +7,7 @@ import json
 
 import jsonschema
 import pytest
+from kubernetes import client as k8s
 
 from calyx import naming
 from cnitest_support import Namespaces, sh
@@ -219,3 +220,26 @@ def test_api_unreachable_is_try_again_later_unless_cached_and_del_still_works(cl
     assert "unreachable" in msg
     assert cluster.plugin(cluster.env("DEL", "c1", Namespaces.path(ns1), ("default", "p1"))).returncode == 0
     assert "eth0" not in sh("ip", "link", netns=ns1).stdout
+
+
+def test_a_disabled_pool_gives_no_new_address_and_an_overlapping_pool_none_at_all(cluster):
+    conf = cluster.netconf(ipam_cache_ttl=0)         # every ADD asks the API
+
+    def add(name: str) -> str:
+        ns = cluster.namespaces.add(name)
+        run = cluster.plugin(cluster.env("ADD", f"cid-{name}", Namespaces.path(ns), ("default", name)), conf)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.json["ips"][0]["address"]
+
+    cluster.create_pool("old", "10.78.0.0/24", block_size=28)
+    assert add("first") == "10.78.0.1/32"
+    k8s.CustomObjectsApi(cluster.api).patch_cluster_custom_object("calyx.dev", "v1", "ippools", "old",
+                                                                  {"spec": {"disabled": True}})
+    # created later and overlapping "old" (disabled pools count): refused, although its name sorts first
+    cluster.create_pool("a-shadow", "10.78.0.0/25", block_size=28)
+    cluster.create_pool("new", "10.79.0.0/24", block_size=28)
+    assert add("second") == "10.79.0.1/32"
+    assert add("third") == "10.79.0.2/32"
+    assert sorted((b["spec"]["cidr"], b["spec"]["pool"]) for b in cluster.blocks()) == [
+        ("10.78.0.0/28", "old"), ("10.79.0.0/28", "new")]       # the old block stays the node's
+    assert "10.78.0.1 dev" in sh("ip", "route", netns=cluster.node_ns).stdout

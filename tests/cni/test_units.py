@@ -56,6 +56,16 @@ def test_candidate_blocks_skip_overlaps_of_any_size():
         list(blocks.candidate_blocks(model.IPPool(name="q", cidr=IPv4Network("10.2.0.0/24"), block_size=20), []))
 
 
+def test_only_blocks_of_pools_that_allocate_give_new_addresses():
+    pools = {"old": model.IPPool(name="old", cidr=IPv4Network("10.1.0.0/16"), disabled=True),
+             "new": model.IPPool(name="new", cidr=IPv4Network("10.2.0.0/16"))}
+    held = (IPv4Network("10.1.0.0/26"), IPv4Network("10.2.0.0/26"), IPv4Network("10.3.0.0/26"))
+    # the disabled pool's block keeps its pods but gives no address; a block outside every
+    # accepted pool (deleted, or refused for overlapping) neither
+    assert blocks.allocatable_cidrs(held, pools) == (IPv4Network("10.2.0.0/26"),)
+    assert blocks.allocatable_cidrs(held, {}) == ()
+
+
 def test_block_object_is_named_after_its_cidr_and_parses_back():
     raw = blocks.block_object(IPv4Network("10.244.1.0/26"), "w1", "default")
     raw["spec"]["deleted"] = False

@@ -60,10 +60,21 @@ def test_pods_felix_must_not_route() -> None:
     assert pod_dsts == {IPv4Network("10.244.1.10/32")}
 
 
-def test_a_disabled_pool_withdraws_its_pod_routes() -> None:
-    disabled = model.IPPool("default", POOL.cidr, disabled=True)
-    desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5")], pools=[disabled]), LocalFacts(NODE))
+def test_a_disabled_pool_keeps_its_pod_routes_blackholes_and_tunnel() -> None:
+    """Disabling a pool stops new allocations only: its running pods stay routed."""
+    disabled = model.IPPool("default", POOL.cidr, ipip_mode=model.EncapMode.ALWAYS, disabled=True)
+    facts = LocalFacts(NODE, underlay_mtu=1500)
+    desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5")], pools=[disabled]), facts)
+    assert desired == desired_dataplane(snapshot([pod("web-1", "10.244.1.5")]), facts)
+    assert {IPv4Network("10.244.1.5/32"), IPv4Network("10.244.1.0/24")} <= set(desired.routes)
+    assert desired.tunnel.enabled and desired.pod_mtu == 1480
+
+
+def test_pods_outside_every_pool_left_in_the_snapshot_are_not_routed() -> None:
+    """A pool refused for overlapping (calyx.ippools) is left out of the snapshot: as if absent."""
+    desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5")], pools=[]), LocalFacts(NODE))
     assert IPv4Network("10.244.1.5/32") not in desired.routes
+    assert not desired.tunnel.enabled and desired.tunnel.reason == "no pool selecting this node uses IPIP"
 
 
 def test_duplicate_pod_ips_keep_one_route_and_say_so() -> None:
@@ -116,7 +127,7 @@ def test_unknown_own_node_means_no_blackholes_and_no_tunnel() -> None:
 # --- plan_tunnel: the teardown grace ------------------------------------------------------
 
 WANTED = TunnelSpec(True, address=IPv4Address("10.244.1.0"), mtu=1480, reason="IPIP pool(s) default")
-UNWANTED = TunnelSpec(False, reason="no enabled pool selecting this node uses IPIP")
+UNWANTED = TunnelSpec(False, reason="no pool selecting this node uses IPIP")
 
 
 def test_tunnel_comes_up_at_once_and_cancels_a_running_grace() -> None:

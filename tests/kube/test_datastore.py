@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from calyx import model
 from calyx.kube import resources
-from calyx.kube.datastore import INVALID_REASON, Datastore
+from calyx.kube.datastore import CONFLICT_REASON, INVALID_REASON, Datastore
 from calyx.kube.events import EventRecorder
 from calyx.kube.reflector import Backoff, WatchSpec
 from kube_helpers import create_node, create_pod, ensure_namespace, wait_until
@@ -141,6 +141,48 @@ def test_invalid_update_is_reported_once_and_the_last_valid_version_kept(kube):
                    what="the fixed pool to take effect")
         resources.delete_object(api, resources.IPPOOLS, "prod")
         wait_until(lambda: ds.wait_for_change(1) and "prod" not in ds.snapshot().ippools, what="deletion")
+    recorder.close()
+
+
+def conflict_events(api) -> dict[str, list[dict]]:
+    by_name: dict[str, list[dict]] = {}
+    for e in resources.list_objects(api, resources.EVENTS, namespace="default").items:
+        if e.get("reason") == CONFLICT_REASON:
+            by_name.setdefault(e["involvedObject"]["name"], []).append(e)
+    return by_name
+
+
+def test_overlapping_pools_are_refused_reported_and_the_older_one_kept(kube):
+    api = kube.client()
+    seed(api)          # node-a on 192.0.2.0/24; pool default-pool 10.244.0.0/16
+    resources.patch_object(api, resources.BGPCONFIGURATIONS, "default",
+                           {"spec": {"serviceClusterIPs": [{"cidr": "10.96.0.0/12"}]}})
+    wait_until(lambda: resources.list_objects(api, resources.IPPOOLS).items, what="the first pool")
+    for name, cidr in (("late", "10.244.64.0/18"), ("services", "10.100.0.0/16"), ("lan", "192.0.2.0/25"),
+                       ("fine", "10.250.0.0/16")):
+        resources.create_object(api, resources.IPPOOLS, pool(name, cidr))
+    recorder = EventRecorder(api, component="bgpd", host="node-a")
+    with Datastore(api, ALL_SPECS, events=recorder, namespace="calyx-system", backoff=fast_backoff) as ds:
+        assert ds.wait_synced(20)
+        for _ in range(3):                                      # repeated snapshots: one report each
+            snap = ds.snapshot()
+            assert set(snap.ippools) == {"default-pool", "fine"}
+        assert recorder.flush(10)
+        events = conflict_events(api)
+        assert sorted(events) == ["lan", "late", "services"] and all(len(e) == 1 for e in events.values())
+        late = events["late"][0]
+        assert late["type"] == "Warning" and late["involvedObject"]["kind"] == "IPPool"
+        assert late["message"] == ("IPPool 'late': spec.cidr: '10.244.64.0/18': overlaps IPPool 'default-pool' "
+                                   "(10.244.0.0/16), which was created earlier; the pool is not used for "
+                                   "allocation or routing")
+        assert "overlaps the Service CIDR 10.96.0.0/12" in events["services"][0]["message"]
+        assert "overlaps the network 192.0.2.0/24 of Node 'node-a'" in events["lan"][0]["message"]
+
+        # the older pool goes: the later one is used from then on
+        resources.delete_object(api, resources.IPPOOLS, "default-pool")
+        wait_until(lambda: ds.wait_for_change(1) and "late" in ds.snapshot().ippools,
+                   what="the later pool to be used once the older is gone")
+        assert set(ds.snapshot().ippools) == {"late", "fine"}
     recorder.close()
 
 

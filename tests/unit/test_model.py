@@ -14,7 +14,8 @@ from calyx.model import (BGPConfiguration, BGPPeer, EncapMode, IPAMBlock, IPPool
                          SecretKeyRef, ValidationError, block_name, effective_bgp_configuration,
                          node_pod_cidrs, node_tunnel_address, parse_bgp_configuration, parse_bgp_peer,
                          parse_duration, parse_ipam_block, parse_ippool, parse_node, parse_pod,
-                         parse_secret, pool_containing, pools_for_node)
+                         parse_secret, allocating_pools_for_node, routing_pool_containing,
+                         routing_pools_for_node)
 from calyx.selector import Selector
 
 
@@ -426,19 +427,29 @@ def test_node_tunnel_address():
     assert node_tunnel_address(override, BLOCKS) == IPv4Address("10.244.0.1")
 
 
-def test_pools_for_node_and_pool_containing():
+def test_routing_pools_include_disabled_ones_and_allocating_pools_do_not():
     pools = {p.name: p for p in [
         IPPool("wide", IPv4Network("10.0.0.0/8")),
         IPPool("narrow", IPv4Network("10.1.0.0/16"), node_selector=Selector("zone == 'a'")),
         IPPool("off", IPv4Network("10.1.2.0/24"), disabled=True),
     ]}
-    assert [p.name for p in pools_for_node(pools, NodeInfo("n", labels={"zone": "a"}))] == ["narrow", "wide"]
-    assert [p.name for p in pools_for_node(pools, NodeInfo("n", labels={"zone": "b"}))] == ["wide"]
-    assert pool_containing(pools, IPv4Address("10.1.2.3")).name == "narrow"     # the disabled /24 is skipped
-    assert pool_containing(pools, IPv4Network("10.1.0.0/26")).name == "narrow"
-    assert pool_containing(pools, IPv4Network("10.0.0.0/7")) is None
-    assert pool_containing(pools, IPv4Address("10.9.9.9")).name == "wide"
-    assert pool_containing(pools, IPv4Address("192.168.0.1")) is None
+    zone_a, zone_b = NodeInfo("n", labels={"zone": "a"}), NodeInfo("n", labels={"zone": "b"})
+    assert [p.name for p in allocating_pools_for_node(pools, zone_a)] == ["narrow", "wide"]
+    assert [p.name for p in allocating_pools_for_node(pools, zone_b)] == ["wide"]
+    assert [p.name for p in routing_pools_for_node(pools, zone_a)] == ["narrow", "off", "wide"]
+    assert [p.name for p in routing_pools_for_node(pools, zone_b)] == ["off", "wide"]
+    assert routing_pool_containing(pools, IPv4Address("10.1.2.3")).name == "off"     # disabled still routes
+    assert routing_pool_containing(pools, IPv4Network("10.1.0.0/26")).name == "narrow"
+    assert routing_pool_containing(pools, IPv4Network("10.0.0.0/7")) is None
+    assert routing_pool_containing(pools, IPv4Address("10.9.9.9")).name == "wide"
+    assert routing_pool_containing(pools, IPv4Address("192.168.0.1")) is None
+
+
+def test_ippool_keeps_its_creation_time():
+    pool = parse_ippool({"metadata": {"name": "p", "creationTimestamp": "2026-01-02T03:04:05Z"},
+                         "spec": {"cidr": "10.244.0.0/16"}}, SCHEMAS)
+    assert pool.created == "2026-01-02T03:04:05Z"
+    assert parse_ippool({"metadata": {"name": "p"}, "spec": {"cidr": "10.244.0.0/16"}}, SCHEMAS).created == ""
 
 
 # --- Names shared by the CNI plugin and felix ----------------------------------------------------
