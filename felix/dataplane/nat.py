@@ -16,6 +16,7 @@ carries on with everything else.
 """
 from __future__ import annotations
 
+import socket
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from calyx.logs import get_logger
@@ -39,6 +40,20 @@ class NatUnavailable(Exception):
     """libnftables or its Python binding cannot be loaded on this machine."""
 
 
+NETLINK_NETFILTER = 12
+
+
+def _probe_nfnetlink() -> None:
+    """Raise :class:`NatUnavailable` where the kernel has no nftables netlink family: libnftables
+    itself would end the whole process (it exits when it cannot open its netlink socket)."""
+    try:
+        probe = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    except OSError as exc:
+        raise NatUnavailable(f"the kernel offers no nftables netlink socket (NETLINK_NETFILTER: {exc}); "
+                             "it needs CONFIG_NF_TABLES or the nf_tables module") from None
+    probe.close()
+
+
 class LibNftables:
     """The :class:`Nftables` seam on the real libnftables. With ``netns`` the library's netlink
     socket is opened in that named network namespace (tests); else in felix's own."""
@@ -51,11 +66,13 @@ class LibNftables:
                                  "and make it importable") from None
         try:
             if netns is None:
+                _probe_nfnetlink()
                 self._nft = nftables.Nftables()
             else:
                 from pyroute2 import netns as namespaces
                 namespaces.pushns(netns)
                 try:
+                    _probe_nfnetlink()
                     self._nft = nftables.Nftables()
                 finally:
                     namespaces.popns()
