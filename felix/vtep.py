@@ -71,6 +71,5 @@ class VtepPublisher:
         self.patches += 1
         removed = all(value is None for value in want.values())
         self._log.info("VXLAN tunnel endpoint withdrawn" if removed else "VXLAN tunnel endpoint published",
-                       node=self._node_name, **{key.rsplit("/", 1)[1]: value for key, value in want.items()},
-                       previous=",".join(f"{v}" for v in have.values()))
+                       node=self._node_name, **{key.rsplit("/", 1)[1]: value for key, value in want.items()})
         return True
