@@ -4,10 +4,10 @@ The main loop (a :class:`calyx.loop.Loop` named ``felix``) sleeps until somethin
 datastore change, a link or route event, the periodic resync timer, the end of a tunnel or VXLAN
 teardown grace or of a released route's grace, a retry of a failed VTEP annotation patch, stop),
 gathers a burst of such events for ``debounce`` seconds, and reconciles: desired state is
-recalculated when the datastore changed, the kernel's state comes from the route
-manager's view (a full dump at start and every ``route_refresh_interval``, netlink events in
-between), and only differences are written. With VXLAN, felix also keeps its own Node's VTEP
-annotations current (:mod:`felix.vtep`).
+recalculated when the datastore changed, the kernel's state comes from the route manager's view
+(a full dump at start and every ``route_refresh_interval``, netlink events in between), and only
+differences are written. With VXLAN, felix also keeps its own Node's VTEP annotations current
+(:mod:`felix.vtep`).
 Nothing is programmed before every watched resource has been listed once, and while the API is
 unreachable the datastore keeps its last contents, so the dataplane stays as it is. On stop
 felix leaves the dataplane untouched.
