@@ -51,7 +51,8 @@ def test_always_routes_every_remote_block_through_the_vtep_and_programs_its_peer
         reason="VXLAN pool(s) vx")
     assert desired.routes[IPv4Network("10.244.2.0/24")] == Route(
         IPv4Network("10.244.2.0/24"), 80, dev="vxlan.calico", gateway=IPv4Address("10.244.2.0"), onlink=True)
-    assert str(desired.routes[IPv4Network("10.244.3.0/24")]) == "10.244.3.0/24 via 10.244.3.0 dev vxlan.calico proto 80 onlink"
+    assert str(desired.routes[IPv4Network("10.244.3.0/24")]) == (
+        "10.244.3.0/24 via 10.244.3.0 dev vxlan.calico proto 80 onlink")
     assert desired.routes[IPv4Network("10.244.1.0/24")].kind == "blackhole"        # the node's own block
     assert desired.reasons[IPv4Network("10.244.2.0/24")] == "block of node node-b, pool vx (VXLAN Always)"
     assert desired.pod_mtu == 1450 and desired.problems == ()
@@ -61,7 +62,8 @@ def test_always_routes_every_remote_block_through_the_vtep_and_programs_its_peer
 def test_cross_subnet_goes_direct_inside_the_subnet_and_vxlan_across() -> None:
     desired = desired_dataplane(snapshot(pools=(CROSS,)), FACTS)
     assert str(desired.routes[IPv4Network("10.244.2.0/24")]) == "10.244.2.0/24 via 192.168.1.11 dev eth1 proto 80"
-    assert str(desired.routes[IPv4Network("10.244.3.0/24")]) == "10.244.3.0/24 via 10.244.3.0 dev vxlan.calico proto 80 onlink"
+    assert str(desired.routes[IPv4Network("10.244.3.0/24")]) == (
+        "10.244.3.0/24 via 10.244.3.0 dev vxlan.calico proto 80 onlink")
     assert [p.node for p in desired.vxlan.peers] == [C]          # only nodes reached through the tunnel
     assert desired.pod_mtu == 1450
 
