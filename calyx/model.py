@@ -729,6 +729,19 @@ def pool_containing(pools: Mapping[str, IPPool], addr: IPv4Address | IPv4Network
     return best
 
 
+def pool_wants_vxlan(pool: IPPool) -> bool:
+    """An enabled pool whose vxlanMode is Always or CrossSubnet: felix routes its blocks between
+    nodes itself, from the API (VTEP annotations), without BGP."""
+    return not pool.disabled and pool.vxlan_mode in (EncapMode.ALWAYS, EncapMode.CROSS_SUBNET)
+
+
+def vxlan_pool_containing(pools: Mapping[str, IPPool], addr: IPv4Address | IPv4Network) -> IPPool | None:
+    """The enabled pool containing ``addr`` (:func:`pool_containing`) when it is in VXLAN mode,
+    else None."""
+    pool = pool_containing(pools, addr)
+    return pool if pool is not None and pool_wants_vxlan(pool) else None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything a daemon knows from the API at one instant: the input of every calculation."""

@@ -13,8 +13,8 @@ switched off entirely. Modes follow Calico's ``vxlanMode``:
 * ``CrossSubnet``: the same towards nodes outside this node's subnet; a node inside it is
   reached directly, ``via REMOTE_NODE_IP`` on the underlay interface.
 
-:func:`pool_wants_vxlan` and :func:`vxlan_pool_of` are the functions other components use to
-know whether a prefix's pool is in VXLAN mode.
+Whether a pool, or the pool of a prefix, is in VXLAN mode is :func:`calyx.model.pool_wants_vxlan`
+and :func:`calyx.model.vxlan_pool_containing`, shared with every component.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ VXLAN_DEVICE = "vxlan.calico"
 VXLAN_VNI = 4096
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50          # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
-ENCAPSULATING = (model.EncapMode.ALWAYS, model.EncapMode.CROSS_SUBNET)
 
 
 @dataclass(frozen=True)
@@ -70,18 +69,6 @@ class VxlanPlan:
     problems: tuple[str, ...] = ()
 
 
-def pool_wants_vxlan(pool: model.IPPool) -> bool:
-    """An enabled pool whose vxlanMode is Always or CrossSubnet."""
-    return not pool.disabled and pool.vxlan_mode in ENCAPSULATING
-
-
-def vxlan_pool_of(pools: Mapping[str, model.IPPool], prefix: IPv4Network) -> model.IPPool | None:
-    """The enabled pool containing ``prefix`` (:func:`calyx.model.pool_containing`) when it is
-    in VXLAN mode, else None. Routes to such a prefix are felix's (this module), not BGP's."""
-    pool = model.pool_containing(pools, prefix)
-    return pool if pool is not None and pool_wants_vxlan(pool) else None
-
-
 def node_underlay_address(node: model.NodeInfo) -> IPv4Address | None:
     """The address other nodes reach ``node`` at: its ``calyx.dev/ipv4-address``, else InternalIP."""
     return node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
@@ -105,7 +92,7 @@ def desired_vxlan(snapshot: model.Snapshot, node_name: str, underlay_mtu: int, m
     node = snapshot.nodes.get(node_name)
     if node is None:
         return VxlanPlan(VxlanSpec(False, reason=f"node {node_name} unknown"))
-    wanting = [p.name for p in model.pools_for_node(snapshot.ippools, node) if pool_wants_vxlan(p)]
+    wanting = [p.name for p in model.pools_for_node(snapshot.ippools, node) if model.pool_wants_vxlan(p)]
     if not wanting:
         return VxlanPlan(VxlanSpec(False, reason="no enabled pool selecting this node uses VXLAN"))
     pools_text = ", ".join(wanting)
@@ -126,7 +113,7 @@ def desired_vxlan(snapshot: model.Snapshot, node_name: str, underlay_mtu: int, m
             continue
         remote = snapshot.nodes[name]
         blocks = [(cidr, pool) for cidr in model.node_pod_cidrs(remote, snapshot.blocks)
-                  if (pool := vxlan_pool_of(snapshot.ippools, cidr)) is not None]
+                  if (pool := model.vxlan_pool_containing(snapshot.ippools, cidr)) is not None]
         if not blocks:
             continue
         underlay = node_underlay_address(remote)

@@ -11,10 +11,8 @@ from felix.vxlancalc import (
     VxlanPeer,
     VxlanSpec,
     plan_vxlan_device,
-    pool_wants_vxlan,
     published_vtep,
     vtep_annotations,
-    vxlan_pool_of,
 )
 
 A, B, C = "node-a", "node-b", "node-c"
@@ -139,10 +137,13 @@ def test_the_vtep_address_follows_the_tunnel_address_override() -> None:
 
 def test_pool_mode_queries() -> None:
     pools = {"vx": CROSS, "ip": model.IPPool("ip", IPv4Network("10.250.0.0/16"), ipip_mode=model.EncapMode.ALWAYS)}
-    assert pool_wants_vxlan(CROSS) and not pool_wants_vxlan(pools["ip"])
-    assert vxlan_pool_of(pools, IPv4Network("10.244.7.0/26")) is CROSS
-    assert vxlan_pool_of(pools, IPv4Network("10.250.7.0/26")) is None
-    assert vxlan_pool_of(pools, IPv4Network("172.16.0.0/24")) is None
+    assert model.pool_wants_vxlan(CROSS) and not model.pool_wants_vxlan(pools["ip"])
+    disabled = model.IPPool("vx", CROSS.cidr, vxlan_mode=model.EncapMode.ALWAYS, disabled=True)
+    assert not model.pool_wants_vxlan(disabled)
+    assert model.vxlan_pool_containing(pools, IPv4Network("10.244.7.0/26")) is CROSS
+    assert model.vxlan_pool_containing(pools, IPv4Address("10.244.7.1")) is CROSS
+    assert model.vxlan_pool_containing(pools, IPv4Network("10.250.7.0/26")) is None
+    assert model.vxlan_pool_containing(pools, IPv4Network("172.16.0.0/24")) is None
 
 
 def test_vtep_annotations_published_and_removed() -> None:
