@@ -23,10 +23,9 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Mapping
 
 from calyx import model
-from calyx.naming import FELIX_ROUTE_PROTOCOL
+from calyx.naming import FELIX_ROUTE_PROTOCOL, VXLAN_DEVICE
 from calyx.route import Route
 
-VXLAN_DEVICE = "vxlan.calico"
 VXLAN_VNI = 4096
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50          # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
