@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Mapping
 
-from calyx.model import EncapMode, IPPool, routing_pool_containing
+from calyx.model import EncapMode, IPPool, pool_wants_vxlan, routing_pool_containing
 
 from bgpd.rib import Path
 
@@ -110,7 +110,7 @@ def install_mode(prefix: IPv4Network, next_hop: IPv4Address, ctx: ImportContext)
     pool = routing_pool_containing(ctx.pools, prefix)
     if pool is None:
         return InstallMode.DIRECT, None
-    if pool.vxlan_mode is not EncapMode.NEVER:
+    if pool_wants_vxlan(pool):
         return InstallMode.VXLAN, pool.name
     if pool.ipip_mode is EncapMode.ALWAYS:
         return InstallMode.IPIP, pool.name

@@ -41,6 +41,10 @@ ANNOTATION_IPV4_ADDRESS = "calyx.dev/ipv4-address"            # "10.0.0.5/24"
 ANNOTATION_AS_NUMBER = "calyx.dev/as-number"                  # "64513"
 ANNOTATION_RR_CLUSTER_ID = "calyx.dev/route-reflector-cluster-id"  # "224.0.0.1"
 ANNOTATION_TUNNEL_ADDR = "calyx.dev/ipv4-ipip-tunnel-addr"    # "10.244.1.0"
+# The node's VXLAN tunnel endpoint, published by its felix (Calico: projectcalico.org/
+# IPv4VXLANTunnelAddr and VXLANTunnelMACAddr).
+ANNOTATION_VXLAN_TUNNEL_ADDR = "calyx.dev/ipv4-vxlan-tunnel-addr"  # "10.244.1.0"
+ANNOTATION_VXLAN_TUNNEL_MAC = "calyx.dev/vxlan-tunnel-mac"        # "66:1f:2a:00:01:02"
 
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_BGP_PORT = 179
@@ -164,6 +168,8 @@ class NodeInfo:
     pod_cidrs: tuple[IPv4Network, ...] = ()      # node.spec.podCIDRs (IPv4 entries)
     internal_ip: IPv4Address | None = None
     deleting: bool = False
+    vxlan_tunnel_address: IPv4Address | None = None   # the node's VTEP address (annotation)
+    vxlan_tunnel_mac: str | None = None              # the node's VTEP MAC, lower case (annotation)
 
     @property
     def is_route_reflector(self) -> bool:
@@ -292,6 +298,21 @@ def _ipv4_address(where: _Where, path: str, value: Any, what: str = "IPv4 addres
     return address
 
 
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+def _unicast_mac(where: _Where, path: str, value: Any) -> str:
+    """A unicast Ethernet address written as six colon-separated hex octets, lower-cased."""
+    if not isinstance(value, str) or not _MAC.fullmatch(value):
+        raise where.error(path, value, "not a valid MAC address (six hex octets separated by colons, "
+                                       "e.g. 66:1f:2a:00:01:02)")
+    if int(value[:2], 16) & 1:
+        raise where.error(path, value, "a multicast MAC address cannot be a VXLAN tunnel endpoint")
+    if value == "00:00:00:00:00:00":
+        raise where.error(path, value, "the all-zero MAC address cannot be a VXLAN tunnel endpoint")
+    return value.lower()
+
+
 def _selector(where: _Where, path: str, value: Any) -> Selector | None:
     if value is None:
         return None
@@ -373,9 +394,10 @@ def parse_ippool(obj: Mapping[str, Any], schemas: SpecSchemas) -> IPPool:
     if spec["blockSize"] < cidr.prefixlen:
         raise where.error("spec.blockSize", spec["blockSize"],
                           f"must be at least the pool's prefix length /{cidr.prefixlen}")
-    if spec["vxlanMode"] != EncapMode.NEVER.value:
+    if spec["vxlanMode"] != EncapMode.NEVER.value and spec["ipipMode"] != EncapMode.NEVER.value:
         raise where.error("spec.vxlanMode", spec["vxlanMode"],
-                          "VXLAN encapsulation is not supported yet: vxlanMode must be Never")
+                          f"ipipMode and vxlanMode cannot both be enabled (ipipMode is {spec['ipipMode']!r}): "
+                          "set one of them to Never")
     return IPPool(
         name=where.name,
         cidr=cidr,
@@ -541,6 +563,15 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
         tunnel = _ipv4_address(where, f"metadata.annotations[{ANNOTATION_TUNNEL_ADDR}]",
                                annotations[ANNOTATION_TUNNEL_ADDR])
 
+    vxlan_address = None
+    if ANNOTATION_VXLAN_TUNNEL_ADDR in annotations:
+        vxlan_address = _ipv4_address(where, f"metadata.annotations[{ANNOTATION_VXLAN_TUNNEL_ADDR}]",
+                                      annotations[ANNOTATION_VXLAN_TUNNEL_ADDR])
+    vxlan_mac = None
+    if ANNOTATION_VXLAN_TUNNEL_MAC in annotations:
+        vxlan_mac = _unicast_mac(where, f"metadata.annotations[{ANNOTATION_VXLAN_TUNNEL_MAC}]",
+                                 annotations[ANNOTATION_VXLAN_TUNNEL_MAC])
+
     pod_cidrs: tuple[IPv4Network, ...] = ()
     if spec.get("podCIDRs"):
         if not isinstance(spec["podCIDRs"], list):
@@ -561,6 +592,8 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
         pod_cidrs=pod_cidrs,
         internal_ip=internal_ip,
         deleting=bool(meta.get("deletionTimestamp")),
+        vxlan_tunnel_address=vxlan_address,
+        vxlan_tunnel_mac=vxlan_mac,
     )
 
 
@@ -706,6 +739,20 @@ def routing_pool_containing(pools: Mapping[str, IPPool], addr: IPv4Address | IPv
         if best is None or pool.cidr.prefixlen > best.cidr.prefixlen:
             best = pool
     return best
+
+
+def pool_wants_vxlan(pool: IPPool) -> bool:
+    """A pool whose vxlanMode is Always or CrossSubnet (``disabled`` or not: its pods keep
+    working): felix routes its blocks between nodes itself, from the API (VTEP annotations),
+    without BGP."""
+    return pool.vxlan_mode in (EncapMode.ALWAYS, EncapMode.CROSS_SUBNET)
+
+
+def vxlan_pool_containing(pools: Mapping[str, IPPool], addr: IPv4Address | IPv4Network) -> IPPool | None:
+    """The pool containing ``addr`` (:func:`routing_pool_containing`) when it is in VXLAN mode,
+    else None."""
+    pool = routing_pool_containing(pools, addr)
+    return pool if pool is not None and pool_wants_vxlan(pool) else None
 
 
 @dataclass(frozen=True)

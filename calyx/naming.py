@@ -18,6 +18,7 @@ CRD_VERSION = "v1"
 FELIX_ROUTE_PROTOCOL = 80              # routes felix (and the CNI plugin) own
 BGPD_ROUTE_PROTOCOL = 186              # RTPROT_BGP: routes bgpd learned over BGP
 TUNNEL_DEVICE = "tunl0"                # the IPIP device (created by the ipip module)
+VXLAN_DEVICE = "vxlan.calico"          # the VXLAN device felix creates for VXLAN pools
 HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"    # MAC of every host-side cali veth
 POD_GATEWAY = "169.254.1.1"            # the pod's default gateway, answered by proxy ARP
 

@@ -1,5 +1,6 @@
 """felix's calculation: a Snapshot plus this node's local facts -> the desired dataplane (routes,
-tunnel, pod MTU), and the tunnel's teardown grace.
+tunnel, VXLAN device, pod MTU), and the tunnel's teardown grace. The VXLAN part is calculated
+by :mod:`felix.vxlancalc`.
 
 Pure code: no netlink, no Kubernetes client, no sockets. Everything felix programs is a
 function of its inputs here; the dataplane managers write the difference between it and the
@@ -14,6 +15,7 @@ from typing import Mapping
 from calyx import model
 from calyx.naming import FELIX_ROUTE_PROTOCOL, cali_interface_name
 from calyx.route import Route
+from felix.vxlancalc import VXLAN_OVERHEAD, VxlanSpec, desired_vxlan
 
 IPIP_OVERHEAD = 20
 TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -26,6 +28,8 @@ class LocalFacts:
     node_name: str
     underlay_mtu: int = 1500            # MTU of the interface holding the node's address
     mtu_override: int | None = None     # configuration: fixes tunnel and pod MTU
+    subnet: IPv4Network | None = None   # the underlay subnet of the node's address (CrossSubnet)
+    underlay_device: str | None = None  # the interface holding the node's address
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class DesiredDataplane:
     routes: Mapping[IPv4Network, Route] = field(default_factory=dict)
     reasons: Mapping[IPv4Network, str] = field(default_factory=dict)   # why each route exists
     tunnel: TunnelSpec = field(default_factory=lambda: TunnelSpec(False, reason="no IPIP pool"))
+    vxlan: VxlanSpec = field(default_factory=lambda: VxlanSpec(False, reason="no VXLAN pool"))
     pod_mtu: int = 1500
     problems: tuple[str, ...] = ()      # inputs felix could not honour (duplicate pod IPs, ...)
     # cali devices of local pods whose IP the API does not show yet: the CNI plugin has just
@@ -103,12 +108,14 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
                 continue
             routes[cidr] = blackhole_route(cidr)
             reasons[cidr] = f"pod CIDR of node {facts.node_name}"
-        wanting = [p.name for p in model.routing_pools_for_node(snapshot.ippools, node)
+        # every node carries a mode any pool uses: a node outside a pool's nodeSelector still
+        # sends to (and, through its tunnel, receives from) the pool's pods on other nodes
+        wanting = [p.name for _, p in sorted(snapshot.ippools.items())
                    if p.ipip_mode in (model.EncapMode.ALWAYS, model.EncapMode.CROSS_SUBNET)]
         address = model.node_tunnel_address(node, snapshot.blocks)
         ipip = bool(wanting)
         if not wanting:
-            tunnel = TunnelSpec(False, reason="no pool selecting this node uses IPIP")
+            tunnel = TunnelSpec(False, reason="no pool uses IPIP")
         elif address is None:
             tunnel = TunnelSpec(False, reason=f"IPIP pool(s) {', '.join(wanting)} but node "
                                               f"{facts.node_name} has no pod CIDR for a tunnel address")
@@ -116,11 +123,18 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
             tunnel = TunnelSpec(True, address=address,
                                 mtu=facts.mtu_override or facts.underlay_mtu - IPIP_OVERHEAD,
                                 reason=f"IPIP pool(s) {', '.join(wanting)}")
-    if facts.mtu_override:
-        pod_mtu = facts.mtu_override
-    else:
-        pod_mtu = facts.underlay_mtu - IPIP_OVERHEAD if ipip else facts.underlay_mtu
-    return DesiredDataplane(routes=routes, reasons=reasons, tunnel=tunnel, pod_mtu=pod_mtu,
+    vxlan = desired_vxlan(snapshot, facts.node_name, facts.underlay_mtu, facts.mtu_override, facts.subnet,
+                          facts.underlay_device)
+    problems.extend(vxlan.problems)
+    for dst, route in vxlan.routes.items():
+        if dst in routes:
+            problems.append(f"route to {dst} ({vxlan.reasons[dst]}) collides with {reasons[dst]}")
+            continue
+        routes[dst], reasons[dst] = route, vxlan.reasons[dst]
+    # the largest encapsulation overhead of the modes in use on this node
+    overhead = max(IPIP_OVERHEAD if ipip else 0, VXLAN_OVERHEAD if vxlan.spec.enabled else 0)
+    pod_mtu = facts.mtu_override or facts.underlay_mtu - overhead
+    return DesiredDataplane(routes=routes, reasons=reasons, tunnel=tunnel, vxlan=vxlan.spec, pod_mtu=pod_mtu,
                             problems=tuple(problems), settling_devices=frozenset(settling))
 
 

@@ -1,11 +1,13 @@
 """felix's wiring and main loop: datastore -> calculation -> dataplane managers.
 
 The main loop (a :class:`calyx.loop.Loop` named ``felix``) sleeps until something happens (a
-datastore change, a link or route event, the periodic resync timer, the end of a tunnel teardown
-grace or of a released route's grace, stop), gathers a burst of such events for ``debounce``
-seconds, and reconciles: desired state is recalculated when the datastore changed, the kernel's state comes from the route
-manager's view (a full dump at start and every ``route_refresh_interval``, netlink events in
-between), and only differences are written.
+datastore change, a link or route event, the periodic resync timer, the end of a tunnel or VXLAN
+teardown grace or of a released route's grace, a retry of a failed VTEP annotation patch, stop),
+gathers a burst of such events for ``debounce`` seconds, and reconciles: desired state is
+recalculated when the datastore changed, the kernel's state comes from the route manager's view
+(a full dump at start and every ``route_refresh_interval``, netlink events in between), and only
+differences are written. With VXLAN, felix also keeps its own Node's VTEP annotations current
+(:mod:`felix.vtep`).
 Nothing is programmed before every watched resource has been listed once, and while the API is
 unreachable the datastore keeps its last contents, so the dataplane stays as it is. On stop
 felix leaves the dataplane untouched.
@@ -32,6 +34,7 @@ from calyx.kube.datastore import Datastore, WatchSpec
 from calyx.kube.events import EventRecorder
 from calyx.kernelwatch import KernelWatch
 from calyx.netlink import RouteTable
+from calyx.vxlanlink import VxlanLinks
 from calyx.loop import Batch, Clock, Coalescing, Loop, MonotonicClock
 from calyx.logs import get_logger
 from calyx.observability import Check, HealthServer, Liveness
@@ -41,13 +44,18 @@ from felix.dataplane.mtufile import PodMtuFile
 from felix.dataplane.nat import LibNftables, NatManager
 from felix.dataplane.routes import RouteManager
 from felix.dataplane.tunnel import TunnelManager
+from felix.dataplane.vxlan import VxlanManager
 from felix.metrics import FelixMetrics
 from felix.nat import NO_NAT, NatState, desired_nat
+from felix.vtep import KubeNodeAnnotator, VtepPublisher
 
 HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove it is alive
 RESYNC_TIMER = "route-resync"
 TEARDOWN_TIMER = "tunnel-teardown"
 RELEASE_TIMER = "route-release"
+VXLAN_TEARDOWN_TIMER = "vxlan-teardown"
+VTEP_RETRY_TIMER = "vtep-publish-retry"
+VTEP_RETRY_DELAY = 5.0       # seconds before a failed VTEP annotation patch is tried again
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class _LoopState:
     tunnel: TunnelManager
     mtu_file: PodMtuFile
     nat: NatManager
+    vxlan: VxlanManager
+    vtep: VtepPublisher
     synced: bool = False
     snapshot: model.Snapshot = field(default_factory=model.Snapshot)
     desired: DesiredDataplane | None = None
@@ -140,6 +150,9 @@ class Felix:
         table = RouteTable()
         routes = RouteManager(table, self.metrics, release_grace=cfg.ipip_teardown_grace)
         tunnel = TunnelManager(table, self.metrics, grace=cfg.ipip_teardown_grace)
+        vxlan_links = VxlanLinks()
+        vxlan = VxlanManager(vxlan_links, self.metrics, grace=cfg.ipip_teardown_grace)
+        vtep = VtepPublisher(KubeNodeAnnotator(self._api), cfg.nodename)
         kernel = KernelWatch()
         watcher = threading.Thread(target=self._watch_datastore, args=(datastore, stop), name="datastore-watch",
                                    daemon=True)
@@ -156,7 +169,7 @@ class Felix:
                 chore.start()
             tunnel.probe()
             self._state = _LoopState(datastore, table, routes, tunnel, PodMtuFile(cfg.run_dir),
-                                     NatManager(LibNftables, self.metrics))
+                                     NatManager(LibNftables, self.metrics), vxlan, vtep)
             if not stop.is_set():
                 self._loop.run()
         finally:
@@ -166,6 +179,7 @@ class Felix:
             for server in servers:
                 server.stop()
             table.close()
+            vxlan_links.close()
             self._log.info("felix stopped; dataplane left as it is", node=cfg.nodename)
 
     def _iterate(self, batch: Batch) -> None:
@@ -203,6 +217,12 @@ class Felix:
             except OSError as exc:
                 self.metrics.errors.labels("tunnel").inc()
                 self._log.error("tunnel update failed", error=str(exc), reason=desired.tunnel.reason)
+            try:
+                state.vxlan.apply(desired.vxlan, self._loop.clock.now())
+            except OSError as exc:
+                self.metrics.errors.labels("vxlan").inc()
+                self._log.error("VXLAN update failed", error=str(exc), reason=desired.vxlan.reason)
+            state.vtep.sync(state.snapshot.nodes.get(cfg.nodename), state.vxlan.annotations)
             state.nat.reconcile(state.nat_desired, reread=resync)    # a resync re-reads the NAT table
             state.mtu_file.write(desired.pod_mtu)
         if not self._ready:
@@ -210,6 +230,9 @@ class Felix:
             self._log.info("felix ready: first full sync done", routes=len(desired.routes))
         self._loop.wake_at(TEARDOWN_TIMER, tunnel.teardown_at)
         self._loop.wake_at(RELEASE_TIMER, routes.release_at)
+        self._loop.wake_at(VXLAN_TEARDOWN_TIMER, state.vxlan.teardown_at)
+        if state.vtep.retry_wanted:
+            self._loop.wake_at(VTEP_RETRY_TIMER, self._loop.clock.now() + VTEP_RETRY_DELAY)
 
     def _cni_chores(self, stop: threading.Event) -> list[threading.Thread]:
         cfg = self.config
@@ -230,8 +253,12 @@ class Felix:
         address = None
         if node is not None:
             address = node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
-        return LocalFacts(self.config.nodename, underlay_mtu=tunnel.underlay_mtu(address, refresh),
-                          mtu_override=self.config.mtu)
+        underlay = tunnel.underlay(address, refresh)
+        subnet = underlay.interface.network if underlay.interface is not None else None
+        if node is not None and node.bgp_address is not None and node.bgp_address.network.prefixlen != 32:
+            subnet = node.bgp_address.network     # the annotation's prefix decides CrossSubnet
+        return LocalFacts(self.config.nodename, underlay_mtu=underlay.mtu, mtu_override=self.config.mtu,
+                          subnet=subnet, underlay_device=underlay.device)
 
     def _report_problems(self, desired: DesiredDataplane) -> None:
         for problem in desired.problems:

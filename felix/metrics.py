@@ -22,8 +22,8 @@ class FelixMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "FelixMetrics":
         return cls(
-            routes_desired=Gauge("felix_routes_desired", "Routes felix wants on this node (pod /32s and "
-                                 "block blackholes)", registry=registry),
+            routes_desired=Gauge("felix_routes_desired", "Routes felix wants on this node (pod /32s, block "
+                                 "blackholes and routes to VXLAN blocks)", registry=registry),
             routes_programmed=Gauge("felix_routes_programmed", "Desired routes the kernel holds as wanted",
                                     registry=registry),
             routes_pending=Gauge("felix_routes_pending", "Pod routes waiting for their cali interface",

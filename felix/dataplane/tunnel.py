@@ -12,6 +12,7 @@ carries on with everything else.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
 from calyx.naming import TUNNEL_DEVICE
@@ -24,6 +25,16 @@ from felix.metrics import FelixMetrics
 DEFAULT_UNDERLAY_MTU = 1500
 
 
+@dataclass(frozen=True)
+class Underlay:
+    """The interface holding the node's address: its name and MTU, and the address with the
+    interface's prefix (None when no local interface holds the address)."""
+
+    mtu: int = DEFAULT_UNDERLAY_MTU
+    device: str | None = None
+    interface: IPv4Interface | None = None
+
+
 class TunnelManager:
     def __init__(self, table: RouteTable, metrics: FelixMetrics, grace: float, device: str = TUNNEL_DEVICE):
         self._table = table
@@ -34,25 +45,31 @@ class TunnelManager:
         self.available: bool | None = None
         self._unavailable_reason = ""
         self._plan = TunnelPlan(None)
-        self._underlay: tuple[IPv4Address | None, int] | None = None
+        self._underlay: tuple[IPv4Address | None, Underlay] | None = None
 
     # --- underlay MTU ----------------------------------------------------------------------
 
     def underlay_mtu(self, address: IPv4Address | None, refresh: bool) -> int:
         """MTU of the interface holding the node's address (read again when ``refresh`` or when
         the address changed); 1500 when no local interface holds it."""
+        return self.underlay(address, refresh).mtu
+
+    def underlay(self, address: IPv4Address | None, refresh: bool) -> Underlay:
+        """The interface holding the node's address (read again when ``refresh`` or when the
+        address changed)."""
         if refresh or self._underlay is None or self._underlay[0] != address:
-            self._underlay = (address, self._detect_underlay_mtu(address))
+            self._underlay = (address, self._detect_underlay(address))
         return self._underlay[1]
 
-    def _detect_underlay_mtu(self, address: IPv4Address | None) -> int:
+    def _detect_underlay(self, address: IPv4Address | None) -> Underlay:
         found = self._table.interface_of(address) if address is not None else None
-        if found is None:
+        if address is None or found is None:
             self._log.warning("underlay MTU unknown: no local interface holds the node address; assuming "
                               "the default", address=str(address) if address else None, mtu=DEFAULT_UNDERLAY_MTU)
-            return DEFAULT_UNDERLAY_MTU
+            return Underlay()
         link = self._table.link(found[0])
-        return link.mtu if link is not None else DEFAULT_UNDERLAY_MTU
+        return Underlay(mtu=link.mtu if link is not None else DEFAULT_UNDERLAY_MTU, device=found[0],
+                        interface=IPv4Interface(f"{address}/{found[1]}"))
 
     # --- the device, with the teardown grace -------------------------------------------------
 

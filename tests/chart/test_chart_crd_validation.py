@@ -80,14 +80,14 @@ REJECTED = {
         'The IPPool "pool" is invalid: \n'
         f'* spec.cidr: Invalid value: "fd00::/16": spec.cidr in body should match \'{CIDR}\'\n'
         '* spec.cidr: Invalid value: "fd00::/16": IPv6 pools are not supported yet'),
-    "ippool-vxlan-always": Rejected(
+    "ippool-ipip-and-vxlan": Rejected(
         pool(vxlanMode="Always"),
-        'The IPPool "pool" is invalid: spec.vxlanMode: Invalid value: "Always": VXLAN encapsulation is not '
-        'supported yet: vxlanMode must be Never'),
-    "ippool-vxlan-cross-subnet": Rejected(
-        pool(vxlanMode="CrossSubnet"),
-        'The IPPool "pool" is invalid: spec.vxlanMode: Invalid value: "CrossSubnet": VXLAN encapsulation is '
-        'not supported yet: vxlanMode must be Never'),
+        'The IPPool "pool" is invalid: spec: Invalid value: ipipMode and vxlanMode cannot both be enabled: '
+        'set one of them to Never'),
+    "ippool-ipip-and-vxlan-cross-subnet": Rejected(
+        pool(ipipMode="CrossSubnet", vxlanMode="CrossSubnet"),
+        'The IPPool "pool" is invalid: spec: Invalid value: ipipMode and vxlanMode cannot both be enabled: '
+        'set one of them to Never'),
     "bgppeer-node-and-node-selector": Rejected(
         peer(node="node-a", nodeSelector="rack == 'a'"),
         'The BGPPeer "peer" is invalid: spec: Invalid value: node and nodeSelector are mutually exclusive '
@@ -202,6 +202,8 @@ ACCEPTED = {
     "ippool": pool(),
     "ippool-block-as-large-as-pool": pool(cidr="10.20.0.0/24", blockSize=24),
     "ippool-vxlan-never": pool(vxlanMode="Never"),
+    "ippool-vxlan-always": pool(ipipMode="Never", vxlanMode="Always"),
+    "ippool-vxlan-cross-subnet": pool(drop=("ipipMode",), vxlanMode="CrossSubnet"),
     "bgppeer": peer(),
     "bgppeer-with-port-and-password": peer(peerIP="10.0.0.1:1179", node="node-a", holdTime="90s",
                                            password={"secretKeyRef": {"name": "bgp-passwords", "key": "a"}}),

@@ -95,6 +95,8 @@ NODE_AGENT_USES = sorted(set(
         # felix's IPAM garbage collector (calyx.cni.gc through calyx.cni.blocks.Api)
         Access("list", "nodes"), Access("list", "ipamblocks.calyx.dev"), Access("list", "pods"),
         Access("delete", "ipamblocks.calyx.dev"),
+        # felix.vtep.KubeNodeAnnotator: its own Node's VXLAN tunnel endpoint annotations
+        Access("patch", "nodes"),
     ]), key=str)
 # Not called by the code, granted as Calico grants its BGP password Secrets: get of the same names.
 NODE_AGENT_ALSO_GRANTED = [Access("get", "secrets", NAMESPACE, name=name) for name in PASSWORD_SECRETS]
@@ -112,8 +114,7 @@ CNI_PLUGIN_USES = [  # calyx.cni.blocks.BlockClaimer
 NODE_AGENT_REFUSED = [
     Access("get", "pods"), Access("create", "pods", "default"), Access("delete", "pods", "default"),
     Access("create", "pods", NAMESPACE, subresource="exec"),
-    Access("get", "nodes", name=NODE), Access("patch", "nodes"), Access("update", "nodes"),
-    Access("delete", "nodes"),
+    Access("get", "nodes", name=NODE), Access("update", "nodes"), Access("delete", "nodes"),
     Access("create", "ipamblocks.calyx.dev"),       # claiming blocks is the CNI plugin's
     Access("get", "ipamblocks.calyx.dev"), Access("patch", "ipamblocks.calyx.dev"),
     Access("update", "ipamblocks.calyx.dev"),

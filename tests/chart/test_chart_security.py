@@ -167,10 +167,11 @@ def test_cluster_roles_are_exactly_what_each_identity_uses(rendered_scenarios: d
     for rendered in rendered_scenarios.values():
         assert _bound(rendered, "ClusterRoleBinding", "ClusterRole") == {
             # felix and bgpd: their datastores list and watch; felix's garbage collector deletes
-            # the blocks of deleted nodes; both record Events.
+            # the blocks of deleted nodes; felix publishes its node's VXLAN tunnel endpoint
+            # (patch); both record Events.
             "calyx": {
                 ("", "pods"): WATCH,
-                ("", "nodes"): WATCH,
+                ("", "nodes"): WATCH | {"patch"},
                 ("calyx.dev", "ippools"): WATCH,
                 ("calyx.dev", "bgpconfigurations"): WATCH,
                 ("calyx.dev", "bgppeers"): WATCH,

@@ -190,32 +190,48 @@ def wait_install_modes(lab: Lab, node: str, expected: dict[str, tuple[str, bool]
 # ----------------------------------------------------------------------------- captures
 ENCAP = re.compile(r"IP (\d+\.\d+\.\d+\.\d+) > (\d+\.\d+\.\d+\.\d+): IP (\S+) > (\S+): ICMP")
 PLAIN = re.compile(r"IP (\d+\.\d+\.\d+\.\d+) > (\d+\.\d+\.\d+\.\d+): ICMP")
+# tcpdump prints a VXLAN packet as the outer UDP line, then the inner packet on the next line
+VXLAN = re.compile(r"IP (\d+\.\d+\.\d+\.\d+)\.\d+ > (\d+\.\d+\.\d+\.\d+)\.4789: VXLAN.*vni (\d+)")
 
 
 @dataclass(frozen=True)
 class Packet:
-    outer_src: str | None      # set for IPIP packets
+    outer_src: str | None      # set for encapsulated packets
     outer_dst: str | None
     src: str
     dst: str
+    encap: str | None = None   # "ipip", "vxlan" or None (plain)
+    vni: int | None = None     # VXLAN network identifier
 
 
 def parse_tcpdump(text: str) -> list[Packet]:
     out = []
+    outer: re.Match | None = None     # a VXLAN line whose inner packet comes next
     for line in text.splitlines():
+        if m := VXLAN.search(line):
+            outer = m
+            continue
         if m := ENCAP.search(line):
-            out.append(Packet(m[1], m[2], m[3], m[4]))
+            out.append(Packet(m[1], m[2], m[3], m[4], "ipip"))
+        elif (m := PLAIN.search(line)) and outer is not None:
+            out.append(Packet(outer[1], outer[2], m[1], m[2], "vxlan", int(outer[3])))
         elif m := PLAIN.search(line):
             out.append(Packet(None, None, m[1], m[2]))
+        outer = None
     return out
+
 
 
 def capture_icmp(lab: Lab, node: str, iface: str, src: Pod, dst: Pod, count: int = 4,
                  timeout: float = 60.0) -> list[Packet]:
     """Capture ``count`` ICMP packets of a ping ``src`` -> ``dst`` on ``node``'s ``iface``,
-    whether IPIP-encapsulated (IP protocol 4) or plain. tcpdump runs inside the lab node."""
+    whether IPIP-encapsulated (IP protocol 4), VXLAN-encapsulated (UDP 4789) or plain. tcpdump
+    runs inside the lab node."""
     log = lab.names.log_dir(node) / f"tcpdump-{secrets.token_hex(3)}.log"
-    bpf = (f"(ip proto 4 and ip[20+9] == 1) or (icmp and host {dst.ip})")
+    # inner ICMP: IPIP's inner header follows the outer one; VXLAN's follows UDP (8), VXLAN (8)
+    # and the inner Ethernet header (14)
+    bpf = (f"(ip proto 4 and ip[20+9] == 1) or (udp port 4789 and udp[8+8+14+9] == 1) "
+           f"or (icmp and host {dst.ip})")
     handle = lab.spawn(node, ["tcpdump", "-l", "-nn", "-i", iface, "-c", str(count), bpf],
                        log=log, name="tcpdump")
     try:

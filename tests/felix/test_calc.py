@@ -74,7 +74,7 @@ def test_pods_outside_every_pool_left_in_the_snapshot_are_not_routed() -> None:
     """A pool refused for overlapping (calyx.ippools) is left out of the snapshot: as if absent."""
     desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5")], pools=[]), LocalFacts(NODE))
     assert IPv4Network("10.244.1.5/32") not in desired.routes
-    assert not desired.tunnel.enabled and desired.tunnel.reason == "no pool selecting this node uses IPIP"
+    assert not desired.tunnel.enabled and desired.tunnel.reason == "no pool uses IPIP"
 
 
 def test_duplicate_pod_ips_keep_one_route_and_say_so() -> None:
@@ -105,7 +105,7 @@ def test_tunnel_follows_the_pools_that_select_this_node() -> None:
     assert not off.tunnel.enabled and off.pod_mtu == 1500
     elsewhere = model.IPPool("default", POOL.cidr, ipip_mode=model.EncapMode.ALWAYS,
                              node_selector=Selector.parse("zone == 'b'"))
-    assert not desired_dataplane(snapshot(pools=[elsewhere]), facts).tunnel.enabled
+    assert desired_dataplane(snapshot(pools=[elsewhere]), facts).tunnel.enabled   # its pods elsewhere
     override = desired_dataplane(snapshot(), LocalFacts(NODE, underlay_mtu=1500, mtu_override=1400))
     assert override.tunnel.mtu == 1400 and override.pod_mtu == 1400
 
@@ -127,7 +127,7 @@ def test_unknown_own_node_means_no_blackholes_and_no_tunnel() -> None:
 # --- plan_tunnel: the teardown grace ------------------------------------------------------
 
 WANTED = TunnelSpec(True, address=IPv4Address("10.244.1.0"), mtu=1480, reason="IPIP pool(s) default")
-UNWANTED = TunnelSpec(False, reason="no pool selecting this node uses IPIP")
+UNWANTED = TunnelSpec(False, reason="no pool uses IPIP")
 
 
 def test_tunnel_comes_up_at_once_and_cancels_a_running_grace() -> None:

@@ -102,9 +102,9 @@ def invalid_events(api) -> list[dict]:
 
 
 def test_invalid_update_is_reported_once_and_the_last_valid_version_kept(kube):
-    # The API server admits only what the CRD's schema and CEL rules allow (vxlanMode: Always is
-    # refused at admission), so the invalid objects are ones the CRD admits and the model
-    # refuses: a pool CIDR with host bits set.
+    # The API server admits only what the CRD's schema and CEL rules allow (ipipMode and
+    # vxlanMode both enabled is refused at admission), so the invalid objects are ones the CRD
+    # admits and the model refuses: a pool CIDR with host bits set.
     api = kube.client()
     resources.create_object(api, resources.IPPOOLS, pool("prod", "10.244.0.0/16"))
     resources.create_object(api, resources.IPPOOLS, pool("born-bad", "10.250.0.1/16"))

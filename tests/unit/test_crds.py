@@ -147,7 +147,8 @@ def test_cel_rules_are_present_for_the_xor_rules():
     assert "has(self.peerIP) != has(self.peerSelector)" in rules
     assert "!has(self.peerIP) || has(self.asNumber)" in rules
     pool = crds.crd("IPPool", REPO_CRD_DIR).spec_schema
-    assert pool["x-kubernetes-validations"] and pool["properties"]["vxlanMode"]["x-kubernetes-validations"]
+    pool_rules = [v["rule"] for v in pool["x-kubernetes-validations"]]
+    assert any("vxlanMode" in rule and "ipipMode" in rule for rule in pool_rules)
     block = crds.crd("IPAMBlock", REPO_CRD_DIR).schema
     assert "self.metadata.name" in block["x-kubernetes-validations"][0]["rule"]
 
@@ -201,7 +202,10 @@ POOL_SPECS = [
     ({"cidr": "10.0.0.0/24", "blockSize": 22}, False),
     ({"cidr": "10.0.0.0/27", "blockSize": 26}, False),
     ({"cidr": "10.0.0.0/26", "blockSize": 26}, True),
-    ({"cidr": "10.0.0.0/16", "vxlanMode": "Always"}, False),
+    ({"cidr": "10.0.0.0/16", "vxlanMode": "Always"}, True),
+    ({"cidr": "10.0.0.0/16", "vxlanMode": "CrossSubnet", "ipipMode": "Never"}, True),
+    ({"cidr": "10.0.0.0/16", "vxlanMode": "Always", "ipipMode": "Always"}, False),
+    ({"cidr": "10.0.0.0/16", "vxlanMode": "CrossSubnet", "ipipMode": "CrossSubnet"}, False),
     ({"cidr": "fd00::/64"}, False),
 ]
 BLOCK_OBJECTS = [

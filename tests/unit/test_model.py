@@ -87,10 +87,12 @@ def test_ippool_null_fields_take_defaults():
     ({"cidr": "10.0.0.0/16", "blockSize": "26"}, "spec.blockSize", "26", "must be of type integer"),
     ({"cidr": "10.0.0.0/16", "ipipMode": "Sometimes"}, "spec.ipipMode", "Sometimes",
      "must be one of Always, CrossSubnet, Never"),
-    ({"cidr": "10.0.0.0/16", "vxlanMode": "Always"}, "spec.vxlanMode", "Always",
-     "VXLAN encapsulation is not supported yet: vxlanMode must be Never"),
-    ({"cidr": "10.0.0.0/16", "vxlanMode": "CrossSubnet"}, "spec.vxlanMode", "CrossSubnet",
-     "VXLAN encapsulation is not supported yet: vxlanMode must be Never"),
+    ({"cidr": "10.0.0.0/16", "vxlanMode": "Always", "ipipMode": "CrossSubnet"}, "spec.vxlanMode", "Always",
+     "ipipMode and vxlanMode cannot both be enabled (ipipMode is 'CrossSubnet'): set one of them to Never"),
+    ({"cidr": "10.0.0.0/16", "vxlanMode": "CrossSubnet", "ipipMode": "Always"}, "spec.vxlanMode", "CrossSubnet",
+     "ipipMode and vxlanMode cannot both be enabled (ipipMode is 'Always'): set one of them to Never"),
+    ({"cidr": "10.0.0.0/16", "vxlanMode": "Sometimes"}, "spec.vxlanMode", "Sometimes",
+     "must be one of Always, CrossSubnet, Never"),
     ({"cidr": "10.0.0.0/16", "natOutgoing": "yes"}, "spec.natOutgoing", "yes", "must be of type boolean"),
     ({"cidr": "10.0.0.0/16", "nodeSelector": "zone == 'a' &&"}, "spec.nodeSelector", "zone == 'a' &&",
      "invalid selector at position 14: expected a label expression (all(), has(k), k == 'v', ...), "
@@ -271,6 +273,21 @@ def test_node_from_annotations():
     assert node.labels == {"zone": "a"} and not node.deleting
 
 
+@pytest.mark.parametrize("mode", ["Always", "CrossSubnet"])
+def test_ippool_vxlan_modes_are_accepted(mode):
+    pool = parse_ippool(obj("pool-v", {"cidr": "10.0.0.0/16", "vxlanMode": mode}), SCHEMAS)
+    assert pool.vxlan_mode == EncapMode(mode) and pool.ipip_mode == EncapMode.NEVER
+
+
+def test_node_vxlan_tunnel_annotations():
+    node = parse_node(node_obj(annotations={"calyx.dev/ipv4-vxlan-tunnel-addr": "10.244.1.0",
+                                            "calyx.dev/vxlan-tunnel-mac": "66:1F:2a:00:01:02"}))
+    assert node.vxlan_tunnel_address == IPv4Address("10.244.1.0")
+    assert node.vxlan_tunnel_mac == "66:1f:2a:00:01:02"
+    bare = parse_node(node_obj())
+    assert bare.vxlan_tunnel_address is None and bare.vxlan_tunnel_mac is None
+
+
 def test_node_falls_back_to_internal_ip_as_slash_32():
     node = parse_node(node_obj(addresses=[{"type": "Hostname", "address": "n1"},
                                           {"type": "InternalIP", "address": "fd00::5"},
@@ -311,6 +328,23 @@ def test_node_deleting():
      "not a valid IPv4-formatted route reflector cluster ID (e.g. 244.0.0.1)"),
     (node_obj(annotations={"calyx.dev/ipv4-ipip-tunnel-addr": "10.244.1.300"}),
      "metadata.annotations[calyx.dev/ipv4-ipip-tunnel-addr]", "10.244.1.300", "not a valid IPv4 address"),
+    (node_obj(annotations={"calyx.dev/ipv4-vxlan-tunnel-addr": "10.244.1"}),
+     "metadata.annotations[calyx.dev/ipv4-vxlan-tunnel-addr]", "10.244.1", "not a valid IPv4 address"),
+    (node_obj(annotations={"calyx.dev/ipv4-vxlan-tunnel-addr": "fd00::1"}),
+     "metadata.annotations[calyx.dev/ipv4-vxlan-tunnel-addr]", "fd00::1",
+     "IPv6 is not supported yet (expected an IPv4 address)"),
+    (node_obj(annotations={"calyx.dev/vxlan-tunnel-mac": "66-1f-2a-00-01-02"}),
+     "metadata.annotations[calyx.dev/vxlan-tunnel-mac]", "66-1f-2a-00-01-02",
+     "not a valid MAC address (six hex octets separated by colons, e.g. 66:1f:2a:00:01:02)"),
+    (node_obj(annotations={"calyx.dev/vxlan-tunnel-mac": "66:1f:2a:00:01"}),
+     "metadata.annotations[calyx.dev/vxlan-tunnel-mac]", "66:1f:2a:00:01",
+     "not a valid MAC address (six hex octets separated by colons, e.g. 66:1f:2a:00:01:02)"),
+    (node_obj(annotations={"calyx.dev/vxlan-tunnel-mac": "01:00:5e:00:00:01"}),
+     "metadata.annotations[calyx.dev/vxlan-tunnel-mac]", "01:00:5e:00:00:01",
+     "a multicast MAC address cannot be a VXLAN tunnel endpoint"),
+    (node_obj(annotations={"calyx.dev/vxlan-tunnel-mac": "00:00:00:00:00:00"}),
+     "metadata.annotations[calyx.dev/vxlan-tunnel-mac]", "00:00:00:00:00:00",
+     "the all-zero MAC address cannot be a VXLAN tunnel endpoint"),
     (node_obj(spec={"podCIDRs": ["10.244.1.5/24"]}), "spec.podCIDRs[0]", "10.244.1.5/24",
      "host bits are set; the network is 10.244.1.0/24"),
     (node_obj(spec={"podCIDR": "garbage"}), "spec.podCIDR", "garbage",
