@@ -1,13 +1,17 @@
 """``python -m calyxlab.demo`` (``make demo``): a three-node Calyx cluster deployed, shown
-routing pods over IPIP, switched live to plain BGP, and destroyed.
+routing pods over IPIP, switched live to plain BGP and then to VXLAN, the three modes summed
+up side by side, and destroyed.
 
 Steps: deploy ``containerlab/mesh3`` (kernel chosen automatically: user-mode Linux when this
 kernel has no ipip; Calyx installed with ``helm`` and run by each node's kubelet), the calyx
 pods (``kubectl get pods -n calyx-system -o wide``), one pod per node through the CNI plugin, ``bgpd status`` on every node,
 the routes and ``tunl0`` on node1, the pod-to-pod ping matrix; then the IPPool's ``ipipMode``
 is set to ``Never`` through the API while a pod pings another every 50 ms, the routes are shown
-again and the matrix is run again. The lab is destroyed at the end, also when a step fails,
-on Ctrl-C and on SIGTERM.
+again and the matrix is run again; then the pool moves to ``vxlanMode: Always`` the same way
+(felix takes every remote block over in place and programs ``vxlan.calico``, its neighbours and
+FDB entries), and a table compares the three modes: node1's route to node2's block, and the
+pings lost during each switch. The lab is destroyed at the end, also when a step fails, on
+Ctrl-C and on SIGTERM.
 """
 from __future__ import annotations
 
@@ -86,6 +90,35 @@ def routes_in_mode(lab: Lab, encapsulated: bool) -> bool:
     return True
 
 
+def vxlan_routes(lab: Lab, node: str) -> list[dict]:
+    res = lab.exec(node, ["ip", "-j", "-4", "route", "show", "dev", "vxlan.calico"], timeout=60)
+    found = json.loads(res.stdout or "[]") if res.returncode == 0 else []
+    return [r for r in found if r.get("gateway")]
+
+
+def routes_in_vxlan(lab: Lab) -> bool:
+    """Every node routes each other node's block through vxlan.calico (felix's routes)."""
+    return all(len(vxlan_routes(lab, node)) == len(NODES) - 1 and not bgp_routes(lab, node)
+               for node in NODES)
+
+
+def route_to(lab: Lab, node: str, block: str) -> str:
+    """``node``'s route to ``block`` as ``ip route`` prints it."""
+    return lab.exec(node, ["ip", "route", "show", block], timeout=60).stdout.strip()
+
+
+def block_of(lab: Lab, node: str) -> str:
+    res = lab.exec(node, ["ip", "-j", "-4", "route", "show", "type", "blackhole"], timeout=60)
+    return json.loads(res.stdout or "[]")[0]["dst"]
+
+
+def side_by_side(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Rows in aligned columns under their headers."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(headers), line(tuple("-" * w for w in widths))] + [line(r) for r in rows])
+
+
 def show_matrix(lab: Lab, members: list[Pod], label: str) -> None:
     started = time.monotonic()
     result = ping_matrix(lab, members, timeout=CONVERGE_TIMEOUT)
@@ -112,11 +145,24 @@ def calyx_pods_ready(lab: Lab) -> bool:
     return ready >= set(NODES)
 
 
-def set_ipip_mode(lab: Lab, mode: str) -> None:
+def set_pool_modes(lab: Lab, ipip: str, vxlan: str) -> None:
     from kubernetes import client as k8s
     from calyx.kube import client as kube_client
     k8s.CustomObjectsApi(kube_client.load(str(lab.kubeconfig))).patch_cluster_custom_object(
-        "calyx.dev", "v1", "ippools", POOL, {"spec": {"ipipMode": mode}})
+        "calyx.dev", "v1", "ippools", POOL, {"spec": {"ipipMode": ipip, "vxlanMode": vxlan}})
+
+
+def switch_under_ping(lab: Lab, members: list[Pod], ipip: str, vxlan: str, arrived) -> tuple[float, int, int]:
+    """Set the pool's modes while pod-node1 pings pod-node3 every 50 ms; (seconds until every
+    node routes the new way, pings sent, pings lost)."""
+    ping = ContinuousPing(lab, members[0], members[2]).start()
+    try:
+        set_pool_modes(lab, ipip, vxlan)
+        took = wait_until(f"routes for ipipMode {ipip} / vxlanMode {vxlan} on every node", arrived)
+        time.sleep(1.0)
+    finally:
+        sent, lost = ping.stop()
+    return took, sent, lost
 
 
 def run(lab: Lab) -> None:
@@ -147,22 +193,36 @@ def run(lab: Lab) -> None:
     banner("pod-to-pod ping matrix, IPIP Always")
     show_matrix(lab, members, "IPIP Always")
 
+    far_block = block_of(lab, "node2")
+    summary = [("IPIP Always", route_to(lab, "node1", far_block), "(initial)")]
+
     banner("switching the IPPool to ipipMode: Never (plain BGP) while pod-node1 pings "
            "pod-node3 every 50 ms")
-    ping = ContinuousPing(lab, members[0], members[2]).start()
-    try:
-        print(f"(the IPPool is patched through the API, as `kubectl patch ippool {POOL} "
-              "--type merge -p '{\"spec\":{\"ipipMode\":\"Never\"}}'` would)", flush=True)
-        set_ipip_mode(lab, "Never")
-        took = wait_until("plain BGP routes on every node", lambda: routes_in_mode(lab, False))
-        print(f"(every node routes without tunl0 after {took:.1f} s)")
-        time.sleep(1.0)
-    finally:
-        sent, lost = ping.stop()
+    print(f"(the IPPool is patched through the API, as `kubectl patch ippool {POOL} "
+          "--type merge -p '{\"spec\":{\"ipipMode\":\"Never\"}}'` would)", flush=True)
+    took, sent, lost = switch_under_ping(lab, members, "Never", "Never", lambda: routes_in_mode(lab, False))
+    print(f"(every node routes without tunl0 after {took:.1f} s)")
     print(f"continuous ping during the switch: {sent} sent, {lost} lost")
     show(lab, "node1", ["ip", "route"])
     banner("pod-to-pod ping matrix, plain BGP (ipipMode Never)")
     show_matrix(lab, members, "ipipMode Never")
+    summary.append(("plain BGP (Never)", route_to(lab, "node1", far_block), f"{lost} of {sent}"))
+
+    banner("switching the IPPool to vxlanMode: Always while pod-node1 pings pod-node3 every 50 ms")
+    took, sent, lost = switch_under_ping(lab, members, "Never", "Always", lambda: routes_in_vxlan(lab))
+    print(f"(every node routes the other blocks through vxlan.calico after {took:.1f} s; felix "
+          "replaced bgpd's routes in place)")
+    print(f"continuous ping during the switch: {sent} sent, {lost} lost")
+    show(lab, "node1", ["ip", "route"])
+    show(lab, "node1", ["ip", "-d", "link", "show", "vxlan.calico"])
+    show(lab, "node1", ["ip", "neigh", "show", "dev", "vxlan.calico"])
+    show(lab, "node1", ["bridge", "fdb", "show", "dev", "vxlan.calico"])
+    banner("pod-to-pod ping matrix, VXLAN Always")
+    show_matrix(lab, members, "vxlanMode Always")
+    summary.append(("VXLAN Always", route_to(lab, "node1", far_block), f"{lost} of {sent}"))
+
+    banner(f"the three modes side by side: node1's route to node2's block {far_block}")
+    print(side_by_side(("mode", "route on node1", "pings lost switching to it"), summary))
 
 
 def _interrupt(signum: int, frame) -> None:

@@ -211,7 +211,8 @@ class Felix:
             state.nat_desired = desired_nat(state.snapshot)
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
-            routes.reconcile(desired.routes, desired.reasons, desired.settling_devices, self._loop.clock.now())
+            # devices, VXLAN neighbours and FDB entries first: a route through vxlan.calico
+            # carries nothing until its VTEP's entries are there
             try:
                 tunnel.apply(desired.tunnel, self._loop.clock.now())
             except OSError as exc:
@@ -222,6 +223,7 @@ class Felix:
             except OSError as exc:
                 self.metrics.errors.labels("vxlan").inc()
                 self._log.error("VXLAN update failed", error=str(exc), reason=desired.vxlan.reason)
+            routes.reconcile(desired.routes, desired.reasons, desired.settling_devices, self._loop.clock.now())
             state.vtep.sync(state.snapshot.nodes.get(cfg.nodename), state.vxlan.annotations)
             state.nat.reconcile(state.nat_desired, reread=resync)    # a resync re-reads the NAT table
             state.mtu_file.write(desired.pod_mtu)

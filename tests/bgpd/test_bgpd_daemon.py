@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from bgpd_lab import (BGPD, RouteMonitor, apply, bgp_peer, bgp_routes, bgpd_cli, http_get, metric,
+from calyxlab.routemonitor import RouteMonitor
+from bgpd_lab import (BGPD, apply, bgp_peer, bgp_routes, bgpd_cli, http_get, metric,
                       module_lab, peers, routes, status, wait_for, wait_sessions)
 
 pytestmark = pytest.mark.lab

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bgpd_lab import (RouteMonitor, apply, bgp_routes, module_lab, peers, routes, status, wait_for,
+from calyxlab.routemonitor import RouteMonitor
+from bgpd_lab import (apply, bgp_routes, module_lab, peers, routes, status, wait_for,
                       wait_sessions)
 
 pytestmark = [pytest.mark.lab, pytest.mark.uml]

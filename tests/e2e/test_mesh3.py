@@ -2,8 +2,9 @@
 
 One lab serves the whole module, in the UML kernel (the pool uses IPIP). The tests run in
 order and build on each other: sessions, the ping matrix and the wire in IPIP Always, the
-live mode switch Always -> Never -> CrossSubnet -> Always under a continuous ping, pod
-deletion, and last (destructive) the deletion of a Node.
+live mode switch Always -> Never -> CrossSubnet -> Always under a continuous ping, the live
+switches between IPIP, VXLAN and plain routing, pod deletion, and last (destructive) the
+deletion of a Node.
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import pytest
 
 from calyx.naming import cali_interface_name
 from calyxlab import pods
+from calyxlab.routemonitor import RouteMonitor
 from calyxlab.traffic import ContinuousPing
 from e2e_support import (add_pod, add_pods,
                          assert_full_matrix, bgp_routes, bgpd_status, bgpd_status_table,
-                         capture_icmp, core_api, deployed, node_block, pod_exec, routes,
+                         capture_icmp, core_api, custom_api, deployed, node_block, pod_exec, routes,
                          set_ipip_mode_api, set_ipip_mode_kubectl, wait_for,
-                         wait_install_modes, wait_sessions, POD_NAMESPACE)
+                         wait_install_modes, wait_sessions, POD_NAMESPACE, POOL)
 
 pytestmark = [pytest.mark.lab, pytest.mark.uml]
 
@@ -148,6 +150,88 @@ def test_ping_matrix_in_every_mode(lab, mesh_pods, blocks):
     assert lost <= MAX_LOST_DURING_MODE_SWITCHES, \
         f"{lost} packets lost switching Never -> Always directly (bound " \
         f"{MAX_LOST_DURING_MODE_SWITCHES}, target 0)"
+
+
+# label -> (ipipMode, vxlanMode); one patch sets both, as a pool may not enable both at once
+ENCAPSULATIONS = {"IPIP": ("Always", "Never"), "VXLAN": ("Never", "Always"), "plain": ("Never", "Never")}
+WIRE = {"IPIP": "ipip", "VXLAN": "vxlan", "plain": None}
+
+
+def set_encapsulation(lab, label: str) -> None:
+    ipip, vxlan = ENCAPSULATIONS[label]
+    custom_api(lab).patch_cluster_custom_object("calyx.dev", "v1", "ippools", POOL,
+                                                {"spec": {"ipipMode": ipip, "vxlanMode": vxlan}})
+
+
+def carriers_in(lab, node: str, blocks: dict[str, str], label: str) -> bool:
+    """``node`` routes every other node's block as ``label`` wants: bgpd's route via the node
+    (through tunl0 for IPIP), or felix's via the node's VTEP (its block's first address)."""
+    table = {r["dst"]: r for r in routes(lab, node)}
+    for other in NODES:
+        if other == node:
+            continue
+        route = table.get(blocks[other])
+        if route is None:
+            return False
+        if label == "VXLAN":
+            want = (blocks[other].split("/")[0], "vxlan.calico", True)
+        else:
+            want = (NODES[other], "tunl0" if label == "IPIP" else "eth1", label == "IPIP")
+        if (route.get("gateway"), route.get("dev"), "onlink" in route.get("flags", [])) != want:
+            return False
+    return True
+
+
+def established_since(lab, node: str) -> dict[str, float]:
+    status = bgpd_status(lab, node)
+    return {p["peer_address"]: p["since"] for p in status["peers"] if p["state"] == "Established"}
+
+
+def test_live_switches_between_ipip_vxlan_and_plain(lab, mesh_pods, blocks, tmp_path):
+    """IPIP -> VXLAN -> plain -> VXLAN -> IPIP under a continuous ping in both directions (with
+    the IPIP <-> plain switches above, every direction between the three): each block's route
+    changes hands between bgpd and felix in place (a route monitor on node1 sees no deletion of
+    a block), no BGP session is reset, and the wire shows UDP 4789, IP protocol 4 or plain pod
+    addresses as the mode says."""
+    for node in NODES:
+        wait_for(f"node {node}: IPIP routes", lambda n=node: carriers_in(lab, n, blocks, "IPIP"))
+    sessions_before = {n: established_since(lab, n) for n in NODES}
+    monitor = RouteMonitor(lab, "node1", tmp_path / "routes.log")
+    pings = [ContinuousPing(lab, mesh_pods["node1"], mesh_pods["node3"]).start(),
+             ContinuousPing(lab, mesh_pods["node3"], mesh_pods["node1"]).start()]
+    try:
+        for label in ("VXLAN", "plain", "VXLAN", "IPIP"):
+            started = time.monotonic()
+            set_encapsulation(lab, label)
+            for node in NODES:
+                wait_for(f"node {node}: {label} routes",
+                         lambda n=node: carriers_in(lab, n, blocks, label))
+            print(f"{label}: routes on every node after {time.monotonic() - started:.1f} s")
+            packets = capture_icmp(lab, "switch", SWITCH_PORT["node2"], mesh_pods["node1"], mesh_pods["node2"])
+            print(f"  switch:{SWITCH_PORT['node2']}: {packets}")
+            assert all(p.encap == WIRE[label] for p in packets), \
+                f"{label}: expected {WIRE[label] or 'plain'} packets on the wire, got {packets}"
+            time.sleep(1.0)     # the ping runs over the new routes before the next switch
+    finally:
+        results = [ping.stop() for ping in pings]
+        events = monitor.stop() if lab.alive(monitor.handle) else []
+        if lab.alive(monitor.handle):
+            lab.kill(monitor.handle)
+    for (sent, lost), (a, b) in zip(results, (("node1", "node3"), ("node3", "node1"))):
+        print(f"continuous ping {a} -> {b} every 50 ms over IPIP -> VXLAN -> plain -> VXLAN -> IPIP: "
+              f"{sent} sent, {lost} lost")
+        assert lost <= MAX_LOST_DURING_MODE_SWITCHES, \
+            f"{lost} packets lost {a} -> {b} during the switches (bound {MAX_LOST_DURING_MODE_SWITCHES}, target 0)"
+    other_blocks = {blocks[n] for n in NODES if n != "node1"}
+    deleted = [e for e in events if e.startswith("Deleted") and e.split()[1] in other_blocks]
+    assert not deleted, f"node1: a block's route was deleted during the switches: {deleted}"
+    for block in other_blocks:
+        assert any(e.startswith(block) and "vxlan.calico" in e for e in events), f"no VXLAN replace of {block}"
+    assert {n: established_since(lab, n) for n in NODES} == sessions_before, "a BGP session was reset"
+    assert_full_matrix(lab, list(mesh_pods.values()), "back to IPIP Always")
+    for node in NODES:      # vxlan.calico goes after felix's teardown grace; later tests count writes
+        wait_for(f"node {node}: vxlan.calico removed after the grace",
+                 lambda n=node: lab.exec(n, ["ip", "link", "show", "vxlan.calico"]).returncode != 0)
 
 
 def test_pod_deletion_removes_its_route(lab, mesh_pods):
