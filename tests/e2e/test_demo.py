@@ -34,6 +34,10 @@ def test_demo_runs_to_the_end_and_cleans_up():
     assert "IPIP Always: 6/6 pod pairs answer" in out
     assert "ipipMode Never: 6/6 pod pairs answer" in out
     assert re.search(r"continuous ping during the switch: \d+ sent, \d+ lost", out)
+    assert "vxlanMode Always: 6/6 pod pairs answer" in out
+    assert "vxlan id 4096" in out and "dev vxlan.calico proto 80 onlink" in out
+    assert re.search(r"VXLAN Always +\S+ via \S+ dev vxlan.calico proto 80 onlink +\d+ of \d+", out), \
+        "the three modes are not summed up side by side"
     assert "dev tunl0" in out and "demo: done, nothing left behind" in out
     assert leftovers(name) == []
 
