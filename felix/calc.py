@@ -15,6 +15,7 @@ from typing import Mapping
 from calyx import model
 from calyx.naming import FELIX_ROUTE_PROTOCOL, cali_interface_name
 from calyx.route import Route
+from felix.grace import DevicePlan, plan_device
 from felix.vxlancalc import VXLAN_OVERHEAD, VxlanSpec, desired_vxlan
 
 IPIP_OVERHEAD = 20
@@ -140,36 +141,13 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
 
 # --- Tunnel teardown grace --------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class TunnelPlan:
-    """What to do with ``tunl0`` now, and the grace state to carry to the next pass."""
-
-    spec: TunnelSpec | None              # what to program; None: leave the device as it is
-    teardown_since: float | None = None  # when the grace began (None: no grace running)
-    teardown_at: float | None = None     # when the device is torn down unless IPIP is wanted again
-
-    @property
-    def draining(self) -> bool:
-        """A grace is running: the device is kept decapsulating although no pool wants IPIP."""
-        return self.teardown_at is not None
+TunnelPlan = DevicePlan
+"""What to do with ``tunl0`` now, and the grace state to carry to the next pass."""
 
 
 def plan_tunnel(desired: TunnelSpec, decapsulating: bool, teardown_since: float | None, now: float,
-                grace: float) -> TunnelPlan:
+                grace: float) -> DevicePlan[TunnelSpec]:
     """Bring ``tunl0`` up at once when IPIP is wanted; take it down only ``grace`` seconds after
-    it stopped being wanted.
-
-    Each node reacts to an IPPool change on its own, so for a moment a peer may still send this
-    node IPIP after its pools stopped wanting it; while ``tunl0`` keeps its address and stays up
-    the kernel decapsulates those packets. ``decapsulating`` says whether the kernel's device is
-    up with an address now; ``teardown_since`` is the previous plan's (None at start: a felix
-    restarted during a grace starts it again, so it never tears down early). IPIP wanted again
-    within the grace cancels the teardown.
-    """
-    if desired.enabled or not decapsulating:
-        return TunnelPlan(desired)
-    since = now if teardown_since is None else min(teardown_since, now)
-    at = since + grace
-    if now >= at:
-        return TunnelPlan(desired)
-    return TunnelPlan(None, teardown_since=since, teardown_at=at)
+    it stopped being wanted (:mod:`felix.grace`): while it keeps its address and stays up
+    (``decapsulating``) the kernel decapsulates IPIP from peers that have not switched yet."""
+    return plan_device(desired, desired.enabled, decapsulating, teardown_since, now, grace)

@@ -25,6 +25,7 @@ from typing import Mapping
 from calyx import model
 from calyx.naming import FELIX_ROUTE_PROTOCOL, VXLAN_DEVICE
 from calyx.route import Route
+from felix.grace import DevicePlan, plan_device
 
 VXLAN_VNI = 4096
 VXLAN_PORT = 4789
@@ -150,34 +151,16 @@ def desired_vxlan(snapshot: model.Snapshot, node_name: str, underlay_mtu: int, m
 
 # --- Device teardown grace ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class VxlanDevicePlan:
-    """What to do with ``vxlan.calico`` now, and the grace state to carry to the next pass."""
-
-    spec: VxlanSpec | None               # what to program; None: leave the device as it is
-    teardown_since: float | None = None  # when the grace began (None: no grace running)
-    teardown_at: float | None = None     # when the device is removed unless VXLAN is wanted again
-
-    @property
-    def draining(self) -> bool:
-        return self.teardown_at is not None
+VxlanDevicePlan = DevicePlan
+"""What to do with ``vxlan.calico`` now, and the grace state to carry to the next pass."""
 
 
 def plan_vxlan_device(desired: VxlanSpec, present: bool, teardown_since: float | None, now: float,
-                      grace: float) -> VxlanDevicePlan:
-    """Create or update ``vxlan.calico`` at once when VXLAN is wanted; remove it only ``grace``
-    seconds after it stopped being wanted, so peers still sending VXLAN while they switch
-    (each node reacts to an IPPool change on its own watch) are decapsulated meanwhile.
-    ``present`` says whether the device exists now; ``teardown_since`` is the previous plan's
-    (None at start: a felix restarted during a grace starts it again, never tearing down early).
-    VXLAN wanted again within the grace cancels the teardown."""
-    if desired.enabled or not present:
-        return VxlanDevicePlan(desired)
-    since = now if teardown_since is None else min(teardown_since, now)
-    at = since + grace
-    if now >= at:
-        return VxlanDevicePlan(desired)
-    return VxlanDevicePlan(None, teardown_since=since, teardown_at=at)
+                      grace: float) -> DevicePlan[VxlanSpec]:
+    """Create or update ``vxlan.calico`` at once when VXLAN is wanted; remove it (``present``:
+    it exists now) only ``grace`` seconds after it stopped being wanted (:mod:`felix.grace`), so
+    peers still sending VXLAN while they switch are decapsulated meanwhile."""
+    return plan_device(desired, desired.enabled, present, teardown_since, now, grace)
 
 
 # --- The VTEP annotations felix publishes on its own Node ---------------------------------------
