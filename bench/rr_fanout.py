@@ -6,7 +6,8 @@ namespace (plain BGP). Blocks are given as Calyx IPAM gives them: every node's f
 an ``IPAMBlock`` (/26, ``affinity: host:<node>``) made before the daemons start, and no Node
 has ``spec.podCIDRs`` (which would hide its blocks). With the sessions up and idle, the
 source's K more IPAMBlocks are created concurrently through the API server in a pool of their
-own, ``bench-source`` (inside the cluster's pool), that starts with ``disableBGPExport: true``
+own, ``bench-source`` (beside the cluster's pool: pools may not overlap), that starts with
+``disableBGPExport: true``
 (a real API server has no bulk create and takes tens of seconds for 10k creates; see
 :class:`bench.testbed.BlockWrites`). Once they are written and seen, one replace of
 ``bench-source`` enables their export; timed from that write until every receiving client's
@@ -32,7 +33,7 @@ FULL = ((1000, 10), (10000, 5), (10000, 10))
 QUICK = ((100, 2),)
 
 
-SOURCE_POOL = ipaddress.IPv4Network("100.96.0.0/12")    # inside the cluster's pool: room for 16k /26s
+SOURCE_POOL = ipaddress.IPv4Network("100.128.0.0/12")   # beside the cluster's 100.64.0.0/10: room for 16k /26s
 SOURCE_POOL_NAME = "bench-source"
 SEEN = 3.0      # seconds for the source's bgpd to take in the last of its blocks before the timed write
 
