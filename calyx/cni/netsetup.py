@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Iterator
@@ -48,14 +49,28 @@ def _netns_exists(path: str) -> bool:
     return bool(path) and os.path.exists(path)
 
 
+# pyroute2 enters a namespace through a helper process and gives up after 10 s; a loaded node
+# (or the lab's user-mode Linux kernel) can take longer to start one, so the plugin tries again
+# until this budget is spent.
+NETNS_ENTER_BUDGET = 60.0
+
+
 @contextlib.contextmanager
 def _pod_ns(path: str) -> Iterator[IPRoute]:
     if not _netns_exists(path):
         raise CniError(ERR_INVALID_ENV, f"CNI_NETNS: {path!r}: network namespace does not exist")
-    try:
-        ipr = IPRoute(netns=path)
-    except (OSError, NetlinkError) as exc:
-        raise CniError(ERR_INVALID_ENV, f"CNI_NETNS: {path!r}: cannot enter: {exc}") from None
+    deadline = time.monotonic() + NETNS_ENTER_BUDGET
+    while True:
+        try:
+            ipr = IPRoute(netns=path)
+            break
+        except TimeoutError:
+            if time.monotonic() < deadline:      # pyroute2's netns helper did not start in time
+                continue
+            raise CniError(ERR_INVALID_ENV, f"CNI_NETNS: {path!r}: cannot enter: no netns helper started "
+                                            f"within {NETNS_ENTER_BUDGET:.0f} s") from None
+        except (OSError, NetlinkError) as exc:
+            raise CniError(ERR_INVALID_ENV, f"CNI_NETNS: {path!r}: cannot enter: {exc}") from None
     try:
         yield ipr
     finally:
