@@ -549,28 +549,16 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
     elif internal_ip is not None:
         bgp_address = IPv4Interface(f"{internal_ip}/32")
 
-    as_number = None
-    if ANNOTATION_AS_NUMBER in annotations:
-        as_number = _as_number(where, f"metadata.annotations[{ANNOTATION_AS_NUMBER}]",
-                               annotations[ANNOTATION_AS_NUMBER])
-    rr_cluster_id = None
-    if ANNOTATION_RR_CLUSTER_ID in annotations:
-        rr_cluster_id = str(_ipv4_address(where, f"metadata.annotations[{ANNOTATION_RR_CLUSTER_ID}]",
-                                          annotations[ANNOTATION_RR_CLUSTER_ID],
-                                          "IPv4-formatted route reflector cluster ID (e.g. 244.0.0.1)"))
-    tunnel = None
-    if ANNOTATION_TUNNEL_ADDR in annotations:
-        tunnel = _ipv4_address(where, f"metadata.annotations[{ANNOTATION_TUNNEL_ADDR}]",
-                               annotations[ANNOTATION_TUNNEL_ADDR])
+    def annotation(key: str, parse: Callable[[_Where, str, Any], Any]) -> Any:
+        """The parsed value of an optional annotation (None when absent)."""
+        return parse(where, f"metadata.annotations[{key}]", annotations[key]) if key in annotations else None
 
-    vxlan_address = None
-    if ANNOTATION_VXLAN_TUNNEL_ADDR in annotations:
-        vxlan_address = _ipv4_address(where, f"metadata.annotations[{ANNOTATION_VXLAN_TUNNEL_ADDR}]",
-                                      annotations[ANNOTATION_VXLAN_TUNNEL_ADDR])
-    vxlan_mac = None
-    if ANNOTATION_VXLAN_TUNNEL_MAC in annotations:
-        vxlan_mac = _unicast_mac(where, f"metadata.annotations[{ANNOTATION_VXLAN_TUNNEL_MAC}]",
-                                 annotations[ANNOTATION_VXLAN_TUNNEL_MAC])
+    as_number = annotation(ANNOTATION_AS_NUMBER, _as_number)
+    rr_cluster_id = annotation(ANNOTATION_RR_CLUSTER_ID, lambda w, path, value: str(_ipv4_address(
+        w, path, value, "IPv4-formatted route reflector cluster ID (e.g. 244.0.0.1)")))
+    tunnel = annotation(ANNOTATION_TUNNEL_ADDR, _ipv4_address)
+    vxlan_address = annotation(ANNOTATION_VXLAN_TUNNEL_ADDR, _ipv4_address)
+    vxlan_mac = annotation(ANNOTATION_VXLAN_TUNNEL_MAC, _unicast_mac)
 
     pod_cidrs: tuple[IPv4Network, ...] = ()
     if spec.get("podCIDRs"):
