@@ -141,10 +141,6 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
 
 # --- Tunnel teardown grace --------------------------------------------------------------------
 
-TunnelPlan = DevicePlan
-"""What to do with ``tunl0`` now, and the grace state to carry to the next pass."""
-
-
 def plan_tunnel(desired: TunnelSpec, decapsulating: bool, teardown_since: float | None, now: float,
                 grace: float) -> DevicePlan[TunnelSpec]:
     """Bring ``tunl0`` up at once when IPIP is wanted; take it down only ``grace`` seconds after

@@ -9,7 +9,7 @@ felix restarted during a grace starts it again (it never tears down early).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 Spec = TypeVar("Spec")
 
@@ -40,3 +40,41 @@ def plan_device(desired: Spec, wanted: bool, present: bool, teardown_since: floa
     if now >= at:
         return DevicePlan(desired)
     return DevicePlan(None, teardown_since=since, teardown_at=at)
+
+
+class DeviceGrace(Generic[Spec]):
+    """A device's grace carried from one pass to the next, with the log lines that say when a
+    teardown is deferred or cancelled (``log`` is the manager's logger method, ``what`` names
+    the device in them: "tunnel", "VXLAN")."""
+
+    def __init__(self, what: str, device: str, grace: float, log: Callable[..., None]) -> None:
+        self._what, self._device, self._log = what, device, log
+        self._grace = grace
+        self.plan: DevicePlan[Spec] = DevicePlan(None)
+
+    @property
+    def teardown_at(self) -> float | None:
+        """When the running teardown grace ends (None: none running)."""
+        return self.plan.teardown_at
+
+    @property
+    def seconds(self) -> float:
+        return self._grace
+
+    @property
+    def teardown_since(self) -> float | None:
+        return self.plan.teardown_since
+
+    def note(self, plan: DevicePlan[Spec], wanted: bool, reason: str) -> None:
+        """Log the change ``plan`` (this pass's) makes to the grace: a teardown deferred or
+        cancelled. The caller programs the plan's ``spec``, then :meth:`commit`\ s it, so a
+        failed write leaves the previous plan in force."""
+        previous = self.plan
+        if plan.draining and not previous.draining:
+            self._log(f"{self._what} teardown deferred: still decapsulating for peers that have not switched yet",
+                      device=self._device, grace_seconds=self._grace, reason=reason)
+        elif previous.draining and wanted:
+            self._log(f"{self._what} teardown cancelled", device=self._device, reason=reason)
+
+    def commit(self, plan: DevicePlan[Spec]) -> None:
+        self.plan = plan

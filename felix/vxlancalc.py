@@ -151,10 +151,6 @@ def desired_vxlan(snapshot: model.Snapshot, node_name: str, underlay_mtu: int, m
 
 # --- Device teardown grace ---------------------------------------------------------------------
 
-VxlanDevicePlan = DevicePlan
-"""What to do with ``vxlan.calico`` now, and the grace state to carry to the next pass."""
-
-
 def plan_vxlan_device(desired: VxlanSpec, present: bool, teardown_since: float | None, now: float,
                       grace: float) -> DevicePlan[VxlanSpec]:
     """Create or update ``vxlan.calico`` at once when VXLAN is wanted; remove it (``present``:

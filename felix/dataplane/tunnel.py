@@ -18,7 +18,8 @@ from ipaddress import IPv4Address, IPv4Interface
 from calyx.naming import TUNNEL_DEVICE
 from calyx.netlink import Link, NetlinkUnsupported, RouteTable
 from calyx.logs import get_logger
-from felix.calc import TunnelPlan, TunnelSpec, plan_tunnel
+from felix.calc import TunnelSpec, plan_tunnel
+from felix.grace import DeviceGrace
 from felix.metrics import FelixMetrics
 
 
@@ -39,12 +40,11 @@ class TunnelManager:
     def __init__(self, table: RouteTable, metrics: FelixMetrics, grace: float, device: str = TUNNEL_DEVICE):
         self._table = table
         self._metrics = metrics
-        self._grace = grace
         self._device = device
         self._log = get_logger("felix.tunnel")
         self.available: bool | None = None
         self._unavailable_reason = ""
-        self._plan = TunnelPlan(None)
+        self._grace_state: DeviceGrace[TunnelSpec] = DeviceGrace("tunnel", device, grace, self._log.info)
         self._underlay: tuple[IPv4Address | None, Underlay] | None = None
 
     # --- underlay MTU ----------------------------------------------------------------------
@@ -76,23 +76,19 @@ class TunnelManager:
     def apply(self, want: TunnelSpec, now: float) -> float | None:
         """Program the device as :func:`felix.calc.plan_tunnel` decides at ``now``; returns when
         a running teardown grace ends (None: none running)."""
-        previous = self._plan
         decapsulating = not want.enabled and self.decapsulating()
-        plan = plan_tunnel(want, decapsulating, previous.teardown_since, now, self._grace)
-        if plan.draining and not previous.draining:
-            self._log.info("tunnel teardown deferred: still decapsulating for peers that have not switched yet",
-                           device=self._device, grace_seconds=self._grace, reason=want.reason)
-        elif previous.draining and want.enabled:
-            self._log.info("tunnel teardown cancelled", device=self._device, reason=want.reason)
+        plan = plan_tunnel(want, decapsulating, self._grace_state.teardown_since, now,
+                           self._grace_state.seconds)
+        self._grace_state.note(plan, want.enabled, want.reason)
         if plan.spec is not None:
             self.reconcile(plan.spec)       # raises OSError: the previous plan stays in force
-        self._plan = plan
+        self._grace_state.commit(plan)
         return plan.teardown_at
 
     @property
     def teardown_at(self) -> float | None:
         """When the running teardown grace ends (None: none running)."""
-        return self._plan.teardown_at
+        return self._grace_state.teardown_at
 
     def probe(self) -> bool:
         """Find or create the device once; remember whether the kernel can provide it."""

@@ -17,9 +17,11 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Callable, Protocol
 
 from calyx.logs import get_logger
+from calyx.naming import VXLAN_DEVICE
 from calyx.vxlanlink import VxlanDevice
 from felix.metrics import FelixMetrics
-from felix.vxlancalc import VxlanDevicePlan, VxlanSpec, plan_vxlan_device, vtep_annotations
+from felix.grace import DeviceGrace
+from felix.vxlancalc import VxlanSpec, plan_vxlan_device, vtep_annotations
 
 
 class VxlanWriter(Protocol):
@@ -45,15 +47,14 @@ class VxlanManager:
     def __init__(self, writer: VxlanWriter, metrics: FelixMetrics, grace: float):
         self._writer = writer
         self._metrics = metrics
-        self._grace = grace
         self._log = get_logger("felix.vxlan")
-        self._plan = VxlanDevicePlan(None)
+        self._grace: DeviceGrace[VxlanSpec] = DeviceGrace("VXLAN", VXLAN_DEVICE, grace, self._log.info)
         self._published: dict[str, str | None] | None = None
 
     @property
     def teardown_at(self) -> float | None:
         """When the running teardown grace ends (None: none running)."""
-        return self._plan.teardown_at
+        return self._grace.teardown_at
 
     @property
     def annotations(self) -> dict[str, str | None] | None:
@@ -66,17 +67,12 @@ class VxlanManager:
         """Program the device as :func:`plan_vxlan_device` decides at ``now``; returns when a
         running teardown grace ends (None: none running). Raises OSError when a device write
         fails (the previous plan stays in force); failing entry writes are logged and counted."""
-        previous = self._plan
         present = not want.enabled and self._writer.device(want.device) is not None
-        plan = plan_vxlan_device(want, present, previous.teardown_since, now, self._grace)
-        if plan.draining and not previous.draining:
-            self._log.info("VXLAN teardown deferred: still decapsulating for peers that have not switched yet",
-                           device=want.device, grace_seconds=self._grace, reason=want.reason)
-        elif previous.draining and want.enabled:
-            self._log.info("VXLAN teardown cancelled", device=want.device, reason=want.reason)
+        plan = plan_vxlan_device(want, present, self._grace.teardown_since, now, self._grace.seconds)
+        self._grace.note(plan, want.enabled, want.reason)
         if plan.spec is not None:
             self.reconcile(plan.spec)
-        self._plan = plan
+        self._grace.commit(plan)
         return plan.teardown_at
 
     def reconcile(self, spec: VxlanSpec) -> int:

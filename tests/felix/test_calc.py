@@ -10,9 +10,9 @@ from calyx import model
 from calyx.naming import cali_interface_name
 from calyx.route import Route
 from calyx.selector import Selector
+from felix.grace import DevicePlan as TunnelPlan
 from felix.calc import (
     LocalFacts,
-    TunnelPlan,
     TunnelSpec,
     desired_dataplane,
     plan_tunnel,
