@@ -47,7 +47,7 @@ from pyroute2.netns import create_socket
 from calyx.route import KINDS, MAIN_TABLE, SCOPES, ApplyResult, Route
 
 __all__ = ["ApplyResult", "Link", "LinkMonitor", "MAIN_TABLE", "NetlinkUnsupported", "Route", "RouteMonitor",
-           "RouteTable", "interface_prefix"]
+           "DeviceControl", "RouteTable", "interface_prefix"]
 
 _SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
 _KIND_NAMES = {v: k for k, v in KINDS.items()}
@@ -177,16 +177,74 @@ def _read_route(data: bytes, pos: int, length: int, names: dict[int, str],
     )
 
 
-class RouteTable:
+class DeviceControl:
+    """pyroute2's IPRoute on one network namespace (the current one unless ``netns`` names one
+    under /run/netns), opened on first use: single lookups, and the device settings every
+    device manager writes (MTU, up/down, IPv4 addresses). Not thread-safe."""
+
+    def __init__(self, netns: str | None = None):
+        self._netns = netns
+        self._ipr: IPRoute | None = None
+
+    @property
+    def _iproute(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = IPRoute(netns=self._netns) if self._netns else IPRoute()
+        return self._ipr
+
+    def _index(self, name: str) -> int | None:
+        found = self._iproute.link_lookup(ifname=name)
+        return found[0] if found else None
+
+    def _require(self, name: str) -> int:
+        index = self._index(name)
+        if index is None:
+            raise OSError(errno.ENODEV, f"device {name} does not exist")
+        return index
+
+    def _addresses(self, index: int) -> tuple[IPv4Interface, ...]:
+        return tuple(
+            IPv4Interface(f"{a.get_attr('IFA_LOCAL') or a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+            for a in self._iproute.get_addr(family=socket.AF_INET, index=index))
+
+    def set_link(self, name: str, mtu: int | None = None, up: bool | None = None) -> None:
+        changes: dict[str, object] = {}
+        if mtu is not None:
+            changes["mtu"] = mtu
+        if up is not None:
+            changes["state"] = "up" if up else "down"
+        if changes:
+            self._iproute.link("set", index=self._require(name), **changes)
+
+    def add_address(self, name: str, address: IPv4Interface) -> None:
+        self._iproute.addr("add", index=self._require(name), address=str(address.ip),
+                           prefixlen=address.network.prefixlen)
+
+    def delete_address(self, name: str, address: IPv4Interface) -> None:
+        self._iproute.addr("del", index=self._require(name), address=str(address.ip),
+                           prefixlen=address.network.prefixlen)
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RouteTable(DeviceControl):
     """Netlink access to one network namespace (the current one unless ``netns`` names one
     under /run/netns). Not thread-safe: one owner thread uses it."""
 
     def __init__(self, netns: str | None = None):
-        self._netns = netns
+        super().__init__(netns)
         self._sock = _open_socket(netns)
         self._templates: dict[_Shape, _Template] = {}
         self._seq = 1
-        self._ipr: IPRoute | None = None
 
     # --- reading ------------------------------------------------------------------------
 
@@ -390,12 +448,6 @@ class RouteTable:
 
     # --- single lookups and device control (pyroute2 as-is) -----------------------------
 
-    @property
-    def _iproute(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = IPRoute(netns=self._netns) if self._netns else IPRoute()
-        return self._ipr
-
     def route_to(self, addr: IPv4Address) -> tuple[str | None, IPv4Address | None]:
         """The kernel's forwarding decision for ``addr``: (output device, gateway)."""
         try:
@@ -430,10 +482,7 @@ class RouteTable:
         (msg,) = self._iproute.get_links(index)
         info = msg.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        addresses = tuple(
-            IPv4Interface(f"{a.get_attr('IFA_LOCAL') or a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-            for a in self._iproute.get_addr(family=socket.AF_INET, index=index)
-        )
+        addresses = self._addresses(index)
         return Link(name=name, index=index, kind=kind, mtu=msg.get_attr("IFLA_MTU"),
                     up=bool(msg["flags"] & 1), addresses=addresses)
 
@@ -450,35 +499,9 @@ class RouteTable:
                                          f"{os.strerror(exc.code)}") from exc
             raise
 
-    def set_link(self, name: str, mtu: int | None = None, up: bool | None = None) -> None:
-        index = self.links()[name]
-        changes: dict[str, object] = {}
-        if mtu is not None:
-            changes["mtu"] = mtu
-        if up is not None:
-            changes["state"] = "up" if up else "down"
-        if changes:
-            self._iproute.link("set", index=index, **changes)
-
-    def add_address(self, name: str, address: IPv4Interface) -> None:
-        self._iproute.addr("add", index=self.links()[name], address=str(address.ip),
-                           prefixlen=address.network.prefixlen)
-
-    def delete_address(self, name: str, address: IPv4Interface) -> None:
-        self._iproute.addr("del", index=self.links()[name], address=str(address.ip),
-                           prefixlen=address.network.prefixlen)
-
     def close(self) -> None:
         self._sock.close()
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
-
-    def __enter__(self) -> "RouteTable":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
 
 def interface_prefix(addr: IPv4Address, netns: str | None = None) -> int | None:

@@ -13,9 +13,10 @@ import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
+
+from calyx.netlink import DeviceControl
 
 __all__ = ["VxlanDevice", "VxlanLinks"]
 
@@ -37,28 +38,9 @@ class VxlanDevice:
     learning: bool | None = None
 
 
-class VxlanLinks:
-    """VXLAN devices, neighbours and FDB entries of the current (or a named) network namespace."""
-
-    def __init__(self, netns: str | None = None):
-        self._netns = netns
-        self._ipr: IPRoute | None = None
-
-    @property
-    def _iproute(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = IPRoute(netns=self._netns) if self._netns else IPRoute()
-        return self._ipr
-
-    def _index(self, name: str) -> int | None:
-        found = self._iproute.link_lookup(ifname=name)
-        return found[0] if found else None
-
-    def _require(self, name: str) -> int:
-        index = self._index(name)
-        if index is None:
-            raise OSError(errno.ENODEV, f"device {name} does not exist")
-        return index
+class VxlanLinks(DeviceControl):
+    """VXLAN devices, neighbours and FDB entries of the current (or a named) network namespace;
+    MTU, state and addresses through :class:`calyx.netlink.DeviceControl`."""
 
     # --- the device --------------------------------------------------------------------------
 
@@ -70,9 +52,7 @@ class VxlanLinks:
         info = msg.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
         data = info.get_attr("IFLA_INFO_DATA") if info is not None and kind == "vxlan" else None
-        addresses = tuple(
-            IPv4Interface(f"{a.get_attr('IFA_LOCAL') or a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-            for a in self._iproute.get_addr(family=socket.AF_INET, index=index))
+        addresses = self._addresses(index)
         vni = port = local = learning = None
         if data is not None:
             vni = data.get_attr("IFLA_VXLAN_ID")
@@ -93,23 +73,6 @@ class VxlanLinks:
         index = self._index(name)
         if index is not None:
             self._iproute.link("del", index=index)
-
-    def set_link(self, name: str, mtu: int | None = None, up: bool | None = None) -> None:
-        changes: dict[str, object] = {}
-        if mtu is not None:
-            changes["mtu"] = mtu
-        if up is not None:
-            changes["state"] = "up" if up else "down"
-        if changes:
-            self._iproute.link("set", index=self._require(name), **changes)
-
-    def add_address(self, name: str, address: IPv4Interface) -> None:
-        self._iproute.addr("add", index=self._require(name), address=str(address.ip),
-                           prefixlen=address.network.prefixlen)
-
-    def delete_address(self, name: str, address: IPv4Interface) -> None:
-        self._iproute.addr("del", index=self._require(name), address=str(address.ip),
-                           prefixlen=address.network.prefixlen)
 
     # --- neighbours: remote VTEP address -> MAC ------------------------------------------------
 
@@ -162,14 +125,3 @@ class VxlanLinks:
         except NetlinkError as exc:
             if exc.code != errno.ENOENT:
                 raise
-
-    def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
-
-    def __enter__(self) -> "VxlanLinks":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
