@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from typing import AbstractSet, Iterable, Mapping
 
-from calyx.model import KIND_IPPOOL, BGPConfiguration, IPPool, NodeInfo, Snapshot, ValidationError
+from calyx.model import KIND_IPPOOL, BGPConfiguration, IPAMBlock, IPPool, NodeInfo, Snapshot, ValidationError
 
 CIDR_FIELD = "spec.cidr"
 
@@ -67,9 +67,12 @@ class PoolConflict:
     refused: bool               # False: the pool is in use and kept all the same
 
 
-def pools_in_use(pools: Mapping[str, IPPool], cidrs: Iterable[IPv4Network]) -> frozenset[str]:
-    """The names of the pools holding any of ``cidrs`` (IPAM blocks, node pod CIDRs)."""
-    held = list(cidrs)
+def pools_in_use(pools: Mapping[str, IPPool], blocks: Iterable[IPAMBlock],
+                 nodes: Iterable[NodeInfo]) -> frozenset[str]:
+    """The names of the pools holding an IPAM block (not being deleted) or a node's
+    ``spec.podCIDRs``: pods may hold their addresses."""
+    held = [block.cidr for block in blocks if not block.deleted]
+    held += [cidr for node in nodes for cidr in node.pod_cidrs]
     return frozenset(name for name, pool in pools.items() if any(c.overlaps(pool.cidr) for c in held))
 
 
@@ -123,10 +126,8 @@ def without_refused_pools(snapshot: Snapshot) -> tuple[Snapshot, dict[str, PoolC
     """``snapshot`` with the refused pools left out of ``ippools``, and every pool's conflict
     (those kept because they are in use included). A pool is in use when one of the snapshot's
     IPAM blocks (not being deleted) or node pod CIDRs lies in it."""
-    held = [block.cidr for block in snapshot.blocks.values() if not block.deleted]
-    held += [cidr for node in snapshot.nodes.values() for cidr in node.pod_cidrs]
     found = conflicts(snapshot.ippools, snapshot.nodes, snapshot.bgp_configuration,
-                      pools_in_use(snapshot.ippools, held))
+                      pools_in_use(snapshot.ippools, snapshot.blocks.values(), snapshot.nodes.values()))
     refused = {name for name, conflict in found.items() if conflict.refused}
     if not refused:
         return snapshot, found

@@ -206,10 +206,8 @@ class BlockClaimer:
                 nodes = parse_valid(self.api.list_nodes(), model.parse_node)
             except API_FAILURES as exc:
                 raise _api_error("listing Nodes", exc) from None
-            held = [block.cidr for block in self._blocks()[1].values() if not block.deleted]
-            held += [cidr for node in nodes.values() for cidr in node.pod_cidrs]
-            refused = ippools.refusals(pools, nodes, model.effective_bgp_configuration(configs),
-                                       ippools.pools_in_use(pools, held))
+            in_use = ippools.pools_in_use(pools, self._blocks()[1].values(), nodes.values())
+            refused = ippools.refusals(pools, nodes, model.effective_bgp_configuration(configs), in_use)
             for err in refused.values():
                 log.warning("refused resource", kind=err.kind, name=err.name, field=err.field_path,
                             value=repr(err.value), problem=err.problem)
