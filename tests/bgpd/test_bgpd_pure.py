@@ -12,7 +12,7 @@ from calyx.selector import Selector
 from bgpd import importer
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages
-from bgpd.export import adj_rib_out, own_prefixes
+from bgpd.export import adj_rib_out, exportable_pools, own_prefixes
 from bgpd.peers import PeerSetError, PeerType, local_speaker, peer_set, referenced_secrets
 from bgpd.reflector import reflect
 from bgpd.rib import Attributes, Origin, Path, Rib, best_path, loop_reason
@@ -241,12 +241,62 @@ def test_adj_rib_out_own_blocks_services_and_reflection() -> None:
     peers = peer_set(s, "rr1")
     local = local_speaker(s, "rr1")
     best = {N("10.1.0.0/26"): path(peer="10.0.0.1")}
-    out = adj_rib_out(local, peers, set(peers) - {A("10.0.0.11")}, own_prefixes(s, "rr1"), (N("10.96.0.0/12"),), best)
+    out = adj_rib_out(local, peers, set(peers) - {A("10.0.0.11")}, own_prefixes(s, "rr1"), (N("10.96.0.0/12"),), best,
+                      (N("10.1.0.0/16"),))
     assert A("10.0.0.11") not in out                                 # not established
-    assert set(out[A("10.0.0.254")]) == {N("10.1.9.0/26"), N("10.96.0.0/12")}   # eBGP: no reflection
+    # eBGP: no reflection; the learned pool route goes on with this node as next hop
+    assert set(out[A("10.0.0.254")]) == {N("10.1.9.0/26"), N("10.96.0.0/12"), N("10.1.0.0/26")}
+    assert out[A("10.0.0.254")][N("10.1.0.0/26")] == Attributes(next_hop=A("10.0.0.10"), as_path=(64512,))
     assert set(out[A("10.0.0.2")]) == {N("10.1.9.0/26"), N("10.1.0.0/26")}
     assert set(out[A("10.0.0.1")]) == {N("10.1.9.0/26")}
     assert out[A("10.0.0.2")][N("10.1.9.0/26")].next_hop == A("10.0.0.10")
+
+
+def _mesh_with_tor(**tor_fields) -> tuple[Snapshot, dict]:
+    """a and b in a mesh (AS 64512), a also peers with an external router over eBGP."""
+    tor = BGPPeer(name="tor", peer_ip=A("10.0.0.254"), as_number=65000, node="a", **tor_fields)
+    s = Snapshot(nodes={"a": node("a", "10.0.0.1/24", cidr="10.1.1.0/26"),
+                        "b": node("b", "10.0.0.2/24", cidr="10.1.2.0/26")},
+                 bgp_peers={"tor": tor},
+                 ippools={"p": IPPool(name="p", cidr=N("10.1.0.0/16")),
+                          "quiet": IPPool(name="quiet", cidr=N("10.9.0.0/16"), disable_bgp_export=True)})
+    from_b = {N("10.1.2.0/26"): path("10.1.2.0/26", peer="10.0.0.2", local_pref=100, med=7),
+              N("10.9.2.0/26"): path("10.9.2.0/26", peer="10.0.0.2"),
+              N("192.168.5.0/24"): path("192.168.5.0/24", peer="10.0.0.2")}
+    return s, from_b
+
+
+def _out_of_a(s: Snapshot, best: dict) -> dict:
+    peers = peer_set(s, "a")
+    return adj_rib_out(local_speaker(s, "a"), peers, set(peers), own_prefixes(s, "a"), (), best,
+                       exportable_pools(s))
+
+
+def test_ebgp_peer_gets_other_nodes_blocks_with_this_node_as_next_hop() -> None:
+    s, from_b = _mesh_with_tor()
+    out = _out_of_a(s, from_b)
+    assert out[A("10.0.0.254")] == {
+        N("10.1.1.0/26"): Attributes(next_hop=A("10.0.0.1")),
+        # a block learned from b: this node's next hop, MED and LOCAL_PREF left in the AS
+        N("10.1.2.0/26"): Attributes(next_hop=A("10.0.0.1"), as_path=(64512,)),
+    }                   # not the disableBGPExport pool's block, not a non-pool route
+    assert out[A("10.0.0.2")] == {N("10.1.1.0/26"): Attributes(next_hop=A("10.0.0.1"))}   # iBGP: own only
+
+
+def test_keep_original_next_hop_passes_the_originating_nodes_next_hop() -> None:
+    s, from_b = _mesh_with_tor(keep_original_next_hop=True)
+    peers = peer_set(s, "a")
+    assert peers[A("10.0.0.254")].keep_original_next_hop
+    out = _out_of_a(s, from_b)
+    assert out[A("10.0.0.254")][N("10.1.2.0/26")] == Attributes(next_hop=A("10.0.0.2"), as_path=(64512,))
+    assert out[A("10.0.0.254")][N("10.1.1.0/26")].next_hop == A("10.0.0.1")    # its own: itself
+
+
+def test_routes_learned_over_ebgp_are_not_passed_on() -> None:
+    s, _ = _mesh_with_tor(keep_original_next_hop=True)
+    learned = {N("10.1.2.0/26"): path("10.1.2.0/26", peer="10.0.0.254", next_hop=A("10.0.0.2"),
+                                      ebgp=True, as_path=(65000,))}
+    assert set(_out_of_a(s, learned)[A("10.0.0.254")]) == {N("10.1.1.0/26")}
 
 
 def test_disabled_pool_keeps_its_blocks_advertised_and_its_ipip_mode() -> None:
