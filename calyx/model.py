@@ -46,6 +46,10 @@ ANNOTATION_TUNNEL_ADDR = "calyx.dev/ipv4-ipip-tunnel-addr"    # "10.244.1.0"
 ANNOTATION_VXLAN_TUNNEL_ADDR = "calyx.dev/ipv4-vxlan-tunnel-addr"  # "10.244.1.0"
 ANNOTATION_VXLAN_TUNNEL_MAC = "calyx.dev/vxlan-tunnel-mac"        # "66:1f:2a:00:01:02"
 
+# BGPPeer.spec.sourceAddress: bind the session to the node's BGP address, or let the kernel pick.
+SOURCE_ADDRESS_NODE_IP = "UseNodeIP"
+SOURCE_ADDRESS_NONE = "None"
+
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_BGP_PORT = 179
 DEFAULT_BGP_CONFIGURATION_NAME = "default"
@@ -139,7 +143,7 @@ class BGPPeer:
     password: SecretKeyRef | None = None
     max_restart_time: float | None = None   # seconds
     keep_original_next_hop: bool = False
-    source_address: str = "UseNodeIP"       # UseNodeIP | None
+    source_address: str = SOURCE_ADDRESS_NODE_IP    # SOURCE_ADDRESS_NODE_IP | SOURCE_ADDRESS_NONE
     hold_time: float | None = None          # seconds
 
     @property

@@ -387,6 +387,23 @@ def test_config_text_writes_neighbors_in_full_with_base64_password() -> None:
     assert env["exabgp.daemon.user"] == "root" and env["exabgp.tcp.bind"] == "10.0.0.1"
 
 
+def test_source_address_none_leaves_the_local_address_to_the_kernel() -> None:
+    nodes = (node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24", {"rack": "1"}))
+    peers = (BGPPeer(name="tor", peer_ip=A("192.168.7.1"), as_number=65000, source_address="None"),
+             BGPPeer(name="tor2", peer_ip=A("192.168.8.1"), as_number=65000),
+             BGPPeer(name="rack", peer_selector=Selector.parse("rack == '1'"), source_address="None"))
+    s = snap(*nodes, mesh=False, peers=peers)
+    found = peer_set(s, "a")
+    assert found[A("192.168.7.1")].local_address is None
+    assert found[A("192.168.8.1")].local_address == A("10.0.0.1")       # UseNodeIP, the default
+    assert found[A("10.0.0.2")].local_address is None                   # selector peers too
+    settings = exaconfig.ExaBGPSettings(bridge_argv=("b",))
+    text = exaconfig.render(local_speaker(s, "a"), found, settings)
+    blocks = {b.split(" {", 1)[0]: b for b in text.split("neighbor ")[1:]}
+    assert "local-address auto;" in blocks["192.168.7.1"] and "router-id 10.0.0.1;" in blocks["192.168.7.1"]
+    assert "local-address 10.0.0.1;" in blocks["192.168.8.1"]
+
+
 def test_peer_with_error_is_left_out_of_config() -> None:
     s = snap(node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24"), node_mesh_password=SecretKeyRef("x", "y"))
     settings = exaconfig.ExaBGPSettings(bridge_argv=("b",))
