@@ -126,7 +126,7 @@ class BGPConfiguration:
     service_external_ips: tuple[IPv4Network, ...] = ()
     service_load_balancer_ips: tuple[IPv4Network, ...] = ()
     listen_port: int = DEFAULT_BGP_PORT
-    log_severity_screen: str = "Info"
+    log_severity_screen: str | None = None    # Debug|Info|Warning|Error|Fatal; None: no "default" object
     node_mesh_password: SecretKeyRef | None = None
     node_mesh_max_restart_time: float | None = None   # seconds
 

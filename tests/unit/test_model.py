@@ -113,8 +113,10 @@ def test_ippool_without_name_or_spec_object():
 # --- BGPConfiguration ----------------------------------------------------------------------------
 
 def test_bgp_configuration_defaults_match_dataclass_defaults():
-    assert parse_bgp_configuration(obj("default"), SCHEMAS) == BGPConfiguration()
-    assert parse_bgp_configuration(obj("default", {}), SCHEMAS) == BGPConfiguration()
+    # but logSeverityScreen: an object says Info by default; no object at all leaves the daemon's level
+    assert BGPConfiguration().log_severity_screen is None
+    assert parse_bgp_configuration(obj("default"), SCHEMAS) == BGPConfiguration(log_severity_screen="Info")
+    assert parse_bgp_configuration(obj("default", {}), SCHEMAS) == BGPConfiguration(log_severity_screen="Info")
 
 
 def test_bgp_configuration_all_fields():
