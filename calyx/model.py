@@ -490,6 +490,9 @@ def parse_bgp_peer(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGPPeer:
                           f"exactly one of peerIP and peerSelector must be set ({both})")
     if peer_ip is not None and "asNumber" not in spec:
         raise where.error("spec.asNumber", None, "required with peerIP")
+    if peer_ip is None and "asNumber" in spec:
+        raise where.error("spec.asNumber", spec["asNumber"],
+                          "set only with peerIP: with peerSelector each selected node's own AS number is used")
     if hold_time is not None and (0 < hold_time < 3 or hold_time > 65535):
         raise where.error("spec.holdTime", spec["holdTime"], "must be 0 or between 3s and 65535s (RFC 4271)")
     return BGPPeer(

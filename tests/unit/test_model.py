@@ -215,6 +215,8 @@ def test_bgp_peer_node_specific_with_peer_selector():
     ({"peerIP": "fd00::1", "asNumber": 1}, "spec.peerIP", "fd00::1", "IPv6 peers are not supported yet"),
     ({"peerIP": "[fd00::1]:179", "asNumber": 1}, "spec.peerIP", "[fd00::1]:179", "IPv6 peers are not supported yet"),
     ({"asNumber": 1}, "spec.peerIP", None, "exactly one of peerIP and peerSelector must be set (neither is set)"),
+    ({"peerSelector": "all()", "asNumber": 65000}, "spec.asNumber", 65000,
+     "set only with peerIP: with peerSelector each selected node's own AS number is used"),
     ({"peerIP": "10.0.0.1", "asNumber": 1, "peerSelector": "all()"}, "spec.peerIP", "10.0.0.1",
      "exactly one of peerIP and peerSelector must be set (both are set)"),
     ({"peerSelector": "all()", "node": "n1", "nodeSelector": "all()"}, "spec.nodeSelector", "all()",
