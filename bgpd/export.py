@@ -2,7 +2,8 @@
 
 Pure code. Advertised:
 * to every peer: this node's pod CIDRs/blocks (``model.node_pod_cidrs``) with NEXT_HOP = this
-  node's address, except those inside an IPPool with ``disableBGPExport``;
+  node's address (the session's local address when its BGPPeer says ``sourceAddress: None``),
+  except those inside an IPPool with ``disableBGPExport``;
 * to peers outside the cluster (BGPPeers whose address is no cluster node): the service
   CIDRs of BGPConfiguration (serviceClusterIPs, serviceExternalIPs, serviceLoadBalancerIPs),
   so networks behind those routers reach services; cluster nodes would refuse them anyway;
@@ -68,7 +69,7 @@ class ExportPolicy:
     def export(self, target: Peer, prefix: IPv4Network, best: Path | None) -> Attributes | None:
         """The attributes ``prefix`` is announced to ``target`` with, or None when it is not."""
         if prefix in self.own or (prefix in self.services and not target.is_cluster_node):
-            return Attributes(next_hop=self.local.address)
+            return Attributes(next_hop=self.next_hop_self(target))
         if best is None:
             return None
         sender = self.peers.get(best.peer)
@@ -80,6 +81,11 @@ class ExportPolicy:
             return None
         return reflect(self.local, best, sender, target)
 
+    def next_hop_self(self, target: Peer) -> IPv4Address | None:
+        """This node as next hop toward ``target``: its BGP address, or None (ExaBGP's "self":
+        the session's local address) when the kernel picks the session's source."""
+        return self.local.address if target.local_address is not None else None
+
     def to_ebgp(self, target: Peer, prefix: IPv4Network, best: Path, sender: Peer) -> Attributes | None:
         """An iBGP-learned pool route passed on to the eBGP peer ``target``: next hop this node,
         or the path's own with ``keepOriginalNextHop``; attributes of this AS left behind."""
@@ -87,7 +93,7 @@ class ExportPolicy:
             return None
         if not any(prefix.subnet_of(pool) for pool in self.pools):
             return None
-        next_hop = best.attrs.next_hop if target.keep_original_next_hop else self.local.address
+        next_hop = best.attrs.next_hop if target.keep_original_next_hop else self.next_hop_self(target)
         if next_hop == target.address:
             return None     # the peer is the next hop itself: it has the route already
         # ExaBGP sends an AS path it is given as it is: this AS goes in front here.

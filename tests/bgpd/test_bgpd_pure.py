@@ -402,6 +402,17 @@ def test_source_address_none_leaves_the_local_address_to_the_kernel() -> None:
     blocks = {b.split(" {", 1)[0]: b for b in text.split("neighbor ")[1:]}
     assert "local-address auto;" in blocks["192.168.7.1"] and "router-id 10.0.0.1;" in blocks["192.168.7.1"]
     assert "local-address 10.0.0.1;" in blocks["192.168.8.1"]
+    # What this node originates goes with the session's own address ("self") as next hop.
+    s = Snapshot(nodes={"a": node("a", "10.0.0.1/24", cidr="10.1.1.0/26"), "b": node("b", "10.0.0.2/24")},
+                 bgp_peers={p.name: p for p in peers[:2]}, ippools={"p": IPPool(name="p", cidr=N("10.1.0.0/16"))})
+    found = peer_set(s, "a")
+    out = adj_rib_out(local_speaker(s, "a"), found, set(found), own_prefixes(s, "a"), (),
+                      {N("10.1.2.0/26"): path("10.1.2.0/26", peer="10.0.0.2")}, exportable_pools(s))
+    assert out[A("192.168.7.1")] == {N("10.1.1.0/26"): Attributes(next_hop=None),
+                                     N("10.1.2.0/26"): Attributes(next_hop=None, as_path=(64512,))}
+    assert out[A("192.168.8.1")][N("10.1.1.0/26")] == Attributes(next_hop=A("10.0.0.1"))
+    lines = messages.update_lines(out, {})
+    assert "neighbor 192.168.7.1 announce attributes next-hop self origin igp nlri 10.1.1.0/26" in lines
 
 
 def test_peer_with_error_is_left_out_of_config() -> None:
