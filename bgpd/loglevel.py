@@ -47,12 +47,13 @@ class LogLevelFollower:
         why = ("BGPConfiguration logSeverityScreen" if config.log_severity_screen is not None
                else "no BGPConfiguration default: bgpd's log_level")
         fields = dict(previous=previous, now=level, why=why, logSeverityScreen=config.log_severity_screen)
-        # Said at info under whichever of the two levels lets it through.
-        more_verbose = _ORDER.index(level) < _ORDER.index(previous)
-        if not more_verbose:
+        # Said at info: after the change when the new level shows info (so every line after it
+        # is of the new level), else just before it.
+        shown_after = _ORDER.index(level) <= _ORDER.index("info")
+        if not shown_after:
             log.info("log_level_changed", **fields)
         self._set_level(level)
         self.level = level
-        if more_verbose:
+        if shown_after:
             log.info("log_level_changed", **fields)
         return True
