@@ -96,7 +96,7 @@ REJECTED = {
         peer(peerSelector="route-reflector == 'true'"),
         'The BGPPeer "peer" is invalid: spec: Invalid value: exactly one of peerIP and peerSelector must be set'),
     "bgppeer-neither-peer-ip-nor-peer-selector": Rejected(
-        peer(drop=("peerIP",)),
+        peer(drop=("peerIP", "asNumber")),
         'The BGPPeer "peer" is invalid: spec: Invalid value: exactly one of peerIP and peerSelector must be set'),
     "bgppeer-peer-ip-without-as-number": Rejected(
         peer(drop=("asNumber",)),
