@@ -20,10 +20,11 @@ from calyx.kube.events import EventRecorder
 from calyx.model import Snapshot
 from calyx.naming import BGPD_SOCKET
 from calyx.netlink import RouteTable
-from calyx.logs import get_logger
+from calyx.logs import get_logger, set_level
 from calyx.observability import Check, HealthServer, Heartbeat, Liveness
 
 from bgpd.control import ControlServer
+from bgpd.loglevel import LogLevelFollower
 from bgpd.metrics import SpeakerMetrics
 from bgpd.peers import referenced_secrets
 from bgpd.speaker import Speaker, SpeakerSettings
@@ -116,7 +117,12 @@ def run(cfg: BgpdConfig) -> int:
                                exabgp_bin=cfg.exabgp)
     liveness = Liveness()
     speaker = Speaker(settings, RouteTable(), metrics, liveness=liveness, kernel_watch=KernelWatch())
+    log_level = LogLevelFollower(cfg.log_level, set_level)
     stop = threading.Event()
+
+    def feed(snapshot: Snapshot) -> None:
+        log_level.follow(snapshot.bgp_configuration)
+        speaker.set_snapshot(snapshot)
 
     def readiness() -> Check:
         if not datastore.synced:
@@ -145,11 +151,11 @@ def run(cfg: BgpdConfig) -> int:
         while not stop.is_set() and not datastore.wait_synced(1.0):
             feeder.tick()
         if not stop.is_set():
-            speaker.set_snapshot(settled_snapshot(datastore, cfg.namespace))
+            feed(settled_snapshot(datastore, cfg.namespace))
         while not stop.is_set():
             feeder.tick()
             if datastore.wait_for_change(1.0):
-                speaker.set_snapshot(settled_snapshot(datastore, cfg.namespace))
+                feed(settled_snapshot(datastore, cfg.namespace))
     finally:
         log.info("bgpd_stopping")
         speaker.stop()

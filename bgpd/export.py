@@ -2,13 +2,19 @@
 
 Pure code. Advertised:
 * to every peer: this node's pod CIDRs/blocks (``model.node_pod_cidrs``) with NEXT_HOP = this
-  node's address, except those inside an IPPool with ``disableBGPExport``;
+  node's address (the session's local address when its BGPPeer says ``sourceAddress: None``),
+  except those inside an IPPool with ``disableBGPExport``;
 * to peers outside the cluster (BGPPeers whose address is no cluster node): the service
   CIDRs of BGPConfiguration (serviceClusterIPs, serviceExternalIPs, serviceLoadBalancerIPs),
   so networks behind those routers reach services; cluster nodes would refuse them anyway;
-* on a route reflector: the reflected paths (see :mod:`bgpd.reflector`).
-Nothing learned over iBGP is re-advertised except by reflection, and nothing learned over eBGP
-is re-advertised at all (each node learns external routes from its own external peers).
+* on a route reflector: the reflected paths (see :mod:`bgpd.reflector`);
+* to eBGP peers: the best paths learned over iBGP for prefixes inside an IPPool without
+  ``disableBGPExport`` (other nodes' blocks, as Calico's export filter passes them), with
+  NEXT_HOP = this node's address, or the path's own next hop when the peer's BGPPeer sets
+  ``keepOriginalNextHop``. LOCAL_PREF, MED, ORIGINATOR_ID and CLUSTER_LIST stay in this AS.
+Nothing else learned over iBGP is re-advertised (iBGP peers only get reflected paths), and
+nothing learned over eBGP is re-advertised at all (each node learns external routes from its
+own external peers).
 """
 from __future__ import annotations
 
@@ -36,6 +42,11 @@ def own_prefixes(snapshot: Snapshot, node_name: str) -> tuple[IPv4Network, ...]:
     return tuple(sorted(set(out)))
 
 
+def exportable_pools(snapshot: Snapshot) -> tuple[IPv4Network, ...]:
+    """The pool CIDRs whose learned routes may go on to eBGP peers (not disableBGPExport)."""
+    return tuple(sorted({p.cidr for p in snapshot.ippools.values() if not p.disable_bgp_export}))
+
+
 def service_prefixes(snapshot: Snapshot) -> tuple[IPv4Network, ...]:
     c = snapshot.bgp_configuration
     return tuple(sorted(set(c.service_cluster_ips + c.service_external_ips + c.service_load_balancer_ips)))
@@ -50,6 +61,7 @@ class ExportPolicy:
     peers: Mapping[IPv4Address, Peer]
     own: frozenset[IPv4Network]
     services: frozenset[IPv4Network]
+    pools: frozenset[IPv4Network] = frozenset()      # learned routes inside these go on to eBGP peers
 
     def originated(self) -> frozenset[IPv4Network]:
         return self.own | self.services
@@ -57,18 +69,43 @@ class ExportPolicy:
     def export(self, target: Peer, prefix: IPv4Network, best: Path | None) -> Attributes | None:
         """The attributes ``prefix`` is announced to ``target`` with, or None when it is not."""
         if prefix in self.own or (prefix in self.services and not target.is_cluster_node):
-            return Attributes(next_hop=self.local.address)
-        if best is None or self.local.cluster_id is None:
+            return Attributes(next_hop=self.next_hop_self(target))
+        if best is None:
             return None
         sender = self.peers.get(best.peer)
         if sender is None:
             return None
+        if target.ebgp:
+            return self.to_ebgp(target, prefix, best, sender)
+        if self.local.cluster_id is None:
+            return None
         return reflect(self.local, best, sender, target)
+
+    def next_hop_self(self, target: Peer) -> IPv4Address | None:
+        """This node as next hop toward ``target``: its BGP address, or None (ExaBGP's "self":
+        the session's local address) when the kernel picks the session's source."""
+        return self.local.address if target.local_address is not None else None
+
+    def to_ebgp(self, target: Peer, prefix: IPv4Network, best: Path, sender: Peer) -> Attributes | None:
+        """An iBGP-learned pool route passed on to the eBGP peer ``target``: next hop this node,
+        or the path's own with ``keepOriginalNextHop``; attributes of this AS left behind."""
+        if sender.ebgp or sender.address == target.address:
+            return None
+        if not any(prefix.subnet_of(pool) for pool in self.pools):
+            return None
+        next_hop = best.attrs.next_hop if target.keep_original_next_hop else self.next_hop_self(target)
+        if next_hop == target.address:
+            return None     # the peer is the next hop itself: it has the route already
+        # ExaBGP sends an AS path it is given as it is: this AS goes in front here.
+        return Attributes(next_hop=next_hop, origin=best.attrs.origin,
+                          as_path=(self.local.as_number,) + best.attrs.as_path,
+                          as_set=best.attrs.as_set, communities=best.attrs.communities)
 
     def full(self, target: Peer, best: Mapping[IPv4Network, Path]) -> dict[IPv4Network, Attributes]:
         """Everything announced to ``target``."""
         routes: dict[IPv4Network, Attributes] = {}
-        for prefix in self.originated() | (best.keys() if self.local.cluster_id is not None else set()):
+        passes_learned = target.ebgp or self.local.cluster_id is not None
+        for prefix in self.originated() | (best.keys() if passes_learned else set()):
             attrs = self.export(target, prefix, best.get(prefix))
             if attrs is not None:
                 routes[prefix] = attrs
@@ -77,8 +114,8 @@ class ExportPolicy:
 
 def adj_rib_out(local: LocalSpeaker, peers: Mapping[IPv4Address, Peer], established: set[IPv4Address],
                 own: tuple[IPv4Network, ...], services: tuple[IPv4Network, ...],
-                best: Mapping[IPv4Network, Path]) -> AdjRibOut:
+                best: Mapping[IPv4Network, Path], pools: tuple[IPv4Network, ...] = ()) -> AdjRibOut:
     """For every established, configured peer: prefix -> attributes to announce."""
-    policy = ExportPolicy(local, peers, frozenset(own), frozenset(services))
+    policy = ExportPolicy(local, peers, frozenset(own), frozenset(services), frozenset(pools))
     return {address: policy.full(target, best) for address, target in peers.items()
             if address in established and target.error is None}

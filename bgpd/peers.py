@@ -16,6 +16,8 @@ Rules (Calico's, see docs/bgpd.md):
 * One session per peer address: an explicit BGPPeer (node specific, then global) wins over the
   mesh entry for the same address.
 * eBGP whenever the AS numbers differ.
+* The session's local address is the node's BGP address, unless the BGPPeer says
+  ``sourceAddress: None``: then none is set and the kernel picks the source by its routing.
 
 Passwords come from Secrets in bgpd's namespace, which bgpd reads by name only: it watches the
 Secrets :func:`referenced_secrets` names, and no other.
@@ -27,7 +29,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Iterable
 
-from calyx.model import KIND_BGP_CONFIGURATION, KIND_BGP_PEER, BGPPeer, NodeInfo, ObjectName, SecretKeyRef, Snapshot
+from calyx.model import (KIND_BGP_CONFIGURATION, KIND_BGP_PEER, SOURCE_ADDRESS_NONE, BGPPeer, NodeInfo, ObjectName,
+                         SecretKeyRef, Snapshot)
 
 
 class PeerType(str, enum.Enum):
@@ -56,7 +59,7 @@ class Peer:
 
     address: IPv4Address
     peer_as: int
-    local_address: IPv4Address
+    local_address: IPv4Address | None       # None (sourceAddress None): the kernel picks the source
     local_as: int
     peer_type: PeerType
     source: str                              # "mesh" or "BGPPeer/<name>"
@@ -156,6 +159,13 @@ def _resolve_password(snapshot: Snapshot, namespace: str, ref: SecretKeyRef | No
     return value, None
 
 
+def _local_address(me: LocalSpeaker, resource: BGPPeer | None) -> IPv4Address | None:
+    """The session's local address: the node's BGP address, or None for ``sourceAddress: None``."""
+    if resource is not None and resource.source_address == SOURCE_ADDRESS_NONE:
+        return None
+    return me.address
+
+
 def _applies_to(peer: BGPPeer, node: NodeInfo) -> bool:
     if peer.is_global:
         return True
@@ -215,7 +225,7 @@ def peer_set(snapshot: Snapshot, node_name: str, namespace: str = "calyx-system"
             keep_nh = resource.keep_original_next_hop
             port = config.listen_port
         return Peer(address=other.bgp_address.ip, peer_as=node_as(snapshot, other),
-                    local_address=me_speaker.address, local_as=me_speaker.as_number,
+                    local_address=_local_address(me_speaker, resource), local_as=me_speaker.as_number,
                     peer_type=peer_type, source=source, port=port, node=other.name,
                     rr_client=client, password=password, graceful_restart_time=gr,
                     hold_time=hold, keep_original_next_hop=keep_nh, error=error)
@@ -244,7 +254,7 @@ def peer_set(snapshot: Snapshot, node_name: str, namespace: str = "calyx-system"
                 if cluster_node is not None:
                     peer_type, client = _node_session_type(me, cluster_node, default_type)
                 candidates.append(Peer(
-                    address=resource.peer_ip, peer_as=peer_as, local_address=me_speaker.address,
+                    address=resource.peer_ip, peer_as=peer_as, local_address=_local_address(me_speaker, resource),
                     local_as=me_speaker.as_number, peer_type=peer_type, source=source,
                     port=resource.peer_port, node=cluster_node.name if cluster_node else None,
                     rr_client=client, password=password,

@@ -30,7 +30,7 @@ class Origin(enum.IntEnum):
 class Attributes:
     """The path attributes bgpd understands and carries through reflection."""
 
-    next_hop: IPv4Address
+    next_hop: IPv4Address | None             # None only in what bgpd sends: the session's own address
     origin: Origin = Origin.IGP
     as_path: tuple[int, ...] = ()            # AS_SEQUENCE
     as_set: tuple[int, ...] = ()             # a trailing AS_SET (aggregates), counts as one

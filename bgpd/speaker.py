@@ -34,7 +34,7 @@ from bgpd import status as status_view
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages as msg
 from bgpd.exabgp.process import ExaBGPProcess, bridge_argv
-from bgpd.export import ExportPolicy, own_prefixes, service_prefixes
+from bgpd.export import ExportPolicy, exportable_pools, own_prefixes, service_prefixes
 from bgpd.installer import Installer
 from bgpd.md5 import Md5Diagnosis, read_md5_counters
 from bgpd.metrics import SpeakerMetrics
@@ -252,7 +252,7 @@ class Speaker:
         ctx = importer.ImportContext(local=local_if, own_networks=tuple(own_networks),
                                      pools=dict(snapshot.ippools), cluster_next_hops=others)
         policy = ExportPolicy(local, peers, frozenset(own_prefixes(snapshot, name)),
-                              frozenset(service_prefixes(snapshot)))
+                              frozenset(service_prefixes(snapshot)), frozenset(exportable_pools(snapshot)))
         if local != self._local or peers != self._sessions.peers():
             self._sessions.set_peers(peers)
             self._local = local

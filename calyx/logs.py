@@ -13,6 +13,8 @@ from typing import Any, Mapping, TextIO
 
 LOG_FORMATS = ("logfmt", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# set_level also takes "critical": nothing below it is written (BGPConfiguration's Fatal)
+_SETTABLE_LEVELS = LOG_LEVELS + ("critical",)
 
 _FIELDS_ATTR = "calyx_fields"
 _EVENT_ATTR = "calyx_event"
@@ -102,10 +104,24 @@ def configure_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO |
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(name.upper())
+    set_level(name)
+
+
+def set_level(level: str) -> None:
+    """Change the level of every logger of the process at once, while it runs (the handler
+    stays): one of LOG_LEVELS, or "critical"."""
+    name = level.lower()
+    if name not in _SETTABLE_LEVELS:
+        raise ValueError(f"log level {level!r}: must be one of {', '.join(_SETTABLE_LEVELS)}")
+    logging.getLogger().setLevel(name.upper())
     # urllib3 logs each connection retry as a warning; Calyx's API callers log every failed
     # request themselves (with the retry delay), so below debug level those lines are noise.
     logging.getLogger("urllib3").setLevel(logging.DEBUG if name == "debug" else logging.ERROR)
+
+
+def current_level() -> str:
+    """The process's level as set_level takes it ("info", ...)."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
 
 
 class StructuredLogger:

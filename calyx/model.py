@@ -46,6 +46,10 @@ ANNOTATION_TUNNEL_ADDR = "calyx.dev/ipv4-ipip-tunnel-addr"    # "10.244.1.0"
 ANNOTATION_VXLAN_TUNNEL_ADDR = "calyx.dev/ipv4-vxlan-tunnel-addr"  # "10.244.1.0"
 ANNOTATION_VXLAN_TUNNEL_MAC = "calyx.dev/vxlan-tunnel-mac"        # "66:1f:2a:00:01:02"
 
+# BGPPeer.spec.sourceAddress: bind the session to the node's BGP address, or let the kernel pick.
+SOURCE_ADDRESS_NODE_IP = "UseNodeIP"
+SOURCE_ADDRESS_NONE = "None"
+
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_BGP_PORT = 179
 DEFAULT_BGP_CONFIGURATION_NAME = "default"
@@ -122,7 +126,7 @@ class BGPConfiguration:
     service_external_ips: tuple[IPv4Network, ...] = ()
     service_load_balancer_ips: tuple[IPv4Network, ...] = ()
     listen_port: int = DEFAULT_BGP_PORT
-    log_severity_screen: str = "Info"
+    log_severity_screen: str | None = None    # Debug|Info|Warning|Error|Fatal; None: no "default" object
     node_mesh_password: SecretKeyRef | None = None
     node_mesh_max_restart_time: float | None = None   # seconds
 
@@ -139,7 +143,7 @@ class BGPPeer:
     password: SecretKeyRef | None = None
     max_restart_time: float | None = None   # seconds
     keep_original_next_hop: bool = False
-    source_address: str = "UseNodeIP"       # UseNodeIP | None
+    source_address: str = SOURCE_ADDRESS_NODE_IP    # SOURCE_ADDRESS_NODE_IP | SOURCE_ADDRESS_NONE
     hold_time: float | None = None          # seconds
 
     @property
@@ -486,6 +490,9 @@ def parse_bgp_peer(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGPPeer:
                           f"exactly one of peerIP and peerSelector must be set ({both})")
     if peer_ip is not None and "asNumber" not in spec:
         raise where.error("spec.asNumber", None, "required with peerIP")
+    if peer_ip is None and "asNumber" in spec:
+        raise where.error("spec.asNumber", spec["asNumber"],
+                          "set only with peerIP: with peerSelector each selected node's own AS number is used")
     if hold_time is not None and (0 < hold_time < 3 or hold_time > 65535):
         raise where.error("spec.holdTime", spec["holdTime"], "must be 0 or between 3s and 65535s (RFC 4271)")
     return BGPPeer(

@@ -41,7 +41,8 @@ def neighbor_block(local: LocalSpeaker, peer: Peer, settings: ExaBGPSettings) ->
         f"neighbor {peer.address} {{",
         f'    description "{peer.peer_type.value} {peer.node or peer.source}";',
         f"    router-id {local.router_id};",
-        f"    local-address {local.address};",
+        # "auto": ExaBGP binds nothing, the kernel picks the source; ExaBGP learns it on connect
+        f"    local-address {peer.local_address if peer.local_address is not None else 'auto'};",
         f"    local-as {local.as_number};",
         f"    peer-as {peer.peer_as};",
         "    passive false;",

@@ -155,7 +155,9 @@ _ORIGIN_NAMES = {Origin.IGP: "igp", Origin.EGP: "egp", Origin.INCOMPLETE: "incom
 def attribute_text(attrs: Attributes) -> str:
     """ExaBGP's text for ``attrs``. An empty AS path and an absent LOCAL_PREF are left out so
     ExaBGP fills in the defaults for the session (our AS towards eBGP peers, 100 for iBGP)."""
-    parts = [f"next-hop {attrs.next_hop}", f"origin {_ORIGIN_NAMES[attrs.origin]}"]
+    # no next hop: "self", the local address of each session (sourceAddress None: the kernel's pick)
+    next_hop = "self" if attrs.next_hop is None else attrs.next_hop
+    parts = [f"next-hop {next_hop}", f"origin {_ORIGIN_NAMES[attrs.origin]}"]
     if attrs.as_path or attrs.as_set:
         text = "as-path [ " + " ".join(str(a) for a in attrs.as_path) + " ]"
         if attrs.as_set:

@@ -12,7 +12,7 @@ from calyx.selector import Selector
 from bgpd import importer
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages
-from bgpd.export import adj_rib_out, own_prefixes
+from bgpd.export import adj_rib_out, exportable_pools, own_prefixes
 from bgpd.peers import PeerSetError, PeerType, local_speaker, peer_set, referenced_secrets
 from bgpd.reflector import reflect
 from bgpd.rib import Attributes, Origin, Path, Rib, best_path, loop_reason
@@ -241,12 +241,62 @@ def test_adj_rib_out_own_blocks_services_and_reflection() -> None:
     peers = peer_set(s, "rr1")
     local = local_speaker(s, "rr1")
     best = {N("10.1.0.0/26"): path(peer="10.0.0.1")}
-    out = adj_rib_out(local, peers, set(peers) - {A("10.0.0.11")}, own_prefixes(s, "rr1"), (N("10.96.0.0/12"),), best)
+    out = adj_rib_out(local, peers, set(peers) - {A("10.0.0.11")}, own_prefixes(s, "rr1"), (N("10.96.0.0/12"),), best,
+                      (N("10.1.0.0/16"),))
     assert A("10.0.0.11") not in out                                 # not established
-    assert set(out[A("10.0.0.254")]) == {N("10.1.9.0/26"), N("10.96.0.0/12")}   # eBGP: no reflection
+    # eBGP: no reflection; the learned pool route goes on with this node as next hop
+    assert set(out[A("10.0.0.254")]) == {N("10.1.9.0/26"), N("10.96.0.0/12"), N("10.1.0.0/26")}
+    assert out[A("10.0.0.254")][N("10.1.0.0/26")] == Attributes(next_hop=A("10.0.0.10"), as_path=(64512,))
     assert set(out[A("10.0.0.2")]) == {N("10.1.9.0/26"), N("10.1.0.0/26")}
     assert set(out[A("10.0.0.1")]) == {N("10.1.9.0/26")}
     assert out[A("10.0.0.2")][N("10.1.9.0/26")].next_hop == A("10.0.0.10")
+
+
+def _mesh_with_tor(**tor_fields) -> tuple[Snapshot, dict]:
+    """a and b in a mesh (AS 64512), a also peers with an external router over eBGP."""
+    tor = BGPPeer(name="tor", peer_ip=A("10.0.0.254"), as_number=65000, node="a", **tor_fields)
+    s = Snapshot(nodes={"a": node("a", "10.0.0.1/24", cidr="10.1.1.0/26"),
+                        "b": node("b", "10.0.0.2/24", cidr="10.1.2.0/26")},
+                 bgp_peers={"tor": tor},
+                 ippools={"p": IPPool(name="p", cidr=N("10.1.0.0/16")),
+                          "quiet": IPPool(name="quiet", cidr=N("10.9.0.0/16"), disable_bgp_export=True)})
+    from_b = {N("10.1.2.0/26"): path("10.1.2.0/26", peer="10.0.0.2", local_pref=100, med=7),
+              N("10.9.2.0/26"): path("10.9.2.0/26", peer="10.0.0.2"),
+              N("192.168.5.0/24"): path("192.168.5.0/24", peer="10.0.0.2")}
+    return s, from_b
+
+
+def _out_of_a(s: Snapshot, best: dict) -> dict:
+    peers = peer_set(s, "a")
+    return adj_rib_out(local_speaker(s, "a"), peers, set(peers), own_prefixes(s, "a"), (), best,
+                       exportable_pools(s))
+
+
+def test_ebgp_peer_gets_other_nodes_blocks_with_this_node_as_next_hop() -> None:
+    s, from_b = _mesh_with_tor()
+    out = _out_of_a(s, from_b)
+    assert out[A("10.0.0.254")] == {
+        N("10.1.1.0/26"): Attributes(next_hop=A("10.0.0.1")),
+        # a block learned from b: this node's next hop, MED and LOCAL_PREF left in the AS
+        N("10.1.2.0/26"): Attributes(next_hop=A("10.0.0.1"), as_path=(64512,)),
+    }                   # not the disableBGPExport pool's block, not a non-pool route
+    assert out[A("10.0.0.2")] == {N("10.1.1.0/26"): Attributes(next_hop=A("10.0.0.1"))}   # iBGP: own only
+
+
+def test_keep_original_next_hop_passes_the_originating_nodes_next_hop() -> None:
+    s, from_b = _mesh_with_tor(keep_original_next_hop=True)
+    peers = peer_set(s, "a")
+    assert peers[A("10.0.0.254")].keep_original_next_hop
+    out = _out_of_a(s, from_b)
+    assert out[A("10.0.0.254")][N("10.1.2.0/26")] == Attributes(next_hop=A("10.0.0.2"), as_path=(64512,))
+    assert out[A("10.0.0.254")][N("10.1.1.0/26")].next_hop == A("10.0.0.1")    # its own: itself
+
+
+def test_routes_learned_over_ebgp_are_not_passed_on() -> None:
+    s, _ = _mesh_with_tor(keep_original_next_hop=True)
+    learned = {N("10.1.2.0/26"): path("10.1.2.0/26", peer="10.0.0.254", next_hop=A("10.0.0.2"),
+                                      ebgp=True, as_path=(65000,))}
+    assert set(_out_of_a(s, learned)[A("10.0.0.254")]) == {N("10.1.1.0/26")}
 
 
 def test_disabled_pool_keeps_its_blocks_advertised_and_its_ipip_mode() -> None:
@@ -335,6 +385,34 @@ def test_config_text_writes_neighbors_in_full_with_base64_password() -> None:
     assert "inherit" not in text and "graceful-restart 120;" in text
     env = exaconfig.environment(local_speaker(s, "a"), settings)
     assert env["exabgp.daemon.user"] == "root" and env["exabgp.tcp.bind"] == "10.0.0.1"
+
+
+def test_source_address_none_leaves_the_local_address_to_the_kernel() -> None:
+    nodes = (node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24", {"rack": "1"}))
+    peers = (BGPPeer(name="tor", peer_ip=A("192.168.7.1"), as_number=65000, source_address="None"),
+             BGPPeer(name="tor2", peer_ip=A("192.168.8.1"), as_number=65000),
+             BGPPeer(name="rack", peer_selector=Selector.parse("rack == '1'"), source_address="None"))
+    s = snap(*nodes, mesh=False, peers=peers)
+    found = peer_set(s, "a")
+    assert found[A("192.168.7.1")].local_address is None
+    assert found[A("192.168.8.1")].local_address == A("10.0.0.1")       # UseNodeIP, the default
+    assert found[A("10.0.0.2")].local_address is None                   # selector peers too
+    settings = exaconfig.ExaBGPSettings(bridge_argv=("b",))
+    text = exaconfig.render(local_speaker(s, "a"), found, settings)
+    blocks = {b.split(" {", 1)[0]: b for b in text.split("neighbor ")[1:]}
+    assert "local-address auto;" in blocks["192.168.7.1"] and "router-id 10.0.0.1;" in blocks["192.168.7.1"]
+    assert "local-address 10.0.0.1;" in blocks["192.168.8.1"]
+    # What this node originates goes with the session's own address ("self") as next hop.
+    s = Snapshot(nodes={"a": node("a", "10.0.0.1/24", cidr="10.1.1.0/26"), "b": node("b", "10.0.0.2/24")},
+                 bgp_peers={p.name: p for p in peers[:2]}, ippools={"p": IPPool(name="p", cidr=N("10.1.0.0/16"))})
+    found = peer_set(s, "a")
+    out = adj_rib_out(local_speaker(s, "a"), found, set(found), own_prefixes(s, "a"), (),
+                      {N("10.1.2.0/26"): path("10.1.2.0/26", peer="10.0.0.2")}, exportable_pools(s))
+    assert out[A("192.168.7.1")] == {N("10.1.1.0/26"): Attributes(next_hop=None),
+                                     N("10.1.2.0/26"): Attributes(next_hop=None, as_path=(64512,))}
+    assert out[A("192.168.8.1")][N("10.1.1.0/26")] == Attributes(next_hop=A("10.0.0.1"))
+    lines = messages.update_lines(out, {})
+    assert "neighbor 192.168.7.1 announce attributes next-hop self origin igp nlri 10.1.1.0/26" in lines
 
 
 def test_peer_with_error_is_left_out_of_config() -> None:

@@ -36,7 +36,8 @@ SNAPSHOT = Snapshot(
     bgp_peers={"to-rr": RR_PEER, "tor": TOR}, ippools={"p": POOL})
 PEERS = peer_set(SNAPSHOT, "rr1")
 LOCAL = local_speaker(SNAPSHOT, "rr1")
-POLICY = ExportPolicy(LOCAL, PEERS, frozenset({N("10.1.9.0/26")}), frozenset({N("10.96.0.0/12")}))
+POLICY = ExportPolicy(LOCAL, PEERS, frozenset({N("10.1.9.0/26")}), frozenset({N("10.96.0.0/12")}),
+                      frozenset({POOL.cidr}))
 CTX = importer.ImportContext(local=IPv4Interface("10.0.0.10/24"), own_networks=(N("10.1.9.0/26"),),
                              pools={"p": POOL})
 ADDRESSES = sorted(PEERS)
@@ -91,7 +92,8 @@ def test_incremental_equals_a_recompute_from_scratch(ops) -> None:
                 assert set(change.announce) | set(change.withdraw) <= touched
             announced[address] = change.applied_to(announced.get(address, {}))
         best = rib.best_paths(set(ADDRESSES))
-        expected = adj_rib_out(LOCAL, PEERS, established, tuple(POLICY.own), tuple(POLICY.services), best)
+        expected = adj_rib_out(LOCAL, PEERS, established, tuple(POLICY.own), tuple(POLICY.services), best,
+                               tuple(POLICY.pools))
         assert {a: r for a, r in announced.items() if r or expected.get(a)} == \
             {a: r for a, r in expected.items() if r or announced.get(a)}
         assert propagation.decisions == importer.decide(best, CTX)

@@ -96,11 +96,15 @@ REJECTED = {
         peer(peerSelector="route-reflector == 'true'"),
         'The BGPPeer "peer" is invalid: spec: Invalid value: exactly one of peerIP and peerSelector must be set'),
     "bgppeer-neither-peer-ip-nor-peer-selector": Rejected(
-        peer(drop=("peerIP",)),
+        peer(drop=("peerIP", "asNumber")),
         'The BGPPeer "peer" is invalid: spec: Invalid value: exactly one of peerIP and peerSelector must be set'),
     "bgppeer-peer-ip-without-as-number": Rejected(
         peer(drop=("asNumber",)),
         'The BGPPeer "peer" is invalid: spec: Invalid value: asNumber is required with peerIP'),
+    "bgppeer-as-number-with-peer-selector": Rejected(
+        peer(drop=("peerIP",), peerSelector="route-reflector == 'true'"),
+        'The BGPPeer "peer" is invalid: spec: Invalid value: asNumber is set only with peerIP: with peerSelector '
+        "each selected node's own AS number is used"),
     "ipamblock-name-not-from-cidr": Rejected(
         block(name="10-244-2-0-26"),
         f'The IPAMBlock "10-244-2-0-26" is invalid: <nil>: Invalid value: {BLOCK_NAME}'),
@@ -238,7 +242,7 @@ def _cel_rules(node: Any) -> list[dict[str, str]]:
 def test_every_cel_rule_has_a_rejected_object() -> None:
     messages = "\n".join(r.message for r in (*REJECTED.values(), CIDR_CHANGE))
     rules = [r for path in sorted(CRD_DIR.glob("*.yaml")) for r in _cel_rules(yaml.safe_load(path.read_text()))]
-    assert len(rules) == 8, rules      # BGPPeer 3, IPAMBlock 2, IPPool 3
+    assert len(rules) == 9, rules      # BGPPeer 4, IPAMBlock 2, IPPool 3
     missing = [r["rule"] for r in rules if r["message"] not in messages]
     assert missing == [], f"CEL rules no test breaks: {missing}"
 

@@ -113,8 +113,10 @@ def test_ippool_without_name_or_spec_object():
 # --- BGPConfiguration ----------------------------------------------------------------------------
 
 def test_bgp_configuration_defaults_match_dataclass_defaults():
-    assert parse_bgp_configuration(obj("default"), SCHEMAS) == BGPConfiguration()
-    assert parse_bgp_configuration(obj("default", {}), SCHEMAS) == BGPConfiguration()
+    # but logSeverityScreen: an object says Info by default; no object at all leaves the daemon's level
+    assert BGPConfiguration().log_severity_screen is None
+    assert parse_bgp_configuration(obj("default"), SCHEMAS) == BGPConfiguration(log_severity_screen="Info")
+    assert parse_bgp_configuration(obj("default", {}), SCHEMAS) == BGPConfiguration(log_severity_screen="Info")
 
 
 def test_bgp_configuration_all_fields():
@@ -213,6 +215,8 @@ def test_bgp_peer_node_specific_with_peer_selector():
     ({"peerIP": "fd00::1", "asNumber": 1}, "spec.peerIP", "fd00::1", "IPv6 peers are not supported yet"),
     ({"peerIP": "[fd00::1]:179", "asNumber": 1}, "spec.peerIP", "[fd00::1]:179", "IPv6 peers are not supported yet"),
     ({"asNumber": 1}, "spec.peerIP", None, "exactly one of peerIP and peerSelector must be set (neither is set)"),
+    ({"peerSelector": "all()", "asNumber": 65000}, "spec.asNumber", 65000,
+     "set only with peerIP: with peerSelector each selected node's own AS number is used"),
     ({"peerIP": "10.0.0.1", "asNumber": 1, "peerSelector": "all()"}, "spec.peerIP", "10.0.0.1",
      "exactly one of peerIP and peerSelector must be set (both are set)"),
     ({"peerSelector": "all()", "node": "n1", "nodeSelector": "all()"}, "spec.nodeSelector", "all()",
