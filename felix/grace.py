@@ -67,7 +67,7 @@ class DeviceGrace(Generic[Spec]):
 
     def note(self, plan: DevicePlan[Spec], wanted: bool, reason: str) -> None:
         """Log the change ``plan`` (this pass's) makes to the grace: a teardown deferred or
-        cancelled. The caller programs the plan's ``spec``, then :meth:`commit`\ s it, so a
+        cancelled. The caller programs the plan's ``spec``, then commits it (:meth:`commit`), so a
         failed write leaves the previous plan in force."""
         previous = self.plan
         if plan.draining and not previous.draining:
