@@ -101,11 +101,14 @@ class ExportPolicy:
                           as_path=(self.local.as_number,) + best.attrs.as_path,
                           as_set=best.attrs.as_set, communities=best.attrs.communities)
 
+    def passes_learned(self, target: Peer) -> bool:
+        """Whether ``target`` may be sent routes this node learned from other peers."""
+        return target.ebgp or self.local.cluster_id is not None
+
     def full(self, target: Peer, best: Mapping[IPv4Network, Path]) -> dict[IPv4Network, Attributes]:
         """Everything announced to ``target``."""
         routes: dict[IPv4Network, Attributes] = {}
-        passes_learned = target.ebgp or self.local.cluster_id is not None
-        for prefix in self.originated() | (best.keys() if passes_learned else set()):
+        for prefix in self.originated() | (best.keys() if self.passes_learned(target) else set()):
             attrs = self.export(target, prefix, best.get(prefix))
             if attrs is not None:
                 routes[prefix] = attrs

@@ -37,7 +37,8 @@ class Session:
     info: str = ""
     router_id: IPv4Address | None = None
     peer_restart_time: int | None = None
-    eor: bool = False
+    eor: bool = False                        # the peer sent End-of-RIB in this session
+    eor_sent: bool = False                   # ... and we did
     stale_until: float | None = None
     refreshed: set[IPv4Network] = field(default_factory=set)
     received: dict[IPv4Network, Path] = field(default_factory=dict)

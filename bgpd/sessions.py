@@ -148,7 +148,7 @@ class Sessions:
                 actions.rewrite_config = actions.force_config = True
             elif event.state == "up":
                 s.state, s.since, s.info, s.md5_hint = "Established", self._clock(), "", ""
-                s.eor, s.refreshed, s.announced = False, set(), {}
+                s.eor, s.eor_sent, s.refreshed, s.announced = False, False, set(), {}
                 self.dirty.peers.add(event.peer)
                 log.info("session_established", peer=str(event.peer), type=s.peer.peer_type.value)
             elif event.state == "connected":
@@ -194,7 +194,7 @@ class Sessions:
 
     def _session_down(self, address: IPv4Address, s: Session, reason: str) -> None:
         was_up = s.established
-        s.state, s.announced = "Active", {}
+        s.state, s.announced, s.eor_sent = "Active", {}, False
         if reason and s.held_until is None:
             s.info = s.info if s.info.startswith("NOTIFICATION") and reason == "closing connection" else reason
         if was_up:

@@ -34,6 +34,7 @@ from bgpd import status as status_view
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages as msg
 from bgpd.exabgp.process import ExaBGPProcess, bridge_argv
+from bgpd.endofrib import EndOfRibRule
 from bgpd.export import ExportPolicy, exportable_pools, own_prefixes, service_prefixes
 from bgpd.installer import Installer
 from bgpd.md5 import Md5Diagnosis, read_md5_counters
@@ -112,6 +113,7 @@ class Speaker:
         self._policy: ExportPolicy | None = None
         self._propagation = Propagation()
         self._settling = Settling(settings.ipip_enable_delay)
+        self._end_of_rib = EndOfRibRule(deferral=settings.graceful_restart / 2)
         self._started = clock()
         self._adoption_done = False
         self._md5 = Md5Diagnosis()
@@ -310,6 +312,7 @@ class Speaker:
                     s.announced = change.applied_to(s.announced)
             else:
                 sessions.dirty.peers.update(changes.peers)    # sent again once the channel is back
+        self._send_end_of_rib()
         installs, newly = self._settling.update(self._propagation.decisions,
                                                 None if changes.full else changes.decisions,
                                                 self._installed_state, self._clock())
@@ -325,6 +328,17 @@ class Speaker:
             self._metrics.install_errors.inc(len(result.errors))
         self.ready = self._exabgp.connected
         self._metrics.observe(self._sessions_status())
+
+    def _send_end_of_rib(self) -> None:
+        """End-of-RIB to the peers that now have everything from us (:mod:`bgpd.endofrib`)."""
+        sessions, policy = self._sessions, self._policy
+        assert policy is not None
+        due = self._end_of_rib.due(sessions.table, sessions.dirty.peers, policy.passes_learned, self._clock())
+        if due and self._exabgp.send([msg.end_of_rib_line(due)]):
+            for address in due:
+                sessions[address].eor_sent = True
+            log.info("end_of_rib_sent", peers=[str(a) for a in due],
+                     why="the whole Adj-RIB-Out of these sessions is handed to ExaBGP")
 
     def _installed_state(self, prefix: IPv4Network) -> importer.Installed | None:
         """How ``prefix`` is routed in the kernel now, for the IPIP settle delay."""

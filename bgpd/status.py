@@ -33,6 +33,8 @@ def session_rows(sessions: Mapping[IPv4Address, Session], rib: Rib) -> list[dict
             "prefixes_received": len(s.received),
             "prefixes_accepted": rib.count(address),
             "prefixes_advertised": len(s.announced),
+            "end_of_rib_received": s.eor,    # the peer has sent us all its routes
+            "end_of_rib_sent": s.eor_sent,   # ... and we have sent it all ours
         })
     return out
 

@@ -48,6 +48,8 @@ def neighbor_block(local: LocalSpeaker, peer: Peer, settings: ExaBGPSettings) ->
         "    passive false;",
         f"    connect {peer.port};",
         "    group-updates true;",
+        # End-of-RIB once bgpd has handed over every route (bgpd.endofrib), not at session up
+        "    manual-eor true;",
     ]
     if peer.hold_time is not None:
         lines.append(f"    hold-time {int(peer.hold_time)};")

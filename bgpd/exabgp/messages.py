@@ -212,6 +212,11 @@ def update_lines(announce: Mapping[IPv4Address, Mapping[IPv4Network, Attributes]
     return lines
 
 
+def end_of_rib_line(peers: Iterable[IPv4Address]) -> str:
+    """End-of-RIB for IPv4 unicast to these neighbors, sent by ExaBGP after what is queued."""
+    return f"{_neighbors(peers)} announce eor ipv4 unicast"
+
+
 def teardown_line(peer: IPv4Address, cease_subcode: int) -> str:
     return f"neighbor {peer} teardown {cease_subcode}"
 

@@ -28,23 +28,33 @@ from bgpd.unixsocket import listen_private, remove_socket_file
 log = get_logger("bgpd.exabgp")
 
 _CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
 
 
 def bridge_argv(socket_path: Path) -> tuple[str, ...]:
     return (sys.executable, "-m", "bgpd.exabgp.bridge", str(socket_path))
 
 
-def _enter_netns(name: str) -> Callable[[], None]:
-    """A preexec function moving the child into network namespace /run/netns/<name>."""
-    path = f"/run/netns/{name}"
+def _child_setup(netns: str | None) -> Callable[[], None]:
+    """A preexec function: the child gets SIGTERM when bgpd dies, however it dies (SIGKILL
+    included), so a new bgpd never meets an orphaned ExaBGP holding the BGP port; ExaBGP then
+    closes its sessions without NOTIFICATION and the peers keep our routes through the restart
+    (graceful restart). With ``netns``, the child also moves into /run/netns/<netns>."""
+    parent = os.getpid()
+    path = f"/run/netns/{netns}" if netns else None
 
-    def enter() -> None:
+    def setup() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {path}")
-        os.close(fd)
-    return enter
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl PR_SET_PDEATHSIG")
+        if os.getppid() != parent:
+            os._exit(1)       # bgpd died before the death signal was armed
+        if path is not None:
+            fd = os.open(path, os.O_RDONLY)
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+            os.close(fd)
+    return setup
 
 
 class ExaBGPProcess:
@@ -191,7 +201,7 @@ class ExaBGPProcess:
             proc = subprocess.Popen(
                 [*self._exabgp, str(self.config_path)], env=env, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, cwd=str(self.work_dir),
-                preexec_fn=_enter_netns(self._netns) if self._netns else None,
+                preexec_fn=_child_setup(self._netns),
                 start_new_session=True)
         finally:
             out.close()

@@ -57,6 +57,7 @@ def test_status_routes_and_kernel_in_the_mesh(lab):
         assert st["node"] == node and st["router_id"] == NODES[node] and st["as_number"] == 64512
         wait_for(f"{node}: prefix counts", lambda n=node: all(
             (p["prefixes_received"], p["prefixes_accepted"], p["prefixes_advertised"]) == (1, 1, 1)
+            and p["end_of_rib_received"] and p["end_of_rib_sent"]
             for p in status(lab, n)["peers"]))
         wait_for(f"{node}: kernel routes", lambda n=node: bgp_routes(lab, n) == plain_routes(n))
     table = bgpd_cli(lab, "node1", "status")
