@@ -601,6 +601,28 @@ class Lab:
             if wanted is None or handle.name in wanted:
                 self.kill(handle, grace=grace)
 
+    def daemon_pid(self, node: str, name: str) -> int:
+        """PID (in the lab's kernel) of daemon ``name`` on ``node``: the process the lab
+        started, or on a node whose Calyx runs from the DaemonSet the container's process (the
+        only child of the kubelet's wrapper shell)."""
+        if not self.runs_kubelet(node):
+            handle = self._process(node, name)
+            if handle is None or not self.alive(handle):
+                raise LabError(f"node {node}: daemon {name} is not running")
+            return handle.pid
+        from calyxlab.kubelet.records import Records
+        records = Records(self.names.kubelet_records(node))
+        wrappers = [r.pid for r in records.containers.values() if r.container == name]
+        if not wrappers:
+            raise LabError(f"node {node}: no container {name} in the kubelet's records")
+        wrapper = wrappers[-1]
+        res = self.run_root(["cat", f"/proc/{wrapper}/task/{wrapper}/children"])
+        children = res.stdout.split()
+        if res.returncode != 0 or len(children) != 1:
+            raise LabError(f"node {node}: container {name} (wrapper {wrapper}) has children "
+                           f"{children or '(none)'}, expected exactly the daemon")
+        return int(children[0])
+
     def daemon_log(self, node: str, name: str) -> str:
         """The log of daemon ``name`` on ``node``: a process the lab started, else the newest
         log of a container of that name the node's kubelet ran."""

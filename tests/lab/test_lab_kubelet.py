@@ -57,12 +57,7 @@ def all_ready(lab: Lab) -> bool:
 
 
 def daemon_pid(lab: Lab, node: str, container: str) -> int:
-    """PID of the daemon itself (the child of the kubelet's wrapper shell)."""
-    records = Records(lab.names.kubelet_records(node))
-    wrapper = next(r.pid for r in records.containers.values() if r.container == container)
-    children = Path(f"/proc/{wrapper}/task/{wrapper}/children").read_text().split()
-    assert len(children) == 1, f"{container} on {node}: wrapper {wrapper} has children {children}"
-    return int(children[0])
+    return lab.daemon_pid(node, container)
 
 
 def jwt_claims(token: str) -> dict:
