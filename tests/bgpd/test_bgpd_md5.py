@@ -37,13 +37,13 @@ CIDRS = {"node1": "10.244.1.0/24", "node2": "10.244.2.0/24"}
 BIRD, BIRD_NET, BIRD_KEY = "10.0.0.253", "198.51.100.0/24", "bird-Md5-k3y"     # as in labs/md5/bird.conf
 FRR, FRR_NET, FRR_KEY = "10.0.0.254", "203.0.113.0/24", "frr-Md5-k3y"          # as in labs/md5/frr.conf
 FRR_KEY_ROTATED = "frr-R0tated-k3y"
-MESH_KEY = "mesh-Md5-s3cret"
+MESH_KEY, MESH_KEY_ROTATED = "mesh-Md5-s3cret", "mesh-R0tated-s3cret"
 WRONG_KEY = "wr0ng-Md5-k3y"
 MESH_SECRET, PEER_SECRET, ABSENT_SECRET = "bgp-mesh", "bgp-peers", "bgp-absent"
 UNGRANTED_SECRET = "bgp-ungranted"
 HEALTH_PORT = 9098
 # Every password these tests hand bgpd: none may show anywhere (test_no_password_anywhere).
-PASSWORDS = (MESH_KEY, BIRD_KEY, FRR_KEY, FRR_KEY_ROTATED, WRONG_KEY)
+PASSWORDS = (MESH_KEY, MESH_KEY_ROTATED, BIRD_KEY, FRR_KEY, FRR_KEY_ROTATED, WRONG_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +215,24 @@ def test_rotating_a_secret_rekeys_its_sessions_alone(lab):
                  == f"via {FRR} dev eth1")
     wait_for("FRR has both nodes Established with the new key",
              lambda: frr_established(lab) == set(NODES.values()))
+
+
+def test_rotating_the_mesh_password_keeps_the_routers_sessions(lab):
+    before = {n: status(lab, n) for n in NODES}
+    rotated_at = time.time()
+    apply(lab, secret(MESH_SECRET, password=MESH_KEY_ROTATED))
+    for node in NODES:
+        other = next(a for n, a in NODES.items() if n != node)
+        wait_for(f"{node}: the mesh session back with the new key", lambda n=node, o=other: (
+            p := status_row(lab, n, o)) and p["state"] == "Established" and p["since"] > rotated_at
+            and p["info"] == "")
+        assert base64.b64encode(MESH_KEY_ROTATED.encode()).decode() in neighbor_block(exabgp_config(lab, node), other)
+        st = status(lab, node)
+        for address in (BIRD, FRR):
+            assert peers(st)[address]["since"] == peers(before[node])[address]["since"], \
+                f"{node}: session to {address} was reset"
+            assert peers(st)[address]["state"] == "Established"
+        assert st["exabgp_pid"] == before[node]["exabgp_pid"] and st["exabgp_restarts"] == 0
 
 
 def test_a_wrong_key_shows_the_md5_hint_in_status(lab):
