@@ -118,6 +118,8 @@ class Sessions:
                 log.info("peer_added", peer=str(address), type=peer.peer_type.value, source=peer.source,
                          asn=peer.peer_as)
             else:
+                if s.peer.error and not peer.error and s.info == s.peer.error:
+                    s.info = ""     # the problem is solved (a Secret read): ExaBGP's reports follow
                 s.peer = replace(peer)
                 if peer.error:
                     s.info = peer.error

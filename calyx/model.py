@@ -760,8 +760,9 @@ class Snapshot:
     bgp_configuration: BGPConfiguration = field(default_factory=BGPConfiguration)
     bgp_peers: Mapping[str, BGPPeer] = field(default_factory=dict)
     blocks: Mapping[str, IPAMBlock] = field(default_factory=dict)
-    # (namespace, name) -> {key: decoded value}; only what the daemon watches (bgpd: passwords)
-    secrets: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    # (namespace, name) -> {key: decoded value}; only what the daemon watches (bgpd: passwords).
+    # Left out of the repr: the values are passwords.
+    secrets: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict, repr=False)
     # (namespace, name) -> why a Secret watched by name is not in ``secrets`` although it may
     # exist: "not read from the API yet", "cannot be read: HTTP 403 Forbidden: ...". A Secret
     # in neither mapping was not found.

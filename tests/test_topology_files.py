@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO / "containerlab" / "schema" / "clab.schema.json"
 TOPOLOGIES = sorted((REPO / "containerlab").glob("**/*.clab.yml")) + sorted(
     (REPO / "tests" / "lab" / "topologies").glob("**/*.clab.yml")) + sorted(
-    (REPO / "tests" / "e2e" / "topologies").glob("**/*.clab.yml"))
+    (REPO / "tests" / "e2e" / "topologies").glob("**/*.clab.yml")) + sorted(
+    (REPO / "tests" / "bgpd" / "labs").glob("**/*.clab.yml"))
 
 
 @pytest.fixture(scope="module")

@@ -120,3 +120,17 @@ def test_a_new_import_policy_judges_everything_received_again() -> None:
                                       cluster_next_hops=CTX.cluster_next_hops)
     s.set_import_policy(local_speaker(SNAPSHOT, "a"), narrower)
     assert s.take_dirty().everything and s.rib.count(B) == 0
+
+
+def test_a_password_problem_solved_leaves_no_stale_info() -> None:
+    from dataclasses import replace
+    s, _ = sessions()
+    peer = s[B].peer
+    broken = replace(peer, error="BGPConfiguration 'default' nodeMeshPassword: password.secretKeyRef.name: "
+                                 "'bgp-mesh': Secret not found in 'calyx-system'")
+    s.set_peers({B: broken})
+    assert (s[B].state, s[B].info) == ("Idle", broken.error)
+    s.set_peers({B: replace(peer, password="now-read")})
+    assert s[B].info == ""          # configured now: what ExaBGP reports from here on fills INFO
+    s.handle(msg.StateEvent(B, "down", reason="connection refused"))
+    assert s[B].info == "connection refused"
