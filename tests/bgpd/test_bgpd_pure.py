@@ -382,7 +382,7 @@ def test_config_text_writes_neighbors_in_full_with_base64_password() -> None:
     assert "run /usr/bin/python3 -m bgpd.exabgp.bridge /run/x.sock;" in text
     assert "neighbor 10.0.0.2 {" in text and "peer-as 65002;" in text and "local-as 64512;" in text
     assert "md5-password d2UiaXJkOyB9;" in text and "md5-base64 true;" in text and "weird" not in text
-    assert "inherit" not in text and "graceful-restart 120;" in text
+    assert "inherit" not in text and "graceful-restart 120;" in text and "manual-eor true;" in text
     env = exaconfig.environment(local_speaker(s, "a"), settings)
     assert env["exabgp.daemon.user"] == "root" and env["exabgp.tcp.bind"] == "10.0.0.1"
 
