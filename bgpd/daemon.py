@@ -69,14 +69,17 @@ FEEDER_MAX_AGE = 60.0      # the feeder ticks every second; a snapshot waits at 
 
 
 def watch_specs() -> list[WatchSpec]:
-    """The resources bgpd watches whole. Secrets are not among them: bgpd watches each Secret
-    its configuration refers to by name (:func:`settled_snapshot`)."""
+    """The resources bgpd watches whole: Services and EndpointSlices for Service advertisement
+    (:mod:`bgpd.services`; cached cut down to what it reads). Secrets are not among them: bgpd
+    watches each Secret its configuration refers to by name (:func:`settled_snapshot`)."""
     return [
         WatchSpec(resources.NODES),
         WatchSpec(resources.IPPOOLS),
         WatchSpec(resources.IPAMBLOCKS),
         WatchSpec(resources.BGPCONFIGURATIONS),
         WatchSpec(resources.BGPPEERS),
+        WatchSpec(resources.SERVICES),
+        WatchSpec(resources.ENDPOINTSLICES),
     ]
 
 

@@ -5,8 +5,11 @@ Pure code. Advertised:
   node's address (the session's local address when its BGPPeer says ``sourceAddress: None``),
   except those inside an IPPool with ``disableBGPExport``;
 * to peers outside the cluster (BGPPeers whose address is no cluster node): the service
-  CIDRs of BGPConfiguration (serviceClusterIPs, serviceExternalIPs, serviceLoadBalancerIPs),
-  so networks behind those routers reach services; cluster nodes would refuse them anyway;
+  prefixes of :mod:`bgpd.services` (the ranges of BGPConfiguration's serviceClusterIPs,
+  serviceExternalIPs and serviceLoadBalancerIPs, and the /32s of Services this node has ready
+  endpoints of), so networks behind those routers reach Services. Cluster nodes are not sent
+  them: they have the Services themselves (Calico sends them and has every node reject them on
+  import; not sending them comes to the same);
 * on a route reflector: the reflected paths (see :mod:`bgpd.reflector`);
 * to eBGP peers: the best paths learned over iBGP for prefixes inside an IPPool without
   ``disableBGPExport`` (other nodes' blocks, as Calico's export filter passes them), with
@@ -45,11 +48,6 @@ def own_prefixes(snapshot: Snapshot, node_name: str) -> tuple[IPv4Network, ...]:
 def exportable_pools(snapshot: Snapshot) -> tuple[IPv4Network, ...]:
     """The pool CIDRs whose learned routes may go on to eBGP peers (not disableBGPExport)."""
     return tuple(sorted({p.cidr for p in snapshot.ippools.values() if not p.disable_bgp_export}))
-
-
-def service_prefixes(snapshot: Snapshot) -> tuple[IPv4Network, ...]:
-    c = snapshot.bgp_configuration
-    return tuple(sorted(set(c.service_cluster_ips + c.service_external_ips + c.service_load_balancer_ips)))
 
 
 @dataclass(frozen=True)

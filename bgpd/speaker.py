@@ -35,13 +35,14 @@ from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages as msg
 from bgpd.exabgp.process import ExaBGPProcess, bridge_argv
 from bgpd.endofrib import EndOfRibRule
-from bgpd.export import ExportPolicy, exportable_pools, own_prefixes, service_prefixes
+from bgpd.export import ExportPolicy, exportable_pools, own_prefixes
 from bgpd.installer import Installer
 from bgpd.md5 import Md5Diagnosis, read_md5_counters
 from bgpd.metrics import SpeakerMetrics
 from bgpd.peers import LocalSpeaker, PeerSetError, local_speaker, peer_set
 from bgpd.propagation import Propagation
 from bgpd.rib import Rib
+from bgpd.services import ServiceAdvertisement, service_advertisement
 from bgpd.sessions import Actions, Sessions
 from bgpd.settling import Settling
 
@@ -111,6 +112,7 @@ class Speaker:
         self._local: LocalSpeaker | None = None
         self._ctx: importer.ImportContext | None = None
         self._policy: ExportPolicy | None = None
+        self._services = ServiceAdvertisement()
         self._propagation = Propagation()
         self._settling = Settling(settings.ipip_enable_delay)
         self._end_of_rib = EndOfRibRule(deferral=settings.graceful_restart / 2)
@@ -253,17 +255,41 @@ class Speaker:
                            if n.bgp_address is not None and n.name != name)
         ctx = importer.ImportContext(local=local_if, own_networks=tuple(own_networks),
                                      pools=dict(snapshot.ippools), cluster_next_hops=others)
+        services = service_advertisement(snapshot, name)
+        self._log_service_changes(services)
         policy = ExportPolicy(local, peers, frozenset(own_prefixes(snapshot, name)),
-                              frozenset(service_prefixes(snapshot)), frozenset(exportable_pools(snapshot)))
+                              services.prefixes, frozenset(exportable_pools(snapshot)))
         if local != self._local or peers != self._sessions.peers():
             self._sessions.set_peers(peers)
             self._local = local
             self._write_config()
         if (policy, ctx) == (self._policy, self._ctx):
             return      # nothing this node's routing depends on changed (another node's pods, ...)
+        previous = self._policy
+        if previous is not None and ctx == self._ctx and replace(previous, services=policy.services) == policy:
+            # Only the service prefixes changed (an endpoint came or went): announce or
+            # withdraw those alone, nothing received needs judging again.
+            self._policy = policy
+            self._sessions.dirty.touch(previous.services ^ policy.services)
+            return
         self._local, self._ctx, self._policy = local, ctx, policy
         # Policy changed (pools, own CIDRs, peers): everything received is judged again.
         self._sessions.set_import_policy(local, ctx)
+
+    def _log_service_changes(self, services: ServiceAdvertisement) -> None:
+        """Log each Service /32 this node starts or stops originating, naming the Services."""
+        before = self._services.addresses
+        for prefix in sorted(set(services.addresses) - set(before)):
+            log.info("service_address_advertised", prefix=str(prefix),
+                     services=["/".join(key) for key in services.addresses[prefix]],
+                     why="ready local endpoint or single-address entry")
+        for prefix in sorted(set(before) - set(services.addresses)):
+            log.info("service_address_withdrawn", prefix=str(prefix),
+                     services=["/".join(key) for key in before[prefix]],
+                     why="no ready local endpoint, or the Service or its address is gone")
+        if services.ranges != self._services.ranges:
+            log.info("service_ranges", ranges=[str(r) for r in sorted(services.ranges)])
+        self._services = services
 
     def _write_config(self, force: bool = False) -> None:
         local = self._local

@@ -19,6 +19,7 @@ import base64
 import binascii
 import enum
 import re
+import sys
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface, ip_network
 from typing import Any, Callable, Iterable, Mapping
@@ -35,6 +36,8 @@ KIND_IPAM_BLOCK = "IPAMBlock"
 KIND_NODE = "Node"
 KIND_POD = "Pod"
 KIND_SECRET = "Secret"
+KIND_SERVICE = "Service"
+KIND_ENDPOINT_SLICE = "EndpointSlice"
 
 # Node annotations (Calico's projectcalico.org/* equivalents).
 ANNOTATION_IPV4_ADDRESS = "calyx.dev/ipv4-address"            # "10.0.0.5/24"
@@ -631,6 +634,217 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
     )
 
 
+# --- Services and EndpointSlices (core / discovery.k8s.io objects, parsed without a schema) ---
+#
+# bgpd advertises Service addresses over BGP. It keeps only these small views of the two kinds
+# (thousands of objects in a big cluster); :func:`service_essentials` and
+# :func:`endpoint_slice_essentials` cut a raw object down to what the parsers read before it is
+# cached at all.
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+TRAFFIC_POLICIES = ("Cluster", "Local")
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"     # an EndpointSlice's Service
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What Service advertisement needs of one Service: its IPv4 addresses and traffic policies.
+    ``load_balancer_ips`` are the addresses the load-balancer implementation has published in
+    ``status.loadBalancer.ingress``, not the ones asked for in the spec."""
+
+    namespace: str
+    name: str
+    type: str = "ClusterIP"
+    cluster_ips: tuple[IPv4Address, ...] = ()          # none for a headless Service
+    external_ips: tuple[IPv4Address, ...] = ()
+    load_balancer_ips: tuple[IPv4Address, ...] = ()
+    external_traffic_local: bool = False               # externalTrafficPolicy: Local
+    internal_traffic_local: bool = False               # internalTrafficPolicy: Local
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class EndpointSliceInfo:
+    """One EndpointSlice reduced to where its ready IPv4 endpoints run: (node, count) pairs,
+    sorted by node. Endpoints without ``conditions.ready`` count as ready (the API's rule for
+    an unknown state); those without ``nodeName`` belong to no node. A slice of another
+    address type has none."""
+
+    namespace: str
+    name: str
+    service: str | None                                 # label kubernetes.io/service-name
+    ready_by_node: tuple[tuple[str, int], ...] = ()
+
+    def ready_on(self, node: str) -> int:
+        return next((count for name, count in self.ready_by_node if name == node), 0)
+
+
+def _namespaced_metadata(kind: str, obj: Mapping[str, Any]) -> tuple[_Where, str, str, Mapping[str, Any]]:
+    if not isinstance(obj, Mapping):
+        raise ValidationError(kind, "?", "(object)", obj, "not a Kubernetes object (expected a mapping)")
+    meta = obj.get("metadata") or {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    where = _Where(kind, f"{namespace}/{name}")
+    if not isinstance(name, str) or not name:
+        raise where.error("metadata.name", name, "required")
+    if not isinstance(namespace, str) or not namespace:
+        raise where.error("metadata.namespace", namespace, "required")
+    return where, namespace, name, meta
+
+
+def _ipv4_addresses(where: _Where, path: str, values: Any) -> tuple[IPv4Address, ...]:
+    """The IPv4 entries of a list of addresses; IPv6 ones are skipped, bad ones refused."""
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise where.error(path, values, "must be a list of IP addresses")
+    out = []
+    for index, value in enumerate(values):
+        if isinstance(value, str) and ":" in value:
+            continue
+        out.append(_ipv4_address(where, f"{path}[{index}]", value, "IP address"))
+    return tuple(out)
+
+
+def _choice(where: _Where, path: str, value: Any, allowed: tuple[str, ...], default: str) -> str:
+    if value is None or value == "":
+        return default
+    if value not in allowed:
+        raise where.error(path, value, f"must be one of {', '.join(allowed)}")
+    return value
+
+
+def _mapping(where: _Where, path: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise where.error(path, value, "must be an object")
+    return value
+
+
+def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
+    where, namespace, name, _ = _namespaced_metadata(KIND_SERVICE, obj)
+    spec = _mapping(where, "spec", obj.get("spec"))
+    status = _mapping(where, "status", obj.get("status"))
+    service_type = _choice(where, "spec.type", spec.get("type"), SERVICE_TYPES, "ClusterIP")
+    path = "spec.clusterIPs" if spec.get("clusterIPs") else "spec.clusterIP"
+    raw_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    if isinstance(raw_ips, list):
+        raw_ips = [ip for ip in raw_ips if ip != "None"]      # a headless Service has none
+    cluster_ips = _ipv4_addresses(where, path, raw_ips)
+    balancer = _mapping(where, "status.loadBalancer", status.get("loadBalancer"))
+    ingress = balancer.get("ingress") or []
+    if not isinstance(ingress, list):
+        raise where.error("status.loadBalancer.ingress", ingress, "must be a list")
+    lb_ips = []
+    for index, entry in enumerate(ingress):
+        entry = _mapping(where, f"status.loadBalancer.ingress[{index}]", entry)
+        ip = entry.get("ip")
+        if not ip or (isinstance(ip, str) and ":" in ip):
+            continue        # a hostname-only entry, or IPv6
+        lb_ips.append(_ipv4_address(where, f"status.loadBalancer.ingress[{index}].ip", ip, "IP address"))
+    external = _choice(where, "spec.externalTrafficPolicy", spec.get("externalTrafficPolicy"),
+                       TRAFFIC_POLICIES, "Cluster")
+    internal = _choice(where, "spec.internalTrafficPolicy", spec.get("internalTrafficPolicy"),
+                       TRAFFIC_POLICIES, "Cluster")
+    return ServiceInfo(
+        namespace=namespace,
+        name=name,
+        type=service_type,
+        cluster_ips=cluster_ips,
+        external_ips=_ipv4_addresses(where, "spec.externalIPs", spec.get("externalIPs")),
+        load_balancer_ips=tuple(lb_ips),
+        external_traffic_local=external == "Local",
+        internal_traffic_local=internal == "Local",
+    )
+
+
+def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSliceInfo:
+    where, namespace, name, meta = _namespaced_metadata(KIND_ENDPOINT_SLICE, obj)
+    labels = _string_map(where, "metadata.labels", meta.get("labels"))
+    endpoints = obj.get("endpoints") or []
+    if not isinstance(endpoints, list):
+        raise where.error("endpoints", endpoints, "must be a list")
+    ready: dict[str, int] = {}
+    ipv4 = obj.get("addressType") == "IPv4"
+    for index, endpoint in enumerate(endpoints):
+        endpoint = _mapping(where, f"endpoints[{index}]", endpoint)
+        conditions = _mapping(where, f"endpoints[{index}].conditions", endpoint.get("conditions"))
+        is_ready = conditions.get("ready")
+        if is_ready is not None and not isinstance(is_ready, bool):
+            raise where.error(f"endpoints[{index}].conditions.ready", is_ready, "must be true or false")
+        node = endpoint.get("nodeName")
+        if node is not None and (not isinstance(node, str) or not node):
+            raise where.error(f"endpoints[{index}].nodeName", node, "must be a node name")
+        if ipv4 and node and is_ready is not False:
+            ready[node] = ready.get(node, 0) + 1
+    return EndpointSliceInfo(
+        namespace=namespace,
+        name=name,
+        service=labels.get(LABEL_SERVICE_NAME) or None,
+        ready_by_node=tuple(sorted((sys.intern(node), count) for node, count in ready.items())),
+    )
+
+
+def _essential_metadata(obj: Mapping[str, Any], labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        return {}
+    kept = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp") if k in meta}
+    found = meta.get("labels")
+    if labels and isinstance(found, Mapping):
+        kept["labels"] = {k: found[k] for k in labels if k in found}
+    return kept
+
+
+def service_essentials(obj: dict[str, Any]) -> dict[str, Any]:
+    """A raw Service cut down to what :func:`parse_service` reads and an Event about it names."""
+    out: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind") if k in obj}
+    out["metadata"] = _essential_metadata(obj)
+    spec = obj.get("spec")
+    if isinstance(spec, Mapping):
+        out["spec"] = {k: spec[k] for k in ("type", "clusterIP", "clusterIPs", "externalIPs",
+                                            "externalTrafficPolicy", "internalTrafficPolicy") if k in spec}
+    else:
+        out["spec"] = spec
+    status = obj.get("status")
+    if isinstance(status, Mapping) and "loadBalancer" in status:
+        out["status"] = {"loadBalancer": status["loadBalancer"]}
+    elif status is not None and not isinstance(status, Mapping):
+        out["status"] = status
+    return out
+
+
+def endpoint_slice_essentials(obj: dict[str, Any]) -> dict[str, Any]:
+    """A raw EndpointSlice cut down to what :func:`parse_endpoint_slice` reads (each endpoint's
+    node and readiness, not its addresses, ports, zone or target) and an Event about it names."""
+    out: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind", "addressType") if k in obj}
+    out["metadata"] = _essential_metadata(obj, (LABEL_SERVICE_NAME,))
+    endpoints = obj.get("endpoints")
+    if isinstance(endpoints, list):
+        slim = []
+        for endpoint in endpoints:
+            if not isinstance(endpoint, Mapping):
+                slim.append(endpoint)
+                continue
+            entry: dict[str, Any] = {}
+            if "nodeName" in endpoint:
+                entry["nodeName"] = endpoint["nodeName"]
+            conditions = endpoint.get("conditions")
+            if isinstance(conditions, Mapping):
+                entry["conditions"] = {"ready": conditions["ready"]} if "ready" in conditions else {}
+            elif conditions is not None:
+                entry["conditions"] = conditions
+            slim.append(entry)
+        out["endpoints"] = slim
+    elif endpoints is not None:
+        out["endpoints"] = endpoints
+    return out
+
+
 def block_name(cidr: IPv4Network | str) -> str:
     """IPAMBlock object name of a block: 10.244.1.0/26 -> "10-244-1-0-26"."""
     network = ip_network(cidr) if isinstance(cidr, str) else cidr
@@ -686,6 +900,8 @@ def parsers(schemas: SpecSchemas) -> Mapping[str, Callable[[Mapping[str, Any]], 
         KIND_IPAM_BLOCK: lambda obj: parse_ipam_block(obj, schemas),
         KIND_NODE: parse_node,
         KIND_POD: parse_pod,
+        KIND_SERVICE: parse_service,
+        KIND_ENDPOINT_SLICE: parse_endpoint_slice,
     }
 
 
@@ -767,3 +983,6 @@ class Snapshot:
     # exist: "not read from the API yet", "cannot be read: HTTP 403 Forbidden: ...". A Secret
     # in neither mapping was not found.
     secret_errors: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # Only what bgpd watches for Service advertisement, by (namespace, name).
+    services: Mapping[tuple[str, str], ServiceInfo] = field(default_factory=dict)
+    endpoint_slices: Mapping[tuple[str, str], EndpointSliceInfo] = field(default_factory=dict)

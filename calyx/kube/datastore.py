@@ -78,6 +78,7 @@ class _Binding:
     snapshot_field: str
     snapshot_key: Callable[[Key], Any]
     errors_field: str | None = None     # why objects watched by name are absent, by snapshot key
+    keep: Callable[[RawObject], RawObject] | None = None    # what of a raw object is cached
 
 
 def bindings(schemas: SpecSchemas) -> dict[Resource, _Binding]:
@@ -92,6 +93,10 @@ def bindings(schemas: SpecSchemas) -> dict[Resource, _Binding]:
         resources.BGPPEERS: _Binding(parse[model.KIND_BGP_PEER], "bgp_peers", _by_name),
         resources.IPAMBLOCKS: _Binding(parse[model.KIND_IPAM_BLOCK], "blocks", _by_name),
         resources.SECRETS: _Binding(_secret_values, "secrets", _by_namespace_and_name, "secret_errors"),
+        resources.SERVICES: _Binding(parse[model.KIND_SERVICE], "services", _by_namespace_and_name,
+                                     keep=model.service_essentials),
+        resources.ENDPOINTSLICES: _Binding(parse[model.KIND_ENDPOINT_SLICE], "endpoint_slices",
+                                           _by_namespace_and_name, keep=model.endpoint_slice_essentials),
     }
 
 
@@ -214,7 +219,7 @@ class Datastore:
             store.cache = Cache(on_change=self._recorder_for(store))   # the recorder needs the store
             store.reflector = Reflector(kube_client.clone(client), spec, store.cache, self._metrics,
                                         watch_timeout=watch_timeout, backoff=backoff(),
-                                        on_synced=self._mark_changed)
+                                        on_synced=self._mark_changed, keep=store.binding.keep)
             self._stores[spec.resource] = store
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -322,7 +327,7 @@ class Datastore:
                                         watch_timeout=self._watch_timeout, backoff=self._backoff(),
                                         on_synced=lambda: self._announce(store),
                                         label="/".join(part for part in (str(resource), key[1], name) if part),
-                                        on_error=lambda: self._announce(store))
+                                        on_error=lambda: self._announce(store), keep=store.binding.keep)
             self._named[key] = store
             start = self._running
         self._log.info("watching by name", kind=resource.kind, namespace=key[1] or None, name=name,

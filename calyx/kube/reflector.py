@@ -217,10 +217,12 @@ class Reflector:
     def __init__(self, api: kubernetes.client.ApiClient, spec: WatchSpec, cache: Cache,
                  metrics: ReflectorMetrics, watch_timeout: float = 300.0, backoff: Backoff | None = None,
                  on_synced: Callable[[], None] | None = None, rng: random.Random | None = None,
-                 label: str | None = None, on_error: Callable[[], None] | None = None) -> None:
+                 label: str | None = None, on_error: Callable[[], None] | None = None,
+                 keep: Callable[[RawObject], RawObject] | None = None) -> None:
         """``label`` names the reflector in metrics and logs (default: the resource);
         ``on_error`` is called whenever :attr:`error` changes (a new failure, or cleared by a
-        successful list)."""
+        successful list); ``keep`` cuts each (trimmed) object down to what its readers need
+        before it is cached."""
         self.api = api
         self.spec = spec
         self.cache = cache
@@ -239,6 +241,7 @@ class Reflector:
         self._thread: threading.Thread | None = None
         self.resource_version = ""
         self._label = label or str(spec.resource)
+        self._keep = keep
         self._log = get_logger("calyx.kube.reflector")
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -352,7 +355,7 @@ class Reflector:
         spec = self.spec
         listed = resources.list_objects(self.api, spec.resource, spec.namespace,
                                         spec.label_selector, spec.field_selector)
-        changes = self.cache.replace([resources.trimmed(obj) for obj in listed.items])
+        changes = self.cache.replace([self._cached_form(obj) for obj in listed.items])
         self._set_error(None)
         first = not self._synced.is_set()
         if not first:
@@ -369,6 +372,10 @@ class Reflector:
             self.metrics.synced.labels(self._label).set(1)
             if self._on_synced is not None:
                 self._on_synced()
+
+    def _cached_form(self, obj: RawObject) -> RawObject:
+        trimmed = resources.trimmed(obj)
+        return self._keep(trimmed) if self._keep is not None else trimmed
 
     def _jittered_timeout(self) -> int:
         return max(1, int(self.watch_timeout * self._rng.uniform(1.0, 1.2)))
@@ -423,7 +430,7 @@ class Reflector:
             return
         self.metrics.events.labels(label, event_type).inc()
         resources.with_type(self.spec.resource, obj)
-        self.cache.apply(event_type, resources.trimmed(obj))
+        self.cache.apply(event_type, self._cached_form(obj))
         self.metrics.objects.labels(label).set(len(self.cache))
         self.resource_version = resources.resource_version_of(obj) or self.resource_version
 

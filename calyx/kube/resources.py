@@ -1,8 +1,8 @@
 """The Kubernetes resources Calyx reads and writes, and generic list/watch/get/create/patch/
 delete helpers over them.
 
-Core kinds go through ``CoreV1Api``, Calyx's own kinds (group ``calyx.dev``) through
-``CustomObjectsApi``; callers pass a :class:`Resource` and get plain dicts back either way
+Core kinds go through ``CoreV1Api``, the others (Calyx's own kinds, group ``calyx.dev``, and
+EndpointSlices, ``discovery.k8s.io``) through ``CustomObjectsApi``; callers pass a :class:`Resource` and get plain dicts back either way
 (responses are read unparsed and decoded as JSON, so no model classes are built).
 """
 from __future__ import annotations
@@ -58,11 +58,15 @@ IPPOOLS = Resource(model.GROUP, model.VERSION, "ippools", "IPPool", False)
 BGPCONFIGURATIONS = Resource(model.GROUP, model.VERSION, "bgpconfigurations", "BGPConfiguration", False)
 BGPPEERS = Resource(model.GROUP, model.VERSION, "bgppeers", "BGPPeer", False)
 IPAMBLOCKS = Resource(model.GROUP, model.VERSION, "ipamblocks", "IPAMBlock", False)
+SERVICES = Resource("", "v1", "services", "Service", True)
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True)
 
-ALL = (PODS, NODES, SECRETS, EVENTS, NAMESPACES, IPPOOLS, BGPCONFIGURATIONS, BGPPEERS, IPAMBLOCKS)
+ALL = (PODS, NODES, SECRETS, EVENTS, NAMESPACES, IPPOOLS, BGPCONFIGURATIONS, BGPPEERS, IPAMBLOCKS, SERVICES,
+       ENDPOINTSLICES)
 
 # Also reachable as ``Resource.PODS`` etc., the spelling docs/architecture.md uses.
-for _name in ("PODS", "NODES", "SECRETS", "EVENTS", "NAMESPACES", "IPPOOLS", "BGPCONFIGURATIONS", "BGPPEERS", "IPAMBLOCKS"):
+for _name in ("PODS", "NODES", "SECRETS", "EVENTS", "NAMESPACES", "IPPOOLS", "BGPCONFIGURATIONS", "BGPPEERS", "IPAMBLOCKS",
+              "SERVICES", "ENDPOINTSLICES"):
     setattr(Resource, _name, globals()[_name])
 del _name
 

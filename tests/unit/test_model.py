@@ -436,7 +436,8 @@ def test_secret_decoding_and_error_hides_value():
 
 
 def test_parsers_table_covers_every_kind():
-    assert set(model.parsers(SCHEMAS)) == {"IPPool", "BGPConfiguration", "BGPPeer", "IPAMBlock", "Node", "Pod"}
+    assert set(model.parsers(SCHEMAS)) == {"IPPool", "BGPConfiguration", "BGPPeer", "IPAMBlock", "Node", "Pod",
+                                           "Service", "EndpointSlice"}
     assert set(model.parsers(SCHEMAS)) >= SCHEMAS.kinds
 
 
