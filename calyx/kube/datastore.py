@@ -11,6 +11,10 @@ One that is refused (403) or not found is reported (log line, Warning Event on e
 referring to it, :meth:`Datastore.named`, ``Snapshot.secret_errors``) without disturbing any
 other watch, and a version read before a refusal stays in the snapshot.
 
+A resource's binding may cut raw objects down before they are cached (Services and
+EndpointSlices: only what their parsers read, ``calyx.model.service_essentials`` and
+``endpoint_slice_essentials``), so bgpd holds thousands of them cheaply.
+
 Parsing is incremental: the caches record which keys changed since the last snapshot and only
 those objects go through ``calyx.model.parse_*`` again; everything else is reused. An object
 that fails validation is reported once per (object, resourceVersion) — a structured log line and

@@ -134,6 +134,13 @@ NODE_AGENT_REFUSED = [
     Access("list", "events"), Access("delete", "events", "default"),
     Access("create", "serviceaccounts", NAMESPACE, subresource="token", name=CNI_PLUGIN),
     Access("list", "configmaps", NAMESPACE), Access("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    # Services and EndpointSlices: read (bgpd's Service advertisement), never written.
+    Access("get", "services", "default"), Access("create", "services", "default"),
+    Access("patch", "services", "default"), Access("patch", "services", "default", subresource="status"),
+    Access("delete", "services", "default"), Access("list", "endpoints"),
+    Access("get", "endpointslices.discovery.k8s.io", "default"),
+    Access("create", "endpointslices.discovery.k8s.io", "default"),
+    Access("update", "endpointslices.discovery.k8s.io", "default"),
 ]
 CNI_PLUGIN_REFUSED = [
     Access("watch", "nodes"), Access("patch", "nodes"),
@@ -145,6 +152,7 @@ CNI_PLUGIN_REFUSED = [
     Access("list", "bgppeers.calyx.dev"), Access("watch", "bgpconfigurations.calyx.dev"),
     Access("list", "secrets", NAMESPACE), Access("get", "secrets", NAMESPACE, name=TOKEN_SECRET),
     Access("create", "events", "default"),
+    Access("list", "services"), Access("list", "endpointslices.discovery.k8s.io"),
 ]
 
 TABLE = ([(NODE_AGENT, a, True) for a in NODE_AGENT_USES + NODE_AGENT_ALSO_GRANTED]
@@ -251,6 +259,9 @@ def test_felix_and_bgpd_datastores_sync_as_their_account(installed: ChartCluster
                 assert snapshot.secrets == {(NAMESPACE, "bgp-passwords"): {"tor-a": "alpha", "tor-b": "beta"},
                                             (NAMESPACE, "bgp-mesh"): {"pw": "m"}}
                 assert snapshot.bgp_peers["tor-rack-a"].password == model.SecretKeyRef("bgp-passwords", "tor-a")
+                # Service advertisement's reads (EndpointSlices too: the datastore synced), here
+                # the API server's own Service.
+                assert snapshot.services[("default", "kubernetes")].cluster_ips
     finally:
         installed.kubectl("delete", "secret", "bgp-passwords", "bgp-mesh", "-n", NAMESPACE)
 
