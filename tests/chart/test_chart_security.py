@@ -168,7 +168,8 @@ def test_cluster_roles_are_exactly_what_each_identity_uses(rendered_scenarios: d
         assert _bound(rendered, "ClusterRoleBinding", "ClusterRole") == {
             # felix and bgpd: their datastores list and watch; felix's garbage collector deletes
             # the blocks of deleted nodes; felix publishes its node's VXLAN tunnel endpoint
-            # (patch); both record Events.
+            # (patch); both record Events; bgpd reads Services and EndpointSlices to advertise
+            # Service addresses.
             "calyx": {
                 ("", "pods"): WATCH,
                 ("", "nodes"): WATCH | {"patch"},
@@ -176,6 +177,8 @@ def test_cluster_roles_are_exactly_what_each_identity_uses(rendered_scenarios: d
                 ("calyx.dev", "bgpconfigurations"): WATCH,
                 ("calyx.dev", "bgppeers"): WATCH,
                 ("calyx.dev", "ipamblocks"): WATCH | {"delete"},
+                ("", "services"): WATCH,
+                ("discovery.k8s.io", "endpointslices"): WATCH,
                 ("", "events"): {"create", "patch"},
             },
             # The CNI plugin's IPAM: its node, the pools and what they must not overlap (the
