@@ -3,8 +3,9 @@ sets them) against the lab's kube-apiserver: ``bgpd status`` / ``status -o json`
 control socket, ``/livez`` ``/readyz`` ``/metrics``, peer-set changes through the API without
 resetting unchanged sessions, keepOriginalNextHop deciding the next hop the router sees,
 adoption of installed routes on restart, ExaBGP restarted after it is killed, a session with
-sourceAddress None coming up from the source the kernel picks, and logSeverityScreen changing
-bgpd's log level while it runs.
+sourceAddress None coming up from the source the kernel picks, logSeverityScreen changing
+bgpd's log level while it runs, and Service addresses advertised to the router by the nodes
+running the Service's ready endpoints.
 
 Lab ``labs/daemon``: node1..3 (10.0.0.11-13, pod CIDRs 10.244.N.0/24, pool in Never mode) in a
 full mesh, and a BIRD router (10.0.0.254, AS 65001) announcing 198.51.100.0/24 that becomes a
@@ -20,6 +21,7 @@ import time
 
 from pathlib import Path
 
+import kubernetes.client
 import pytest
 
 from calyx.kube import client as kube_client
@@ -300,3 +302,76 @@ DEBUG_LINE = 'event="http request"'
 def bgp_configuration(**spec) -> dict:
     return {"apiVersion": "calyx.dev/v1", "kind": "BGPConfiguration", "metadata": {"name": "default"},
             "spec": spec}
+
+
+# --- Service advertisement ------------------------------------------------------------------------
+
+SERVICE_RANGES = {"serviceClusterIPs": [{"cidr": "10.96.0.0/12"}], "serviceExternalIPs": [{"cidr": "192.0.2.0/24"}],
+                  "serviceLoadBalancerIPs": [{"cidr": "203.0.113.0/24"}]}
+
+
+def router_sources(lab, prefix: str) -> dict[str, str | None]:
+    """node -> the next hop of the router's route to ``prefix`` learned from that node's session."""
+    return {node: hop for node in NODES if (hop := router_next_hop(lab, prefix, node)) is not None}
+
+
+def web_slice(namespace: str, node: str) -> dict:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": "web-1", "namespace": namespace, "labels": {"kubernetes.io/service-name": "web"}},
+            "endpoints": [{"addresses": ["10.244.1.5"], "nodeName": node, "conditions": {"ready": True}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+
+
+def test_service_addresses_are_advertised_by_the_nodes_with_ready_endpoints(lab):
+    """A Service with externalTrafficPolicy Local: the router learns its cluster IP and external
+    IP /32s from the node running its endpoint only; the endpoint moves, so do the /32s; its
+    load-balancer address is advertised once published in status. The ranges stay with every node."""
+    apply(lab, bgp_peer("office-router", peerIP=ROUTER, asNumber=65001), bgp_configuration(**SERVICE_RANGES))
+    api = kube_client.load(str(lab.kubeconfig))
+    core = kubernetes.client.CoreV1Api(api)
+    namespace = "shop"
+    core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        service = resources.create_object(api, resources.SERVICES, {
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                     "externalIPs": ["192.0.2.10", "198.51.100.200"],     # the second outside the ranges
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+        cluster_ip = f"{service['spec']['clusterIP']}/32"
+        resources.create_object(api, resources.ENDPOINTSLICES, web_slice(namespace, "node1"))
+        only = lambda node: {node: NODES[node]}     # noqa: E731
+        for prefix in (cluster_ip, "192.0.2.10/32"):
+            wait_for(f"the router learns {prefix} from node1 only", lambda p=prefix: router_sources(lab, p) == only("node1"))
+        for prefix in ("10.96.0.0/12", "192.0.2.0/24", "203.0.113.0/24"):
+            wait_for(f"every node advertises {prefix}", lambda p=prefix: router_sources(lab, p) == NODES)
+        assert router_sources(lab, "198.51.100.200/32") == {}
+        assert "192.0.2.10/32" not in routes(lab, "node2")["advertised"].get(ROUTER, [])
+        print(lab.exec("router", ["birdc", "show", "route", "192.0.2.10/32", "all"]).stdout)
+
+        # The endpoint moves to node2: node1 withdraws, node2 advertises.
+        moved_at = time.monotonic()
+        resources.patch_object(api, resources.ENDPOINTSLICES, "web-1", {"endpoints": web_slice(namespace, "node2")["endpoints"]},
+                               namespace)
+        wait_for("the router learns 192.0.2.10/32 from node2 only",
+                 lambda: router_sources(lab, "192.0.2.10/32") == only("node2"), interval=0.1)
+        print(f"endpoint moved: the router had the new origin {time.monotonic() - moved_at:.2f} s after the update")
+        wait_for("the cluster IP moves too", lambda: router_sources(lab, cluster_ip) == only("node2"))
+        assert "service_address_withdrawn" in lab.daemon_log("node1", "bgpd")
+
+        # A load-balancer address only once published in status (inside serviceLoadBalancerIPs).
+        assert router_sources(lab, "203.0.113.7/32") == {}
+        core.patch_namespaced_service_status("web", namespace, {"status": {"loadBalancer": {
+            "ingress": [{"ip": "203.0.113.7"}]}}})
+        wait_for("the router learns the LB address from node2 only",
+                 lambda: router_sources(lab, "203.0.113.7/32") == only("node2"))
+
+        # The Service goes: its /32s are withdrawn everywhere, the ranges stay.
+        core.delete_namespaced_service("web", namespace)
+        for prefix in (cluster_ip, "192.0.2.10/32", "203.0.113.7/32"):
+            wait_for(f"{prefix} withdrawn", lambda p=prefix: router_sources(lab, p) == {})
+        assert router_sources(lab, "192.0.2.0/24") == NODES
+    finally:
+        try:
+            core.delete_namespace(namespace)
+        finally:
+            api.close()
