@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -200,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> Report:
     report.note("Reference: 'whole objects' caches the Services and EndpointSlices as listed (managedFields "
                 "trimmed), as an informer without a transform would; 'no Service watch' is bgpd's datastore "
                 "without the two new watches.")
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load >= cores:
+        report.note(f"Not a quiet run: the 1-minute load average was {load:.1f} on {cores} cores at the end "
+                    "(the machine was shared); the times are pessimistic.")
     report.finish(sizes.results)
     return report
 

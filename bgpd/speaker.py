@@ -54,6 +54,7 @@ RESYNC_TIMER = "route-resync"
 TICK_INTERVAL = 1.0
 HEARTBEAT_MAX_AGE = 30.0
 MAX_BATCH = 5000
+SERVICE_LOG_DETAIL = 20     # more Service /32s changing at once are logged as one line
 
 @dataclass(frozen=True)
 class SnapshotChanged(Event):
@@ -277,16 +278,19 @@ class Speaker:
         self._sessions.set_import_policy(local, ctx)
 
     def _log_service_changes(self, services: ServiceAdvertisement) -> None:
-        """Log each Service /32 this node starts or stops originating, naming the Services."""
-        before = self._services.addresses
-        for prefix in sorted(set(services.addresses) - set(before)):
-            log.info("service_address_advertised", prefix=str(prefix),
-                     services=["/".join(key) for key in services.addresses[prefix]],
-                     why="ready local endpoint or single-address entry")
-        for prefix in sorted(set(before) - set(services.addresses)):
-            log.info("service_address_withdrawn", prefix=str(prefix),
-                     services=["/".join(key) for key in before[prefix]],
-                     why="no ready local endpoint, or the Service or its address is gone")
+        """Log each Service /32 this node starts or stops originating, naming the Services (one
+        summary line when many change at once, as at start)."""
+        before, after = self._services.addresses, services.addresses
+        for event, prefixes, owners, why in (
+                ("service_address_advertised", sorted(set(after) - set(before)), after,
+                 "ready local endpoint, or a single-address range entry"),
+                ("service_address_withdrawn", sorted(set(before) - set(after)), before,
+                 "no ready local endpoint any more, or the Service or its address is gone")):
+            if len(prefixes) > SERVICE_LOG_DETAIL:
+                log.info(event, count=len(prefixes), first=[str(p) for p in prefixes[:SERVICE_LOG_DETAIL]], why=why)
+                continue
+            for prefix in prefixes:
+                log.info(event, prefix=str(prefix), services=["/".join(key) for key in owners[prefix]], why=why)
         if services.ranges != self._services.ranges:
             log.info("service_ranges", ranges=[str(r) for r in sorted(services.ranges)])
         self._services = services
