@@ -2,8 +2,8 @@
 
 One thread per watched resource runs the list/watch protocol:
 
-1. **list** (with the spec's label/field selectors) and replace the cache, recording the list's
-   resourceVersion; the first successful list marks the reflector *synced*;
+1. **list** (with the spec's label/field selectors, in pages of 500, each object trimmed as
+   its page arrives) and replace the cache, recording the list's resourceVersion; the first successful list marks the reflector *synced*;
 2. **watch** from that resourceVersion with bookmarks and a server-side timeout (jittered so
    reflectors do not reconnect in lockstep); every event updates the cache and the
    resourceVersion, bookmarks only the resourceVersion;
@@ -354,8 +354,8 @@ class Reflector:
     def _list(self) -> None:
         spec = self.spec
         listed = resources.list_objects(self.api, spec.resource, spec.namespace,
-                                        spec.label_selector, spec.field_selector)
-        changes = self.cache.replace([self._cached_form(obj) for obj in listed.items])
+                                        spec.label_selector, spec.field_selector, each=self._cached_form)
+        changes = self.cache.replace(listed.items)
         self._set_error(None)
         first = not self._synced.is_set()
         if not first:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import kubernetes.client
+from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from calyx import model
@@ -20,6 +21,8 @@ from calyx import model
 # (connect, read) seconds for every ordinary request: an unreachable API fails fast.
 REQUEST_TIMEOUT = (5.0, 30.0)
 MERGE_PATCH = "application/merge-patch+json"
+LIST_PAGE_SIZE = 500       # objects per list request (client-go's reflector pages by 500 too)
+GONE = 410
 
 RawObject = dict[str, Any]
 
@@ -162,13 +165,39 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> dict[s
 
 
 def list_objects(api: kubernetes.client.ApiClient, resource: Resource, namespace: str | None = None,
-                 label_selector: str | None = None, field_selector: str | None = None) -> ObjectList:
-    """All matching objects and the list's resourceVersion (to start a watch from)."""
-    response = _list_call(api, resource, namespace)(
-        _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **_selectors(label_selector, field_selector))
-    body = _decode(response)
-    items = [with_type(resource, item) for item in body.get("items") or []]
-    return ObjectList(items, str((body.get("metadata") or {}).get("resourceVersion") or ""))
+                 label_selector: str | None = None, field_selector: str | None = None,
+                 page_size: int = LIST_PAGE_SIZE,
+                 each: Callable[[RawObject], RawObject] | None = None) -> ObjectList:
+    """All matching objects and the list's resourceVersion (to start a watch from).
+
+    Read in pages of ``page_size`` objects (``limit`` and ``continue``, one consistent snapshot
+    of the collection, as client-go's reflector lists; 0: one request), and ``each`` applied to
+    every object as its page arrives: a big collection is never held whole as raw objects, only
+    in the form the caller keeps. A continue token the server no longer honours (410, after an
+    etcd compaction during a long list) starts the list again in one request."""
+    call = _list_call(api, resource, namespace)
+    selectors = _selectors(label_selector, field_selector)
+    items: list[RawObject] = []
+    resource_version, token = "", ""
+    while True:
+        paging: dict[str, Any] = {"limit": page_size} if page_size else {}
+        if token:
+            paging["_continue"] = token
+        try:
+            response = call(_preload_content=False, _request_timeout=REQUEST_TIMEOUT, **selectors, **paging)
+        except ApiException as exc:
+            if exc.status == GONE and token:
+                return list_objects(api, resource, namespace, label_selector, field_selector, 0, each)
+            raise
+        body = _decode(response)
+        for item in body.pop("items", None) or []:
+            item = with_type(resource, item)
+            items.append(each(item) if each is not None else item)
+        meta = body.get("metadata") or {}
+        resource_version = str(meta.get("resourceVersion") or resource_version)
+        token = str(meta.get("continue") or "")
+        if not token:
+            return ObjectList(items, resource_version)
 
 
 def open_watch(api: kubernetes.client.ApiClient, resource: Resource, resource_version: str,
