@@ -820,7 +820,8 @@ def service_essentials(obj: dict[str, Any]) -> dict[str, Any]:
 
 def endpoint_slice_essentials(obj: dict[str, Any]) -> dict[str, Any]:
     """A raw EndpointSlice cut down to what :func:`parse_endpoint_slice` reads (each endpoint's
-    node and readiness, not its addresses, ports, zone or target) and an Event about it names."""
+    node, and its readiness when it is not ready; not its addresses, ports, zone or target) and
+    an Event about it names. Node names are interned: thousands of endpoints share a few."""
     out: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind", "addressType") if k in obj}
     out["metadata"] = _essential_metadata(obj, (LABEL_SERVICE_NAME,))
     endpoints = obj.get("endpoints")
@@ -831,11 +832,13 @@ def endpoint_slice_essentials(obj: dict[str, Any]) -> dict[str, Any]:
                 slim.append(endpoint)
                 continue
             entry: dict[str, Any] = {}
-            if "nodeName" in endpoint:
-                entry["nodeName"] = endpoint["nodeName"]
+            node = endpoint.get("nodeName")
+            if node is not None:
+                entry["nodeName"] = sys.intern(node) if isinstance(node, str) else node
             conditions = endpoint.get("conditions")
             if isinstance(conditions, Mapping):
-                entry["conditions"] = {"ready": conditions["ready"]} if "ready" in conditions else {}
+                if conditions.get("ready", True) is not True:     # absent and true both read as ready
+                    entry["conditions"] = {"ready": conditions["ready"]}
             elif conditions is not None:
                 entry["conditions"] = conditions
             slim.append(entry)
