@@ -24,8 +24,7 @@ from calyx.cni.config import CniError
 from calyx.cni.ipam import node_ipam_records
 from calyx.kube import client as kube_client
 from calyx.kube import resources
-from calyxctl import ipamview, kubeaccess
-from calyxctl.node import StatusUnavailable, fetch_json
+from calyxctl import daemonviews, ipamview, kubeaccess
 from calyxctl.tables import boxed_table, percent
 
 DEFAULT_FELIX_PORT = 9099      # the chart's felix.healthPort
@@ -116,14 +115,10 @@ def read_records(args: argparse.Namespace, nodes: Mapping[str, model.NodeInfo]) 
                 except CniError as exc:
                     raise IpamReadError(exc.msg) from None
             else:
-                node = nodes[name]
-                address = node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
-                if address is None:
-                    raise IpamReadError("the Node has no address to reach its felix at")
-                where = f"http://{address}:{args.felix_port}/ipam"
-                records = fetch_json(where)
+                where = f"http://{daemonviews.node_address(nodes[name])}:{args.felix_port}/ipam"
+                records = daemonviews.fetch_json(where)
             assignments[name] = _assignments(name, records, where)
-        except (IpamReadError, StatusUnavailable) as exc:
+        except (IpamReadError, daemonviews.ViewUnavailable) as exc:
             unread[name] = str(exc)
     return assignments, unread
 

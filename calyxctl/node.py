@@ -13,8 +13,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +22,9 @@ from urllib3.exceptions import HTTPError
 from calyx import model, naming
 from calyx.kube import client as kube_client
 from calyx.kube import resources
-from calyxctl import kubeaccess, statusview
+from calyxctl import daemonviews, kubeaccess, statusview
 
 DEFAULT_BGPD_PORT = 9098     # the chart's bgpd.healthPort
-HTTP_TIMEOUT = 5.0
-
-
-class StatusUnavailable(RuntimeError):
-    """The status could not be read; the message says from where and why."""
 
 
 def add_parser(subparsers: Any) -> None:
@@ -55,9 +48,9 @@ def local_status(run_dir: Path) -> dict[str, Any]:
     try:
         return request(run_dir / naming.BGPD_SOCKET, "status")
     except DaemonNotRunning as exc:
-        raise StatusUnavailable(str(exc)) from None
+        raise daemonviews.ViewUnavailable(str(exc)) from None
     except (OSError, RuntimeError, ValueError) as exc:
-        raise StatusUnavailable(f"{run_dir / naming.BGPD_SOCKET}: {exc}") from None
+        raise daemonviews.ViewUnavailable(f"{run_dir / naming.BGPD_SOCKET}: {exc}") from None
 
 
 def node_address(args: argparse.Namespace, node: str) -> str:
@@ -65,41 +58,21 @@ def node_address(args: argparse.Namespace, node: str) -> str:
     try:
         raw = kubeaccess.get_raw(kubeaccess.load(args), resources.NODES, node)
     except kube_client.ClientConfigError as exc:
-        raise StatusUnavailable(str(exc)) from None
+        raise daemonviews.ViewUnavailable(str(exc)) from None
     except ApiException as exc:
         if exc.status == 404:
-            raise StatusUnavailable(f"Node {node!r} not found") from None
-        raise StatusUnavailable(f"reading Node {node!r}: {kubeaccess.describe_error(exc)}") from None
+            raise daemonviews.ViewUnavailable(f"Node {node!r} not found") from None
+        raise daemonviews.ViewUnavailable(f"reading Node {node!r}: {kubeaccess.describe_error(exc)}") from None
     except (HTTPError, OSError) as exc:
-        raise StatusUnavailable(f"reading Node {node!r}: {kubeaccess.describe_error(exc)}") from None
+        raise daemonviews.ViewUnavailable(f"reading Node {node!r}: {kubeaccess.describe_error(exc)}") from None
     try:
-        info = model.parse_node(raw)
+        return daemonviews.node_address(model.parse_node(raw))
     except model.ValidationError as exc:
-        raise StatusUnavailable(str(exc)) from None
-    address = info.bgp_address.ip if info.bgp_address is not None else info.internal_ip
-    if address is None:
-        raise StatusUnavailable(f"Node {node!r} has no {model.ANNOTATION_IPV4_ADDRESS} annotation "
-                                f"and no InternalIP")
-    return str(address)
-
-
-def fetch_json(url: str) -> Any:
-    """GET ``url`` and decode its JSON answer (a view of a Calyx daemon's health port)."""
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
-            return json.loads(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        raise StatusUnavailable(f"{url}: HTTP {exc.code} {exc.reason}: "
-                                f"{exc.read().decode(errors='replace').strip()}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise StatusUnavailable(f"{url}: {reason}") from None
-    except ValueError as exc:
-        raise StatusUnavailable(f"{url}: not JSON: {exc}") from None
+        raise daemonviews.ViewUnavailable(str(exc)) from None
 
 
 def remote_status(args: argparse.Namespace, node: str) -> dict[str, Any]:
-    return fetch_json(f"http://{node_address(args, node)}:{args.bgpd_port}/status")
+    return daemonviews.fetch_json(f"http://{node_address(args, node)}:{args.bgpd_port}/status")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             run_dir = Path(args.run_dir or os.environ.get("CALYX_RUN_DIR") or naming.DEFAULT_RUN_DIR)
             status = local_status(run_dir)
-    except StatusUnavailable as exc:
+    except daemonviews.ViewUnavailable as exc:
         where = f"on node {args.node}" if args.node else "on this node"
         print(statusview.not_running(where, str(exc)), file=sys.stderr)
         return 1
