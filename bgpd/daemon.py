@@ -136,8 +136,9 @@ def run(cfg: BgpdConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     control = ControlServer(control_socket_path(cfg.run_dir), {"status": speaker.status, "routes": speaker.routes})
+    # /status: what `bgpd status -o json` shows, for `calyxctl node status NODE` from elsewhere.
     health = HealthServer(cfg.health_host, cfg.health_port, metrics.registry, liveness=liveness,
-                          readiness=readiness)
+                          readiness=readiness, json_views={"/status": speaker.status})
     datastore.start()
     control.start()
     health.start()
