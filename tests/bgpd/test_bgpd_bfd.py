@@ -1,0 +1,194 @@
+"""BFD between real speakers: Calyx with Calyx (node-to-node mesh), with FRR (bgpd + bfdd +
+zebra) and with BIRD 2. A peer cut off silently (its bridge port taken down: no link event on
+the other nodes, no NOTIFICATION) loses its session and its routes within BFD's detection time, far
+inside the hold time; when the path returns, BFD and the session come back."""
+from __future__ import annotations
+
+import subprocess
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from calyx.model import FAILURE_DETECTION_BFD, BGPConfiguration, BGPPeer, IPPool, NodeInfo, Snapshot
+
+from bgpdtest_support import Bird, Net, RouterProcess, make_speaker, peer_row, random_prefixes, sh, wait_for
+
+pytestmark = pytest.mark.lab
+
+HOLD = 180.0              # seconds: ExaBGP's default hold time, and what the external peers use
+DETECT = 15.0             # generous bound for "gone well before the hold timer"
+
+
+def cut_off(net: Net, port: int) -> None:
+    """Take the node's bridge port down in the hub: its peers see no link event, it just goes
+    silent (``port`` counts the nodes in the order they were added, from 1)."""
+    sh("ip", "-n", net.hub, "link", "set", f"p{port}", "down")
+
+
+def reconnect(net: Net, port: int) -> None:
+    sh("ip", "-n", net.hub, "link", "set", f"p{port}", "up")
+
+
+def test_mesh_bfd_removes_a_silent_node_at_once(net: Net, run_root: Path) -> None:
+    sub, pool16 = random_prefixes()
+    names = ("a", "b", "c")
+    nodes = {n: NodeInfo(name=n, bgp_address=IPv4Interface(f"{sub}.{i}/24"),
+                         pod_cidrs=(IPv4Network(f"{pool16}.{i}.0/26"),)) for i, n in enumerate(names, 1)}
+    snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
+                    bgp_configuration=BGPConfiguration(node_mesh_failure_detection_mode=FAILURE_DETECTION_BFD))
+    ns = {n: net.node(n, f"{sub}.{i}/24") for i, n in enumerate(names, 1)}
+    speakers = {n: make_speaker(ns[n], n, run_root) for n in names}
+    b_block = f"{pool16}.2.0/26 via {sub}.2 dev eth0"
+    try:
+        for sp in speakers.values():
+            sp.set_snapshot(snap)
+        for n in ("a", "c"):
+            wait_for(lambda n=n: b_block in net.routes(ns[n]), what=f"{n} learns b's block")
+            wait_for(lambda n=n: peer_row(speakers[n], f"{sub}.2").get("bfd") == "up", what=f"{n}: BFD with b up")
+        assert speakers["a"].status()["bfdd_pid"] is not None
+        cut_off(net, 2)
+        for n in ("a", "c"):
+            wait_for(lambda n=n: b_block not in net.routes(ns[n]), timeout=DETECT,
+                     what=f"{n} removes b's block within BFD's detection time (hold time {HOLD:.0f}s)")
+            row = peer_row(speakers[n], f"{sub}.2")
+            assert row["bfd"] == "down" and row["state"] != "Established", row
+            assert row["info"].startswith("BFD down (control detection time expired)"), row
+            assert row["prefixes_received"] == 0
+            assert speakers[n].metrics.bfd_teardowns._value.get() == 1
+        assert f"{pool16}.3.0/26 via {sub}.3 dev eth0" in net.routes(ns["a"]), "a keeps c's block"
+        reconnect(net, 2)
+        for n in ("a", "c"):
+            wait_for(lambda n=n: peer_row(speakers[n], f"{sub}.2").get("bfd") == "up", what=f"{n}: BFD with b up again")
+            wait_for(lambda n=n: b_block in net.routes(ns[n]), timeout=90, what=f"{n} learns b's block again")
+    finally:
+        pids = [sp.status()["bfdd_pid"] for sp in speakers.values()]
+        for sp in speakers.values():
+            sp.stop()
+    for pid in pids:
+        assert pid is None or not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] == "Z", f"bfdd {pid} outlived its speaker"
+
+
+def test_peer_outside_the_subnet_gets_no_bfd(net: Net, run_root: Path) -> None:
+    sub, pool16 = random_prefixes()
+    nodes = {"a": NodeInfo(name="a", bgp_address=IPv4Interface(f"{sub}.1/24"))}
+    far = "192.0.2.77"
+    snap = Snapshot(nodes=nodes, bgp_peers={"far": BGPPeer(name="far", peer_ip=IPv4Address(far), as_number=65001,
+                                                            failure_detection_mode=FAILURE_DETECTION_BFD)})
+    ns = net.node("a", f"{sub}.1/24")
+    sp = make_speaker(ns, "a", run_root)
+    try:
+        sp.set_snapshot(snap)
+        wait_for(lambda: peer_row(sp, far), what="the peer is configured")
+        row = peer_row(sp, far)
+        assert row["bfd"] == "" and "not directly connected" in row["info"], row
+        assert sp.status()["bfdd_pid"] is None, "bfdd runs only when a peer wants BFD"
+    finally:
+        sp.stop()
+
+
+class FrrWithBfd(RouterProcess):
+    """FRR's zebra, bgpd and bfdd in one namespace (bgpd asks bfdd for BFD through zebra)."""
+
+    def __init__(self, ns: str, workdir: Path, config: str) -> None:
+        import os
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.dir, 104 if False else __import__("pwd").getpwnam("frr").pw_uid,
+                 __import__("pwd").getpwnam("frr").pw_gid)
+        (self.dir / "frr.conf").write_text(config)
+        zserv = str(self.dir / "zserv.api")
+        common = ["--vty_socket", str(self.dir), "-z", zserv, "-P", "0", "--log", f"file:{self.dir / 'frr.log'}"]
+        self.procs = []
+        for daemon, extra in (("zebra", []), ("bfdd", []), ("bgpd", ["-f", str(self.dir / "frr.conf")])):
+            self.procs.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, f"/usr/lib/frr/{daemon}", *common, "-i", str(self.dir / f"{daemon}.pid"),
+                 *extra], stdout=open(self.dir / f"{daemon}.out", "wb"), stderr=subprocess.STDOUT))
+            if daemon == "zebra":
+                wait_for(lambda: Path(zserv).exists(), timeout=20, what="zebra's socket")
+        self.proc = self.procs[-1]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            self.proc = proc
+            super().stop()
+
+    def vtysh(self, daemon: str, command: str) -> str:
+        return sh("vtysh", "--vty_socket", str(self.dir), "-d", daemon, "-c", command, check=False)
+
+
+def _external_case(net: Net, run_root: Path, start_router) -> None:
+    """Calyx node ``a`` peers (BFD, hold 90s) with a router in its subnet that originates a /24."""
+    sub, pool16 = random_prefixes()
+    router_ip = f"{sub}.254"
+    prefix = "198.51.100.0/24"      # outside the IPPool: an external route a accepts
+    nodes = {"a": NodeInfo(name="a", bgp_address=IPv4Interface(f"{sub}.1/24"))}
+    snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
+                    bgp_peers={"router": BGPPeer(name="router", peer_ip=IPv4Address(router_ip), as_number=65001,
+                                                 hold_time=90.0, failure_detection_mode=FAILURE_DETECTION_BFD)})
+    ns_a = net.node("a", f"{sub}.1/24")
+    ns_r = net.node("r", f"{router_ip}/24")
+    router = start_router(ns_r, run_root / "router", sub, router_ip, prefix)
+    sp = make_speaker(ns_a, "a", run_root)
+    route = f"{prefix} via {router_ip} dev eth0"
+    try:
+        sp.set_snapshot(snap)
+        wait_for(lambda: route in net.routes(ns_a), timeout=90, what="a installs the router's prefix")
+        wait_for(lambda: peer_row(sp, router_ip).get("bfd") == "up", what="BFD with the router up")
+        assert router.bfd_up(f"{sub}.1"), "the router sees BFD with a up"
+        cut_off(net, 2)
+        wait_for(lambda: route not in net.routes(ns_a), timeout=DETECT,
+                 what="a removes the router's prefix within BFD's detection time (hold time 90s)")
+        row = peer_row(sp, router_ip)
+        assert row["bfd"] == "down" and row["state"] != "Established" and row["prefixes_received"] == 0, row
+        reconnect(net, 2)
+        wait_for(lambda: route in net.routes(ns_a), timeout=120, what="the prefix comes back with the path")
+        assert peer_row(sp, router_ip)["bfd"] == "up"
+    finally:
+        sp.stop()
+        router.stop()
+
+
+def test_bfd_with_frr(net: Net, run_root: Path) -> None:
+    def start(ns: str, workdir: Path, sub: str, me: str, prefix: str):
+        frr = FrrWithBfd(ns, workdir, f"""
+frr defaults traditional
+hostname r
+ip route {prefix} blackhole
+router bgp 65001
+ bgp router-id {me}
+ no bgp ebgp-requires-policy
+ timers bgp 30 90
+ neighbor {sub}.1 remote-as 64512
+ neighbor {sub}.1 bfd
+ address-family ipv4 unicast
+  network {prefix}
+ exit-address-family
+""")
+        frr.bfd_up = lambda peer: '"status":"up"' in frr.vtysh("bfdd", "show bfd peers json").replace(" ", "")
+        return frr
+    _external_case(net, run_root, start)
+
+
+def test_bfd_with_bird(net: Net, run_root: Path) -> None:
+    def start(ns: str, workdir: Path, sub: str, me: str, prefix: str):
+        bird = Bird(ns, workdir, f"""
+router id {me};
+protocol device {{ }}
+protocol static {{ ipv4; route {prefix} blackhole; }}
+protocol bfd {{
+  interface "eth0" {{ min rx interval 300 ms; min tx interval 300 ms; multiplier 3; }};
+}}
+protocol bgp calyx {{
+  local {me} as 65001;
+  neighbor {sub}.1 as 64512;
+  hold time 90;
+  bfd on;
+  ipv4 {{ import all; export where source = RTS_STATIC; }};
+}}
+""")
+        bird.bfd_up = lambda peer: any(peer in line and " Up " in f" {line} " for line in
+                                       bird.cli("show", "bfd", "sessions").splitlines())
+        return bird
+    _external_case(net, run_root, start)
