@@ -93,10 +93,11 @@ class FrrWithBfd(RouterProcess):
 
     def __init__(self, ns: str, workdir: Path, config: str) -> None:
         import os
+        import pwd
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        os.chown(self.dir, 104 if False else __import__("pwd").getpwnam("frr").pw_uid,
-                 __import__("pwd").getpwnam("frr").pw_gid)
+        frr = pwd.getpwnam("frr")
+        os.chown(self.dir, frr.pw_uid, frr.pw_gid)      # the daemons drop to FRR's user
         (self.dir / "frr.conf").write_text(config)
         zserv = str(self.dir / "zserv.api")
         common = ["--vty_socket", str(self.dir), "-z", zserv, "-P", "0", "--log", f"file:{self.dir / 'frr.log'}"]
@@ -155,10 +156,10 @@ def test_bfd_with_frr(net: Net, run_root: Path) -> None:
         frr = FrrWithBfd(ns, workdir, f"""
 frr defaults traditional
 hostname r
-ip route {prefix} blackhole
 router bgp 65001
  bgp router-id {me}
  no bgp ebgp-requires-policy
+ no bgp network import-check
  timers bgp 30 90
  neighbor {sub}.1 remote-as 64512
  neighbor {sub}.1 bfd
