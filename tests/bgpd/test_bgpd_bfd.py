@@ -193,3 +193,66 @@ protocol bgp calyx {{
                                        bird.cli("show", "bfd", "sessions").splitlines())
         return bird
     _external_case(net, run_root, start)
+
+
+SPEAKER_PROCESS = """
+import json, pickle, sys, time
+from pathlib import Path
+sys.path.insert(0, {support!r})
+from bgpdtest_support import make_speaker, peer_row
+ns, node, root, peer = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+snap = pickle.loads(Path(sys.argv[5]).read_bytes())
+sp = make_speaker(ns, node, root)
+sp.set_snapshot(snap)
+while peer_row(sp, peer).get("bfd") != "up":
+    time.sleep(0.2)
+print(json.dumps(sp.status()), flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_restarted_bgpd_adopts_its_bfdd_and_the_peer_sees_no_bfd_flap(net: Net, run_root: Path) -> None:
+    """bgpd killed outright leaves bfdd running; the next bgpd adopts it (same PID), so the BFD
+    sessions never go down and no peer tears anything down because of BFD."""
+    import json
+    import os
+    import pickle
+    import signal
+    import sys
+    sub, pool16 = random_prefixes()
+    nodes = {n: NodeInfo(name=n, bgp_address=IPv4Interface(f"{sub}.{i}/24"),
+                         pod_cidrs=(IPv4Network(f"{pool16}.{i}.0/26"),)) for i, n in ((1, "a"), (2, "b"))}
+    snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
+                    bgp_configuration=BGPConfiguration(node_mesh_failure_detection_mode=FAILURE_DETECTION_BFD))
+    ns = {n: net.node(n, f"{sub}.{i}/24") for i, n in ((1, "a"), (2, "b"))}
+    (run_root / "snapshot.pickle").write_bytes(pickle.dumps(snap))
+    b = make_speaker(ns["b"], "b", run_root)
+    first = subprocess.Popen([sys.executable, "-c", SPEAKER_PROCESS.format(support=str(Path(__file__).parent)),
+                              ns["a"], "a", str(run_root), f"{sub}.2", str(run_root / "snapshot.pickle")],
+                             stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).parents[2]))
+    a = None
+    before: dict = {}
+    try:
+        b.set_snapshot(snap)
+        before = json.loads(first.stdout.readline())
+        wait_for(lambda: peer_row(b, f"{sub}.1").get("bfd") == "up", what="b: BFD with a up")
+        first.kill()            # bgpd dies without stopping anything
+        first.wait(10)
+        os.kill(before["exabgp_pid"], signal.SIGKILL)    # its ExaBGP would hold the BGP port
+        a = make_speaker(ns["a"], "a", run_root)
+        a.set_snapshot(snap)
+        wait_for(lambda: peer_row(a, f"{sub}.2").get("bfd") == "up", what="the new bgpd sees BFD with b up")
+        assert a.status()["bfdd_pid"] == before["bfdd_pid"], "the running bfdd was adopted, not replaced"
+        wait_for(lambda: f"{pool16}.1.0/26 via {sub}.1 dev eth0" in net.routes(ns["b"]), timeout=90,
+                 what="b learns a's block again from the new bgpd")
+        assert b.metrics.bfd_teardowns._value.get() == 0, "BFD never went down during the restart"
+        assert peer_row(b, f"{sub}.1")["bfd"] == "up"
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+        if a is not None:
+            a.stop()
+        elif before.get("bfdd_pid"):
+            os.kill(before["bfdd_pid"], signal.SIGKILL)
+        b.stop()
