@@ -53,7 +53,8 @@ def measure(code: int) -> str:
         if topo.bfd:
             wait_until(lambda: all(_bfd_states(n) == {"up"} for n in nodes), 60, 0.2, "BFD up everywhere")
         if code == 6:
-            return f"{_false_flaps(nodes)} false flaps"
+            flaps, polls = _false_flaps(nodes)
+            return f"{flaps} false flaps ({polls} status polls)"
         a_block = node_block(0)
         if failure.startswith("killed"):
             bgpd = a.procs["bgpd"]
@@ -83,26 +84,34 @@ def _has_route(node, block: str) -> bool:
 def _status(node) -> dict:
     out = subprocess.run([str(VENV_BIN / "bgpd"), "status", "-o", "json"], capture_output=True, text=True,
                          env={**os.environ, "CALYX_RUN_DIR": str(node.run_dir)}, timeout=30)
-    return json.loads(out.stdout) if out.returncode == 0 else {"peers": []}
+    if out.returncode != 0:
+        raise RuntimeError(f"bgpd status on {node.name} exited {out.returncode}: {out.stderr.strip()}")
+    return json.loads(out.stdout)
 
 
 def _bfd_states(node) -> set[str]:
     return {p["bfd"] for p in _status(node)["peers"]}
 
 
-def _false_flaps(nodes) -> int:
-    """Saturate every core for SATURATION_SECONDS; count the BFD states and sessions that went
-    down (any status poll showing a peer not up, or a session's 'since' changed)."""
+def _false_flaps(nodes) -> tuple[int, int]:
+    """Saturate every core for SATURATION_SECONDS; (sessions that went down, status polls): a
+    session counts when any poll shows its BFD not up, it not Established, or its 'since'
+    changed."""
     before = {n.name: {p["peer_address"]: p["since"] for p in _status(n)["peers"]} for n in nodes}
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                for _ in range(2 * (os.cpu_count() or 1))]
     flapped: set[tuple[str, str]] = set()
+    polls = 0
     try:
         deadline = time.monotonic() + SATURATION_SECONDS
         while time.monotonic() < deadline:
             for n in nodes:
-                for p in _status(n)["peers"]:
-                    if p["bfd"] not in ("up", "unknown") or p["state"] != "Established" \
+                peers = _status(n)["peers"]
+                polls += 1
+                if len(peers) != len(before[n.name]):
+                    raise RuntimeError(f"{n.name}: {len(peers)} peers, {len(before[n.name])} before")
+                for p in peers:
+                    if p["bfd"] != "up" or p["state"] != "Established" \
                             or p["since"] != before[n.name].get(p["peer_address"]):
                         flapped.add((n.name, p["peer_address"]))
             time.sleep(0.5)
@@ -110,7 +119,7 @@ def _false_flaps(nodes) -> int:
         for b in burners:
             b.kill()
             b.wait()
-    return len(flapped)
+    return len(flapped), polls
 
 
 def main(argv: Sequence[str] | None = None) -> Report:
