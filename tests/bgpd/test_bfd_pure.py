@@ -186,3 +186,25 @@ def test_bfd_settings_parse():
     with pytest.raises(ValidationError, match="failureDetectionMode"):
         model.parse_bgp_peer({"metadata": {"name": "tor"}, "spec": {
             "peerIP": "10.0.0.9", "asNumber": 65001, "failureDetectionMode": "BFD"}}, _schemas())
+
+
+def test_status_rows_and_metrics_show_bfd():
+    from bgpd.metrics import SpeakerMetrics
+    from bgpd.rib import Rib
+    from bgpd.session import Session
+    from bgpd.status import session_rows
+    peers = peer_set(_snapshot(FAILURE_DETECTION_BFD), "a")
+    t = BfdTracker()
+    t.set_peers(peers)
+    t.channel_up()
+    t.notice(_status(A, BfdState.UP))
+    t.notice(_status(A, BfdState.DOWN, diag=1))
+    rows = session_rows({A: Session(peer=peers[A], state="Active", info="BFD down (control detection time expired)")},
+                        Rib(), t.state, t.info)
+    assert rows[0]["bfd"] == "down"
+    assert rows[0]["info"] == "BFD down (control detection time expired)", "said once"
+    metrics = SpeakerMetrics()
+    metrics.observe(rows)
+    assert metrics.registry.get_sample_value("bgpd_bfd_state", {"peer": str(A)}) == 1
+    metrics.observe([{**rows[0], "bfd": ""}])
+    assert metrics.registry.get_sample_value("bgpd_bfd_state", {"peer": str(A)}) is None, "no BFD, no series"
