@@ -51,6 +51,7 @@ class BfdState(str, enum.Enum):
 DIAGNOSTICS = {0: "no diagnostic", 1: "control detection time expired", 2: "echo function failed",
                3: "neighbor signaled session down", 4: "forwarding plane reset", 5: "path down",
                6: "concatenated path down", 7: "administratively down", 8: "reverse concatenated path down"}
+DIAG_NEIGHBOR_DOWN = 3
 DIAG_ADMIN_DOWN = 7
 
 
@@ -124,6 +125,12 @@ def _peer_json(p: BfdPeer, with_timers: bool) -> dict[str, Any]:
 def add_request(id_: int, peer: BfdPeer) -> bytes:
     """Create the session, or update its timers when it exists."""
     return encode(MessageType.REQUEST_ADD, id_, json.dumps({"ipv4": [_peer_json(peer, True)]}).encode())
+
+
+def shutdown_request(id_: int, peer: BfdPeer) -> bytes:
+    """Put the session in AdminDown: the peer is told BFD stops on purpose (RFC 5880 6.8.16)."""
+    entry = {**_peer_json(peer, True), "shutdown": True}
+    return encode(MessageType.REQUEST_ADD, id_, json.dumps({"ipv4": [entry]}).encode())
 
 
 def delete_request(id_: int, peer: IPv4Address, local: IPv4Address | None) -> bytes:

@@ -8,6 +8,7 @@ and stopped (by PID) when none does any more.
 """
 from __future__ import annotations
 
+import time
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Callable, Mapping
@@ -84,6 +85,14 @@ class Bfd:
         return self.process.pid
 
     def stop(self) -> None:
+        """Tell the peers BFD stops on purpose (AdminDown, which RFC 5882 peers do not act on,
+        so graceful restart keeps our routes at peers while bgpd restarts), then end bfdd."""
+        sessions = self.tracker.sent() if self.control.connected else []
+        for p in sessions:
+            self.control.send(protocol.shutdown_request(self.control.next_id(), p))
+        if sessions:
+            log.info("bfd_admin_down", peers=[str(p.peer) for p in sessions])
+            time.sleep(min(1.0, 3 * max(p.min_tx_ms for p in sessions) / 1000))    # a few packets out
         self.control.stop()
         self.process.stop()
         self.tracker.channel_down()

@@ -6,8 +6,11 @@ bfdd actually has is learned from its notifications (it reports every session wh
 subscribes, and every change after), so :meth:`BfdTracker.requests` is the difference to send:
 adds for sessions missing or with other timers, deletes for sessions bgpd no longer wants
 (those of a previous bgpd included). A BGP session is torn down only when its BFD session goes
-from Up to Down on the same control connection, and not when the peer signalled AdminDown
-(RFC 5882 section 3.2): a fresh bfdd's sessions start Down, which says nothing about the peer.
+from Up to Down on the same control connection (a fresh bfdd's sessions start Down, which says
+nothing about the peer), and only when this side detected the failure. A Down the peer signalled
+itself (diagnostic 3) is left alone: bfdd reports a peer's AdminDown (RFC 5882 section 3.2: not
+a reason to tear down; a stopping bgpd sends it) that way, and a peer that detected a failure
+closes the BGP session itself.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Mapping
 
-from bgpd.bfd.protocol import (DIAG_ADMIN_DOWN, DIAGNOSTICS, BfdPeer, BfdState, ConfigNotice, StatusNotice)
+from bgpd.bfd.protocol import (DIAG_ADMIN_DOWN, DIAG_NEIGHBOR_DOWN, DIAGNOSTICS, BfdPeer, BfdState, ConfigNotice,
+                               StatusNotice)
 from bgpd.peers import Peer
 
 UNKNOWN = "unknown"     # BFD wanted, bfdd has not reported the session (yet)
@@ -134,9 +138,13 @@ class BfdTracker:
         self._was_up.discard(notice.peer)
         if notice.state is not BfdState.DOWN or wanted is None:
             return None
-        if notice.remote_diagnostics == DIAG_ADMIN_DOWN:
-            return None     # the peer took BFD down on purpose: the path may be fine
+        if notice.remote_diagnostics == DIAG_ADMIN_DOWN or notice.diagnostics == DIAG_NEIGHBOR_DOWN:
+            return None     # the peer said so itself (AdminDown, or it detected and acts on it)
         return BfdDown(peer=notice.peer, reason=f"BFD down ({describe(notice.diagnostics)})")
+
+    def sent(self) -> list[BfdPeer]:
+        """The sessions asked of bfdd on this connection."""
+        return list(self._requested.values())
 
     def state(self, address: IPv4Address) -> str:
         """The BFD state shown for a peer: '' without BFD, 'unknown' before bfdd reported it."""

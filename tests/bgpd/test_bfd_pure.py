@@ -37,6 +37,12 @@ def test_add_request_frames_json_behind_the_header():
                                               "transmit-interval": 300, "detect-multiplier": 3}]}
 
 
+def test_shutdown_request_puts_the_session_admin_down():
+    data = protocol.shutdown_request(9, spec(A))
+    assert data[6] == MessageType.REQUEST_ADD
+    assert json.loads(data[8:])["ipv4"][0]["shutdown"] is True
+
+
 def test_subscribe_asks_for_state_and_configuration():
     data = protocol.subscribe(1)
     assert data[6] == MessageType.NOTIFY and struct.unpack("=Q", data[8:]) == (3,)
@@ -105,12 +111,14 @@ def test_tracker_tears_down_only_after_up_then_down():
     assert t.notice(_status(A, BfdState.DOWN, diag=1)) is None, "once per fall"
 
 
-def test_tracker_keeps_the_session_when_the_peer_signals_admin_down():
+@pytest.mark.parametrize("diag, remote", [(3, 0), (3, protocol.DIAG_ADMIN_DOWN), (1, protocol.DIAG_ADMIN_DOWN)])
+def test_tracker_keeps_the_session_when_the_peer_signals_down_itself(diag, remote):
+    """bfdd reports a peer's AdminDown as Down with diagnostic 3 (neighbor signaled down)."""
     t = BfdTracker()
     t.desired = {A: spec(A)}
     t.channel_up()
     t.notice(_status(A, BfdState.UP))
-    assert t.notice(_status(A, BfdState.DOWN, diag=3, remote=protocol.DIAG_ADMIN_DOWN)) is None
+    assert t.notice(_status(A, BfdState.DOWN, diag=diag, remote=remote)) is None
 
 
 def test_tracker_forgets_up_when_the_channel_drops_and_adopts_what_bfdd_reports():

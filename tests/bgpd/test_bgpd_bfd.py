@@ -256,3 +256,34 @@ def test_a_restarted_bgpd_adopts_its_bfdd_and_the_peer_sees_no_bfd_flap(net: Net
         elif before.get("bfdd_pid"):
             os.kill(before["bfdd_pid"], signal.SIGKILL)
         b.stop()
+
+
+def test_a_stopping_bgpd_says_admin_down_so_peers_keep_its_routes_for_graceful_restart(net: Net, run_root: Path) -> None:
+    """bgpd stopping (an upgrade, a restart) puts its BFD sessions AdminDown before ending bfdd:
+    the peer does not treat it as a failure, and graceful restart keeps the routes meanwhile."""
+    sub, pool16 = random_prefixes()
+    nodes = {n: NodeInfo(name=n, bgp_address=IPv4Interface(f"{sub}.{i}/24"),
+                         pod_cidrs=(IPv4Network(f"{pool16}.{i}.0/26"),)) for i, n in ((1, "a"), (2, "b"))}
+    snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
+                    bgp_configuration=BGPConfiguration(node_mesh_failure_detection_mode=FAILURE_DETECTION_BFD))
+    ns = {n: net.node(n, f"{sub}.{i}/24") for i, n in ((1, "a"), (2, "b"))}
+    a = make_speaker(ns["a"], "a", run_root, graceful_restart=30)
+    b = make_speaker(ns["b"], "b", run_root)
+    a_block = f"{pool16}.1.0/26 via {sub}.1 dev eth0"
+    try:
+        for sp in (a, b):
+            sp.set_snapshot(snap)
+        wait_for(lambda: a_block in net.routes(ns["b"]), what="b learns a's block")
+        wait_for(lambda: peer_row(b, f"{sub}.1").get("bfd") == "up", what="b: BFD with a up")
+        bfdd = a.status()["bfdd_pid"]
+        a.stop()
+        assert not Path(f"/proc/{bfdd}/cmdline").exists() or not Path(f"/proc/{bfdd}/cmdline").read_bytes(), \
+            "bfdd ended with bgpd"
+        wait_for(lambda: peer_row(b, f"{sub}.1").get("bfd") == "down", what="b sees BFD with a down")
+        row = peer_row(b, f"{sub}.1")
+        assert b.metrics.bfd_teardowns._value.get() == 0, row
+        assert a_block in net.routes(ns["b"]), "b keeps a's block (graceful restart), no BFD teardown"
+        assert "stale" in row["info"] or row["prefixes_received"] == 1, row
+    finally:
+        a.stop()
+        b.stop()
