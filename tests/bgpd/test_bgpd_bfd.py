@@ -258,7 +258,7 @@ def test_a_restarted_bgpd_adopts_its_bfdd_and_the_peer_sees_no_bfd_flap(net: Net
         b.stop()
 
 
-def test_a_stopping_bgpd_says_admin_down_so_peers_keep_its_routes_for_graceful_restart(net: Net, run_root: Path) -> None:
+def test_a_stopping_bgpd_says_admin_down_so_peers_keep_its_routes(net: Net, run_root: Path) -> None:
     """bgpd stopping (an upgrade, a restart) puts its BFD sessions AdminDown before ending bfdd:
     the peer does not treat it as a failure, and graceful restart keeps the routes meanwhile."""
     sub, pool16 = random_prefixes()
