@@ -133,11 +133,18 @@ class BfddProcess:
                 "--log", f"file:{self.log_path}", "--log-level", "info"]
 
     def _spawn(self) -> None:
+        """Start bfdd; a bfdd that cannot be started (missing, not executable) is logged and
+        tried again by the supervisor, with its backoff."""
         out = open(self.work_dir.parent / "bfdd.stdout.log", "ab")
         try:
             proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     cwd=str(self.work_dir), start_new_session=True,
                                     preexec_fn=enter_netns(self._netns) if self._netns else None)
+        except (OSError, subprocess.SubprocessError) as exc:
+            with self._lock:
+                self._proc, self._pid = None, None
+            log.error("bfdd_start_failed", bfdd=self._bin, error=str(exc))
+            return
         finally:
             out.close()
         with self._lock:
@@ -145,7 +152,7 @@ class BfddProcess:
         log.info("bfdd_started", pid=proc.pid, control=str(self.control_path), log=str(self.log_path))
 
     def _wait(self) -> int | None:
-        """Until the current bfdd exits: its exit code (None for an adopted one)."""
+        """Until the current bfdd exits: its exit code (None for an adopted one, or none started)."""
         proc = self._proc
         if proc is not None:
             return proc.wait()

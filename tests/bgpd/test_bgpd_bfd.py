@@ -287,3 +287,24 @@ def test_a_stopping_bgpd_says_admin_down_so_peers_keep_its_routes(net: Net, run_
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_missing_bfdd_leaves_bgp_running_and_says_so(net: Net, run_root: Path) -> None:
+    sub, pool16 = random_prefixes()
+    nodes = {n: NodeInfo(name=n, bgp_address=IPv4Interface(f"{sub}.{i}/24"),
+                         pod_cidrs=(IPv4Network(f"{pool16}.{i}.0/26"),)) for i, n in ((1, "a"), (2, "b"))}
+    snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
+                    bgp_configuration=BGPConfiguration(node_mesh_failure_detection_mode=FAILURE_DETECTION_BFD))
+    ns = {n: net.node(n, f"{sub}.{i}/24") for i, n in ((1, "a"), (2, "b"))}
+    speakers = [make_speaker(ns[n], n, run_root, bfdd_bin=str(run_root / "no-such-bfdd")) for n in ("a", "b")]
+    try:
+        for sp in speakers:
+            sp.set_snapshot(snap)
+        wait_for(lambda: f"{pool16}.2.0/26 via {sub}.2 dev eth0" in net.routes(ns["a"]),
+                 what="BGP works without bfdd")
+        row = peer_row(speakers[0], f"{sub}.2")
+        assert row["bfd"] == "unknown" and row["info"].startswith("BFD: bfdd not connected"), row
+        assert speakers[0].status()["bfdd_pid"] is None
+    finally:
+        for sp in speakers:
+            sp.stop()
