@@ -4,6 +4,7 @@ I/O. :class:`BfddProcess` starts ``/usr/lib/frr/bfdd`` with its control socket, 
 file and log in bgpd's work directory (owned by FRR's ``frr`` user, which bfdd drops to), or
 adopts the bfdd a previous bgpd left running there (its pid file names a live bfdd serving the
 same control socket), so a bgpd restart keeps the BFD sessions and their peers see nothing.
+Unlike ExaBGP, bfdd gets no parent-death signal: it outlives a bgpd killed outright for that.
 When bfdd dies it is started again with exponential backoff. :meth:`BfddProcess.stop` ends it
 by its PID: SIGTERM, then SIGKILL.
 """
