@@ -8,14 +8,18 @@ from typing import Callable
 _CLONE_NEWNET = 0x40000000
 
 
-def enter_netns(name: str) -> Callable[[], None]:
-    """A preexec function moving the child into network namespace /run/netns/<name>."""
+def join_netns(name: str) -> None:
+    """Move the calling process (a child before exec) into network namespace /run/netns/<name>."""
     path = f"/run/netns/{name}"
-
-    def enter() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
         if libc.setns(fd, _CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {path}")
+    finally:
         os.close(fd)
-    return enter
+
+
+def enter_netns(name: str) -> Callable[[], None]:
+    """A preexec function moving the child into network namespace /run/netns/<name>."""
+    return lambda: join_netns(name)
