@@ -2,18 +2,20 @@
 liveness of a process's loops (structured logs are :mod:`calyx.logs`).
 
 HTTP: :class:`HealthServer` is a small threaded HTTP server serving liveness and readiness from
-callbacks and the Prometheus exposition of one daemon's own ``CollectorRegistry`` (never the
-global registry, so several daemons can live in one process). :class:`Liveness` aggregates the
+callbacks, the Prometheus exposition of one daemon's own ``CollectorRegistry`` (never the
+global registry, so several daemons can live in one process), and any read-only JSON views the
+daemon adds (bgpd's ``/status``, felix's ``/ipam``, which ``calyxctl`` reads). :class:`Liveness` aggregates the
 heartbeats of a process's loops (see :mod:`calyx.loop`) so ``/livez`` names the stuck one.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 import socketserver
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -31,6 +33,7 @@ class Check:
 
 
 HealthCallback = Callable[[], Check]
+JsonView = Callable[[], Any]     # a read-only view: its answer is served as JSON
 
 
 def always_ok() -> Check:
@@ -117,8 +120,16 @@ class _Handler(BaseHTTPRequestHandler):
                 check = Check(False, f"check raised {type(exc).__name__}: {exc}")
             body = ("ok\n" if check.ok and not check.reason else f"{check.reason}\n").encode()
             self._reply(200 if check.ok else 503, body, "text/plain; charset=utf-8")
+        elif path in self.server.json_views:
+            try:
+                status, answer = 200, self.server.json_views[path]()
+            except Exception as exc:  # a failing view must answer, not kill the server
+                status, answer = 500, {"error": f"{type(exc).__name__}: {exc}"}
+            body = (json.dumps(answer, default=str, sort_keys=True) + "\n").encode()
+            self._reply(status, body, "application/json")
         else:
-            self._reply(404, b"not found: try /livez, /readyz or /metrics\n", "text/plain; charset=utf-8")
+            known = ", ".join(["/livez", "/readyz", "/metrics", *sorted(self.server.json_views)])
+            self._reply(404, f"not found: try {known}\n".encode(), "text/plain; charset=utf-8")
 
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -136,8 +147,10 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
-                 liveness: HealthCallback, readiness: HealthCallback, log: StructuredLogger) -> None:
+                 liveness: HealthCallback, readiness: HealthCallback, log: StructuredLogger,
+                 json_views: Mapping[str, JsonView]) -> None:
         self.registry = registry
+        self.json_views = dict(json_views)
         self.liveness = liveness
         self.readiness = readiness
         self.log = log
@@ -152,12 +165,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class HealthServer:
-    """Serves ``/livez``, ``/readyz`` and ``/metrics`` on ``host:port`` (port 0: a free port,
-    see :attr:`port` once started) from a background thread."""
+    """Serves ``/livez``, ``/readyz``, ``/metrics`` and the ``json_views`` (path -> callable
+    whose answer is served as JSON; read-only, so never anything secret) on ``host:port``
+    (port 0: a free port, see :attr:`port` once started) from a background thread."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
                  liveness: HealthCallback = always_ok, readiness: HealthCallback = always_ok,
-                 logger: StructuredLogger | None = None) -> None:
+                 logger: StructuredLogger | None = None,
+                 json_views: Mapping[str, JsonView] | None = None) -> None:
+        self.json_views = dict(json_views or {})
         self.host = host
         self.requested_port = port
         self.registry = registry
@@ -182,7 +198,7 @@ class HealthServer:
             return self
         try:
             self._server = _Server((self.host, self.requested_port), self.registry,
-                                   self.liveness, self.readiness, self._log)
+                                   self.liveness, self.readiness, self._log, self.json_views)
         except OSError as exc:
             raise OSError(exc.errno, f"health server: cannot listen on {self.host}:{self.requested_port}: "
                                      f"{exc.strerror}") from exc

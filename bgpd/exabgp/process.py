@@ -23,11 +23,11 @@ from typing import Callable, Iterable, Mapping
 from calyx.logs import get_logger
 
 from bgpd.exabgp.config import PROCESS_NAME
+from bgpd.netns import join_netns
 from bgpd.unixsocket import listen_private, remove_socket_file
 
 log = get_logger("bgpd.exabgp")
 
-_CLONE_NEWNET = 0x40000000
 _PR_SET_PDEATHSIG = 1
 
 
@@ -41,7 +41,6 @@ def _child_setup(netns: str | None) -> Callable[[], None]:
     closes its sessions without NOTIFICATION and the peers keep our routes through the restart
     (graceful restart). With ``netns``, the child also moves into /run/netns/<netns>."""
     parent = os.getpid()
-    path = f"/run/netns/{netns}" if netns else None
 
     def setup() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -49,11 +48,8 @@ def _child_setup(netns: str | None) -> Callable[[], None]:
             raise OSError(ctypes.get_errno(), "prctl PR_SET_PDEATHSIG")
         if os.getppid() != parent:
             os._exit(1)       # bgpd died before the death signal was armed
-        if path is not None:
-            fd = os.open(path, os.O_RDONLY)
-            if libc.setns(fd, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {path}")
-            os.close(fd)
+        if netns is not None:
+            join_netns(netns)
     return setup
 
 

@@ -63,7 +63,7 @@ def test_status_routes_and_kernel_in_the_mesh(lab):
     print(table.stdout)
     header = next(line for line in table.stdout.splitlines() if "PEER ADDRESS" in line)
     assert [c.strip() for c in header.strip("| ").split("|")] == [
-        "PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO", "RECEIVED", "ACCEPTED", "ADVERTISED"]
+        "PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "BFD", "INFO", "RECEIVED", "ACCEPTED", "ADVERTISED"]
     rows = [line for line in table.stdout.splitlines() if line.startswith("| 10.0.0.1")]
     assert len(rows) == 2 and all("node-to-node mesh" in r and "Established" in r for r in rows)
 
