@@ -3,17 +3,20 @@ liveness of a process's loops (structured logs are :mod:`calyx.logs`).
 
 HTTP: :class:`HealthServer` is a small threaded HTTP server serving liveness and readiness from
 callbacks and the Prometheus exposition of one daemon's own ``CollectorRegistry`` (never the
-global registry, so several daemons can live in one process). :class:`Liveness` aggregates the
+global registry, so several daemons can live in one process), plus any read-only JSON
+endpoints the daemon adds (:data:`JsonHandler`, e.g. felix's ``/v1/route``). :class:`Liveness` aggregates the
 heartbeats of a process's loops (see :mod:`calyx.loop`) so ``/livez`` names the stuck one.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 import socketserver
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -31,6 +34,9 @@ class Check:
 
 
 HealthCallback = Callable[[], Check]
+
+JsonHandler = Callable[[Mapping[str, list[str]]], tuple[int, Any]]
+"""A read-only JSON endpoint: called with the query's parameters, answers (HTTP status, body)."""
 
 
 def always_ok() -> Check:
@@ -106,8 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
+        path, _, query = self.path.partition("?")
+        if path in self.server.handlers:
+            self._json(self.server.handlers[path], query)
+        elif path == "/metrics":
             self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
         elif path in ("/livez", "/readyz"):
             callback = self.server.liveness if path == "/livez" else self.server.readiness
@@ -118,7 +126,16 @@ class _Handler(BaseHTTPRequestHandler):
             body = ("ok\n" if check.ok and not check.reason else f"{check.reason}\n").encode()
             self._reply(200 if check.ok else 503, body, "text/plain; charset=utf-8")
         else:
-            self._reply(404, b"not found: try /livez, /readyz or /metrics\n", "text/plain; charset=utf-8")
+            known = ", ".join(["/livez", "/readyz", "/metrics", *sorted(self.server.handlers)])
+            self._reply(404, f"not found: try {known}\n".encode(), "text/plain; charset=utf-8")
+
+    def _json(self, handler: JsonHandler, query: str) -> None:
+        try:
+            status, body = handler(parse_qs(query))
+        except Exception as exc:  # a failing endpoint must answer, not kill the server
+            self.server.log.error("endpoint failed", path=self.path, error=f"{type(exc).__name__}: {exc}")
+            status, body = 500, {"error": f"{type(exc).__name__}: {exc}"}
+        self._reply(status, (json.dumps(body, indent=1) + "\n").encode(), "application/json")
 
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -136,8 +153,10 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
-                 liveness: HealthCallback, readiness: HealthCallback, log: StructuredLogger) -> None:
+                 liveness: HealthCallback, readiness: HealthCallback, log: StructuredLogger,
+                 handlers: Mapping[str, JsonHandler]) -> None:
         self.registry = registry
+        self.handlers = handlers
         self.liveness = liveness
         self.readiness = readiness
         self.log = log
@@ -152,12 +171,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class HealthServer:
-    """Serves ``/livez``, ``/readyz`` and ``/metrics`` on ``host:port`` (port 0: a free port,
-    see :attr:`port` once started) from a background thread."""
+    """Serves ``/livez``, ``/readyz``, ``/metrics`` and the JSON endpoints of ``handlers`` (by
+    path) on ``host:port`` (port 0: a free port, see :attr:`port` once started) from a
+    background thread."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
                  liveness: HealthCallback = always_ok, readiness: HealthCallback = always_ok,
-                 logger: StructuredLogger | None = None) -> None:
+                 logger: StructuredLogger | None = None,
+                 handlers: Mapping[str, JsonHandler] | None = None) -> None:
+        self.handlers = dict(handlers or {})
         self.host = host
         self.requested_port = port
         self.registry = registry
@@ -182,7 +204,7 @@ class HealthServer:
             return self
         try:
             self._server = _Server((self.host, self.requested_port), self.registry,
-                                   self.liveness, self.readiness, self._log)
+                                   self.liveness, self.readiness, self._log, self.handlers)
         except OSError as exc:
             raise OSError(exc.errno, f"health server: cannot listen on {self.host}:{self.requested_port}: "
                                      f"{exc.strerror}") from exc
