@@ -1,0 +1,1 @@
+"""calyxctl: the operator's command line for a Calyx cluster."""

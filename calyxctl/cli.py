@@ -1,0 +1,29 @@
+"""The ``calyxctl`` command: one argparse parser whose subcommands each live in their own
+module exposing ``add_parser(subparsers)`` (which sets ``run`` as the parser's default) and
+``run(args) -> int``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from calyxctl.trace import command as trace
+
+COMMANDS = (trace,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calyxctl", description="Inspect a Calyx cluster.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
