@@ -14,7 +14,7 @@ from typing import Mapping
 from calyx import model
 from calyx.model import EncapMode, IPAMBlock, IPPool, NodeInfo
 from calyx.naming import POD_GATEWAY, TUNNEL_DEVICE, VXLAN_DEVICE, is_cali_interface
-from calyxctl.trace.facts import Device, Endpoint, NodeState, PodEnd, RouteAnswer
+from calyxctl.trace.facts import Device, Endpoint, NodeState, PodEnd, RouteAnswer, TableEntry
 
 IPIP_OVERHEAD = 20
 VXLAN_OVERHEAD = 50
@@ -36,10 +36,15 @@ class Fact:
 
 @dataclass(frozen=True)
 class Hop:
+    """One node's part of the path: readable facts, and for machines the table entry the
+    hop's lookup matched and the encapsulation ("none", "ipip", "vxlan") it leaves with."""
+
     number: int
     node: str
     title: str
     facts: tuple[Fact, ...] = ()
+    route: TableEntry | None = None
+    encapsulation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,9 +134,10 @@ class _Builder:
         self.hops: list[Hop] = []
         self.problems: list[Problem] = []
 
-    def hop(self, node: str, title: str, facts: list[Fact]) -> int:
+    def hop(self, node: str, title: str, facts: list[Fact], route: TableEntry | None = None,
+            encapsulation: str | None = None) -> int:
         number = len(self.hops) + 1
-        self.hops.append(Hop(number, node, title, tuple(facts)))
+        self.hops.append(Hop(number, node, title, tuple(facts), route, encapsulation))
         return number
 
     def problem(self, hop: int, node: str, cause: str, severity: str, message: str, fix: str) -> None:
@@ -190,7 +196,7 @@ def _sandbox_hop(b: _Builder, inp: TraceInput, state: NodeState) -> None:
     route_ok = _is_pod_route(answer, src)
     if answer is not None:
         facts.append(Fact("return", answer.describe(), route_ok))
-    number = b.hop(src.node, f"{src} on node {src.node}", facts)
+    number = b.hop(src.node, f"{src} on node {src.node}", facts, answer.match if answer else None)
     if veth is None:
         b.problem(number, src.node, "veth-missing", BROKEN,
                   f"the host side of {src}'s veth, {src.veth}, does not exist on node {src.node}: the pod's "
@@ -221,10 +227,16 @@ def _delivery_hop(b: _Builder, state: NodeState, pod: PodEnd) -> None:
     facts = [Fact("route", answer.describe() if answer else "not looked up", ok)]
     device = answer.device if ok and answer else state.links.get(pod.veth)
     facts.append(_device_fact("pod veth", pod.veth, device))
-    number = b.hop(state.node, title, facts)
+    match = answer.match if answer is not None else None
+    number = b.hop(state.node, title, facts, match)
     if ok and device is not None and device.up:
         return
-    if device is None:
+    if match is not None and match.kind != "unicast" and (match.owner != "felix" or match.dst.prefixlen == 32):
+        b.problem(number, state.node, match.kind, BROKEN,
+                  f"node {state.node} matches {match} for {pod.ip}: packets to {pod} are dropped on {state.node}",
+                  f"remove that route (`ip route del {match.kind} {match.dst}` on {state.node}, owner {match.owner}); "
+                  f"felix then programs the pod's /32")
+    elif device is None:
         b.problem(number, state.node, "veth-missing", BROKEN,
                   f"{pod}'s host-side veth {pod.veth} does not exist on node {state.node}, so there is no "
                   f"route to {pod.ip} there: the pod's network is gone",
@@ -296,12 +308,12 @@ def _forward_hop(b: _Builder, inp: TraceInput, state: NodeState, y: str) -> None
     match = answer.match if answer is not None else None
     if answer is None or match is None or match.kind == "unicast" and not _carries(match.dst, pool, cidr):
         facts.append(Fact("route", answer.describe() if answer else "not looked up", False))
-        number = b.hop(x, title, facts)
+        number = b.hop(x, title, facts, match)
         _no_route(b, number, inp, x, y, cidr, pool, answer)
         return
     if match.kind != "unicast":
         facts.append(Fact("route", str(match), False))
-        number = b.hop(x, title, facts)
+        number = b.hop(x, title, facts, match)
         where = "" if match.owner in ("felix", "bgpd") else f" (`ip route del {match.kind} {match.dst}` on {x})"
         b.problem(number, x, match.kind, BROKEN,
                   f"node {x} matches {match} for {dst.ip}: packets to {dst} are dropped on {x}",
@@ -327,7 +339,7 @@ def _forward_hop(b: _Builder, inp: TraceInput, state: NodeState, y: str) -> None
         facts.append(Fact("underlay", f"{peer} {via}dev {underlay.dev}"
                                       + (f", mtu {underlay.device.mtu}" if underlay.device else "")
                                       + ("" if underlay.gateway else " (same subnet)"), underlay.ok))
-    number = b.hop(x, title, facts)
+    number = b.hop(x, title, facts, match, encap)
     # the next hop: node Y's address (plain, IPIP) or its VTEP (VXLAN)
     expected_gateway = y_node.vxlan_tunnel_address if (encap == "vxlan" and y_node is not None) else peer
     if match.gateway is None and match.dev is not None and is_cali_interface(match.dev):
@@ -431,7 +443,7 @@ def _outside_hop(b: _Builder, inp: TraceInput, state: NodeState) -> None:
                                         f"(IPPool {pool.name} natOutgoing)"))
         else:
             facts.append(Fact("source", f"stays {src.ip}: the network beyond {x} must route it back"))
-    number = b.hop(x, title, facts)
+    number = b.hop(x, title, facts, answer.match if answer else None, "none" if answer and answer.ok else None)
     if answer is None or not answer.ok:
         b.problem(number, x, "no-route", BROKEN,
                   f"node {x} has no usable route to {dst.ip}: {answer.describe() if answer else 'not looked up'}",

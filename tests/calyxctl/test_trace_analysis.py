@@ -112,6 +112,7 @@ def test_ipip_across_subnets() -> None:
                 [pod_route(C)], dst=C, src_mtu=1480)
     assert trace.complete, trace.problems
     assert fact(trace, 2, "encap").text == "IPIP via tunl0: outer 10.0.1.11 -> 10.0.2.13"
+    assert trace.hops[1].encapsulation == "ipip" and trace.hops[1].route.dst == NET("10.244.3.0/26")
     assert fact(trace, 2, "underlay").text == "10.0.2.13 via 10.0.1.1 dev eth1, mtu 1500"
 
 
@@ -184,6 +185,14 @@ def test_missing_pod_route_on_the_destination_node_names_felix_there() -> None:
     assert trace.problems[0].message == (f"node node2 has no /32 to pod default/b (10.244.2.7 dev {B.veth}); its "
                                          "lookup gives blackhole 10.244.2.0/26 proto 80 (felix)")
     assert "felix on node2" in trace.problems[0].fix
+
+
+def test_blackhole_in_the_way_of_the_pod_route_on_the_destination_node() -> None:
+    trace = run(pool(), [pod_route(A), via(B.ip, "10.244.2.0/26", "10.0.1.12", ETH1),
+                         direct(IP("10.0.1.12"), "10.0.1.0/24", ETH1)],
+                [blackhole(B.ip, "10.244.2.7/32", owner="boot")])
+    assert causes(trace) == [(3, "node2", "blackhole", "broken")]
+    assert "`ip route del blackhole 10.244.2.7/32` on node2, owner boot" in trace.problems[0].fix
 
 
 def test_missing_pod_veth_on_the_destination_node() -> None:
@@ -296,6 +305,8 @@ def test_text_and_json_say_where_the_path_breaks() -> None:
     assert body["dst"] == {"kind": "pod", "namespace": "default", "name": "b", "ip": "10.244.2.7", "node": "node2",
                            "veth": B.veth}
     assert [h["node"] for h in body["hops"]] == ["node1", "node1", "node2"]
+    assert body["hops"][2]["route"] == {"dst": "10.244.2.7/32", "kind": "unicast", "proto": 80, "owner": "felix",
+                                        "dev": B.veth, "gateway": None, "onlink": False, "mtu": None}
     assert body["problems"][0]["cause"] == "no-route"
 
 
