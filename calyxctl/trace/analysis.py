@@ -415,12 +415,18 @@ def _check_mtu(b: _Builder, number: int, state: NodeState, src: PodEnd, encap: s
         if need > underlay.device.mtu:
             extra = f" + {ENCAP_NAMES[encap]} {OVERHEAD[encap]} = {need}" if encap != "none" else ""
             limits.append(f"{pod_mtu}{extra} does not fit {underlay.device.name}'s MTU {underlay.device.mtu}")
-    if limits:
-        b.problem(number, state.node, "mtu", DEGRADED,
-                  f"{src}'s MTU is {pod_mtu} but on node {state.node} " + "; ".join(limits)
-                  + ": full-size packets are fragmented or dropped (small ones, like ping, pass)",
-                  f"lower the pod MTU (felix's mtu setting, FELIX_MTU; pods take it when recreated) or raise "
-                  f"the underlay's MTU on {state.node}")
+    if not limits:
+        return
+    if encap != "none" and tunnel is not None and tunnel.mtu < pod_mtu:
+        # felix gives new pods the tunnel's MTU: this pod was made before it did (or with another setting)
+        fix = (f"recreate {src}: new pods get {tunnel.name}'s MTU {tunnel.mtu} from felix, this one was made with "
+               f"{pod_mtu} (before felix ran {ENCAP_NAMES[encap]} on {state.node}, or under another mtu setting)")
+    else:
+        fix = (f"lower the pod MTU (felix's mtu setting, FELIX_MTU; pods take it when recreated) or raise the "
+               f"underlay's MTU on {state.node}")
+    b.problem(number, state.node, "mtu", DEGRADED,
+              f"{src}'s MTU is {pod_mtu} but on node {state.node} " + "; ".join(limits)
+              + ": full-size packets are fragmented or dropped (small ones, like ping, pass)", fix)
 
 
 def _outside_hop(b: _Builder, inp: TraceInput, state: NodeState) -> None:

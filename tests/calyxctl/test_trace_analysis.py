@@ -249,6 +249,16 @@ def test_pod_mtu_too_large_for_the_tunnel() -> None:
     assert trace.problems[0].message == (
         "pod default/a's MTU is 1500 but on node node1 vxlan.calico has MTU 1450; 1500 + VXLAN 50 = 1550 does not "
         "fit eth1's MTU 1500: full-size packets are fragmented or dropped (small ones, like ping, pass)")
+    assert trace.problems[0].fix.startswith("recreate pod default/a: new pods get vxlan.calico's MTU 1450 from felix")
+
+
+def test_pod_mtu_too_large_for_the_underlay() -> None:
+    small = dev("eth1", mtu=1400)
+    trace = run(pool(), [pod_route(A), via(B.ip, "10.244.2.0/26", "10.0.1.12", small),
+                         direct(IP("10.0.1.12"), "10.0.1.0/24", small)], [pod_route(B)])
+    assert causes(trace) == [(2, "node1", "mtu", "degraded")]
+    assert "1450 does not fit eth1's MTU 1400" in trace.problems[0].message
+    assert trace.problems[0].fix.startswith("lower the pod MTU")
 
 
 def test_next_hop_of_another_node() -> None:
