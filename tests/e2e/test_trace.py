@@ -6,9 +6,10 @@ The chart is upgraded with metricsOnAllInterfaces: true first, so that felix ans
 
 Expected: node1 -> node2 (same subnet) is one plain route, node1 -> node3 goes through
 vxlan.calico to node3's address, each hop's route being what ``ip route get fibmatch`` says on
-that node; a blackhole put in the way on node1, a blackhole in place of the pod's /32 on node3,
-and the destination pod's veth set down on node2 are each diagnosed at the right hop and node
-with the right cause.
+that node; a blackhole put in the way on node1, a plain route through the router in place of
+felix's VXLAN route on node1, a blackhole in place of the pod's /32 on node3, and the
+destination pod's veth set down on node2 are each diagnosed at the right hop and node with the
+right cause; a pod whose MTU does not fit the tunnel is reported as the devices say.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def fibmatch(lab, node: str, ip: str) -> str:
         parts.append(f"dev {route['dev']}")
     if "onlink" in route.get("flags", []):
         parts.append("onlink")
-    parts.append(f"proto {route['protocol']}")
+    parts.append(f"proto {route.get('protocol', '3')}")     # ip -j leaves out proto boot (3)
     return " ".join(parts)
 
 
@@ -171,6 +172,25 @@ def test_blackhole_in_place_of_the_pods_route_on_the_destination_node(lab, pods)
              and fibmatch(lab, "node3", dst.ip).startswith(f"{dst.ip}/32 dev cali"))
 
 
+def test_plain_route_across_the_router_where_the_pool_wants_vxlan(lab, pods):
+    converged(lab, pods)
+    dst = pods["node3"][1]
+    block = json.loads(lab.exec("node1", ["ip", "-j", "route", "get", "fibmatch", dst.ip], check=True).stdout)[0]["dst"]
+    # a route of another owner (static) in place of felix's: felix leaves it alone
+    lab.exec("node1", ["ip", "route", "replace", block, "via", "10.0.1.1", "dev", "eth1", "proto", "static"],
+             check=True)
+    try:
+        rc, body, _ = trace(lab, pods["late"], f"{pods['node3'][0]}/{dst.name}")
+    finally:
+        lab.exec("node1", ["ip", "route", "del", block, "proto", "static"])
+    assert rc == 1 and body["broken_at"] == {"hop": 2, "node": "node1"}
+    assert route_text(body["hops"][1]) == f"{block} via 10.0.1.1 dev eth1 proto 4"
+    assert [(p["cause"], p["node"], p["severity"]) for p in body["problems"]] == [
+        ("wrong-next-hop", "node1", "degraded"), ("mode-mismatch", "node1", "broken")]
+    assert "wants VXLAN between node1 and node3 (different subnets)" in body["problems"][1]["message"]
+    wait_for(f"node1: felix restores its route to {block}", lambda: "vxlan.calico" in fibmatch(lab, "node1", dst.ip))
+
+
 def test_destination_veth_down_removes_the_pod_route(lab, pods):
     converged(lab, pods)
     dst = pods["node2"][1]
@@ -208,4 +228,11 @@ def test_address_outside_the_pools(lab, pods):
     hop = body["hops"][1]
     assert route_text(hop) == fibmatch(lab, "node1", "10.0.2.1")
     source = next(f["text"] for f in hop["facts"] if f["label"] == "source")
-    assert source.startswith(f"stays {pods['node1'][1].ip}")     # the pool has no natOutgoing here
+    assert source.startswith(f"stays {pods['late'][1].ip}")     # the pool has no natOutgoing here
+
+
+def test_an_unknown_pod_is_refused_naming_it(lab, pods):
+    res = lab.exec("node1", [CALYXCTL, "trace", f"{POD_NAMESPACE}/no-such-pod", pods["node2"][1].ip],
+                   env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == f"calyxctl trace: pod {POD_NAMESPACE}/no-such-pod: not found"
