@@ -9,7 +9,9 @@ vxlan.calico to node3's address, each hop's route being what ``ip route get fibm
 that node; a blackhole put in the way on node1, a plain route through the router in place of
 felix's VXLAN route on node1, a blackhole in place of the pod's /32 on node3, and the
 destination pod's veth set down on node2 are each diagnosed at the right hop and node with the
-right cause; a pod whose MTU does not fit the tunnel is reported as the devices say.
+right cause; a pod whose MTU does not fit the tunnel is reported as the devices say. Last,
+node3's Calyx stops and its VTEP annotations are removed: node1 has no route to node3's block
+(no-route, pointing at the annotations and felix on node3) and node3 is not readable.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from calyxlab import chart
-from e2e_support import POD_NAMESPACE, add_pod, add_pods, deployed, wait_for
+from e2e_support import POD_NAMESPACE, add_pod, add_pods, core_api, deployed, wait_for
 
 pytestmark = [pytest.mark.lab]
 
@@ -236,3 +238,28 @@ def test_an_unknown_pod_is_refused_naming_it(lab, pods):
                    env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip() == f"calyxctl trace: pod {POD_NAMESPACE}/no-such-pod: not found"
+
+
+def test_calyx_down_on_the_destination_node(lab, pods):
+    """Last: node3's Calyx stops and its VTEP annotations go (as when its felix never published
+    them): node1 loses its route to node3's block, and node3 cannot be read."""
+    converged(lab, pods)
+    dst = pods["node3"][1]
+    block = json.loads(lab.exec("node1", ["ip", "-j", "route", "get", "fibmatch", dst.ip], check=True).stdout)[0]["dst"]
+    lab.stop_daemons("node3")          # its kubelet and the containers it runs: felix, bgpd
+    try:
+        core_api(lab).patch_node("node3", {"metadata": {"annotations": {
+            "calyx.dev/ipv4-vxlan-tunnel-addr": None, "calyx.dev/vxlan-tunnel-mac": None}}})
+        wait_for("node1: felix drops its route to node3's block (after its release grace)",
+                 lambda: "vxlan.calico" not in fibmatch(lab, "node1", dst.ip))
+        rc, body, text = trace(lab, pods["late"], f"{pods['node3'][0]}/{dst.name}")
+    finally:
+        lab.start_daemons("node3")
+    assert rc == 1 and body["broken_at"] == {"hop": 2, "node": "node1"}
+    assert [(p["cause"], p["node"], p["severity"]) for p in body["problems"]] == [
+        ("no-route", "node1", "broken"), ("node-unreadable", "node3", "unknown")]
+    no_route = body["problems"][0]
+    assert no_route["message"].startswith(f"node3's block {block} is not in node node1's table")
+    assert "calyx.dev/ipv4-vxlan-tunnel-addr: missing" in no_route["fix"] and "check felix on node3" in no_route["fix"]
+    wait_for("node1: the route to node3's block back once node3's felix runs again",
+             lambda: "vxlan.calico" in fibmatch(lab, "node1", dst.ip), 240)
