@@ -342,6 +342,9 @@ def _forward_hop(b: _Builder, inp: TraceInput, state: NodeState, y: str) -> None
     number = b.hop(x, title, facts, match, encap)
     # the next hop: node Y's address (plain, IPIP) or its VTEP (VXLAN)
     expected_gateway = y_node.vxlan_tunnel_address if (encap == "vxlan" and y_node is not None) else peer
+    foreign = None if match.owner in ("felix", "bgpd") else (
+        f"the route is not Calyx's (owner {match.owner}): remove it (`ip route del {match.dst} proto {match.proto}` "
+        f"on {x}); Calyx's own route to the block then applies")
     if match.gateway is None and match.dev is not None and is_cali_interface(match.dev):
         b.problem(number, x, "wrong-next-hop", BROKEN,
                   f"node {x} sends {dst.ip} into its own pod device {match.dev}, but {dst} is on node {y}",
@@ -352,8 +355,8 @@ def _forward_hop(b: _Builder, inp: TraceInput, state: NodeState, y: str) -> None
         who = f"node {names[match.gateway]}" if match.gateway in names else "no Calyx node"
         b.problem(number, x, "wrong-next-hop", DEGRADED,
                   f"node {x} sends {dst.ip} to {match.gateway} ({who}), not to node {y} ({expected_gateway})",
-                  f"the route's owner is {match.owner} on {x}: a stale route, or one learned from a router "
-                  f"(BGPPeer) that forwards it on; check `calyxctl node status {x}`")
+                  foreign or f"the route's owner is {match.owner} on {x}: a stale route, or one learned from a "
+                             f"router (BGPPeer) that forwards it on; check `calyxctl node status {x}`")
     if pool is not None:
         cross = _cross_subnet(x_node, peer, underlay)
         expected = expected_encapsulation(pool, cross)
@@ -362,8 +365,8 @@ def _forward_hop(b: _Builder, inp: TraceInput, state: NodeState, y: str) -> None
             b.problem(number, x, "mode-mismatch", BROKEN if "vxlan" in (expected, encap) else DEGRADED,
                       f"node {x} sends {dst.ip} with {ENCAP_NAMES[encap]} (route {match}) but {_mode_text(pool)} "
                       f"wants {ENCAP_NAMES[expected]} between {x} and {y}{between}",
-                      f"the route's owner ({match.owner} on {x}) has not followed IPPool {pool.name}: check it "
-                      f"(`calyxctl node status {x}`), or fix the pool's mode")
+                      foreign or f"the route's owner ({match.owner} on {x}) has not followed IPPool {pool.name}: "
+                                 f"check it (`calyxctl node status {x}`), or fix the pool's mode")
     _check_mtu(b, number, state, inp.src, encap, match, answer.device, underlay if outer_dst == peer else None)
 
 

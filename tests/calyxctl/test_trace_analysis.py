@@ -235,6 +235,14 @@ def test_plain_route_across_subnets_where_the_pool_says_cross_subnet() -> None:
     assert "wants IPIP between node1 and node3 (different subnets)" in trace.problems[0].message
 
 
+def test_a_route_not_calyxs_in_the_way_is_to_be_removed() -> None:
+    trace = run(pool(vxlan="Always"), [pod_route(A), via(B.ip, "10.244.2.0/26", "10.0.1.1", ETH1, owner="boot"),
+                                       direct(IP("10.0.1.12"), "10.0.1.0/24", ETH1)], [pod_route(B)])
+    assert causes(trace) == [(2, "node1", "wrong-next-hop", "degraded"), (2, "node1", "mode-mismatch", "broken")]
+    assert all(p.fix.startswith("the route is not Calyx's (owner boot): remove it (`ip route del 10.244.2.0/26 "
+                                "proto 3` on node1)") for p in trace.problems)
+
+
 def test_plain_route_where_the_pool_wants_vxlan_is_broken() -> None:
     trace = run(pool(vxlan="Always"), [pod_route(A), via(B.ip, "10.244.2.0/26", "10.0.1.12", ETH1),
                                        direct(IP("10.0.1.12"), "10.0.1.0/24", ETH1)], [pod_route(B)])

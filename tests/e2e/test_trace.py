@@ -190,6 +190,7 @@ def test_plain_route_across_the_router_where_the_pool_wants_vxlan(lab, pods):
     assert [(p["cause"], p["node"], p["severity"]) for p in body["problems"]] == [
         ("wrong-next-hop", "node1", "degraded"), ("mode-mismatch", "node1", "broken")]
     assert "wants VXLAN between node1 and node3 (different subnets)" in body["problems"][1]["message"]
+    assert f"ip route del {block} proto 4` on node1" in body["problems"][1]["fix"]
     wait_for(f"node1: felix restores its route to {block}", lambda: "vxlan.calico" in fibmatch(lab, "node1", dst.ip))
 
 
