@@ -42,6 +42,7 @@ class Topology:
     restart_time: str | None = None    # graceful-restart time (BGPPeer maxRestartTime / nodeMeshMaxRestartTime)
     blocks: bool = True                # give each node its pod block from the start
     ipam_blocks: bool = False          # the block as an IPAMBlock (/26), not spec.podCIDRs (/24)
+    bfd: bool = False                  # failure detection BFDIfDirectlyConnected (default timers 300 ms x 3)
 
     def block(self, index: int) -> str:
         """Node ``index``'s initial block (when ``blocks``)."""
@@ -57,8 +58,10 @@ def build(bed: Testbed, topo: Topology, bgpd_env: dict[str, str] | None = None) 
     config: dict[str, object] = {"nodeToNodeMeshEnabled": not explicit}
     if topo.restart_time is not None:
         config["nodeMeshMaxRestartTime"] = topo.restart_time
+    if topo.bfd:
+        config["nodeMeshFailureDetectionMode"] = "BFDIfDirectlyConnected"
     bed.put("bgpconfigurations", "default", config)
-    timers: dict[str, object] = {}
+    timers: dict[str, object] = {"failureDetectionMode": "BFDIfDirectlyConnected"} if topo.bfd else {}
     if topo.hold_time is not None:
         timers["holdTime"] = topo.hold_time
     if topo.restart_time is not None:

@@ -251,6 +251,7 @@ class Testbed:
         self.subnet = scratch_subnet()
         self.gateway = ipaddress.IPv4Interface(f"{self.subnet[1]}/{self.subnet.prefixlen}")
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
+        os.chmod(self.workdir, 0o711)     # bgpd's bfdd runs as FRR's user and must reach its directory
         self.bridge = f"{self.tag}br"
         self.nodes: dict[str, Node] = {}
         self._namespaces: list[str] = []

@@ -43,10 +43,10 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [head]
     if status.get("error"):
         lines.append(f"configuration error: {status['error']}")
-    rows = [["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO", "RECEIVED", "ACCEPTED", "ADVERTISED"]]
+    rows = [["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "BFD", "INFO", "RECEIVED", "ACCEPTED", "ADVERTISED"]]
     for p in status["peers"]:
         info = p["info"] or p["state"]
-        rows.append([p["peer_address"], p["peer_type"], p["state"], _since(p["since"]), info,
+        rows.append([p["peer_address"], p["peer_type"], p["state"], _since(p["since"]), p.get("bfd") or "-", info,
                      str(p["prefixes_received"]), str(p["prefixes_accepted"]), str(p["prefixes_advertised"])])
     lines.append("IPv4 BGP status")
     lines.append(render_table(rows) if len(rows) > 1 else "No IPv4 peers found.")

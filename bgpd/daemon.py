@@ -49,6 +49,8 @@ class BgpdConfig(DaemonConfig):
                                             "after its pool starts wanting IPIP (every node's felix raises "
                                             "tunl0 meanwhile); routes learned fresh are installed at once")
     exabgp: str | None = setting(None, env="CALYX_BGPD_EXABGP", help="ExaBGP executable (default: next to python)")
+    bfdd: str = setting("/usr/lib/frr/bfdd", env="CALYX_BGPD_BFDD",
+                        help="FRR's BFD daemon, run while some peer wants BFD")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -114,7 +116,7 @@ def run(cfg: BgpdConfig) -> int:
                                max_prefixes=cfg.max_prefixes or None, graceful_restart=cfg.graceful_restart,
                                max_prefix_hold_down=cfg.max_prefix_hold_down,
                                ipip_enable_delay=cfg.ipip_enable_delay,
-                               exabgp_bin=cfg.exabgp)
+                               exabgp_bin=cfg.exabgp, bfdd_bin=cfg.bfdd)
     liveness = Liveness()
     speaker = Speaker(settings, RouteTable(), metrics, liveness=liveness, kernel_watch=KernelWatch())
     log_level = LogLevelFollower(cfg.log_level, set_level)
@@ -136,8 +138,9 @@ def run(cfg: BgpdConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     control = ControlServer(control_socket_path(cfg.run_dir), {"status": speaker.status, "routes": speaker.routes})
+    # /status: what `bgpd status -o json` shows, for `calyxctl node status NODE` from elsewhere.
     health = HealthServer(cfg.health_host, cfg.health_port, metrics.registry, liveness=liveness,
-                          readiness=readiness)
+                          readiness=readiness, json_views={"/status": speaker.status})
     datastore.start()
     control.start()
     health.start()

@@ -1,4 +1,5 @@
-"""bgpd's Prometheus metrics: sessions by state, prefixes per peer, install and API errors.
+"""bgpd's Prometheus metrics: sessions by state, prefixes per peer, install and API errors, BFD
+state per peer and BFD-triggered teardowns.
 
 Each Speaker gets its own registry (no global state), served by calyx.observability.HealthServer.
 """
@@ -9,6 +10,7 @@ from typing import Any, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 STATES = ("Idle", "Connect", "Active", "Established")
+BFD_CODES = {"adm-down": 0, "down": 1, "init": 2, "up": 3, "unknown": -1}
 
 
 class SpeakerMetrics:
@@ -29,7 +31,13 @@ class SpeakerMetrics:
         self.max_prefix_teardowns = Counter("bgpd_max_prefix_teardowns",
                                             "Sessions torn down for exceeding the maximum prefix count",
                                             registry=r)
+        self.bfd_state = Gauge("bgpd_bfd_state", "BFD session state per peer (RFC 5880: 0 AdminDown, 1 Down, "
+                               "2 Init, 3 Up; -1 not reported yet); peers without BFD have none", ["peer"],
+                               registry=r)
+        self.bfd_teardowns = Counter("bgpd_bfd_teardowns", "Sessions torn down because BFD declared the peer down",
+                                     registry=r)
         self._peers: set[str] = set()
+        self._bfd_peers: set[str] = set()
 
     def observe(self, peers: Iterable[dict[str, Any]]) -> None:
         counts = dict.fromkeys(STATES, 0)
@@ -41,6 +49,15 @@ class SpeakerMetrics:
             self.received.labels(addr).set(p["prefixes_received"])
             self.accepted.labels(addr).set(p["prefixes_accepted"])
             self.advertised.labels(addr).set(p["prefixes_advertised"])
+        bfd_seen = set()
+        for p in peers:
+            code = BFD_CODES.get(p.get("bfd", ""))
+            if code is not None:
+                bfd_seen.add(p["peer_address"])
+                self.bfd_state.labels(p["peer_address"]).set(code)
+        for gone in self._bfd_peers - bfd_seen:
+            self.bfd_state.remove(gone)
+        self._bfd_peers = bfd_seen
         for state, n in counts.items():
             self.sessions.labels(state).set(n)
         for gone in self._peers - seen:

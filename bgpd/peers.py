@@ -18,6 +18,10 @@ Rules (Calico's, see docs/bgpd.md):
 * eBGP whenever the AS numbers differ.
 * The session's local address is the node's BGP address, unless the BGPPeer says
   ``sourceAddress: None``: then none is set and the kernel picks the source by its routing.
+* BFD (BGPPeer ``failureDetectionMode``, BGPConfiguration ``nodeMeshFailureDetectionMode`` for
+  the mesh): ``BFDIfDirectlyConnected`` gives a peer inside the node's own subnet (the network of
+  its BGP address) single-hop BFD with BGPConfiguration's ``bfd*`` timers; a peer further away
+  gets none, and its ``bfd_info`` says why.
 
 Passwords come from Secrets in bgpd's namespace, which bgpd reads by name only: it watches the
 Secrets :func:`referenced_secrets` names, and no other.
@@ -29,8 +33,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Iterable
 
-from calyx.model import (KIND_BGP_CONFIGURATION, KIND_BGP_PEER, SOURCE_ADDRESS_NONE, BGPPeer, NodeInfo, ObjectName,
-                         SecretKeyRef, Snapshot)
+from calyx.model import (FAILURE_DETECTION_BFD, KIND_BGP_CONFIGURATION, KIND_BGP_PEER, SOURCE_ADDRESS_NONE,
+                         BGPConfiguration, BGPPeer, NodeInfo, ObjectName, SecretKeyRef, Snapshot)
 
 
 class PeerType(str, enum.Enum):
@@ -54,6 +58,16 @@ _PRECEDENCE = {
 
 
 @dataclass(frozen=True)
+class BfdSettings:
+    """Single-hop BFD with one peer: our timers (milliseconds) and the addresses it runs between."""
+
+    local_address: IPv4Address
+    min_rx_ms: int
+    min_tx_ms: int
+    multiplier: int
+
+
+@dataclass(frozen=True)
 class Peer:
     """One BGP session of this node."""
 
@@ -71,6 +85,8 @@ class Peer:
     hold_time: float | None = None
     keep_original_next_hop: bool = False
     error: str | None = None                 # configuration problem: the session is not configured
+    bfd: BfdSettings | None = None           # BFD runs with this peer
+    bfd_info: str = ""                       # why BFD was asked for but does not run
 
     @property
     def ebgp(self) -> bool:
@@ -166,6 +182,21 @@ def _local_address(me: LocalSpeaker, resource: BGPPeer | None) -> IPv4Address | 
     return me.address
 
 
+def _bfd(config: BGPConfiguration, mode: str, me: NodeInfo, local: IPv4Address | None,
+         address: IPv4Address) -> tuple[BfdSettings | None, str]:
+    """(BFD settings, why none) for a session to ``address`` whose failure detection is ``mode``."""
+    if mode != FAILURE_DETECTION_BFD:
+        return None, ""
+    subnet = me.bgp_address.network if me.bgp_address is not None else None
+    if subnet is None or subnet.prefixlen == 32 or address not in subnet:
+        return None, (f"BFD not run: {address} is not directly connected (outside this node's subnet "
+                      f"{subnet})")
+    return BfdSettings(local_address=local or me.bgp_address.ip,
+                       min_rx_ms=round(config.bfd_minimum_recv_interval * 1000),
+                       min_tx_ms=round(config.bfd_minimum_send_interval * 1000),
+                       multiplier=config.bfd_multiplier), ""
+
+
 def _applies_to(peer: BGPPeer, node: NodeInfo) -> bool:
     if peer.is_global:
         return True
@@ -217,6 +248,7 @@ def peer_set(snapshot: Snapshot, node_name: str, namespace: str = "calyx-system"
             hold = None
             keep_nh = False
             port = config.listen_port
+            mode = config.node_mesh_failure_detection_mode
         else:
             password, error = _resolve_password(snapshot, namespace, resource.password,
                                                 f"BGPPeer {resource.name!r}")
@@ -224,11 +256,14 @@ def peer_set(snapshot: Snapshot, node_name: str, namespace: str = "calyx-system"
             hold = resource.hold_time
             keep_nh = resource.keep_original_next_hop
             port = config.listen_port
+            mode = resource.failure_detection_mode
+        local = _local_address(me_speaker, resource)
+        bfd, bfd_info = _bfd(config, mode, me, local, other.bgp_address.ip)
         return Peer(address=other.bgp_address.ip, peer_as=node_as(snapshot, other),
-                    local_address=_local_address(me_speaker, resource), local_as=me_speaker.as_number,
+                    local_address=local, local_as=me_speaker.as_number,
                     peer_type=peer_type, source=source, port=port, node=other.name,
                     rr_client=client, password=password, graceful_restart_time=gr,
-                    hold_time=hold, keep_original_next_hop=keep_nh, error=error)
+                    hold_time=hold, keep_original_next_hop=keep_nh, error=error, bfd=bfd, bfd_info=bfd_info)
 
     if config.node_to_node_mesh_enabled:
         for other in snapshot.nodes.values():
@@ -251,15 +286,18 @@ def peer_set(snapshot: Snapshot, node_name: str, namespace: str = "calyx-system"
                 if peer_as is None:
                     peer_as = node_as(snapshot, cluster_node) if cluster_node else me_speaker.as_number
                 peer_type, client = default_type, False
+                local = _local_address(me_speaker, resource)
+                bfd, bfd_info = _bfd(config, resource.failure_detection_mode, me, local, resource.peer_ip)
                 if cluster_node is not None:
                     peer_type, client = _node_session_type(me, cluster_node, default_type)
                 candidates.append(Peer(
-                    address=resource.peer_ip, peer_as=peer_as, local_address=_local_address(me_speaker, resource),
+                    address=resource.peer_ip, peer_as=peer_as, local_address=local,
                     local_as=me_speaker.as_number, peer_type=peer_type, source=source,
                     port=resource.peer_port, node=cluster_node.name if cluster_node else None,
                     rr_client=client, password=password,
                     graceful_restart_time=resource.max_restart_time, hold_time=resource.hold_time,
-                    keep_original_next_hop=resource.keep_original_next_hop, error=error))
+                    keep_original_next_hop=resource.keep_original_next_hop, error=error,
+                    bfd=bfd, bfd_info=bfd_info))
             elif resource.peer_selector is not None:
                 for other in _nodes_selected_by(snapshot, resource, use_peer_selector=True):
                     p = node_peer(other, default_type, source, resource)

@@ -18,7 +18,7 @@ NOTIFICATION_CODES = {1: "message header error", 2: "OPEN message error", 3: "UP
 CEASE_SUBCODES = {1: "maximum number of prefixes reached", 2: "administrative shutdown",
                   3: "peer de-configured", 4: "administrative reset", 5: "connection rejected",
                   6: "other configuration change", 7: "connection collision resolution",
-                  8: "out of resources"}
+                  8: "out of resources", 10: "BFD down"}
 
 
 def describe_notification(code: int, subcode: int) -> str:
@@ -46,6 +46,7 @@ class Session:
     md5_hint: str = ""
     held_until: float | None = None          # max-prefix hold-down: left out of ExaBGP's config
     held_in_config: bool = False
+    reload_when_down: bool = False           # torn down by bgpd: ExaBGP reloads once it is down
 
     @property
     def established(self) -> bool:

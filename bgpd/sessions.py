@@ -158,6 +158,9 @@ class Sessions:
                     s.state = "Connect"
             elif event.state == "down":
                 self._session_down(event.peer, s, event.reason)
+                if s.reload_when_down:
+                    s.reload_when_down = False
+                    actions.rewrite_config = actions.force_config = True
                 if s.held_until is not None and s.held_in_config:
                     actions.rewrite_config = True     # out of ExaBGP's configuration before it reconnects
         elif isinstance(event, msg.OpenEvent):
@@ -169,6 +172,25 @@ class Sessions:
                         code=event.code, subcode=event.subcode)
         elif isinstance(event, msg.UpdateEvent):
             actions.merge(self._update(event, s))
+        return actions
+
+    def peer_dead(self, address: IPv4Address, reason: str) -> Actions:
+        """A failure detector (BFD) declared the peer dead: close the session and drop its
+        routes now, with no graceful-restart retention (the peer is gone, not restarting).
+        Once ExaBGP reports the session down it reloads, so the neighbor gets back the graceful
+        restart an explicit teardown takes away (:mod:`bgpd.exabgp.launch`)."""
+        s = self.table.get(address)
+        if s is None:
+            return Actions()
+        log.warning("peer_declared_dead", peer=str(address), reason=reason, was=s.state,
+                    routes_dropped=len(s.received))
+        actions = Actions()
+        if s.established:
+            s.since = self._clock()
+            s.reload_when_down = True
+            actions.lines.append(msg.teardown_line(address, msg.CEASE_BFD_DOWN))
+        s.state, s.announced, s.info = "Active", {}, reason
+        self._forget_peer(address, s)
         return actions
 
     # --- timers ------------------------------------------------------------------------------

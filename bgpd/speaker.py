@@ -31,6 +31,7 @@ from calyx.observability import Liveness
 
 from bgpd import importer
 from bgpd import status as status_view
+from bgpd.bfd.service import BFD_EVENTS, Bfd
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages as msg
 from bgpd.exabgp.process import ExaBGPProcess, bridge_argv
@@ -88,6 +89,7 @@ class SpeakerSettings:
     netns: str | None = None                  # run ExaBGP and netlink in this namespace
     exabgp_bin: str | None = None
     route_refresh_interval: float = 90.0      # seconds between full reads of the kernel's routes
+    bfdd_bin: str = "/usr/lib/frr/bfdd"       # FRR's BFD daemon, run while some peer wants BFD
 
 
 class Speaker:
@@ -125,6 +127,7 @@ class Speaker:
             on_connected=lambda: self._loop.post(ExaBGPConnected()),
             on_exit=lambda code: self._loop.post(ExaBGPExited(code)),
             exabgp_bin=settings.exabgp_bin, netns=settings.netns)
+        self._bfd = Bfd(work / "bfd", self._loop.post, netns=settings.netns, bfdd_bin=settings.bfdd_bin)
         self._thread: threading.Thread | None = None
 
     # --- inputs ---------------------------------------------------------------------------
@@ -147,6 +150,7 @@ class Speaker:
         if self._kernel_watch is not None:
             self._kernel_watch.stop()
         self._exabgp.stop()
+        self._bfd.stop()
 
     @property
     def exabgp(self) -> ExaBGPProcess:
@@ -181,6 +185,7 @@ class Speaker:
             if batch.fired(TICK_TIMER):
                 self._tick()
             try:
+                self._bfd.reconcile()
                 self._reconcile()
             except Exception as exc:   # keep serving; what is programmed stays
                 log.error("reconcile_failed", exc_info=True, error=str(exc))
@@ -195,6 +200,11 @@ class Speaker:
             self._sessions.exabgp_connected()
         elif isinstance(received, ExaBGPExited):
             self._sessions.exabgp_exited(received.code)
+        elif isinstance(received, BFD_EVENTS):
+            dead = self._bfd.handle(received)
+            if dead is not None:
+                self._metrics.bfd_teardowns.inc()
+                self._perform(self._sessions.peer_dead(dead.peer, dead.reason))
         elif isinstance(received, ExaBGPLine):
             try:
                 event = msg.parse_line(received.line)
@@ -257,6 +267,7 @@ class Speaker:
                               frozenset(service_prefixes(snapshot)), frozenset(exportable_pools(snapshot)))
         if local != self._local or peers != self._sessions.peers():
             self._sessions.set_peers(peers)
+            self._bfd.set_peers(peers)
             self._local = local
             self._write_config()
         if (policy, ctx) == (self._policy, self._ctx):
@@ -355,12 +366,14 @@ class Speaker:
             next_hop=previous.next_hop if known else None)
 
     def _sessions_status(self) -> list[dict[str, Any]]:
-        return status_view.session_rows(self._sessions.table, self._sessions.rib)
+        return status_view.session_rows(self._sessions.table, self._sessions.rib, self._bfd.state, self._bfd.info)
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            return status_view.status(self.settings.node, self._local, self.error, self._exabgp.pid,
-                                      self._exabgp.restarts, self._sessions_status())
+            shown = status_view.status(self.settings.node, self._local, self.error, self._exabgp.pid,
+                                       self._exabgp.restarts, self._sessions_status())
+            shown["bfdd_pid"] = self._bfd.pid
+            return shown
 
     def routes(self) -> dict[str, Any]:
         with self._lock:

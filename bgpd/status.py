@@ -17,9 +17,15 @@ from bgpd.rib import Path, Rib
 from bgpd.session import Session
 
 
-def session_rows(sessions: Mapping[IPv4Address, Session], rib: Rib) -> list[dict[str, Any]]:
+def session_rows(sessions: Mapping[IPv4Address, Session], rib: Rib,
+                 bfd_state: Callable[[IPv4Address], str] = lambda a: "",
+                 bfd_info: Callable[[IPv4Address], str] = lambda a: "") -> list[dict[str, Any]]:
+    """One row per session; ``bfd`` is the BFD state ('' without BFD), and a BFD session that is
+    not up says so first in ``info``."""
     out = []
     for address, s in sessions.items():
+        info = s.peer.error or s.md5_hint or s.info or ("stale (graceful restart)" if s.stale_until else "")
+        bfd_line = bfd_info(address) or s.peer.bfd_info
         out.append({
             "peer_address": str(address),
             "peer_type": s.peer.peer_type.value,
@@ -29,7 +35,8 @@ def session_rows(sessions: Mapping[IPv4Address, Session], rib: Rib) -> list[dict
             "rr_client": s.peer.rr_client,
             "state": "Idle" if s.peer.error or s.held_until is not None else s.state,
             "since": s.since,
-            "info": s.peer.error or s.md5_hint or s.info or ("stale (graceful restart)" if s.stale_until else ""),
+            "info": "; ".join(dict.fromkeys(i for i in (bfd_line, info) if i)) if not s.peer.error else info,
+            "bfd": bfd_state(address),
             "prefixes_received": len(s.received),
             "prefixes_accepted": rib.count(address),
             "prefixes_advertised": len(s.announced),

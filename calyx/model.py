@@ -57,6 +57,13 @@ MAX_AS_NUMBER = 4294967295
 BLOCK_AFFINITY_PREFIX = "host:"
 
 
+# BGPPeer.spec.failureDetectionMode (and BGPConfiguration.spec.nodeMeshFailureDetectionMode)
+FAILURE_DETECTION_NONE = "None"
+FAILURE_DETECTION_BFD = "BFDIfDirectlyConnected"
+BFD_INTERVAL_MIN_MS = 10
+BFD_INTERVAL_MAX_MS = 60000
+
+
 class ValidationError(ValueError):
     """A resource that cannot be used. Its message names kind, object, field and value."""
 
@@ -129,6 +136,10 @@ class BGPConfiguration:
     log_severity_screen: str | None = None    # Debug|Info|Warning|Error|Fatal; None: no "default" object
     node_mesh_password: SecretKeyRef | None = None
     node_mesh_max_restart_time: float | None = None   # seconds
+    node_mesh_failure_detection_mode: str = FAILURE_DETECTION_NONE   # of the mesh sessions
+    bfd_minimum_recv_interval: float = 0.3     # seconds (whole milliseconds)
+    bfd_minimum_send_interval: float = 0.3     # seconds (whole milliseconds)
+    bfd_multiplier: int = 3
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,7 @@ class BGPPeer:
     keep_original_next_hop: bool = False
     source_address: str = SOURCE_ADDRESS_NODE_IP    # SOURCE_ADDRESS_NODE_IP | SOURCE_ADDRESS_NONE
     hold_time: float | None = None          # seconds
+    failure_detection_mode: str = FAILURE_DETECTION_NONE   # FAILURE_DETECTION_NONE | FAILURE_DETECTION_BFD
 
     @property
     def is_global(self) -> bool:
@@ -424,6 +436,8 @@ def parse_bgp_configuration(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGP
     load_balancer_ips = _cidr_list(where, spec, "serviceLoadBalancerIPs")
     max_restart = _duration(where, "spec.nodeMeshMaxRestartTime", spec.get("nodeMeshMaxRestartTime"))
     _validate_against_crd(where, spec, schemas)
+    recv = _bfd_interval(where, "spec.bfdMinimumRecvInterval", spec["bfdMinimumRecvInterval"])
+    send = _bfd_interval(where, "spec.bfdMinimumSendInterval", spec["bfdMinimumSendInterval"])
     return BGPConfiguration(
         name=where.name,
         as_number=spec["asNumber"],
@@ -435,7 +449,23 @@ def parse_bgp_configuration(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGP
         log_severity_screen=spec["logSeverityScreen"],
         node_mesh_password=_secret_key_ref(spec.get("nodeMeshPassword")),
         node_mesh_max_restart_time=max_restart,
+        node_mesh_failure_detection_mode=spec["nodeMeshFailureDetectionMode"],
+        bfd_minimum_recv_interval=recv,
+        bfd_minimum_send_interval=send,
+        bfd_multiplier=spec["bfdMultiplier"],
     )
+
+
+def _bfd_interval(where: _Where, path: str, value: Any) -> float:
+    """A BFD interval: a duration of whole milliseconds within what BFD speakers accept."""
+    seconds = _duration(where, path, value)
+    assert seconds is not None
+    millis = seconds * 1000
+    if abs(millis - round(millis)) > 1e-6:
+        raise where.error(path, value, "must be a whole number of milliseconds")
+    if not BFD_INTERVAL_MIN_MS <= round(millis) <= BFD_INTERVAL_MAX_MS:
+        raise where.error(path, value, f"must be between {BFD_INTERVAL_MIN_MS}ms and {BFD_INTERVAL_MAX_MS // 1000}s")
+    return round(millis) / 1000
 
 
 def effective_bgp_configuration(
@@ -508,6 +538,7 @@ def parse_bgp_peer(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGPPeer:
         keep_original_next_hop=spec["keepOriginalNextHop"],
         source_address=spec["sourceAddress"],
         hold_time=hold_time,
+        failure_detection_mode=spec["failureDetectionMode"],
     )
 
 

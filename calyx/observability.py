@@ -2,9 +2,10 @@
 liveness of a process's loops (structured logs are :mod:`calyx.logs`).
 
 HTTP: :class:`HealthServer` is a small threaded HTTP server serving liveness and readiness from
-callbacks and the Prometheus exposition of one daemon's own ``CollectorRegistry`` (never the
-global registry, so several daemons can live in one process), plus any read-only JSON
-endpoints the daemon adds (:data:`JsonHandler`, e.g. felix's ``/v1/route``). :class:`Liveness` aggregates the
+callbacks, the Prometheus exposition of one daemon's own ``CollectorRegistry`` (never the
+global registry, so several daemons can live in one process), and any read-only JSON views the
+daemon adds (bgpd's ``/status``, felix's ``/ipam``, which ``calyxctl`` reads; with query
+parameters, :data:`JsonHandler`: felix's ``/v1/route``). :class:`Liveness` aggregates the
 heartbeats of a process's loops (see :mod:`calyx.loop`) so ``/livez`` names the stuck one.
 """
 from __future__ import annotations
@@ -34,9 +35,9 @@ class Check:
 
 
 HealthCallback = Callable[[], Check]
-
+JsonView = Callable[[], Any]     # a read-only view: its answer is served as JSON
 JsonHandler = Callable[[Mapping[str, list[str]]], tuple[int, Any]]
-"""A read-only JSON endpoint: called with the query's parameters, answers (HTTP status, body)."""
+"""A read-only JSON endpoint with query parameters: called with them, answers (HTTP status, body)."""
 
 
 def always_ok() -> Check:
@@ -113,9 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         path, _, query = self.path.partition("?")
-        if path in self.server.handlers:
-            self._json(self.server.handlers[path], query)
-        elif path == "/metrics":
+        if path == "/metrics":
             self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
         elif path in ("/livez", "/readyz"):
             callback = self.server.liveness if path == "/livez" else self.server.readiness
@@ -125,8 +124,18 @@ class _Handler(BaseHTTPRequestHandler):
                 check = Check(False, f"check raised {type(exc).__name__}: {exc}")
             body = ("ok\n" if check.ok and not check.reason else f"{check.reason}\n").encode()
             self._reply(200 if check.ok else 503, body, "text/plain; charset=utf-8")
+        elif path in self.server.handlers:
+            self._json(self.server.handlers[path], query)
+        elif path in self.server.json_views:
+            try:
+                status, answer = 200, self.server.json_views[path]()
+            except Exception as exc:  # a failing view must answer, not kill the server
+                status, answer = 500, {"error": f"{type(exc).__name__}: {exc}"}
+            body = (json.dumps(answer, default=str, sort_keys=True) + "\n").encode()
+            self._reply(status, body, "application/json")
         else:
-            known = ", ".join(["/livez", "/readyz", "/metrics", *sorted(self.server.handlers)])
+            known = ", ".join(["/livez", "/readyz", "/metrics", *sorted({**self.server.json_views,
+                                                                         **self.server.handlers})])
             self._reply(404, f"not found: try {known}\n".encode(), "text/plain; charset=utf-8")
 
     def _json(self, handler: JsonHandler, query: str) -> None:
@@ -154,9 +163,10 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
                  liveness: HealthCallback, readiness: HealthCallback, log: StructuredLogger,
-                 handlers: Mapping[str, JsonHandler]) -> None:
+                 json_views: Mapping[str, JsonView], handlers: Mapping[str, JsonHandler]) -> None:
         self.registry = registry
-        self.handlers = handlers
+        self.json_views = dict(json_views)
+        self.handlers = dict(handlers)
         self.liveness = liveness
         self.readiness = readiness
         self.log = log
@@ -171,14 +181,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class HealthServer:
-    """Serves ``/livez``, ``/readyz``, ``/metrics`` and the JSON endpoints of ``handlers`` (by
-    path) on ``host:port`` (port 0: a free port, see :attr:`port` once started) from a
-    background thread."""
+    """Serves ``/livez``, ``/readyz``, ``/metrics`` and the ``json_views`` (path -> callable
+    whose answer is served as JSON; read-only, so never anything secret) on ``host:port``
+    (port 0: a free port, see :attr:`port` once started) from a background thread. ``handlers``
+    are JSON endpoints that take query parameters (path -> :data:`JsonHandler`), read-only too."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
                  liveness: HealthCallback = always_ok, readiness: HealthCallback = always_ok,
                  logger: StructuredLogger | None = None,
+                 json_views: Mapping[str, JsonView] | None = None,
                  handlers: Mapping[str, JsonHandler] | None = None) -> None:
+        self.json_views = dict(json_views or {})
         self.handlers = dict(handlers or {})
         self.host = host
         self.requested_port = port
@@ -204,7 +217,7 @@ class HealthServer:
             return self
         try:
             self._server = _Server((self.host, self.requested_port), self.registry,
-                                   self.liveness, self.readiness, self._log, self.handlers)
+                                   self.liveness, self.readiness, self._log, self.json_views, self.handlers)
         except OSError as exc:
             raise OSError(exc.errno, f"health server: cannot listen on {self.host}:{self.requested_port}: "
                                      f"{exc.strerror}") from exc

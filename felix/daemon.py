@@ -31,6 +31,7 @@ from calyx import model
 from calyx.cni import blocks as cni_blocks
 from calyx.cni import gc as cni_gc
 from calyx.cni import token as cni_token
+from calyx.cni.ipam import node_ipam_records
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.datastore import Datastore, WatchSpec
@@ -146,8 +147,12 @@ class Felix:
         events = EventRecorder(self._api, component="felix", host=cfg.nodename)
         datastore = Datastore(self._api, watch_specs(cfg.nodename), events=events, namespace=cfg.namespace,
                               registry=self.registry)
+        # /ipam: the node's address assignments (the CNI plugin's state), for `calyxctl ipam`;
+        # /v1/route, /v1/link: the node's forwarding, for `calyxctl trace`.
         servers = [HealthServer(cfg.health_host, cfg.health_port, self.registry, liveness=self.liveness,
-                                readiness=self.readiness, handlers=NodeInspector(cfg.nodename).handlers())]
+                                readiness=self.readiness,
+                                json_views={"/ipam": lambda: node_ipam_records(cfg.nodename, cfg.run_dir)},
+                                handlers=NodeInspector(cfg.nodename).handlers())]
         if cfg.metrics_port is not None and cfg.metrics_port != cfg.health_port:
             servers.append(HealthServer(cfg.health_host, cfg.metrics_port, self.registry,
                                         liveness=self.liveness, readiness=self.readiness))

@@ -25,7 +25,8 @@ SCHEMA_PATH = REPO / "containerlab" / "schema" / "clab.schema.json"
 TOPOLOGIES = sorted((REPO / "containerlab").glob("**/*.clab.yml")) + sorted(
     (REPO / "tests" / "lab" / "topologies").glob("**/*.clab.yml")) + sorted(
     (REPO / "tests" / "e2e" / "topologies").glob("**/*.clab.yml")) + sorted(
-    (REPO / "tests" / "bgpd" / "labs").glob("**/*.clab.yml"))
+    (REPO / "tests" / "bgpd" / "labs").glob("**/*.clab.yml")) + sorted(
+    (REPO / "tests" / "calyxctl" / "lab").glob("*.clab.yml"))
 
 
 @pytest.fixture(scope="module")

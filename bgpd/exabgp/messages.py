@@ -222,3 +222,4 @@ def teardown_line(peer: IPv4Address, cease_subcode: int) -> str:
 
 
 CEASE_MAX_PREFIXES = 1
+CEASE_BFD_DOWN = 10        # RFC 9384

@@ -257,6 +257,14 @@ class AddressStore:
             raise CniError(ERR_IO, f"{self.state_path}: cannot write IPAM state: {exc.strerror}") from None
 
 
+def node_ipam_records(node: str, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The node's assignments as felix's ``/ipam`` serves them and ``calyxctl ipam`` reads them:
+    ``{"node", "allocations": [...]}`` (the entries of ``state.json``). Read without the lock:
+    the file is only ever replaced whole, so a reader sees the old or the new state."""
+    state = AddressStore(str(run_dir)).read()
+    return {"node": node, "allocations": [a.to_json() for a in state.allocations]}
+
+
 def assign(store: AddressStore, connect: Callable[[], CidrSource], *, container_id: str, ifname: str,
            namespace: str, pod: str, host_ifname: str, cache_ttl: float = CACHE_TTL_S,
            now: Callable[[], float] = clock_now) -> Allocation:

@@ -71,6 +71,11 @@ def sessions(st: dict) -> dict[str, tuple[str, str]]:
     return {a: (p["peer_type"], p["state"]) for a, p in peers(st).items()}
 
 
+def mesh_of(nodes: dict[str, str], node: str) -> dict[str, str]:
+    """The sessions ``node`` has in a full mesh of ``nodes`` (name -> address)."""
+    return {a: "node-to-node mesh" for n, a in nodes.items() if n != node}
+
+
 def wait_sessions(lab: Lab, node: str, expected: dict[str, str], timeout: float = TIMEOUT) -> dict:
     """Until ``node`` has exactly the ``expected`` peers (address -> peer type), Established."""
     want = {a: (t, "Established") for a, t in expected.items()}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -21,4 +22,5 @@ def net() -> Iterator[Net]:
 @pytest.fixture
 def run_root() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="bgpdtest") as d:
+        os.chmod(d, 0o711)      # bfdd runs as FRR's user and must reach its directory below
         yield Path(d)

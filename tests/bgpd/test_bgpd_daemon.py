@@ -26,7 +26,7 @@ from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyxlab import nodeview
 from calyxlab.routemonitor import RouteMonitor
-from bgpd_lab import (BGPD, apply, bgp_peer, bgp_routes, bgpd_cli, http_get, metric,
+from bgpd_lab import (BGPD, apply, bgp_peer, bgp_routes, bgpd_cli, http_get, mesh_of, metric,
                       module_lab, peers, routes, status, wait_for, wait_sessions)
 
 pytestmark = pytest.mark.lab
@@ -43,17 +43,13 @@ def lab(request, unique_lab_name):
         yield lab
 
 
-def mesh_of(node: str) -> dict[str, str]:
-    return {a: "node-to-node mesh" for n, a in NODES.items() if n != node}
-
-
 def plain_routes(node: str, others=None) -> dict[str, str]:
     return {CIDRS[o]: f"via {NODES[o]} dev eth1" for o in (others or NODES) if o != node}
 
 
 def test_status_routes_and_kernel_in_the_mesh(lab):
     for node in NODES:
-        st = wait_sessions(lab, node, mesh_of(node))
+        st = wait_sessions(lab, node, mesh_of(NODES, node))
         assert st["node"] == node and st["router_id"] == NODES[node] and st["as_number"] == 64512
         wait_for(f"{node}: prefix counts", lambda n=node: all(
             (p["prefixes_received"], p["prefixes_accepted"], p["prefixes_advertised"]) == (1, 1, 1)
@@ -65,7 +61,7 @@ def test_status_routes_and_kernel_in_the_mesh(lab):
     print(table.stdout)
     header = next(line for line in table.stdout.splitlines() if "PEER ADDRESS" in line)
     assert [c.strip() for c in header.strip("| ").split("|")] == [
-        "PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO", "RECEIVED", "ACCEPTED", "ADVERTISED"]
+        "PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "BFD", "INFO", "RECEIVED", "ACCEPTED", "ADVERTISED"]
     rows = [line for line in table.stdout.splitlines() if line.startswith("| 10.0.0.1")]
     assert len(rows) == 2 and all("node-to-node mesh" in r and "Established" in r for r in rows)
 
@@ -105,7 +101,7 @@ def test_adding_a_bgppeer_keeps_the_mesh_sessions(lab):
     before = {n: status(lab, n) for n in NODES}
     apply(lab, bgp_peer("office-router", peerIP=ROUTER, asNumber=65001))
     for node in NODES:
-        st = wait_sessions(lab, node, {**mesh_of(node), ROUTER: "global"})
+        st = wait_sessions(lab, node, {**mesh_of(NODES, node), ROUTER: "global"})
         # Unchanged sessions were not reset: same SINCE, same ExaBGP, no restart.
         for address, p in peers(before[node]).items():
             assert peers(st)[address]["since"] == p["since"], f"{node}: session to {address} was reset"

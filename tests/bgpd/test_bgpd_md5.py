@@ -26,7 +26,7 @@ from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.naming import DEFAULT_NAMESPACE
 from calyxlab import nodeview
-from bgpd_lab import (apply, bgp_peer, bgp_routes, bgpd_cli, http_get, module_lab, peers, routes, status,
+from bgpd_lab import (apply, bgp_peer, bgp_routes, bgpd_cli, http_get, mesh_of, module_lab, peers, routes, status,
                       wait_for, wait_sessions)
 
 pytestmark = pytest.mark.lab
@@ -52,12 +52,8 @@ def lab(request, unique_lab_name):
         yield lab
 
 
-def mesh_of(node: str) -> dict[str, str]:
-    return {a: "node-to-node mesh" for n, a in NODES.items() if n != node}
-
-
 def all_sessions(node: str) -> dict[str, str]:
-    return {**mesh_of(node), BIRD: "global", FRR: "global"}
+    return {**mesh_of(NODES, node), BIRD: "global", FRR: "global"}
 
 
 def secret(name: str, **values: str) -> dict:
@@ -138,7 +134,7 @@ def signed_handshake(capture: str) -> bool:
 
 def test_mesh_keyed_by_node_mesh_password_from_a_secret(lab, tmp_path):
     for node in NODES:       # up without a password first
-        wait_sessions(lab, node, mesh_of(node))
+        wait_sessions(lab, node, mesh_of(NODES, node))
     grant_secrets(lab, MESH_SECRET, PEER_SECRET, ABSENT_SECRET)
     # bgpd logs at debug from here on: the password must not show even there.
     apply(lab, bgp_configuration(logSeverityScreen="Debug"))

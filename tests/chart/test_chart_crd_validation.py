@@ -178,8 +178,10 @@ REJECTED = {
         'in body should be less than or equal to 4294967295'),
     "bgpconfiguration-log-severity": Rejected(
         config(logSeverityScreen="Verbose"),
-        'The BGPConfiguration "default" is invalid: spec.logSeverityScreen: Unsupported value: "Verbose": '
-        'supported values: "Debug", "Info", "Warning", "Error", "Fatal"'),
+        'The BGPConfiguration "default" is invalid: \n'
+        '* spec.logSeverityScreen: Unsupported value: "Verbose": supported values: "Debug", "Info", "Warning", '
+        '"Error", "Fatal"\n'
+        f'* {NOT_CHECKED}'),
     "bgpconfiguration-service-cidr-without-prefix": Rejected(
         config(serviceClusterIPs=[{"cidr": "10.96.0.0"}]),
         f'The BGPConfiguration "default" is invalid: spec.serviceClusterIPs[0].cidr: Invalid value: '
@@ -188,6 +190,23 @@ REJECTED = {
         config(nodeMeshMaxRestartTime="2 minutes"),
         f'The BGPConfiguration "default" is invalid: spec.nodeMeshMaxRestartTime: Invalid value: "2 minutes": '
         f'spec.nodeMeshMaxRestartTime in body should match \'{DURATION}\''),
+    "bgppeer-failure-detection-mode": Rejected(
+        peer(failureDetectionMode="BFD"),
+        'The BGPPeer "peer" is invalid: \n'
+        '* spec.failureDetectionMode: Unsupported value: "BFD": supported values: "None", "BFDIfDirectlyConnected"\n'
+        f'* {NOT_CHECKED}'),
+    "bgpconfiguration-bfd-interval-too-short": Rejected(
+        config(bfdMinimumRecvInterval="5ms"),
+        'The BGPConfiguration "default" is invalid: spec.bfdMinimumRecvInterval: Invalid value: "5ms": must be '
+        'between 10ms and 60s'),
+    "bgpconfiguration-bfd-send-interval-too-long": Rejected(
+        config(bfdMinimumSendInterval="2m"),
+        'The BGPConfiguration "default" is invalid: spec.bfdMinimumSendInterval: Invalid value: "2m": must be '
+        'between 10ms and 60s'),
+    "bgpconfiguration-bfd-multiplier-zero": Rejected(
+        config(bfdMultiplier=0),
+        'The BGPConfiguration "default" is invalid: spec.bfdMultiplier: Invalid value: 0: spec.bfdMultiplier '
+        'in body should be greater than or equal to 1'),
     "ipamblock-affinity-not-host": Rejected(
         block(affinity="node-a"),
         'The IPAMBlock "10-244-1-0-26" is invalid: spec.affinity: Invalid value: "node-a": spec.affinity in '
@@ -242,7 +261,7 @@ def _cel_rules(node: Any) -> list[dict[str, str]]:
 def test_every_cel_rule_has_a_rejected_object() -> None:
     messages = "\n".join(r.message for r in (*REJECTED.values(), CIDR_CHANGE))
     rules = [r for path in sorted(CRD_DIR.glob("*.yaml")) for r in _cel_rules(yaml.safe_load(path.read_text()))]
-    assert len(rules) == 9, rules      # BGPPeer 4, IPAMBlock 2, IPPool 3
+    assert len(rules) == 11, rules     # BGPPeer 4, IPAMBlock 2, IPPool 3, BGPConfiguration 2
     missing = [r["rule"] for r in rules if r["message"] not in messages]
     assert missing == [], f"CEL rules no test breaks: {missing}"
 

@@ -114,6 +114,29 @@ def test_health_server_endpoints_over_http():
         assert status == 404
 
 
+def test_json_views_are_served_and_a_failing_view_answers_500():
+    calls = {"n": 0}
+
+    def status() -> dict:
+        calls["n"] += 1
+        return {"node": "n1", "peers": [{"peer_address": "10.0.0.2"}], "count": calls["n"]}
+
+    def broken() -> dict:
+        raise RuntimeError("state file unreadable")
+
+    with HealthServer("127.0.0.1", 0, CollectorRegistry(), json_views={"/status": status, "/broken": broken}) as server:
+        code, body, ctype = _get(server.url + "/status")
+        assert code == 200 and ctype == "application/json"
+        assert json.loads(body) == {"node": "n1", "peers": [{"peer_address": "10.0.0.2"}], "count": 1}
+        code, body, _ = _get(server.url + "/status?x=1")
+        assert code == 200 and json.loads(body)["count"] == 2          # asked afresh each time
+        code, body, ctype = _get(server.url + "/broken")
+        assert code == 500 and ctype == "application/json"
+        assert json.loads(body) == {"error": "RuntimeError: state file unreadable"}
+        code, body, _ = _get(server.url + "/nope")
+        assert code == 404 and "/status" in body and "/broken" in body
+
+
 def test_two_servers_keep_their_own_registries():
     first, second = CollectorRegistry(), CollectorRegistry()
     Counter("calyx_same_name", "a", registry=first).inc()

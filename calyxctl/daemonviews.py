@@ -1,0 +1,40 @@
+"""Reading a Calyx daemon's read-only JSON views over HTTP (bgpd's ``/status``, felix's
+``/ipam``, served on their health ports) at a node's address. I/O only."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from calyx import model
+
+HTTP_TIMEOUT = 5.0
+
+
+class ViewUnavailable(RuntimeError):
+    """The view could not be read; the message says from where and why."""
+
+
+def node_address(node: model.NodeInfo) -> str:
+    """Where ``node``'s daemons listen: its ``calyx.dev/ipv4-address`` annotation, else InternalIP."""
+    address = node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
+    if address is None:
+        raise ViewUnavailable(f"Node {node.name!r} has no {model.ANNOTATION_IPV4_ADDRESS} annotation "
+                              f"and no InternalIP")
+    return str(address)
+
+
+def fetch_json(url: str) -> Any:
+    """GET ``url`` and decode its JSON answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
+            return json.loads(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        raise ViewUnavailable(f"{url}: HTTP {exc.code} {exc.reason}: "
+                              f"{exc.read().decode(errors='replace').strip()}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ViewUnavailable(f"{url}: {reason}") from None
+    except ValueError as exc:
+        raise ViewUnavailable(f"{url}: not JSON: {exc}") from None
