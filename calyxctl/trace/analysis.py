@@ -14,7 +14,7 @@ from typing import Mapping
 from calyx import model
 from calyx.model import EncapMode, IPAMBlock, IPPool, NodeInfo
 from calyx.naming import POD_GATEWAY, TUNNEL_DEVICE, VXLAN_DEVICE, is_cali_interface
-from calyxctl.trace.facts import Device, Endpoint, NodeState, PodEnd, RouteAnswer, TableEntry
+from calyxctl.trace.facts import BgpSessions, Device, Endpoint, NodeState, PodEnd, RouteAnswer, TableEntry
 
 IPIP_OVERHEAD = 20
 VXLAN_OVERHEAD = 50
@@ -81,6 +81,7 @@ class TraceInput:
     pools: Mapping[str, IPPool]
     blocks: Mapping[str, IPAMBlock] = field(default_factory=dict)
     states: Mapping[str, NodeState] = field(default_factory=dict)
+    bgp: Mapping[str, BgpSessions] = field(default_factory=dict)     # by node: its bgpd's sessions
 
 
 def node_address(node: NodeInfo | None) -> IPv4Address | None:
@@ -399,7 +400,24 @@ def _no_route(b: _Builder, number: int, inp: TraceInput, x: str, y: str, cidr: I
               if pool is not None and pool.disable_bgp_export else "")
     b.problem(number, x, "no-route", BROKEN,
               f"{y}'s block {cidr} is not in node {x}'s table{instead}{export}",
-              f"is the BGP session {x}<->{y} Established? `calyxctl node status {x}`")
+              _session_hint(inp.bgp.get(x), x, y, node_address(y_node)))
+
+
+def _session_hint(sessions: BgpSessions | None, x: str, y: str, peer: IPv4Address | None) -> str:
+    """What X's BGP sessions say about the missing route to Y's block."""
+    ask = f"`calyxctl node status {x}`"
+    if sessions is None or sessions.error is not None or peer is None:
+        return f"is the BGP session {x}<->{y} Established? {ask}"
+    state = sessions.states.get(peer)
+    if state is None:
+        others = ", ".join(f"{a} {s}" for a, s in sorted(sessions.states.items())) or "none"
+        return (f"node {x} has no BGP session to {y} ({peer}); its sessions: {others}: the route must come "
+                f"through one of them (route reflector, router): {ask}")
+    if state != "Established":
+        info = sessions.info.get(peer)
+        return f"the BGP session {x}<->{y} ({peer}) is {state}" + (f" ({info})" if info else "") + f": {ask}"
+    return (f"the BGP session {x}<->{y} is Established, yet the route is not installed: {ask} and `bgpd routes` "
+            f"on {x} (refused? NOT INSTALLED?)")
 
 
 def _check_mtu(b: _Builder, number: int, state: NodeState, src: PodEnd, encap: str, match,

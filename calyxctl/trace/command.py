@@ -2,8 +2,9 @@
 or an IPv4 address), hop by hop, as each node's kernel would forward it, and where it breaks.
 
 Both ends are resolved from the Kubernetes API; each node's forwarding is read from its felix
-(``/v1/route``, ``/v1/link`` on its health port) at the Node's address and ``--port``, or where
-``--felix NODE=HOST:PORT`` says (e.g. a ``kubectl port-forward``). The reasoning is
+(``/v1/route``, ``/v1/link`` on its health port) at the Node's address and ``--felix-port``, or
+where ``--felix NODE=HOST:PORT`` says (e.g. a ``kubectl port-forward``); the source node's BGP
+sessions from its bgpd's ``/status`` (``--bgpd-port``), when it answers. The reasoning is
 :mod:`calyxctl.trace.analysis`'s. Exit status: 0 the path is complete, 1 a problem was found
 (or a node could not be read), 2 the trace could not start.
 """
@@ -21,6 +22,7 @@ from urllib3.exceptions import HTTPError
 from calyx.crds import CRDError
 from calyx.kube import client as kube_client
 from calyxctl.trace import analysis, render
+from calyxctl.trace.bgpdclient import DEFAULT_BGPD_PORT, read_sessions
 from calyxctl.trace.facts import NodeState
 from calyxctl.trace.felixclient import DEFAULT_FELIX_PORT, read_node
 from calyxctl.trace.resolve import ResolveError, read_cluster, resolve_destination, resolve_pod
@@ -36,9 +38,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("src", metavar="SRC", help="the source pod, NAMESPACE/NAME")
     parser.add_argument("dst", metavar="DST", help="the destination: a pod NAMESPACE/NAME, or an IPv4 address")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    parser.add_argument("--port", type=int, default=DEFAULT_FELIX_PORT,
+    parser.add_argument("--felix-port", type=int, default=DEFAULT_FELIX_PORT,
                         help=f"felix's health port on every node (default {DEFAULT_FELIX_PORT}, the chart's "
                              "felix.healthPort)")
+    parser.add_argument("--bgpd-port", type=int, default=DEFAULT_BGPD_PORT,
+                        help=f"bgpd's health port on the source node, for its BGP sessions (default "
+                             f"{DEFAULT_BGPD_PORT}, the chart's bgpd.healthPort)")
     parser.add_argument("--felix", action="append", default=[], metavar="NODE=HOST:PORT",
                         help="where to reach NODE's felix instead of its Node address (repeatable)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request to felix")
@@ -77,18 +82,24 @@ def run(args: argparse.Namespace) -> int:
     inp = analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks)
     states = {}
     for node, (routes, links) in analysis.queries(inp).items():
-        url = overrides.get(node) or _felix_url(cluster.nodes.get(node), args.port)
+        url = overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
         if url is None:
             states[node] = NodeState(node, error=f"Node {node} has no address (InternalIP or "
                                                           f"calyx.dev/ipv4-address): use --felix {node}=HOST:PORT")
             continue
         states[node] = read_node(node, url, routes, links, args.timeout)
-    trace = analysis.analyse(analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks, states))
+    bgp = {}
+    y = analysis.destination_node(inp)
+    bgpd_url = _node_url(cluster.nodes.get(src.node), args.bgpd_port)
+    if y is not None and y != src.node and bgpd_url is not None:
+        bgp[src.node] = read_sessions(src.node, bgpd_url, args.timeout)
+    trace = analysis.analyse(analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks, states,
+                                                 bgp))
     sys.stdout.write(render.as_json(trace) if args.output == "json" else render.text(trace))
     return 0 if trace.complete else 1
 
 
-def _felix_url(node: Any, port: int) -> str | None:
+def _node_url(node: Any, port: int) -> str | None:
     address = analysis.node_address(node)
     return f"http://{address}:{port}" if address is not None else None
 

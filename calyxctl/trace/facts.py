@@ -1,5 +1,6 @@
-"""What ``calyxctl trace`` knows before it reasons: the two ends of the path, and what each
-node's felix answered about its forwarding (``/v1/route``, ``/v1/link``, see felix.inspect).
+"""What ``calyxctl trace`` knows before it reasons: the two ends of the path, what each
+node's felix answered about its forwarding (``/v1/route``, ``/v1/link``, see felix.inspect),
+and the source node's BGP sessions (bgpd's ``/status``).
 
 Pure code: values parsed from the API's objects and felix's JSON; no I/O.
 """
@@ -131,3 +132,20 @@ class NodeState:
 
     def route(self, dst: IPv4Address) -> RouteAnswer | None:
         return self.routes.get(dst)
+
+
+@dataclass(frozen=True)
+class BgpSessions:
+    """A node's BGP sessions as its bgpd's ``/status`` shows them (peer address -> state, info),
+    or why they could not be read."""
+
+    node: str
+    states: Mapping[IPv4Address, str] = field(default_factory=dict)
+    info: Mapping[IPv4Address, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def from_status(cls, node: str, status: Mapping[str, Any]) -> "BgpSessions":
+        peers = status.get("peers") or []
+        return cls(node, {IPv4Address(p["peer_address"]): str(p["state"]) for p in peers},
+                   {IPv4Address(p["peer_address"]): str(p.get("info") or "") for p in peers})

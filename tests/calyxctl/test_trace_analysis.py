@@ -9,7 +9,7 @@ import pytest
 
 from calyx.model import EncapMode, IPAMBlock, IPPool, NodeInfo
 from calyxctl.trace import analysis, render
-from calyxctl.trace.facts import AddressEnd, Device, NodeState, PodEnd, RouteAnswer, TableEntry
+from calyxctl.trace.facts import AddressEnd, BgpSessions, Device, NodeState, PodEnd, RouteAnswer, TableEntry
 
 IP = IPv4Address
 NET = IPv4Network
@@ -153,6 +153,37 @@ def test_no_route_to_the_block_points_at_the_bgp_session() -> None:
     assert problem.message == ("node2's block 10.244.2.0/26 is not in node node1's table; the lookup fails "
                                "(Network is unreachable)")
     assert problem.fix == "is the BGP session node1<->node2 Established? `calyxctl node status node1`"
+
+
+def no_route_fix(sessions: BgpSessions) -> str:
+    states = {"node1": NodeState("node1", routes={A.ip: pod_route(A), B.ip: unreachable(B.ip)},
+                                 links={A.veth: dev(A.veth, mtu=1450)}),
+              "node2": NodeState("node2", routes={B.ip: pod_route(B)}, links={B.veth: dev(B.veth, mtu=1450)})}
+    trace = analysis.analyse(analysis.TraceInput(A, B, NODES, pool(), BLOCKS, states, {"node1": sessions}))
+    assert causes(trace) == [(2, "node1", "no-route", "broken")]
+    return trace.problems[0].fix
+
+
+def test_no_route_with_the_session_down_says_its_state() -> None:
+    status = {"peers": [{"peer_address": "10.0.1.12", "state": "Active", "info": "connection refused"},
+                        {"peer_address": "10.0.2.13", "state": "Established", "info": ""}]}
+    assert no_route_fix(BgpSessions.from_status("node1", status)) == (
+        "the BGP session node1<->node2 (10.0.1.12) is Active (connection refused): `calyxctl node status node1`")
+
+
+def test_no_route_with_the_session_established_points_at_the_import() -> None:
+    fix = no_route_fix(BgpSessions("node1", {IP("10.0.1.12"): "Established"}))
+    assert fix.startswith("the BGP session node1<->node2 is Established, yet the route is not installed")
+
+
+def test_no_route_without_a_session_to_the_node_names_the_sessions_there_are() -> None:
+    fix = no_route_fix(BgpSessions("node1", {IP("10.0.2.13"): "Established"}))
+    assert fix.startswith("node node1 has no BGP session to node2 (10.0.1.12); its sessions: 10.0.2.13 Established")
+
+
+def test_no_route_with_bgpd_unreadable_asks() -> None:
+    fix = no_route_fix(BgpSessions("node1", error="http://10.0.1.11:9098/status: Connection refused"))
+    assert fix == "is the BGP session node1<->node2 Established? `calyxctl node status node1`"
 
 
 def test_a_default_route_is_not_a_route_to_the_block() -> None:
