@@ -4,7 +4,8 @@ liveness of a process's loops (structured logs are :mod:`calyx.logs`).
 HTTP: :class:`HealthServer` is a small threaded HTTP server serving liveness and readiness from
 callbacks, the Prometheus exposition of one daemon's own ``CollectorRegistry`` (never the
 global registry, so several daemons can live in one process), and any read-only JSON views the
-daemon adds (bgpd's ``/status``, felix's ``/ipam``, which ``calyxctl`` reads). :class:`Liveness` aggregates the
+daemon adds (bgpd's ``/status``, felix's ``/ipam``, which ``calyxctl`` reads; with query
+parameters, :data:`JsonHandler`: felix's ``/v1/route``). :class:`Liveness` aggregates the
 heartbeats of a process's loops (see :mod:`calyx.loop`) so ``/livez`` names the stuck one.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import socketserver
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -34,6 +36,8 @@ class Check:
 
 HealthCallback = Callable[[], Check]
 JsonView = Callable[[], Any]     # a read-only view: its answer is served as JSON
+JsonHandler = Callable[[Mapping[str, list[str]]], tuple[int, Any]]
+"""A read-only JSON endpoint with query parameters: called with them, answers (HTTP status, body)."""
 
 
 def always_ok() -> Check:
@@ -109,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/metrics":
             self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
         elif path in ("/livez", "/readyz"):
@@ -120,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
                 check = Check(False, f"check raised {type(exc).__name__}: {exc}")
             body = ("ok\n" if check.ok and not check.reason else f"{check.reason}\n").encode()
             self._reply(200 if check.ok else 503, body, "text/plain; charset=utf-8")
+        elif path in self.server.handlers:
+            self._json(self.server.handlers[path], query)
         elif path in self.server.json_views:
             try:
                 status, answer = 200, self.server.json_views[path]()
@@ -128,8 +134,17 @@ class _Handler(BaseHTTPRequestHandler):
             body = (json.dumps(answer, default=str, sort_keys=True) + "\n").encode()
             self._reply(status, body, "application/json")
         else:
-            known = ", ".join(["/livez", "/readyz", "/metrics", *sorted(self.server.json_views)])
+            known = ", ".join(["/livez", "/readyz", "/metrics", *sorted({**self.server.json_views,
+                                                                         **self.server.handlers})])
             self._reply(404, f"not found: try {known}\n".encode(), "text/plain; charset=utf-8")
+
+    def _json(self, handler: JsonHandler, query: str) -> None:
+        try:
+            status, body = handler(parse_qs(query))
+        except Exception as exc:  # a failing endpoint must answer, not kill the server
+            self.server.log.error("endpoint failed", path=self.path, error=f"{type(exc).__name__}: {exc}")
+            status, body = 500, {"error": f"{type(exc).__name__}: {exc}"}
+        self._reply(status, (json.dumps(body, indent=1) + "\n").encode(), "application/json")
 
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -148,9 +163,10 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
                  liveness: HealthCallback, readiness: HealthCallback, log: StructuredLogger,
-                 json_views: Mapping[str, JsonView]) -> None:
+                 json_views: Mapping[str, JsonView], handlers: Mapping[str, JsonHandler]) -> None:
         self.registry = registry
         self.json_views = dict(json_views)
+        self.handlers = dict(handlers)
         self.liveness = liveness
         self.readiness = readiness
         self.log = log
@@ -167,13 +183,16 @@ class _Server(ThreadingHTTPServer):
 class HealthServer:
     """Serves ``/livez``, ``/readyz``, ``/metrics`` and the ``json_views`` (path -> callable
     whose answer is served as JSON; read-only, so never anything secret) on ``host:port``
-    (port 0: a free port, see :attr:`port` once started) from a background thread."""
+    (port 0: a free port, see :attr:`port` once started) from a background thread. ``handlers``
+    are JSON endpoints that take query parameters (path -> :data:`JsonHandler`), read-only too."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
                  liveness: HealthCallback = always_ok, readiness: HealthCallback = always_ok,
                  logger: StructuredLogger | None = None,
-                 json_views: Mapping[str, JsonView] | None = None) -> None:
+                 json_views: Mapping[str, JsonView] | None = None,
+                 handlers: Mapping[str, JsonHandler] | None = None) -> None:
         self.json_views = dict(json_views or {})
+        self.handlers = dict(handlers or {})
         self.host = host
         self.requested_port = port
         self.registry = registry
@@ -198,7 +217,7 @@ class HealthServer:
             return self
         try:
             self._server = _Server((self.host, self.requested_port), self.registry,
-                                   self.liveness, self.readiness, self._log, self.json_views)
+                                   self.liveness, self.readiness, self._log, self.json_views, self.handlers)
         except OSError as exc:
             raise OSError(exc.errno, f"health server: cannot listen on {self.host}:{self.requested_port}: "
                                      f"{exc.strerror}") from exc

@@ -8,13 +8,14 @@ import sys
 from typing import Sequence
 
 from calyxctl import get, ipam, node
+from calyxctl.trace import command as trace
 
-COMMANDS = (node, ipam, get)
+COMMANDS = (node, ipam, get, trace)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calyxctl", description="Inspect a Calyx cluster: BGP status, "
-                                     "IP address management, Calyx resources.")
+                                     "IP address management, Calyx resources, a packet's path.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add_parser(subparsers)

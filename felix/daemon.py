@@ -15,6 +15,9 @@ felix leaves the dataplane untouched.
 Two background chores for the CNI plugin run beside the loop when configured: keeping its
 kubeconfig's token fresh (``cni_kubeconfig``) and IPAM block garbage collection
 (``ipam_gc_interval``; see :mod:`calyx.cni.gc`).
+
+The health port also answers read-only questions about this node's forwarding for ``calyxctl
+trace`` (:mod:`felix.inspect`).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from felix.dataplane.nat import LibNftables, NatManager
 from felix.dataplane.routes import RouteManager
 from felix.dataplane.tunnel import TunnelManager
 from felix.dataplane.vxlan import VxlanManager
+from felix.inspect import NodeInspector
 from felix.metrics import FelixMetrics
 from felix.nat import NO_NAT, NatState, desired_nat
 from felix.vtep import KubeNodeAnnotator, VtepPublisher
@@ -143,10 +147,12 @@ class Felix:
         events = EventRecorder(self._api, component="felix", host=cfg.nodename)
         datastore = Datastore(self._api, watch_specs(cfg.nodename), events=events, namespace=cfg.namespace,
                               registry=self.registry)
-        # /ipam: the node's address assignments (the CNI plugin's state), for `calyxctl ipam`.
+        # /ipam: the node's address assignments (the CNI plugin's state), for `calyxctl ipam`;
+        # /v1/route, /v1/link: the node's forwarding, for `calyxctl trace`.
         servers = [HealthServer(cfg.health_host, cfg.health_port, self.registry, liveness=self.liveness,
                                 readiness=self.readiness,
-                                json_views={"/ipam": lambda: node_ipam_records(cfg.nodename, cfg.run_dir)})]
+                                json_views={"/ipam": lambda: node_ipam_records(cfg.nodename, cfg.run_dir)},
+                                handlers=NodeInspector(cfg.nodename).handlers())]
         if cfg.metrics_port is not None and cfg.metrics_port != cfg.health_port:
             servers.append(HealthServer(cfg.health_host, cfg.metrics_port, self.registry,
                                         liveness=self.liveness, readiness=self.readiness))

@@ -1,0 +1,109 @@
+"""``calyxctl trace SRC DST``: the path of a packet from pod SRC (NAMESPACE/NAME) to DST (a pod
+or an IPv4 address), hop by hop, as each node's kernel would forward it, and where it breaks.
+
+Both ends are resolved from the Kubernetes API; each node's forwarding is read from its felix
+(``/v1/route``, ``/v1/link`` on its health port) at the Node's address and ``--felix-port``, or
+where ``--felix NODE=HOST:PORT`` says (e.g. a ``kubectl port-forward``); the source node's BGP
+sessions from its bgpd's ``/status`` (``--bgpd-port``), when it answers. The reasoning is
+:mod:`calyxctl.trace.analysis`'s. Exit status: 0 the path is complete, 1 a problem was found
+(or a node could not be read), 2 the trace could not start.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from calyx.crds import CRDError
+from calyx.kube import client as kube_client
+from calyxctl.trace import analysis, render
+from calyxctl.trace.bgpdclient import DEFAULT_BGPD_PORT, read_sessions
+from calyxctl.trace.facts import NodeState
+from calyxctl.trace.felixclient import DEFAULT_FELIX_PORT, read_node
+from calyxctl.trace.resolve import ResolveError, read_cluster, resolve_destination, resolve_pod
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "trace", help="the path of a packet from a pod to a pod or address, and where it breaks",
+        description="Walk the path from pod SRC to DST (a pod or an IPv4 address) hop by hop, reading each "
+                    "node's routes through its felix, and say where and why it breaks.")
+    parser.add_argument("src", metavar="SRC", help="the source pod, NAMESPACE/NAME")
+    parser.add_argument("dst", metavar="DST", help="the destination: a pod NAMESPACE/NAME, or an IPv4 address")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument("--felix-port", type=int, default=DEFAULT_FELIX_PORT,
+                        help=f"felix's health port on every node (default {DEFAULT_FELIX_PORT}, the chart's "
+                             "felix.healthPort)")
+    parser.add_argument("--bgpd-port", type=int, default=DEFAULT_BGPD_PORT,
+                        help=f"bgpd's health port on the source node, for its BGP sessions (default "
+                             f"{DEFAULT_BGPD_PORT}, the chart's bgpd.healthPort)")
+    parser.add_argument("--felix", action="append", default=[], metavar="NODE=HOST:PORT",
+                        help="where to reach NODE's felix instead of its Node address (repeatable)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request to felix")
+    parser.add_argument("--kubeconfig", default=None,
+                        help="kubeconfig file (default: KUBECONFIG, else the in-cluster account)")
+    parser.set_defaults(run=run)
+
+
+def _overrides(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        node, eq, where = value.partition("=")
+        host, colon, port = where.rpartition(":")
+        if not eq or not node or not colon or not host or not port.isdigit():
+            raise ValueError(f"--felix {value!r}: expected NODE=HOST:PORT")
+        out[node] = f"http://{host}:{port}"
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        overrides = _overrides(args.felix)
+        api = kube_client.load(args.kubeconfig or os.environ.get("KUBECONFIG") or _default_kubeconfig())
+        src = resolve_pod(api, args.src)
+        dst = resolve_destination(api, args.dst)
+        cluster = read_cluster(api)
+    except (ValueError, ResolveError, kube_client.ClientConfigError, CRDError) as exc:
+        print(f"calyxctl trace: {exc}", file=sys.stderr)
+        return 2
+    except (ApiException, HTTPError, OSError) as exc:
+        print(f"calyxctl trace: the Kubernetes API: {kube_client.describe_error(exc, api_message=True)}",
+              file=sys.stderr)
+        return 2
+    for problem in cluster.skipped:
+        print(f"calyxctl trace: ignored: {problem}", file=sys.stderr)
+    inp = analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks)
+    states = {}
+    for node, (routes, links) in analysis.queries(inp).items():
+        url = overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
+        if url is None:
+            states[node] = NodeState(node, error=f"Node {node} has no address (InternalIP or "
+                                                          f"calyx.dev/ipv4-address): use --felix {node}=HOST:PORT")
+            continue
+        states[node] = read_node(node, url, routes, links, args.timeout)
+    bgp = {}
+    y = analysis.destination_node(inp)
+    bgpd_url = _node_url(cluster.nodes.get(src.node), args.bgpd_port)
+    if y is not None and y != src.node and bgpd_url is not None:
+        bgp[src.node] = read_sessions(src.node, bgpd_url, args.timeout)
+    trace = analysis.analyse(analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks, states,
+                                                 bgp))
+    sys.stdout.write(render.as_json(trace) if args.output == "json" else render.text(trace))
+    return 0 if trace.complete else 1
+
+
+def _node_url(node: Any, port: int) -> str | None:
+    address = analysis.node_address(node)
+    return f"http://{address}:{port}" if address is not None else None
+
+
+def _default_kubeconfig() -> str | None:
+    path = Path.home() / ".kube" / "config"
+    return str(path) if path.is_file() else None

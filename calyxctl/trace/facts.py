@@ -1,0 +1,151 @@
+"""What ``calyxctl trace`` knows before it reasons: the two ends of the path, what each
+node's felix answered about its forwarding (``/v1/route``, ``/v1/link``, see felix.inspect),
+and the source node's BGP sessions (bgpd's ``/status``).
+
+Pure code: values parsed from the API's objects and felix's JSON; no I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Mapping
+
+from calyx.naming import cali_interface_name
+
+
+@dataclass(frozen=True)
+class PodEnd:
+    """A pod at one end of the path."""
+
+    namespace: str
+    name: str
+    ip: IPv4Address
+    node: str
+
+    @property
+    def veth(self) -> str:
+        """The host side of the pod's veth, as the CNI plugin named it."""
+        return cali_interface_name(self.namespace, self.name)
+
+    def __str__(self) -> str:
+        return f"pod {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class AddressEnd:
+    """A destination given as an address that no pod holds."""
+
+    ip: IPv4Address
+
+    def __str__(self) -> str:
+        return str(self.ip)
+
+
+Endpoint = PodEnd | AddressEnd
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    kind: str | None
+    mtu: int
+    up: bool
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any] | None) -> "Device | None":
+        if obj is None:
+            return None
+        return cls(obj["name"], obj.get("kind"), int(obj["mtu"]), bool(obj["up"]))
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """The routing-table entry a lookup matched."""
+
+    dst: IPv4Network
+    kind: str
+    proto: int
+    owner: str
+    dev: str | None = None
+    gateway: IPv4Address | None = None
+    onlink: bool = False
+    mtu: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any] | None) -> "TableEntry | None":
+        if obj is None:
+            return None
+        return cls(IPv4Network(obj["dst"]), obj["type"], int(obj["proto"]), obj["owner"], obj.get("dev"),
+                   IPv4Address(obj["gateway"]) if obj.get("gateway") else None, bool(obj.get("onlink")),
+                   obj.get("mtu"))
+
+    def __str__(self) -> str:
+        parts = [str(self.dst) if self.kind == "unicast" else f"{self.kind} {self.dst}"]
+        if self.gateway is not None:
+            parts.append(f"via {self.gateway}")
+        if self.dev is not None:
+            parts.append(f"dev {self.dev}")
+        if self.onlink:
+            parts.append("onlink")
+        if self.mtu:
+            parts.append(f"mtu {self.mtu}")
+        parts.append(f"proto {self.proto}")
+        return " ".join(parts) + f" ({self.owner})"
+
+
+@dataclass(frozen=True)
+class RouteAnswer:
+    """One node's answer to "where does a packet to ``dst`` go?"."""
+
+    dst: IPv4Address
+    ok: bool                                # the kernel's lookup found a usable route
+    error: str | None = None                # else why not ("Network is unreachable", ...)
+    dev: str | None = None
+    gateway: IPv4Address | None = None
+    prefsrc: IPv4Address | None = None
+    match: TableEntry | None = None
+    device: Device | None = None
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> "RouteAnswer":
+        lookup = obj["lookup"]
+        return cls(IPv4Address(obj["dst"]), bool(lookup["ok"]), lookup.get("error"), lookup.get("dev"),
+                   IPv4Address(lookup["gateway"]) if lookup.get("gateway") else None,
+                   IPv4Address(lookup["prefsrc"]) if lookup.get("prefsrc") else None,
+                   TableEntry.from_json(obj.get("match")), Device.from_json(obj.get("device")))
+
+    def describe(self) -> str:
+        """The match as ``ip route`` would show it, or why nothing matched."""
+        if self.match is not None:
+            return str(self.match)
+        return f"no route ({self.error or 'no table entry'})"
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What one node's felix answered (or why it could not be read)."""
+
+    node: str
+    error: str | None = None
+    routes: Mapping[IPv4Address, RouteAnswer] = field(default_factory=dict)
+    links: Mapping[str, Device | None] = field(default_factory=dict)
+
+    def route(self, dst: IPv4Address) -> RouteAnswer | None:
+        return self.routes.get(dst)
+
+
+@dataclass(frozen=True)
+class BgpSessions:
+    """A node's BGP sessions as its bgpd's ``/status`` shows them (peer address -> state, info),
+    or why they could not be read."""
+
+    node: str
+    states: Mapping[IPv4Address, str] = field(default_factory=dict)
+    info: Mapping[IPv4Address, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def from_status(cls, node: str, status: Mapping[str, Any]) -> "BgpSessions":
+        peers = status.get("peers") or []
+        return cls(node, {IPv4Address(p["peer_address"]): str(p["state"]) for p in peers},
+                   {IPv4Address(p["peer_address"]): str(p.get("info") or "") for p in peers})
