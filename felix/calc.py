@@ -132,8 +132,10 @@ def desired_dataplane(snapshot: model.Snapshot, facts: LocalFacts) -> DesiredDat
             problems.append(f"route to {dst} ({vxlan.reasons[dst]}) collides with {reasons[dst]}")
             continue
         routes[dst], reasons[dst] = route, vxlan.reasons[dst]
-    # the largest encapsulation overhead of the modes in use on this node
-    overhead = max(IPIP_OVERHEAD if ipip else 0, VXLAN_OVERHEAD if vxlan.spec.enabled else 0)
+    # the largest encapsulation overhead of the modes any pool uses, whether or not this node's
+    # devices exist yet: a node's first pod comes before its block, and so before the tunnel
+    vxlan_used = any(model.pool_wants_vxlan(p) for p in snapshot.ippools.values())
+    overhead = max(IPIP_OVERHEAD if ipip else 0, VXLAN_OVERHEAD if vxlan_used else 0)
     pod_mtu = facts.mtu_override or facts.underlay_mtu - overhead
     return DesiredDataplane(routes=routes, reasons=reasons, tunnel=tunnel, vxlan=vxlan.spec, pod_mtu=pod_mtu,
                             problems=tuple(problems), settling_devices=frozenset(settling))

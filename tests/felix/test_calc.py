@@ -118,6 +118,15 @@ def test_pod_mtu_leaves_room_for_ipip_before_the_node_has_a_block() -> None:
     assert desired.pod_mtu == 1480
 
 
+def test_pod_mtu_leaves_room_for_vxlan_before_the_node_has_a_block() -> None:
+    """The same for VXLAN: no block yet, so no vxlan.calico yet, and still the VXLAN MTU."""
+    vxlan = model.IPPool("default", POOL.cidr, vxlan_mode=model.EncapMode.ALWAYS)
+    desired = desired_dataplane(snapshot(pools=[vxlan], node=model.NodeInfo(NODE)),
+                                LocalFacts(NODE, underlay_mtu=1500))
+    assert not desired.vxlan.enabled
+    assert desired.pod_mtu == 1450
+
+
 def test_unknown_own_node_means_no_blackholes_and_no_tunnel() -> None:
     desired = desired_dataplane(snapshot([pod("web-1", "10.244.1.5", node="ghost")]), LocalFacts("ghost"))
     assert set(desired.routes) == {IPv4Network("10.244.1.5/32")}
