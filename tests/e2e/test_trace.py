@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from calyxlab import chart
-from e2e_support import POD_NAMESPACE, add_pod, add_pods, core_api, deployed, wait_for
+from e2e_support import POD_NAMESPACE, add_pods, core_api, deployed, wait_for
 
 pytestmark = [pytest.mark.lab]
 
@@ -48,15 +48,7 @@ def felix_answers(lab, address: str) -> bool:
 
 @pytest.fixture(scope="module")
 def pods(lab):
-    made = {node: (POD_NAMESPACE, pod) for node, pod in add_pods(lab, list(NODES)).items()}
-    # A node's first pod is made before the node has a block, so before felix runs VXLAN there:
-    # it may get the underlay's MTU. A pod made once the pod MTU follows vxlan.calico's is the
-    # source of the traces that expect a complete path.
-    run_dir = lab.node_env("node1")["CALYX_RUN_DIR"]
-    wait_for("node1: the pod MTU file says vxlan.calico's MTU",
-             lambda: lab.run_root(["cat", f"{run_dir}/mtu"]).stdout.strip() == str(mtu(lab, "node1", DEV)))
-    made["late"] = (POD_NAMESPACE, add_pod(lab, "node1", name="pod-node1-late"))
-    return made
+    return {node: (POD_NAMESPACE, pod) for node, pod in add_pods(lab, list(NODES)).items()}
 
 
 def mtu(lab, node: str, device: str) -> int:
@@ -131,7 +123,7 @@ def test_same_subnet_is_one_plain_route(lab, pods):
 def test_across_the_router_is_vxlan_to_the_nodes_address(lab, pods):
     converged(lab, pods)
     dst = pods["node3"][1]
-    rc, body, text = trace(lab, pods["late"], dst.ip)      # by address: the pod holding it is found
+    rc, body, text = trace(lab, pods["node1"], dst.ip)      # by address: the pod holding it is found
     assert rc == 0 and body["complete"], body["problems"]
     assert body["dst"]["kind"] == "pod" and body["dst"]["node"] == "node3"
     hop = body["hops"][1]
@@ -150,7 +142,7 @@ def test_blackhole_on_the_source_node(lab, pods):
     dst = pods["node3"][1]
     lab.exec("node1", ["ip", "route", "add", "blackhole", f"{dst.ip}/32"], check=True)
     try:
-        rc, body, text = trace(lab, pods["late"], f"{pods['node3'][0]}/{dst.name}")
+        rc, body, text = trace(lab, pods["node1"], f"{pods['node3'][0]}/{dst.name}")
     finally:
         lab.exec("node1", ["ip", "route", "del", "blackhole", f"{dst.ip}/32"])
     assert rc == 1 and body["broken_at"] == {"hop": 2, "node": "node1"}
@@ -165,7 +157,7 @@ def test_blackhole_in_place_of_the_pods_route_on_the_destination_node(lab, pods)
     # felix leaves a route it does not own alone: a blackhole replacing its /32 stays
     lab.exec("node3", ["ip", "route", "replace", "blackhole", f"{dst.ip}/32", "proto", "static"], check=True)
     try:
-        rc, body, _ = trace(lab, pods["late"], f"{pods['node3'][0]}/{dst.name}")
+        rc, body, _ = trace(lab, pods["node1"], f"{pods['node3'][0]}/{dst.name}")
     finally:
         lab.exec("node3", ["ip", "route", "del", "blackhole", f"{dst.ip}/32"])
     assert rc == 1 and body["broken_at"] == {"hop": 3, "node": "node3"}
@@ -182,7 +174,7 @@ def test_plain_route_across_the_router_where_the_pool_wants_vxlan(lab, pods):
     lab.exec("node1", ["ip", "route", "replace", block, "via", "10.0.1.1", "dev", "eth1", "proto", "static"],
              check=True)
     try:
-        rc, body, _ = trace(lab, pods["late"], f"{pods['node3'][0]}/{dst.name}")
+        rc, body, _ = trace(lab, pods["node1"], f"{pods['node3'][0]}/{dst.name}")
     finally:
         lab.exec("node1", ["ip", "route", "del", block, "proto", "static"])
     assert rc == 1 and body["broken_at"] == {"hop": 2, "node": "node1"}
@@ -214,24 +206,31 @@ def test_destination_veth_down_removes_the_pod_route(lab, pods):
 
 
 def test_mtu_is_checked_against_the_devices(lab, pods):
+    """A node's first pod already has room for VXLAN (it is made before the node's block, so
+    before vxlan.calico); a pod veth with the underlay's MTU is reported as too large."""
     converged(lab, pods)
     src, dst = pods["node1"], pods["node3"][1]
-    rc, body, _ = trace(lab, src, f"{pods['node3'][0]}/{dst.name}")
-    pod_mtu = mtu(lab, "node1", body["src"]["veth"])
-    too_large = pod_mtu > mtu(lab, "node1", DEV) or pod_mtu + 50 > mtu(lab, "node1", "eth1")
-    print(f"node1: pod MTU {pod_mtu}, {DEV} {mtu(lab, 'node1', DEV)}, eth1 {mtu(lab, 'node1', 'eth1')}")
-    assert [(p["cause"], p["node"], p["severity"]) for p in body["problems"]] == \
-        ([("mtu", "node1", "degraded")] if too_large else [])
-    assert rc == (1 if too_large else 0)
+    target = f"{pods['node3'][0]}/{dst.name}"
+    rc, body, _ = trace(lab, src, target)
+    veth = body["src"]["veth"]
+    assert mtu(lab, "node1", veth) == mtu(lab, "node1", DEV) == mtu(lab, "node1", "eth1") - 50
+    assert rc == 0 and body["problems"] == []
+    lab.exec("node1", ["ip", "link", "set", veth, "mtu", str(mtu(lab, "node1", "eth1"))], check=True)
+    try:
+        rc, body, _ = trace(lab, src, target)
+    finally:
+        lab.exec("node1", ["ip", "link", "set", veth, "mtu", str(mtu(lab, "node1", DEV))], check=True)
+    assert [(p["cause"], p["node"], p["severity"]) for p in body["problems"]] == [("mtu", "node1", "degraded")]
+    assert rc == 1
 
 
 def test_address_outside_the_pools(lab, pods):
-    rc, body, _ = trace(lab, pods["late"], "10.0.2.1")      # the router's address across the subnets
+    rc, body, _ = trace(lab, pods["node1"], "10.0.2.1")      # the router's address across the subnets
     assert rc == 0 and body["complete"], body["problems"]
     hop = body["hops"][1]
     assert route_text(hop) == fibmatch(lab, "node1", "10.0.2.1")
     source = next(f["text"] for f in hop["facts"] if f["label"] == "source")
-    assert source.startswith(f"stays {pods['late'][1].ip}")     # the pool has no natOutgoing here
+    assert source.startswith(f"stays {pods['node1'][1].ip}")     # the pool has no natOutgoing here
 
 
 def test_an_unknown_pod_is_refused_naming_it(lab, pods):
@@ -253,7 +252,7 @@ def test_calyx_down_on_the_destination_node(lab, pods):
             "calyx.dev/ipv4-vxlan-tunnel-addr": None, "calyx.dev/vxlan-tunnel-mac": None}}})
         wait_for("node1: felix drops its route to node3's block (after its release grace)",
                  lambda: "vxlan.calico" not in fibmatch(lab, "node1", dst.ip))
-        rc, body, text = trace(lab, pods["late"], f"{pods['node3'][0]}/{dst.name}")
+        rc, body, text = trace(lab, pods["node1"], f"{pods['node3'][0]}/{dst.name}")
     finally:
         lab.start_daemons("node3")
     assert rc == 1 and body["broken_at"] == {"hop": 2, "node": "node1"}
