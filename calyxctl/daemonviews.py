@@ -25,14 +25,16 @@ def node_address(node: model.NodeInfo) -> str:
     return str(address)
 
 
-def fetch_json(url: str) -> Any:
+def fetch_json(url: str, timeout: float = HTTP_TIMEOUT) -> Any:
     """GET ``url`` and decode its JSON answer."""
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return json.loads(response.read().decode())
     except urllib.error.HTTPError as exc:
-        raise ViewUnavailable(f"{url}: HTTP {exc.code} {exc.reason}: "
-                              f"{exc.read().decode(errors='replace').strip()}") from None
+        detail = exc.read().decode(errors="replace").strip()
+        if exc.code == 404:
+            detail = "not served (a daemon older than this calyxctl?)"
+        raise ViewUnavailable(f"{url}: HTTP {exc.code} {exc.reason}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ViewUnavailable(f"{url}: {reason}") from None

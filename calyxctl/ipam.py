@@ -14,7 +14,7 @@ import socket
 import sys
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
@@ -61,19 +61,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 # --- reading -------------------------------------------------------------------------------
-
-def _parse_all(items: list[dict[str, Any]], parse: Callable[[Mapping[str, Any]], Any],
-               invalid: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for raw in items:
-        try:
-            parsed = parse(raw)
-        except model.ValidationError as exc:
-            invalid.append(str(exc))
-            continue
-        out[parsed.name] = parsed
-    return out
-
 
 def _assignments(node: str, records: Mapping[str, Any], where: str) -> tuple[ipamview.Assignment, ...]:
     out = []
@@ -127,10 +114,10 @@ def read_snapshot(args: argparse.Namespace) -> ipamview.IpamSnapshot:
     api = kubeaccess.load(args)
     schemas = crds.spec_schemas()
     invalid: list[str] = []
-    pools = _parse_all(kubeaccess.list_raw(api, resources.IPPOOLS), lambda o: model.parse_ippool(o, schemas), invalid)
-    blocks = _parse_all(kubeaccess.list_raw(api, resources.IPAMBLOCKS),
+    pools = kubeaccess.parse_each(kubeaccess.list_raw(api, resources.IPPOOLS), lambda o: model.parse_ippool(o, schemas), invalid)
+    blocks = kubeaccess.parse_each(kubeaccess.list_raw(api, resources.IPAMBLOCKS),
                         lambda o: model.parse_ipam_block(o, schemas), invalid)
-    nodes = _parse_all(kubeaccess.list_raw(api, resources.NODES), model.parse_node, invalid)
+    nodes = kubeaccess.parse_each(kubeaccess.list_raw(api, resources.NODES), model.parse_node, invalid)
     pods: dict[tuple[str, str], model.PodInfo] = {}
     for raw in kubeaccess.list_raw(api, resources.PODS):
         try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import kubernetes.client
 
+from calyx import model
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 
@@ -29,6 +30,21 @@ def list_raw(api: kubernetes.client.ApiClient, resource: resources.Resource) -> 
 
 def get_raw(api: kubernetes.client.ApiClient, resource: resources.Resource, name: str) -> dict[str, Any]:
     return resources.get_object(api, resource, name)
+
+
+def parse_each(items: list[dict[str, Any]], parse: Callable[[Mapping[str, Any]], Any],
+               invalid: list[str]) -> dict[str, Any]:
+    """Each object parsed (``model.parse_*``) by name; those that fail validation are left out
+    and their errors appended to ``invalid``."""
+    out: dict[str, Any] = {}
+    for raw in items:
+        try:
+            parsed = parse(raw)
+        except model.ValidationError as exc:
+            invalid.append(str(exc))
+            continue
+        out[parsed.name] = parsed
+    return out
 
 
 def describe_error(exc: BaseException) -> str:

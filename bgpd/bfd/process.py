@@ -22,6 +22,7 @@ from typing import Callable
 from calyx.logs import get_logger
 
 from bgpd.netns import enter_netns
+from bgpd.restarts import RestartBackoff
 
 log = get_logger("bgpd.bfdd")
 
@@ -163,7 +164,7 @@ class BfddProcess:
         return None
 
     def _supervise(self) -> None:
-        backoff = 1.0
+        backoff = RestartBackoff(self._max_backoff)
         while not self._stopping.is_set():
             started = time.monotonic()
             code = self._wait()
@@ -171,11 +172,8 @@ class BfddProcess:
                 return
             log.error("bfdd_exited", pid=self._pid, code=code, log=str(self.log_path))
             self._on_exit(code)
-            if time.monotonic() - started > 60:
-                backoff = 1.0
-            if self._stopping.wait(backoff):
+            if self._stopping.wait(backoff.after_exit(time.monotonic() - started)):
                 return
-            backoff = min(backoff * 2, self._max_backoff)
             self.restarts += 1
             self._spawn()
 

@@ -24,6 +24,7 @@ from calyx.logs import get_logger
 
 from bgpd.exabgp.config import PROCESS_NAME
 from bgpd.netns import join_netns
+from bgpd.restarts import RestartBackoff
 from bgpd.unixsocket import listen_private, remove_socket_file
 
 log = get_logger("bgpd.exabgp")
@@ -206,7 +207,7 @@ class ExaBGPProcess:
         log.info("exabgp_started", pid=proc.pid, config=str(self.config_path))
 
     def _supervise(self) -> None:
-        backoff = 1.0
+        backoff = RestartBackoff(self._max_backoff)
         while not self._stopping.is_set():
             proc = self._proc
             if proc is None:
@@ -221,10 +222,7 @@ class ExaBGPProcess:
             if conn is not None:
                 conn.close()
             self._on_exit(code)
-            if time.monotonic() - started > 60:
-                backoff = 1.0
-            if self._stopping.wait(backoff):
+            if self._stopping.wait(backoff.after_exit(time.monotonic() - started)):
                 return
-            backoff = min(backoff * 2, self._max_backoff)
             self.restarts += 1
             self._spawn()

@@ -2,35 +2,18 @@
 health port (see felix.inspect), over plain HTTP. I/O only."""
 from __future__ import annotations
 
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from ipaddress import IPv4Address
 from typing import Any, Iterable
 
+from calyxctl.daemonviews import ViewUnavailable, fetch_json
 from calyxctl.trace.facts import Device, NodeState, RouteAnswer
 
 DEFAULT_FELIX_PORT = 9099      # the chart's felix.healthPort
 
 
-class FelixUnreachable(OSError):
-    """felix did not answer; the message says where and why."""
-
-
 def _get(base_url: str, path: str, params: dict[str, str], timeout: float) -> Any:
-    url = f"{base_url}{path}?{urllib.parse.urlencode(params)}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace").strip()
-        if exc.code == 404:
-            detail = f"{path} not served (felix older than this calyxctl?)"
-        raise FelixUnreachable(f"{url}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise FelixUnreachable(f"{url}: {reason}") from None
+    return fetch_json(f"{base_url}{path}?{urllib.parse.urlencode(params)}", timeout)
 
 
 def read_node(node: str, base_url: str, routes: Iterable[IPv4Address], links: Iterable[str],
@@ -42,6 +25,6 @@ def read_node(node: str, base_url: str, routes: Iterable[IPv4Address], links: It
                    for dst in routes}
         devices = {name: Device.from_json(_get(base_url, "/v1/link", {"name": name}, timeout)["device"])
                    for name in links}
-    except FelixUnreachable as exc:
+    except ViewUnavailable as exc:
         return NodeState(node, error=str(exc))
     return NodeState(node, routes=answers, links=devices)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Any, Callable, Mapping
+from typing import Mapping
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
@@ -13,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from calyx import crds, model
 from calyx.kube import client as kube_client
 from calyx.kube import resources
+from calyxctl import kubeaccess
 from calyxctl.trace.facts import AddressEnd, Endpoint, PodEnd
 
 
@@ -28,25 +29,13 @@ class Cluster:
     skipped: tuple[str, ...] = ()        # objects that failed validation, with why
 
 
-def _parse_all(items: list[dict[str, Any]], parse: Callable[[Any], Any], skipped: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        try:
-            parsed = parse(item)
-        except model.ValidationError as exc:
-            skipped.append(str(exc))
-            continue
-        out[parsed.name] = parsed
-    return out
-
-
 def read_cluster(api: kubernetes.client.ApiClient) -> Cluster:
     schemas = crds.spec_schemas()
     skipped: list[str] = []
-    nodes = _parse_all(resources.list_objects(api, resources.NODES).items, model.parse_node, skipped)
-    pools = _parse_all(resources.list_objects(api, resources.IPPOOLS).items,
+    nodes = kubeaccess.parse_each(resources.list_objects(api, resources.NODES).items, model.parse_node, skipped)
+    pools = kubeaccess.parse_each(resources.list_objects(api, resources.IPPOOLS).items,
                        lambda o: model.parse_ippool(o, schemas), skipped)
-    blocks = _parse_all(resources.list_objects(api, resources.IPAMBLOCKS).items,
+    blocks = kubeaccess.parse_each(resources.list_objects(api, resources.IPAMBLOCKS).items,
                         lambda o: model.parse_ipam_block(o, schemas), skipped)
     return Cluster(nodes, pools, blocks, tuple(skipped))
 
