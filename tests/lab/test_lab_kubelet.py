@@ -39,10 +39,10 @@ def kubectl(lab: Lab, *args: str) -> str:
 
 
 def calyx_pods(lab: Lab) -> dict[str, dict]:
-    """node -> the calyx DaemonSet's pod there."""
+    """node -> the calyx DaemonSet's pod there (a pod not bound to a node yet is left out)."""
     items = json.loads(kubectl(lab, "get", "pods", "-n", NAMESPACE, "-o", "json",
                                "-l", f"app.kubernetes.io/instance={chart.RELEASE}"))["items"]
-    return {p["spec"]["nodeName"]: p for p in items}
+    return {p["spec"]["nodeName"]: p for p in items if p["spec"].get("nodeName")}
 
 
 def container_status(pod: dict, name: str) -> dict:
