@@ -951,6 +951,11 @@ def node_pod_cidrs(node: NodeInfo, blocks: Mapping[str, IPAMBlock] | None = None
                         if block.node == node.name and not block.deleted))
 
 
+def node_address(node: NodeInfo) -> IPv4Address | None:
+    """The address other nodes reach ``node`` at: its ``calyx.dev/ipv4-address``, else its InternalIP."""
+    return node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
+
+
 def node_tunnel_address(node: NodeInfo, blocks: Mapping[str, IPAMBlock] | None = None) -> IPv4Address | None:
     """tunl0's address: the annotation override, else the first address of the first pod CIDR."""
     if node.tunnel_address_override is not None:

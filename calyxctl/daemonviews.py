@@ -18,7 +18,7 @@ class ViewUnavailable(RuntimeError):
 
 def node_address(node: model.NodeInfo) -> str:
     """Where ``node``'s daemons listen: its ``calyx.dev/ipv4-address`` annotation, else InternalIP."""
-    address = node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
+    address = model.node_address(node)
     if address is None:
         raise ViewUnavailable(f"Node {node.name!r} has no {model.ANNOTATION_IPV4_ADDRESS} annotation "
                               f"and no InternalIP")

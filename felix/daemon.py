@@ -261,9 +261,7 @@ class Felix:
 
     def _local_facts(self, tunnel: TunnelManager, snapshot: model.Snapshot, refresh: bool) -> LocalFacts:
         node = snapshot.nodes.get(self.config.nodename)
-        address = None
-        if node is not None:
-            address = node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
+        address = model.node_address(node) if node is not None else None
         underlay = tunnel.underlay(address, refresh)
         subnet = underlay.interface.network if underlay.interface is not None else None
         if node is not None and node.bgp_address is not None and node.bgp_address.network.prefixlen != 32:

@@ -69,11 +69,6 @@ class VxlanPlan:
     problems: tuple[str, ...] = ()
 
 
-def node_underlay_address(node: model.NodeInfo) -> IPv4Address | None:
-    """The address other nodes reach ``node`` at: its ``calyx.dev/ipv4-address``, else InternalIP."""
-    return node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
-
-
 def vxlan_route(block: IPv4Network, vtep: IPv4Address, device: str = VXLAN_DEVICE) -> Route:
     return Route(block, proto=FELIX_ROUTE_PROTOCOL, dev=device, gateway=vtep, onlink=True)
 
@@ -99,7 +94,7 @@ def desired_vxlan(snapshot: model.Snapshot, node_name: str, underlay_mtu: int, m
         return VxlanPlan(VxlanSpec(False, reason="no pool uses VXLAN"))
     pools_text = ", ".join(wanting)
     address = model.node_tunnel_address(node, snapshot.blocks)
-    local = node_underlay_address(node)
+    local = model.node_address(node)
     if address is None or local is None:
         missing = "pod CIDR for a tunnel address" if address is None else "address (annotation or InternalIP)"
         return VxlanPlan(VxlanSpec(False, reason=f"VXLAN pool(s) {pools_text} but node {node_name} has no "
@@ -118,7 +113,7 @@ def desired_vxlan(snapshot: model.Snapshot, node_name: str, underlay_mtu: int, m
                   if (pool := model.vxlan_pool_containing(snapshot.ippools, cidr)) is not None]
         if not blocks:
             continue
-        underlay = node_underlay_address(remote)
+        underlay = model.node_address(remote)
         if underlay is None:
             problems.append(f"node {name}: no address (annotation or InternalIP); its VXLAN blocks "
                             f"{', '.join(str(c) for c, _ in blocks)} get no route")

@@ -86,9 +86,7 @@ class TraceInput:
 
 def node_address(node: NodeInfo | None) -> IPv4Address | None:
     """The address other nodes reach ``node`` at: its BGP address, else its InternalIP."""
-    if node is None:
-        return None
-    return node.bgp_address.ip if node.bgp_address is not None else node.internal_ip
+    return model.node_address(node) if node is not None else None
 
 
 def destination_node(inp: TraceInput) -> str | None:
