@@ -20,6 +20,7 @@ from calyx.loop import Event
 from calyx.logs import get_logger
 
 from bgpd.bfd import protocol
+from bgpd.channel import Channel
 from bgpd.bfd.protocol import ConfigNotice, StatusNotice
 
 log = get_logger("bgpd.bfd")
@@ -52,15 +53,14 @@ class BfdControl:
     def __init__(self, path: Path, post: Callable[[Event], None]) -> None:
         self.path = path
         self._post = post
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
+        self._channel = Channel(log, "bfdd_control_send_failed")
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
 
     @property
     def connected(self) -> bool:
-        return self._sock is not None
+        return self._channel.connected
 
     def start(self) -> None:
         if self._thread is not None:
@@ -71,8 +71,7 @@ class BfdControl:
 
     def stop(self) -> None:
         self._stopping.set()
-        with self._lock:
-            sock, self._sock = self._sock, None
+        sock = self._channel.detach()
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -87,16 +86,7 @@ class BfdControl:
         return next(self._ids) % 0xFFFF + 1
 
     def send(self, data: bytes) -> bool:
-        with self._lock:
-            sock = self._sock
-            if sock is None:
-                return False
-            try:
-                sock.sendall(data)
-                return True
-            except OSError as exc:
-                log.warning("bfdd_control_send_failed", error=str(exc))
-                return False
+        return self._channel.send(data)
 
     # --- internals ------------------------------------------------------------------------
 
@@ -117,14 +107,11 @@ class BfdControl:
             sock = self._connect()
             if sock is None:
                 return
-            with self._lock:
-                self._sock = sock
+            self._channel.attach(sock)
             log.info("bfdd_control_connected", path=str(self.path))
             self._post(BfdChannelUp())
             reason = self._read(sock)
-            with self._lock:
-                if self._sock is sock:
-                    self._sock = None
+            self._channel.detach(only=sock)
             sock.close()
             if self._stopping.is_set():
                 return

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Mapping
 
 from calyx.logs import get_logger
 
+from bgpd.channel import Channel
 from bgpd.exabgp.config import PROCESS_NAME
 from bgpd.netns import join_netns
 from bgpd.restarts import RestartBackoff
@@ -75,7 +76,7 @@ class ExaBGPProcess:
         self._max_backoff = max_backoff
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
-        self._conn: socket.socket | None = None
+        self._channel = Channel(log, "exabgp_api_send_failed")
         self._env: dict[str, str] = {}
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
@@ -92,7 +93,7 @@ class ExaBGPProcess:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None
+        return self._channel.connected
 
     def configure(self, text: str, env: Mapping[str, str], force: bool = False) -> None:
         """Write the configuration; start ExaBGP or make it reload (SIGUSR1; ``force``: even
@@ -116,22 +117,13 @@ class ExaBGPProcess:
         data = "".join(line + "\n" for line in lines).encode()
         if not data:
             return True
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                return False
-            try:
-                conn.sendall(data)
-                return True
-            except OSError as exc:
-                log.warning("exabgp_api_send_failed", error=str(exc))
-                return False
+        return self._channel.send(data)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         with self._lock:
             proc = self._proc
-            conn, self._conn = self._conn, None
+        conn = self._channel.detach()
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -167,8 +159,7 @@ class ExaBGPProcess:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            with self._lock:
-                old, self._conn = self._conn, conn
+            old = self._channel.attach(conn)
             if old is not None:
                 old.close()
             log.info("exabgp_api_connected", process=PROCESS_NAME)
@@ -185,9 +176,7 @@ class ExaBGPProcess:
                     log.error("exabgp_api_line_failed", exc_info=True, line=line[:200])
         except OSError:
             pass
-        with self._lock:
-            if self._conn is conn:
-                self._conn = None
+        self._channel.detach(only=conn)
         log.info("exabgp_api_disconnected")
 
     def _spawn(self) -> None:
@@ -217,8 +206,7 @@ class ExaBGPProcess:
             if self._stopping.is_set():
                 return
             log.error("exabgp_exited", pid=proc.pid, code=code, log=str(self.log_path))
-            with self._lock:
-                conn, self._conn = self._conn, None
+            conn = self._channel.detach()
             if conn is not None:
                 conn.close()
             self._on_exit(code)
