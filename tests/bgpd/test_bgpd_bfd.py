@@ -4,7 +4,13 @@ the other nodes, no NOTIFICATION) loses its session and its routes within BFD's 
 inside the hold time; when the path returns, BFD and the session come back."""
 from __future__ import annotations
 
+import json
+import os
+import pickle
+import pwd
+import signal
 import subprocess
+import sys
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -30,14 +36,20 @@ def reconnect(net: Net, port: int) -> None:
     sh("ip", "-n", net.hub, "link", "set", f"p{port}", "up")
 
 
-def test_mesh_bfd_removes_a_silent_node_at_once(net: Net, run_root: Path) -> None:
+def bfd_mesh(net: Net, names: tuple[str, ...]) -> tuple[str, str, Snapshot, dict[str, str]]:
+    """Nodes ``names`` (addresses .1, .2, ... of a fresh /24, a /26 each) in a mesh with BFD:
+    the subnet's first three octets, the pool's first two, the snapshot, name -> namespace."""
     sub, pool16 = random_prefixes()
-    names = ("a", "b", "c")
     nodes = {n: NodeInfo(name=n, bgp_address=IPv4Interface(f"{sub}.{i}/24"),
                          pod_cidrs=(IPv4Network(f"{pool16}.{i}.0/26"),)) for i, n in enumerate(names, 1)}
     snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
                     bgp_configuration=BGPConfiguration(node_mesh_failure_detection_mode=FAILURE_DETECTION_BFD))
-    ns = {n: net.node(n, f"{sub}.{i}/24") for i, n in enumerate(names, 1)}
+    return sub, pool16, snap, {n: net.node(n, f"{sub}.{i}/24") for i, n in enumerate(names, 1)}
+
+
+def test_mesh_bfd_removes_a_silent_node_at_once(net: Net, run_root: Path) -> None:
+    names = ("a", "b", "c")
+    sub, pool16, snap, ns = bfd_mesh(net, names)
     speakers = {n: make_speaker(ns[n], n, run_root) for n in names}
     b_block = f"{pool16}.2.0/26 via {sub}.2 dev eth0"
     try:
@@ -92,8 +104,6 @@ class FrrWithBfd(RouterProcess):
     """FRR's zebra, bgpd and bfdd in one namespace (bgpd asks bfdd for BFD through zebra)."""
 
     def __init__(self, ns: str, workdir: Path, config: str) -> None:
-        import os
-        import pwd
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         frr = pwd.getpwnam("frr")
@@ -214,17 +224,7 @@ time.sleep(3600)
 def test_a_restarted_bgpd_adopts_its_bfdd_and_the_peer_sees_no_bfd_flap(net: Net, run_root: Path) -> None:
     """bgpd killed outright leaves bfdd running; the next bgpd adopts it (same PID), so the BFD
     sessions never go down and no peer tears anything down because of BFD."""
-    import json
-    import os
-    import pickle
-    import signal
-    import sys
-    sub, pool16 = random_prefixes()
-    nodes = {n: NodeInfo(name=n, bgp_address=IPv4Interface(f"{sub}.{i}/24"),
-                         pod_cidrs=(IPv4Network(f"{pool16}.{i}.0/26"),)) for i, n in ((1, "a"), (2, "b"))}
-    snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
-                    bgp_configuration=BGPConfiguration(node_mesh_failure_detection_mode=FAILURE_DETECTION_BFD))
-    ns = {n: net.node(n, f"{sub}.{i}/24") for i, n in ((1, "a"), (2, "b"))}
+    sub, pool16, snap, ns = bfd_mesh(net, ("a", "b"))
     (run_root / "snapshot.pickle").write_bytes(pickle.dumps(snap))
     b = make_speaker(ns["b"], "b", run_root)
     first = subprocess.Popen([sys.executable, "-c", SPEAKER_PROCESS.format(support=str(Path(__file__).parent)),
@@ -264,12 +264,7 @@ def test_a_restarted_bgpd_adopts_its_bfdd_and_the_peer_sees_no_bfd_flap(net: Net
 def test_a_stopping_bgpd_says_admin_down_so_peers_keep_its_routes(net: Net, run_root: Path) -> None:
     """bgpd stopping (an upgrade, a restart) puts its BFD sessions AdminDown before ending bfdd:
     the peer does not treat it as a failure, and graceful restart keeps the routes meanwhile."""
-    sub, pool16 = random_prefixes()
-    nodes = {n: NodeInfo(name=n, bgp_address=IPv4Interface(f"{sub}.{i}/24"),
-                         pod_cidrs=(IPv4Network(f"{pool16}.{i}.0/26"),)) for i, n in ((1, "a"), (2, "b"))}
-    snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
-                    bgp_configuration=BGPConfiguration(node_mesh_failure_detection_mode=FAILURE_DETECTION_BFD))
-    ns = {n: net.node(n, f"{sub}.{i}/24") for i, n in ((1, "a"), (2, "b"))}
+    sub, pool16, snap, ns = bfd_mesh(net, ("a", "b"))
     a = make_speaker(ns["a"], "a", run_root, graceful_restart=30)
     b = make_speaker(ns["b"], "b", run_root)
     a_block = f"{pool16}.1.0/26 via {sub}.1 dev eth0"
@@ -293,12 +288,7 @@ def test_a_stopping_bgpd_says_admin_down_so_peers_keep_its_routes(net: Net, run_
 
 
 def test_a_missing_bfdd_leaves_bgp_running_and_says_so(net: Net, run_root: Path) -> None:
-    sub, pool16 = random_prefixes()
-    nodes = {n: NodeInfo(name=n, bgp_address=IPv4Interface(f"{sub}.{i}/24"),
-                         pod_cidrs=(IPv4Network(f"{pool16}.{i}.0/26"),)) for i, n in ((1, "a"), (2, "b"))}
-    snap = Snapshot(nodes=nodes, ippools={"pool": IPPool(name="pool", cidr=IPv4Network(f"{pool16}.0.0/16"))},
-                    bgp_configuration=BGPConfiguration(node_mesh_failure_detection_mode=FAILURE_DETECTION_BFD))
-    ns = {n: net.node(n, f"{sub}.{i}/24") for i, n in ((1, "a"), (2, "b"))}
+    sub, pool16, snap, ns = bfd_mesh(net, ("a", "b"))
     speakers = [make_speaker(ns[n], n, run_root, bfdd_bin=str(run_root / "no-such-bfdd")) for n in ("a", "b")]
     try:
         for sp in speakers:
