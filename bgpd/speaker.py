@@ -278,11 +278,12 @@ class Speaker:
         if (policy, ctx) == (self._policy, self._ctx):
             return      # nothing this node's routing depends on changed (another node's pods, ...)
         previous = self._policy
-        if previous is not None and ctx == self._ctx and replace(previous, services=policy.services) == policy:
-            # Only the service prefixes changed (an endpoint came or went): announce or
-            # withdraw those alone, nothing received needs judging again.
+        if previous is not None and ctx == self._ctx and \
+                replace(previous, own=policy.own, services=policy.services) == policy:
+            # Only what this node originates changed (a Service endpoint came or went): announce
+            # or withdraw those prefixes alone; nothing received needs judging again.
             self._policy = policy
-            self._sessions.dirty.touch(previous.services ^ policy.services)
+            self._sessions.dirty.touch(previous.originated() ^ policy.originated())
             return
         self._local, self._ctx, self._policy = local, ctx, policy
         # Policy changed (pools, own CIDRs, peers): everything received is judged again.
