@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from calyx import naming
-from calyxlab import manifests, netplan, nodeview, procs, roles, uml
+from calyxlab import kubeproxy, manifests, netplan, nodeview, procs, roles, uml
 from calyxlab.backend import Backend, HostBackend, ProcHandle, Result
 from calyxlab.state import LabNames, StateFile, remove_state
 from calyxlab.topology import MGMT_INTERFACE, Node, Role, Topology, load
@@ -182,6 +182,12 @@ class Lab:
         # The scenario's cluster.yaml is checked before anything is created.
         manifest_file = manifests.scenario_manifest(topo.file) if topo.has_cluster_nodes else None
         manifest_docs = manifests.load(manifest_file) if manifest_file else []
+        try:
+            for node in topo.nodes:
+                if node.role is Role.CLUSTER:
+                    kubeproxy.mode(node, self.kernel)
+        except kubeproxy.KubeProxyConfigError as exc:
+            raise LabError(f"{topo.file}: {exc}") from None
         self.print(f"Creating lab {topo.name!r} ({len(topo.nodes)} nodes, {len(topo.links)} "
                    f"links, {self.kernel} kernel, mgmt {topo.mgmt.subnet})")
         if self.kernel == "uml":
@@ -223,6 +229,9 @@ class Lab:
                 self.start_kubelet(node.name)
             else:
                 started += self.start_daemons(node.name, daemons)
+        for node in cluster_nodes:
+            if proxy_mode := kubeproxy.mode(node, self.kernel):
+                self.start_kube_proxy(node.name, proxy_mode, kubeproxy.cluster_cidr(manifest_docs))
         if self.kubelet_nodes:
             self._wait_calyx_pods(self.kubelet_nodes)
         if started:
@@ -232,6 +241,35 @@ class Lab:
                     tail = self.daemon_log(h.node, h.name).strip().splitlines()[-1:]
                     self.print(f"warning: node {h.node}: {h.name} exited right after its start "
                                f"(log {h.log}): {tail[0] if tail else 'no output'}")
+
+    def start_kube_proxy(self, node: str, proxy_mode: str, pod_cidrs: str) -> ProcHandle:
+        """Start kube-proxy (``proxy_mode``) in ``node`` as a node service with the
+        ``system:kube-proxy`` identity (:mod:`calyxlab.kubeproxy`)."""
+        from calyxlab.controlplane import binaries, pki
+        directory = self.names.state_dir / "nodes" / node / "kube-proxy"
+        directory.mkdir(parents=True, exist_ok=True)
+        kubeconfig = self.credentials().kubeconfig_for(pki.KUBE_PROXY, directory / "kubeconfig")
+        config = directory / "config.yaml"
+        config.write_text(kubeproxy.configuration(node, proxy_mode, str(kubeconfig), pod_cidrs))
+        try:
+            binary = binaries.locate().kube_proxy
+        except binaries.BinariesMissing as exc:
+            raise LabError(str(exc)) from None
+        links = directory / "bin"
+        links.mkdir(exist_ok=True)
+        for command, target in kubeproxy.command_links(self.kernel).items():
+            (links / command).unlink(missing_ok=True)
+            (links / command).symlink_to(target)
+        handle = self.spawn(node, [str(binary), f"--config={config}", "--v=1"], name="kube-proxy",
+                            env={"PATH": f"{links}:{os.environ.get('PATH', '')}"})
+        self.print(f"Node {node}: kube-proxy started ({proxy_mode} mode, log {handle.log})")
+        return handle
+
+    @property
+    def _kube_proxy_modules(self) -> tuple[str, ...]:
+        wanted = any(kubeproxy.mode(n, self.kernel) for n in self.topology.nodes
+                     if n.role is Role.CLUSTER)
+        return uml.KUBE_PROXY_MODULES if wanted else ()
 
     def _boot_uml(self, memory: str) -> None:
         topo, names, host = self.topology, self.names, HostBackend()
@@ -243,7 +281,7 @@ class Lab:
         host.run(["ip", "link", "set", names.tap, "up"]).check_returncode("raising the UML tap")
         module_dir = uml.uml_module_dir()
         modules = uml.module_load_order((module_dir / "modules.dep").read_text(),
-                                        uml.UML_MODULES)
+                                        uml.UML_MODULES + self._kube_proxy_modules)
         init = names.state_dir / "uml-init.sh"
         init.write_text(uml.init_script(bridge=names.bridge, agent=topo.mgmt.agent_address,
                                         subnet=topo.mgmt.subnet, python=uml.python_for_uml(),

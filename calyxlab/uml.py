@@ -28,6 +28,12 @@ UML_BINARY = "linux.uml"
 UML_MODULE_ROOT = Path("/usr/lib/uml/modules")
 # Kernel modules a lab may need inside UML; dependencies are resolved from modules.dep.
 UML_MODULES = ("ipip", "veth", "bridge", "vxlan", "tun", "macvlan", "dummy")
+# What kube-proxy's iptables mode needs (legacy iptables: this kernel's nf_tables has no IPv4
+# family, so neither kube-proxy's nftables mode nor iptables-nft can work in it).
+KUBE_PROXY_MODULES = ("ip_tables", "iptable_filter", "iptable_nat", "iptable_mangle", "ipt_REJECT",
+                      "xt_comment", "xt_mark", "xt_conntrack", "xt_MASQUERADE", "xt_addrtype",
+                      "xt_statistic", "xt_nat", "xt_multiport", "xt_tcpudp")
+KUBE_PROXY_MODES = ("iptables",)
 AGENT_PORT = 7179
 DEFAULT_MEMORY = "2G"
 BOOT_TIMEOUT = 90.0

