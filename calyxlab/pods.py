@@ -18,7 +18,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from calyx.kube import client as kube_client
 
@@ -65,9 +65,12 @@ def cni_env(command: str, cid: str, netns_path: str, namespace: str, name: str) 
             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"}
 
 
-def pod_body(namespace: str, name: str, node: str) -> dict:
+def pod_body(namespace: str, name: str, node: str,
+             labels: Mapping[str, str] | None = None) -> dict:
+    """The Pod as created; its labels are ``app: NAME`` unless given (a Service selects them)."""
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": dict(labels) if labels else {"app": name}},
             "spec": {"nodeName": node, "containers": [{"name": "main", "image": POD_IMAGE}]}}
 
 
@@ -118,14 +121,15 @@ def _core(lab: "Lab", node: str | None = None):
     return k8s.CoreV1Api(kube_client.load(str(kubeconfig)))
 
 
-def _create_api_pod(core, namespace: str, name: str, node: str) -> None:
+def _create_api_pod(core, namespace: str, name: str, node: str,
+                    labels: Mapping[str, str] | None) -> None:
     """Create the Pod (waiting out a brand-new namespace's missing ServiceAccount); one that
     exists already is fine."""
     from kubernetes.client.exceptions import ApiException
 
     from calyxlab.controlplane.cluster import create_once_admitted
     try:
-        create_once_admitted(lambda: core.create_namespaced_pod(namespace, pod_body(namespace, name, node)))
+        create_once_admitted(lambda: core.create_namespaced_pod(namespace, pod_body(namespace, name, node, labels)))
     except ApiException as exc:
         if exc.status != 409:
             raise PodError(f"pod {namespace}/{name}: API create failed: {exc.status} "
@@ -142,7 +146,8 @@ def _ensure_namespace(core, namespace: str) -> None:
             raise PodError(f"Namespace {namespace!r}: create failed: {exc.status} {exc.reason}") from None
 
 
-def add_pod(lab: "Lab", node: str, namespace: str, name: str) -> str:
+def add_pod(lab: "Lab", node: str, namespace: str, name: str,
+            labels: Mapping[str, str] | None = None) -> str:
     """Create pod ``namespace/name`` on ``node``; returns its IPv4 address.
 
     The order is kubelet's: the Pod exists in the API, scheduled to the node, before its
@@ -153,7 +158,7 @@ def add_pod(lab: "Lab", node: str, namespace: str, name: str) -> str:
         raise PodError(f"pod {namespace}/{name}: node {node!r} is not in lab {lab.name!r}")
     core = _core(lab)
     _ensure_namespace(core, namespace)
-    _create_api_pod(core, namespace, name, node)
+    _create_api_pod(core, namespace, name, node, labels)
     netns = pod_netns(lab.name, node, namespace, name)
     res = lab.run_root(["ip", "netns", "add", netns])
     if res.returncode != 0:
@@ -234,6 +239,13 @@ def _split_ref(ref: str) -> tuple[str, str]:
     return namespace, name
 
 
+def _split_label(raw: str) -> tuple[str, str]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"calyx-lab pod add: --label {raw!r}: give KEY=VALUE")
+    return key, value
+
+
 def _attach(args: argparse.Namespace) -> "Lab":
     from calyxlab import cli
     from calyxlab.lab import Lab
@@ -242,7 +254,8 @@ def _attach(args: argparse.Namespace) -> "Lab":
 
 def _cmd_add(args: argparse.Namespace) -> int:
     namespace, name = _split_ref(args.pod)
-    address = add_pod(_attach(args), args.node, namespace, name)
+    labels = dict(_split_label(label) for label in args.label)
+    address = add_pod(_attach(args), args.node, namespace, name, labels or None)
     print(f"pod {namespace}/{name} on {args.node}: {address}")
     return 0
 
@@ -288,6 +301,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("add", help="create a pod on a node: pod add -t FILE --node N NAMESPACE/NAME")
     common(p)
     p.add_argument("--node", required=True)
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of the Pod (repeatable; default app=NAME)")
     p.add_argument("pod")
     p.set_defaults(func=_cmd_add)
     p = verbs.add_parser("del", help="delete a pod: pod del -t FILE NAMESPACE/NAME")

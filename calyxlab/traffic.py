@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from calyxlab import pods
 
@@ -46,11 +46,11 @@ def wait_network_ready(lab: "Lab", node: str, timeout: float = 120.0) -> None:
 
 
 def add_pod(lab: "Lab", node: str, name: str | None = None,
-            namespace: str = POD_NAMESPACE) -> Pod:
+            namespace: str = POD_NAMESPACE, labels: Mapping[str, str] | None = None) -> Pod:
     """A pod on ``node``, made once the node's network is ready."""
     name = name or f"pod-{node}"
     wait_network_ready(lab, node)
-    return Pod(node, name, pods.add_pod(lab, node, namespace, name))
+    return Pod(node, name, pods.add_pod(lab, node, namespace, name, labels))
 
 
 def ping_once(lab: "Lab", src: Pod, dst_ip: str, namespace: str = POD_NAMESPACE) -> bool:
