@@ -1,7 +1,7 @@
 """The lab installs Calyx as a user does: ``helm install`` of ``charts/calyx`` into its API.
 
 :func:`lab_values` (pure) says what the lab sets: the daemons reach the API server directly
-(the lab runs no kube-proxy, so the ``kubernetes`` Service's ClusterIP leads nowhere), and the
+(most scenarios run no kube-proxy, and the pod network must not depend on Services), and the
 chart renders its default IPPool and BGPConfiguration unless the scenario's ``cluster.yaml``
 brings its own. A scenario may also carry chart values of its own (``values.yaml`` beside the
 topology file), applied after the lab's. :func:`install` and :func:`uninstall` run the real ``helm``.

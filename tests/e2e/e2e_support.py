@@ -155,15 +155,19 @@ def set_ipip_mode_api(lab: Lab, mode: str) -> None:
                                                 {"spec": {"ipipMode": mode}})
 
 
+def kubectl(lab: Lab, *args: str, input: str | None = None) -> str:
+    """Run kubectl against the lab's API as its admin; its output (fails the test on error)."""
+    res = subprocess.run([KUBECTL, *args], input=input, text=True, capture_output=True,
+                         timeout=60, env={**os.environ, "KUBECONFIG": str(lab.kubeconfig)})
+    assert res.returncode == 0, f"kubectl {' '.join(args)} exited {res.returncode}: {res.stderr}"
+    return res.stdout.strip()
+
+
 def set_ipip_mode_kubectl(lab: Lab, mode: str, cidr: str = "10.244.0.0/16") -> str:
     manifest = (f"apiVersion: calyx.dev/v1\nkind: IPPool\nmetadata:\n  name: {POOL}\n"
                 f"spec:\n  cidr: {cidr}\n  blockSize: 26\n  ipipMode: {mode}\n"
                 f"  nodeSelector: all()\n")
-    res = subprocess.run([KUBECTL, "apply", "-f", "-"], input=manifest, text=True,
-                         capture_output=True, timeout=60,
-                         env={**os.environ, "KUBECONFIG": str(lab.kubeconfig)})
-    assert res.returncode == 0, f"kubectl apply exited {res.returncode}: {res.stderr}"
-    return res.stdout.strip()
+    return kubectl(lab, "apply", "-f", "-", input=manifest)
 
 
 def expected_route_ok(route: dict | None, next_hop: str, encapsulated: bool) -> bool:

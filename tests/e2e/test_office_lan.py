@@ -4,17 +4,26 @@ between nodes, so the lab runs in the UML kernel.
 
 Nobody types a route: the gateway learns every node's block (next hop: that node) and the
 service CIDR from BGP, the nodes learn the office LAN from the gateway, and the laptop only has
-its default route. Traffic between the LAN and pods is plain; pod to pod is IPIP.
+its default route. Traffic between the LAN and pods is plain; pod to pod is IPIP. Every node
+runs kube-proxy (iptables mode: the UML kernel has no nf_tables for IPv4), so the laptop also
+reaches Services: the API server behind ``kubernetes`` (10.96.0.1) and a Service backed by the
+pods of both nodes. (The ``services`` scenario covers ExternalIPs, LoadBalancer IPs, ECMP and
+``externalTrafficPolicy: Local``.)
 """
 from __future__ import annotations
 
+import ipaddress
 import json
+import sys
+from collections import Counter
 
 import pytest
 
-from e2e_support import (add_pods, assert_full_matrix, bgp_routes, bgpd_status_table, deployed,
-                         node_block, ping_once, routes, wait_for, wait_install_modes,
-                         wait_sessions)
+from calyxlab.servicetraffic import request_many, serve_http
+
+from e2e_support import (add_pods, assert_full_matrix, bgp_routes, bgpd_status_table,
+                         core_api, deployed, kubectl, node_block, ping_once, routes, wait_for,
+                         wait_install_modes, wait_sessions)
 
 pytestmark = [pytest.mark.lab, pytest.mark.uml]
 
@@ -95,3 +104,42 @@ def test_laptop_reaches_every_pod_and_pods_reach_the_laptop(lab, cluster_pods, b
         assert ping_once(lab, pod, LAPTOP), f"{pod.name} cannot reach the laptop {LAPTOP}"
         print(f"laptop <-> {pod.name} ({pod.ip}): ok")
     assert_full_matrix(lab, list(cluster_pods.values()), "office-lan, IPIP between nodes")
+
+
+def api_version_from(lab, node: str, address: str) -> str:
+    """GET https://ADDRESS/version from ``node`` (the API server's certificate is not checked:
+    the laptop holds no cluster CA); its gitVersion, or the error."""
+    script = ("import json, ssl, sys, urllib.request\n"
+              "try:\n"
+              f"    body = urllib.request.urlopen('https://{address}/version', timeout=5,\n"
+              "        context=ssl._create_unverified_context()).read()\n"
+              "    print(json.loads(body)['gitVersion'])\n"
+              "except Exception as exc:\n"
+              "    print(f'failed: {exc}')\n")
+    return lab.exec(node, [sys.executable, "-c", script], timeout=60).stdout.strip()
+
+
+def test_laptop_reaches_the_api_server_through_its_cluster_ip(lab, blocks):
+    """The article's example: a developer's laptop reaching 10.96.0.1 through the gateway; the
+    node it enters by (kube-proxy) sends it on to the API server."""
+    version = wait_for("laptop -> https://10.96.0.1/version",
+                       lambda: (v := api_version_from(lab, "laptop", "10.96.0.1")).startswith("v") and v,
+                       timeout=90)
+    print(f"laptop -> kubernetes Service 10.96.0.1: API server {version}")
+
+
+def test_laptop_reaches_a_service_backed_by_pods_on_both_nodes(lab, cluster_pods, blocks):
+    names = [p.name for p in cluster_pods.values()]
+    kubectl(lab, "label", "pod", *names, "tier=web", "--overwrite")
+    service = ("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
+               "spec:\n  selector: {tier: web}\n  ports: [{port: 80, targetPort: 8080}]\n")
+    kubectl(lab, "apply", "-f", "-", input=service)
+    for pod in cluster_pods.values():
+        serve_http(lab, pod, timeout=90)
+    address = core_api(lab).read_namespaced_service("web", "default").spec.cluster_ip
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(SERVICE_CIDR)
+    served = wait_for(f"laptop -> web {address}: every pod answering",
+                      lambda: (o := request_many(lab, "laptop", f"http://{address}/", 12, timeout=3))
+                      and all(x.ok for x in o) and {x.pod for x in o} == set(names) and o,
+                      timeout=90)
+    print(f"laptop -> web {address}: served by {dict(Counter(o.pod for o in served))}")
