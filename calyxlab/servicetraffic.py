@@ -5,17 +5,14 @@ lost pings. Used by the Services scenario and its tests.
 """
 from __future__ import annotations
 
-import secrets
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from calyxlab import pods
 from calyxlab.requestloop import Outcome, parse
-from calyxlab.traffic import POD_NAMESPACE, Pod
+from calyxlab.traffic import POD_NAMESPACE, FollowedRun, Pod
 
 if TYPE_CHECKING:
     from calyxlab.backend import ProcHandle
@@ -56,42 +53,28 @@ def request_many(lab: "Lab", node: str, url: str, count: int, timeout: float = 1
 
 @dataclass
 class RequestLoop:
-    """Requests to ``url`` from ``node`` every ``interval`` seconds until :meth:`stop`.
-
-    Its output goes to a file in the lab's state directory, so outcomes can be followed while
-    it runs (:meth:`outcomes`). Should the caller never stop it, destroying the lab ends it.
-    """
+    """Requests to ``url`` from ``node`` every ``interval`` seconds until :meth:`stop`; their
+    outcomes can be followed while it runs (:meth:`outcomes`)."""
 
     lab: "Lab"
     node: str
     url: str
     interval: float = 0.05
     timeout: float = 1.0
-    _base: Path = field(init=False)
-    _thread: threading.Thread | None = field(init=False, default=None)
+    _run: FollowedRun = field(init=False)
 
     def __post_init__(self) -> None:
-        self._base = self.lab.names.state_dir / f"requests-{secrets.token_hex(3)}"
-
-    @property
-    def _stop_file(self) -> Path:
-        return self._base.with_suffix(".stop")
-
-    @property
-    def _out(self) -> Path:
-        return self._base.with_suffix(".out")
+        self._run = FollowedRun(self.lab, "requests")
 
     def outcomes(self) -> list[Outcome]:
-        return parse(self._out.read_text(errors="replace")) if self._out.exists() else []
+        return parse(self._run.output())
 
     def start(self, first_answer_timeout: float = 30.0) -> "RequestLoop":
-        argv = ["sh", "-c", " ".join(_client_argv(self.url, "--stop", str(self._stop_file),
-                                                  "--interval", str(self.interval),
-                                                  "--timeout", str(self.timeout)))
-                + f" > {self._out} 2>&1"]
-        self._thread = threading.Thread(target=self.lab.exec, args=(self.node, argv),
-                                        kwargs={"timeout": None}, daemon=True)
-        self._thread.start()
+        command = " ".join(_client_argv(self.url, "--stop", str(self._run.stop_file),
+                                        "--interval", str(self.interval),
+                                        "--timeout", str(self.timeout)))
+        argv = ["sh", "-c", f"{command} > {self._run.out} 2>&1"]
+        self._run.start(lambda: self.lab.exec(self.node, argv, timeout=None))
         deadline = time.monotonic() + first_answer_timeout
         while not any(o.ok for o in self.outcomes()):
             if time.monotonic() > deadline:
@@ -103,11 +86,4 @@ class RequestLoop:
 
     def stop(self) -> list[Outcome]:
         """Stop the loop; every request's outcome, in order."""
-        self._stop_file.touch()
-        try:
-            if self._thread is not None:
-                self._thread.join(60)
-            return self.outcomes()
-        finally:
-            self._stop_file.unlink(missing_ok=True)
-            self._out.unlink(missing_ok=True)
+        return parse(self._run.stop())

@@ -12,8 +12,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from calyxlab import pods
 
@@ -101,46 +100,61 @@ def count_lost(output: str) -> tuple[int, int]:
     return last, sum(1 for s in range(1, last + 1) if s not in seqs)
 
 
+class FollowedRun:
+    """A command run in the background until a stop file appears, its output going to a file
+    in the lab's state directory, on the file system that the host and the UML kernel share,
+    so it can be followed while it runs. Should nobody stop it, destroying the lab ends it."""
+
+    def __init__(self, lab: "Lab", prefix: str):
+        base = lab.names.state_dir / f"{prefix}-{secrets.token_hex(3)}"
+        self.stop_file, self.out = base.with_suffix(".stop"), base.with_suffix(".out")
+        self._thread: threading.Thread | None = None
+
+    def start(self, run: Callable[[], object]) -> None:
+        """Call ``run`` (which runs the command to completion) in a thread of its own."""
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace") if self.out.exists() else ""
+
+    def stop(self) -> str:
+        """Ask the command to stop, wait for it, and return its whole output."""
+        self.stop_file.touch()
+        try:
+            if self._thread is not None:
+                self._thread.join(60)
+            return self.output()
+        finally:
+            self.stop_file.unlink(missing_ok=True)
+            self.out.unlink(missing_ok=True)
+
+
 @dataclass
 class ContinuousPing:
-    """``ping -i INTERVAL`` from one pod to another, running until :meth:`stop`.
-
-    Its output goes to a file in the lab's state directory, on the file system that the host
-    and the UML kernel share, so the replies can be followed while it runs. Should the caller
-    never stop it, destroying the lab ends it with the pod's namespace.
-    """
+    """``ping -i INTERVAL`` from one pod to another, running until :meth:`stop`; its replies
+    can be followed while it runs (:meth:`output`)."""
 
     lab: "Lab"
     src: Pod
     dst: Pod
     interval: float = 0.05
     namespace: str = POD_NAMESPACE
-    _base: Path = field(init=False)
-    _thread: threading.Thread | None = field(init=False, default=None)
+    _run: FollowedRun = field(init=False)
 
     def __post_init__(self) -> None:
-        self._base = self.lab.names.state_dir / f"ping-{secrets.token_hex(3)}"
-
-    @property
-    def _stop_file(self) -> Path:
-        return self._base.with_suffix(".stop")
-
-    @property
-    def _out(self) -> Path:
-        return self._base.with_suffix(".out")
+        self._run = FollowedRun(self.lab, "ping")
 
     def output(self) -> str:
-        return self._out.read_text(errors="replace") if self._out.exists() else ""
+        return self._run.output()
 
     def start(self, first_reply_timeout: float = 60.0) -> "ContinuousPing":
         netns = pods.pod_netns(self.lab.name, self.src.node, self.namespace, self.src.name)
         # ping gets SIGINT (and prints its summary) once the stop file appears.
-        script = (f"ping -n -i {self.interval} -W 1 {self.dst.ip} > {self._out} 2>&1 & p=$!; "
-                  f"while [ ! -e {self._stop_file} ]; do sleep 0.1; done; kill -INT $p; wait $p")
+        script = (f"ping -n -i {self.interval} -W 1 {self.dst.ip} > {self._run.out} 2>&1 & p=$!; "
+                  f"while [ ! -e {self._run.stop_file} ]; do sleep 0.1; done; kill -INT $p; wait $p")
         argv = ["ip", "netns", "exec", netns, "sh", "-c", script]
-        self._thread = threading.Thread(target=self.lab.run_root, args=(argv,),
-                                        kwargs={"timeout": None}, daemon=True)
-        self._thread.start()
+        self._run.start(lambda: self.lab.run_root(argv, timeout=None))
         deadline = time.monotonic() + first_reply_timeout
         while "bytes from" not in self.output():
             if time.monotonic() > deadline:
@@ -152,16 +166,8 @@ class ContinuousPing:
 
     def stop(self) -> tuple[int, int]:
         """Stop the ping; (sent, lost) counted over the sequence numbers up to the last reply."""
-        output = self.stop_quietly()
-        return count_lost(output)
+        return count_lost(self.stop_quietly())
 
     def stop_quietly(self) -> str:
         """Stop the ping and return its output."""
-        self._stop_file.touch()
-        try:
-            if self._thread is not None:
-                self._thread.join(60)
-            return self.output()
-        finally:
-            self._stop_file.unlink(missing_ok=True)
-            self._out.unlink(missing_ok=True)
+        return self._run.stop()
