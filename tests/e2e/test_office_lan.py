@@ -6,9 +6,9 @@ Nobody types a route: the gateway learns every node's block (next hop: that node
 service CIDR from BGP, the nodes learn the office LAN from the gateway, and the laptop only has
 its default route. Traffic between the LAN and pods is plain; pod to pod is IPIP. Every node
 runs kube-proxy (iptables mode: the UML kernel has no nf_tables for IPv4), so the laptop also
-reaches Services: the API server behind ``kubernetes`` (10.96.0.1) and a Service backed by the
-pods of both nodes. (The ``services`` scenario covers ExternalIPs, LoadBalancer IPs, ECMP and
-``externalTrafficPolicy: Local``.)
+reaches Services: the API server behind ``kubernetes`` (10.96.0.1), and the ClusterIP,
+external IP and load-balancer address of a Service backed by the pods of both nodes. (The
+``services`` scenario covers ECMP spread, ``externalTrafficPolicy: Local`` and endpoint moves.)
 """
 from __future__ import annotations
 
@@ -129,17 +129,24 @@ def test_laptop_reaches_the_api_server_through_its_cluster_ip(lab, blocks):
 
 
 def test_laptop_reaches_a_service_backed_by_pods_on_both_nodes(lab, cluster_pods, blocks):
+    """Its ClusterIP, its external IP and its load-balancer address (written into its status
+    by the admin, as a load-balancer controller would), each answered by both pods."""
     names = [p.name for p in cluster_pods.values()]
     kubectl(lab, "label", "pod", *names, "tier=web", "--overwrite")
-    service = ("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
-               "spec:\n  selector: {tier: web}\n  ports: [{port: 80, targetPort: 8080}]\n")
-    kubectl(lab, "apply", "-f", "-", input=service)
+    kubectl(lab, "apply", "-f", "-", input=(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
+        "spec:\n  type: LoadBalancer\n  selector: {tier: web}\n  externalIPs: [192.0.2.10]\n"
+        "  ports: [{port: 80, targetPort: 8080}]\n"))
+    core = core_api(lab)
+    core.patch_namespaced_service_status("web", "default", {
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.10"}]}}})
     for pod in cluster_pods.values():
         serve_http(lab, pod, timeout=90)
-    address = core_api(lab).read_namespaced_service("web", "default").spec.cluster_ip
-    assert ipaddress.ip_address(address) in ipaddress.ip_network(SERVICE_CIDR)
-    served = wait_for(f"laptop -> web {address}: every pod answering",
-                      lambda: (o := request_many(lab, "laptop", f"http://{address}/", 12, timeout=3))
-                      and all(x.ok for x in o) and {x.pod for x in o} == set(names) and o,
-                      timeout=90)
-    print(f"laptop -> web {address}: served by {dict(Counter(o.pod for o in served))}")
+    cluster_ip = core.read_namespaced_service("web", "default").spec.cluster_ip
+    assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network(SERVICE_CIDR)
+    for address in (cluster_ip, "192.0.2.10", "198.51.100.10"):
+        served = wait_for(f"laptop -> web {address}: every pod answering",
+                          lambda a=address: (o := request_many(lab, "laptop", f"http://{a}/", 12, timeout=3))
+                          and all(x.ok for x in o) and {x.pod for x in o} == set(names) and o,
+                          timeout=90)
+        print(f"laptop -> web {address}: served by {dict(Counter(o.pod for o in served))}")
