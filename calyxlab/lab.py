@@ -229,11 +229,11 @@ class Lab:
                 self.start_kubelet(node.name)
             else:
                 started += self.start_daemons(node.name, daemons)
-        for node in cluster_nodes:
-            if proxy_mode := kubeproxy.mode(node, self.kernel):
-                self.start_kube_proxy(node.name, proxy_mode, kubeproxy.cluster_cidr(manifest_docs))
         if self.kubelet_nodes:
             self._wait_calyx_pods(self.kubelet_nodes)
+        for node in cluster_nodes:      # once the pod network runs: as after kubeadm's CNI step
+            if proxy_mode := kubeproxy.mode(node, self.kernel):
+                self.start_kube_proxy(node.name, proxy_mode, kubeproxy.cluster_cidr(manifest_docs))
         if started:
             time.sleep(DAEMON_SETTLE)
             for h in started:

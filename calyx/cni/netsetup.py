@@ -49,7 +49,7 @@ def _netns_exists(path: str) -> bool:
     return bool(path) and os.path.exists(path)
 
 
-# pyroute2 enters a namespace through a helper process and gives up after 10 s; a loaded node
+# pyroute2 enters a namespace through a helper process and gives up after 2 s; a loaded node
 # (or the lab's user-mode Linux kernel) can take longer to start one, so the plugin tries again
 # until this budget is spent.
 NETNS_ENTER_BUDGET = 60.0
@@ -64,8 +64,11 @@ def _pod_ns(path: str) -> Iterator[IPRoute]:
         try:
             ipr = IPRoute(netns=path)
             break
-        except TimeoutError:
-            if time.monotonic() < deadline:      # pyroute2's netns helper did not start in time
+        except (TimeoutError, RuntimeError):
+            # pyroute2's netns helper (a child process) did not answer within its 2 s: on a
+            # loaded node it may still be starting (TimeoutError) or have given up
+            # (RuntimeError "child process is dead"). Another helper is tried.
+            if time.monotonic() < deadline:
                 continue
             raise CniError(ERR_INVALID_ENV, f"CNI_NETNS: {path!r}: cannot enter: no netns helper started "
                                             f"within {NETNS_ENTER_BUDGET:.0f} s") from None

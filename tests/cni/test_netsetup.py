@@ -124,3 +124,28 @@ def test_setup_into_missing_netns_is_an_env_error(namespaces):
     kind, (code, msg) = _in_netns(node, netsetup.setup, link)
     assert kind == "err" and code == 7 and "absent-ns-xyz" in msg
     assert "calitest" not in sh("ip", "link", netns=node).stdout
+
+
+@pytest.mark.parametrize("failure", [TimeoutError("no response from the child pid 7"),
+                                     RuntimeError("child process is dead, status: 0")])
+def test_a_netns_helper_that_does_not_answer_is_tried_again(monkeypatch, tmp_path, failure):
+    """On a loaded node pyroute2's helper for entering the pod's namespace may not answer within
+    its 2 s, by timing out or by giving up: the plugin starts another within its budget."""
+    attempts = []
+
+    class Opened:
+        def close(self) -> None:
+            attempts.append("closed")
+
+    def open_once_failing(netns: str):
+        attempts.append(netns)
+        if len(attempts) == 1:
+            raise failure
+        return Opened()
+
+    pod_ns = tmp_path / "pod-ns"
+    pod_ns.touch()
+    monkeypatch.setattr(netsetup, "IPRoute", open_once_failing)
+    with netsetup._pod_ns(str(pod_ns)) as ipr:
+        assert isinstance(ipr, Opened)
+    assert attempts == [str(pod_ns), str(pod_ns), "closed"]

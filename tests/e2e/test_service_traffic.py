@@ -187,8 +187,9 @@ def test_drain_and_endpoint_moves_under_a_request_loop(lab, services, backends):
     printing the failed requests of each step: a new endpoint on node3, node1 drained (its pod
     terminating, as under kubectl drain, until the gateway has moved; then gone), node2's pod
     removed abruptly. A terminating endpoint stops being advertised at once while kube-proxy
-    still serves with it, so a drain loses nothing; an abrupt removal loses what reaches the
-    node until the gateway moves."""
+    still serves with it, so a drain loses nothing; a new endpoint may lose a few requests
+    while its node's kube-proxy catches up, an abrupt removal what reaches the node until the
+    gateway moves."""
     lb = services["web-local"][2]
     core = core_api(lab)
     figures = []
@@ -229,11 +230,15 @@ def test_drain_and_endpoint_moves_under_a_request_loop(lab, services, backends):
         lab.kill(server)
         pods.delete_pod(lab, POD_NAMESPACE, pod_name, pod.node)
 
-    added = step("endpoint added on node3", add_node3, {"node1", "node2", "node3"})
+    step("endpoint added on node3", add_node3, {"node1", "node2", "node3"})
     drained = step("node1 drained (its pod terminating, then gone)", lambda: terminate("web-node1"),
                    {"node2", "node3"}, then=lambda: remove("web-node1"))
     step("node2's pod removed abruptly", lambda: remove("web-node2"), {"node3"})
     print("\n" + "\n".join(figures))
-    assert added == 0 and drained == 0, f"requests failed while nothing was lost: {figures}"
+    # Only the drain is bound to lose nothing: its pod is gone only after the gateway moved.
+    # A new endpoint's /32 can reach the gateway before kube-proxy on that node has the
+    # endpoint (both follow the same EndpointSlice), and an abrupt removal loses what reaches
+    # the node until the withdrawal arrives: those are measured, not bounded here.
+    assert drained == 0, f"requests failed while the drained pod still served: {figures}"
     outcomes = request_many(lab, "laptop", f"http://{lb}/", 10)
     assert all(o.ok and o.pod == "web-node3" and o.client_ip == LAPTOP for o in outcomes), outcomes

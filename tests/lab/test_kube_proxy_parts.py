@@ -44,6 +44,7 @@ def test_the_configuration_names_the_node_mode_credentials_and_pod_cidrs():
     assert config["clusterCIDR"] == "10.244.0.0/16"
     # The nodes share one kernel: kube-proxy must not size its conntrack table.
     assert config["conntrack"]["maxPerCore"] == 0 and config["conntrack"]["min"] == 0
+    assert config["iptables"]["syncPeriod"] == "5m"
 
 
 def test_the_cluster_cidr_is_the_scenarios_pools_or_the_default():
