@@ -204,10 +204,16 @@ class PodInfo:
     host_network: bool = False
     phase: str = ""
     deleting: bool = False
+    labels: tuple[tuple[str, str], ...] = ()                 # sorted (key, value) pairs
+    container_ports: tuple[tuple[str, str, int], ...] = ()   # named ones: (name, protocol, port)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
 
 
 @dataclass(frozen=True)
@@ -662,7 +668,21 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
         host_network=bool(spec.get("hostNetwork", False)),
         phase=status.get("phase") or "",
         deleting=bool(meta.get("deletionTimestamp")),
+        labels=tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items())),
+        container_ports=_named_container_ports(spec),
     )
+
+
+def _named_container_ports(spec: Mapping[str, Any]) -> tuple[tuple[str, str, int], ...]:
+    """(name, protocol, port) of every named container port (what NetworkPolicy's named ports
+    refer to); the API server has validated them, anything else is skipped."""
+    found = []
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        for port in (container.get("ports") or []) if isinstance(container, Mapping) else []:
+            if (isinstance(port, Mapping) and isinstance(port.get("name"), str) and port["name"]
+                    and isinstance(port.get("containerPort"), int)):
+                found.append((port["name"], port.get("protocol") or "TCP", port["containerPort"]))
+    return tuple(found)
 
 
 # --- Services and EndpointSlices (core / discovery.k8s.io objects, parsed without a schema) ---
