@@ -19,6 +19,13 @@ The table (nothing else is ever named)::
         chain to-cali5678   { ... accept ; counter drop }
     }
 
+Every rule carries the digest of its chain's wanted content as its comment, which is how
+:func:`plan` tells a chain that is as wanted from one to rewrite (libnftables lists rules in
+a normalised form, not as they were sent). :func:`plan` turns what the kernel holds
+(:func:`parse_table`) into what is wanted in one transaction: set and map elements added and
+deleted, changed chains flushed and refilled, the table created when the first endpoint is
+selected and deleted when the last one is no more, rebuilt when it holds anything foreign.
+
 A pod no policy selects in a direction has no map entry there, so its traffic passes. The
 node's own traffic to its pods (kubelet's probes) leaves through the output hook, which this
 table does not touch. A pod joining or leaving a selector changes elements of one set; only
@@ -26,7 +33,9 @@ a pod's own rules changing rewrites its chains.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from calyx import networkpolicy as np
@@ -148,23 +157,171 @@ FORWARD_RULES: tuple[tuple[Expr, ...], ...] = (
 )
 
 
+def digest(rules: tuple[tuple[Expr, ...], ...]) -> str:
+    """The comment every rule of a chain with these ``rules`` carries."""
+    text = json.dumps([list(r) for r in rules], sort_keys=True)
+    return f"calyx {hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def _type(kind: str | tuple[str, ...]) -> str | list[str]:
+    return list(kind) if isinstance(kind, tuple) else kind
+
+
+def _elements(name: str, elements) -> Command:
+    return _where(name=name, elem=[_element(e) for e in sorted(elements)])
+
+
+def _rules(chain: str, rules: tuple[tuple[Expr, ...], ...]) -> list[Command]:
+    comment = digest(rules)
+    return [{"add": {"rule": _where(chain=chain, expr=list(rule), comment=comment)}} for rule in rules]
+
+
+def _map_elements(entries: Mapping[str, str]) -> list:
+    return [[device, {"jump": {"target": chain}}] for device, chain in sorted(entries.items())]
+
+
 def create_commands(table: PolicyTable) -> list[Command]:
     """Commands that build ``table`` from nothing (one transaction)."""
     out: list[Command] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
     for name, (kind, elements) in table.sets.items():
-        out.append({"add": {"set": _where(name=name, type=list(kind) if isinstance(kind, tuple) else kind)}})
+        out.append({"add": {"set": _where(name=name, type=_type(kind))}})
         if elements:
-            out.append({"add": {"element": _where(name=name, elem=[_element(e) for e in sorted(elements)])}})
+            out.append({"add": {"element": _elements(name, elements)}})
     for name in (TO_ENDPOINT, FROM_ENDPOINT):
         out.append({"add": {"map": _where(name=name, type="ifname", map="verdict")}})
     for name, rules in table.chains.items():
         out.append({"add": {"chain": _where(name=name)}})
-        out += [{"add": {"rule": _where(chain=name, expr=list(rule))}} for rule in rules]
+        out += _rules(name, rules)
     for name, entries in ((TO_ENDPOINT, table.to_endpoint), (FROM_ENDPOINT, table.from_endpoint)):
         if entries:
-            out.append({"add": {"element": _where(name=name, elem=[
-                [device, {"jump": {"target": chain}}] for device, chain in sorted(entries.items())])}})
+            out.append({"add": {"element": _where(name=name, elem=_map_elements(entries))}})
     out.append({"add": {"chain": _where(name=FORWARD, type="filter", hook="forward",
                                          prio=FILTER_PRIORITY, policy="accept")}})
-    out += [{"add": {"rule": _where(chain=FORWARD, expr=list(rule))}} for rule in FORWARD_RULES]
+    out += _rules(FORWARD, FORWARD_RULES)
     return out
+
+
+# --- what the kernel holds, and the way from there to what is wanted -------------------------
+
+@dataclass(frozen=True)
+class ObservedTable:
+    """The listed table in :class:`PolicyTable`'s terms; chains by their rules' digest (None:
+    rules without one, or with different ones), anything unexpected in ``foreign``."""
+
+    sets: Mapping[str, tuple[str | tuple[str, ...], frozenset]] = field(default_factory=dict)
+    maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    chains: Mapping[str, str | None] = field(default_factory=dict)
+    foreign: tuple[str, ...] = ()
+
+
+def _listed_element(value: Any) -> Any:
+    if isinstance(value, dict) and "concat" in value:
+        return tuple(value["concat"])
+    if isinstance(value, dict) and "elem" in value:        # an element with a counter/comment
+        return _listed_element(value["elem"].get("val"))
+    return value
+
+
+def parse_table(listing: list[dict]) -> ObservedTable:
+    """libnftables' listing of the table (without metainfo) as :class:`ObservedTable`."""
+    sets: dict = {}
+    maps: dict = {}
+    chains: dict[str, str | None] = {}
+    digests: dict[str, set] = {}
+    foreign: list[str] = []
+    for item in listing:
+        if "set" in item:
+            s = item["set"]
+            kind = tuple(s["type"]) if isinstance(s["type"], list) else s["type"]
+            sets[s["name"]] = (kind, frozenset(_listed_element(e) for e in s.get("elem", [])))
+        elif "map" in item:
+            m = item["map"]
+            if m["name"] not in (TO_ENDPOINT, FROM_ENDPOINT) or m.get("map") != "verdict":
+                foreign.append(f"map {m['name']}")
+                continue
+            maps[m["name"]] = {key: (verdict.get("jump") or {}).get("target", "")
+                               for key, verdict in m.get("elem", [])}
+        elif "chain" in item:
+            chains[item["chain"]["name"]] = None
+            digests.setdefault(item["chain"]["name"], set())
+        elif "rule" in item:
+            digests.setdefault(item["rule"]["chain"], set()).add(item["rule"].get("comment"))
+        elif "table" not in item:
+            foreign.append(next(iter(item)))
+    for name, comments in digests.items():
+        chains[name] = next(iter(comments)) if len(comments) == 1 else None
+    return ObservedTable(sets, maps, chains, tuple(foreign))
+
+
+@dataclass(frozen=True)
+class PolicyPlan:
+    """The transaction, and what it does in words (for the log)."""
+
+    commands: tuple[Command, ...]
+    action: str                       # "none", "create", "update", "rebuild", "remove"
+    why: str = ""
+
+
+def plan(desired: PolicyTable, observed: ObservedTable | None) -> PolicyPlan:
+    """One transaction from ``observed`` (None: no table) to ``desired`` (no table at all when
+    it selects no endpoint)."""
+    wanted = bool(desired.chains)
+    table = {"table": {"family": FAMILY, "name": TABLE}}
+    if observed is None:
+        return PolicyPlan(tuple(create_commands(desired)), "create", "a pod is selected by a policy") \
+            if wanted else PolicyPlan((), "none")
+    if not wanted:
+        return PolicyPlan(({"delete": table},), "remove", "no pod of this node is selected by a policy")
+    problem = _structure_problem(desired, observed)
+    if problem:
+        return PolicyPlan(({"delete": table}, *create_commands(desired)), "rebuild", problem)
+    out: list[Command] = []
+    for name, (kind, elements) in desired.sets.items():         # sets first: rules use them
+        if name not in observed.sets:
+            out.append({"add": {"set": _where(name=name, type=_type(kind))}})
+            have = frozenset()
+        else:
+            have = observed.sets[name][1]
+        if elements - have:
+            out.append({"add": {"element": _elements(name, elements - have)}})
+        if have - elements:
+            out.append({"delete": {"element": _elements(name, have - elements)}})
+    for name, rules in desired.chains.items():
+        if name not in observed.chains:
+            out.append({"add": {"chain": _where(name=name)}})
+            out += _rules(name, rules)
+        elif observed.chains[name] != digest(rules):
+            out.append({"flush": {"chain": _where(name=name)}})
+            out += _rules(name, rules)
+    if observed.chains.get(FORWARD) != digest(FORWARD_RULES):
+        out.append({"flush": {"chain": _where(name=FORWARD)}})
+        out += _rules(FORWARD, FORWARD_RULES)
+    for name, entries in ((TO_ENDPOINT, desired.to_endpoint), (FROM_ENDPOINT, desired.from_endpoint)):
+        have = observed.maps.get(name, {})
+        stale = {d: c for d, c in have.items() if entries.get(d) != c}
+        new = {d: c for d, c in entries.items() if have.get(d) != c}
+        if stale:
+            out.append({"delete": {"element": _where(name=name, elem=_map_elements(stale))}})
+        if new:
+            out.append({"add": {"element": _where(name=name, elem=_map_elements(new))}})
+    for name in observed.chains:                                # nothing jumps there any more
+        if name != FORWARD and name not in desired.chains:
+            out += [{"flush": {"chain": _where(name=name)}}, {"delete": {"chain": _where(name=name)}}]
+    for name in observed.sets:                                  # no rule refers to it any more
+        if name not in desired.sets:
+            out.append({"delete": {"set": _where(name=name)}})
+    return PolicyPlan(tuple(out), "update" if out else "none")
+
+
+def _structure_problem(desired: PolicyTable, observed: ObservedTable) -> str:
+    if observed.foreign:
+        return f"the table holds objects Calyx did not make: {', '.join(observed.foreign)}"
+    for name in (TO_ENDPOINT, FROM_ENDPOINT):
+        if name not in observed.maps:
+            return f"map {name} is missing"
+    if FORWARD not in observed.chains:
+        return "chain forward is missing"
+    for name, (kind, _) in desired.sets.items():
+        if name in observed.sets and observed.sets[name][0] != kind:
+            return f"set {name} has type {observed.sets[name][0]}, not {kind}"
+    return ""

@@ -77,11 +77,24 @@ def apply(node_ns: str, pods, policies) -> pc.NodePolicy:
                for name, (address, labels) in PODS.items()]
     result = pc.node_policy("node1", policies, cluster, {"default": {"kubernetes.io/metadata.name": "default"}})
     table = policynft.desired_table(result, {f"default/{n}": dev for n, (_, dev) in pods.items()})
-    nft = LibNftables(node_ns)
-    if nft.list_table(policynft.FAMILY, policynft.TABLE) is not None:
-        nft.run([{"delete": {"table": {"family": policynft.FAMILY, "name": policynft.TABLE}}}])
-    nft.run(policynft.create_commands(table))
+    converge(node_ns, table)
     return result
+
+
+def observed(node_ns: str) -> policynft.ObservedTable | None:
+    listing = LibNftables(node_ns).list_table(policynft.FAMILY, policynft.TABLE)
+    return None if listing is None else policynft.parse_table(listing)
+
+
+def converge(node_ns: str, table: policynft.PolicyTable) -> policynft.PolicyPlan:
+    """From whatever the kernel holds to ``table`` in one transaction, as felix does; after
+    it, the kernel reads back as wanted (a second plan has nothing to do)."""
+    step = policynft.plan(table, observed(node_ns))
+    if step.commands:
+        LibNftables(node_ns).run(step.commands)
+    again = policynft.plan(table, observed(node_ns))
+    assert again.commands == (), f"after {step.action} ({step.why}) still to do: {again.commands}"
+    return step
 
 
 def policy(name: str, **spec) -> np.NetworkPolicy:
@@ -141,10 +154,36 @@ def test_ip_blocks_with_exceptions_and_named_ports(node):
     out = policy("to-http", podSelector={"matchLabels": {"app": "client"}}, policyTypes=["Egress"],
                  egress=[{"ports": [{"port": "http"}]}])
     result = pc.node_policy("node1", [out], cluster, {"default": {}})
-    table = policynft.desired_table(result, {f"default/{n}": dev for n, (_, dev) in pods.items()})
-    nft = LibNftables(node_ns)
-    nft.run([{"delete": {"table": {"family": policynft.FAMILY, "name": policynft.TABLE}}},
-             *policynft.create_commands(table)])
+    converge(node_ns, policynft.desired_table(result, {f"default/{n}": dev for n, (_, dev) in pods.items()}))
     assert connects(pods, "a", "b")
     assert not connects(pods, "a", "c") and not pings(pods, "a", "b")
     assert pings(pods, "b", "a") and connects(pods, "c", "a"), "a still takes connections"
+
+
+def test_changes_are_element_and_chain_updates_and_the_table_goes_with_the_last_policy(node):
+    node_ns, pods = node
+    devices = {f"default/{n}": dev for n, (_, dev) in pods.items()}
+    web = policy("web", podSelector={"matchLabels": {"app": "web"}},
+                 ingress=[{"from": [{"podSelector": {"matchLabels": {"role": "trusted"}}}]}])
+
+    def table(labels_of_a: dict[str, str]) -> policynft.PolicyTable:
+        cluster = [pc.PolicyPod("default", n, "node1", IPv4Address(a), labels_of_a if n == "a" else labels)
+                   for n, (a, labels) in PODS.items()]
+        return policynft.desired_table(pc.node_policy("node1", [web], cluster, {"default": {}}), devices)
+
+    assert converge(node_ns, table({"app": "client"})).action == "create"
+    assert not pings(pods, "a", "b")
+    # a gains the label: one set element, nothing else.
+    step = converge(node_ns, table({"app": "client", "role": "trusted"}))
+    assert [next(iter(c)) + " " + next(iter(next(iter(c.values())))) for c in step.commands] == ["add element"]
+    assert pings(pods, "a", "b") and not pings(pods, "c", "b")
+    # Someone adds a chain of their own to Calyx's table: rebuilt, as wanted again.
+    LibNftables(node_ns).run([{"add": {"map": {"family": "ip", "table": policynft.TABLE, "name": "mine",
+                                               "type": "ipv4_addr", "map": "verdict"}}}])
+    assert converge(node_ns, table({"app": "client", "role": "trusted"})).action == "rebuild"
+    assert pings(pods, "a", "b")
+    # No policy left: the table goes; a table of someone else's stays.
+    LibNftables(node_ns).run([{"add": {"table": {"family": "ip", "name": "theirs"}}}])
+    empty = policynft.desired_table(pc.node_policy("node1", [], [], {}), devices)
+    assert converge(node_ns, empty).action == "remove"
+    assert observed(node_ns) is None and LibNftables(node_ns).list_table("ip", "theirs") is not None
