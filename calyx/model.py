@@ -1045,3 +1045,7 @@ class Snapshot:
     # Only what bgpd watches for Service advertisement, by (namespace, name).
     services: Mapping[tuple[str, str], ServiceInfo] = field(default_factory=dict)
     endpoint_slices: Mapping[tuple[str, str], EndpointSliceInfo] = field(default_factory=dict)
+    # Only what felix watches for NetworkPolicy: calyx.networkpolicy.NetworkPolicy by
+    # (namespace, name), and each Namespace's labels by name.
+    network_policies: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)

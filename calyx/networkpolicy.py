@@ -234,6 +234,15 @@ def _rules(where: _Where, spec: Mapping[str, Any], key: str, peers_key: str) -> 
     return tuple(rules)
 
 
+def parse_namespace(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    """A Namespace's labels (what a namespaceSelector matches)."""
+    meta = (obj.get("metadata") or {}) if isinstance(obj, Mapping) else {}
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        raise ValidationError("Namespace", str(meta.get("name")), "metadata.labels", labels, "expected a map")
+    return {str(k): str(v) for k, v in labels.items()}
+
+
 def parse_network_policy(obj: Mapping[str, Any]) -> NetworkPolicy:
     """A NetworkPolicy object as :class:`NetworkPolicy`; :class:`ValidationError` otherwise."""
     if not isinstance(obj, Mapping):

@@ -45,13 +45,18 @@ from calyx.observability import Check, HealthServer, Liveness
 from felix.calc import DesiredDataplane, LocalFacts, desired_dataplane
 from felix.config import FelixConfig
 from felix.dataplane.mtufile import PodMtuFile
-from felix.dataplane.nat import LibNftables, NatManager
+from felix.dataplane import policynft
+from felix.dataplane.nat import NatManager
+from felix.dataplane.policy import PolicyManager
+from felix.dataplane.policynft import NO_POLICY, PolicyTable
+from felix.dataplane.nfttable import LibNftables
 from felix.dataplane.routes import RouteManager
 from felix.dataplane.tunnel import TunnelManager
 from felix.dataplane.vxlan import VxlanManager
 from felix.inspect import NodeInspector
 from felix.metrics import FelixMetrics
 from felix.nat import NO_NAT, NatState, desired_nat
+from felix.policycalc import snapshot_policy
 from felix.vtep import KubeNodeAnnotator, VtepPublisher
 
 HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove it is alive
@@ -68,9 +73,11 @@ class DatastoreChanged(Coalescing):
     """A cache changed (or a reflector synced) since the last snapshot."""
 
 
-def watch_specs(node_name: str) -> list[WatchSpec]:
+def watch_specs() -> list[WatchSpec]:
     return [
-        WatchSpec(resources.PODS, field_selector=f"spec.nodeName={node_name}"),
+        WatchSpec(resources.PODS),                # every pod: NetworkPolicy peers are anywhere
+        WatchSpec(resources.NAMESPACES),          # their labels, for namespaceSelectors
+        WatchSpec(resources.NETWORKPOLICIES),
         WatchSpec(resources.NODES),
         WatchSpec(resources.IPPOOLS),
         WatchSpec(resources.IPAMBLOCKS),
@@ -88,12 +95,14 @@ class _LoopState:
     tunnel: TunnelManager
     mtu_file: PodMtuFile
     nat: NatManager
+    policy: PolicyManager
     vxlan: VxlanManager
     vtep: VtepPublisher
     synced: bool = False
     snapshot: model.Snapshot = field(default_factory=model.Snapshot)
     desired: DesiredDataplane | None = None
     nat_desired: NatState = NO_NAT
+    policy_desired: PolicyTable = NO_POLICY
 
 
 class Felix:
@@ -145,7 +154,7 @@ class Felix:
         cfg = self.config
         stop = self._stop
         events = EventRecorder(self._api, component="felix", host=cfg.nodename)
-        datastore = Datastore(self._api, watch_specs(cfg.nodename), events=events, namespace=cfg.namespace,
+        datastore = Datastore(self._api, watch_specs(), events=events, namespace=cfg.namespace,
                               registry=self.registry)
         # /ipam: the node's address assignments (the CNI plugin's state), for `calyxctl ipam`;
         # /v1/route, /v1/link: the node's forwarding, for `calyxctl trace`.
@@ -178,7 +187,8 @@ class Felix:
                 chore.start()
             tunnel.probe()
             self._state = _LoopState(datastore, table, routes, tunnel, PodMtuFile(cfg.run_dir),
-                                     NatManager(LibNftables, self.metrics), vxlan, vtep)
+                                     NatManager(LibNftables, self.metrics),
+                                     PolicyManager(LibNftables, self.metrics), vxlan, vtep)
             if not stop.is_set():
                 self._loop.run()
         finally:
@@ -218,6 +228,7 @@ class Felix:
         if recalc or resync or desired is None:
             desired = state.desired = desired_dataplane(state.snapshot, facts)
             state.nat_desired = desired_nat(state.snapshot)
+            state.policy_desired = policynft.desired_table(*snapshot_policy(state.snapshot, cfg.nodename))
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
             # devices, VXLAN neighbours and FDB entries first: a route through vxlan.calico
@@ -235,6 +246,7 @@ class Felix:
             routes.reconcile(desired.routes, desired.reasons, desired.settling_devices, self._loop.clock.now())
             state.vtep.sync(state.snapshot.nodes.get(cfg.nodename), state.vxlan.annotations)
             state.nat.reconcile(state.nat_desired, reread=resync)    # a resync re-reads the NAT table
+            state.policy.reconcile(state.policy_desired, reread=resync)
             state.mtu_file.write(desired.pod_mtu)
         if not self._ready:
             self._ready = True

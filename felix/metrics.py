@@ -18,6 +18,8 @@ class FelixMetrics:
     ipip_available: Gauge
     resyncs: Counter
     nat_available: Gauge
+    policy_available: Gauge
+    policy_dropped: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "FelixMetrics":
@@ -34,7 +36,7 @@ class FelixMetrics:
                                         buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                                         registry=registry),
             netlink_writes=Counter("felix_netlink_writes_total",
-                                   "Netlink changes felix made, by object (nat: nftables transactions)",
+                                   "Netlink changes felix made, by object (nat, policy: nftables transactions)",
                                    ["object"], registry=registry),
             errors=Counter("felix_errors_total", "Dataplane operations that failed, by kind", ["kind"],
                            registry=registry),
@@ -44,4 +46,9 @@ class FelixMetrics:
                             registry=registry),
             nat_available=Gauge("felix_nat_available", "1 if libnftables is there to program natOutgoing",
                                 registry=registry),
+            policy_available=Gauge("felix_policy_available",
+                                   "1 if libnftables is there to enforce NetworkPolicy", registry=registry),
+            policy_dropped=Gauge("felix_policy_dropped_packets",
+                                 "Packets NetworkPolicy dropped, by endpoint (its cali device) and direction, "
+                                 "as counted at the last resync", ["endpoint", "direction"], registry=registry),
         )

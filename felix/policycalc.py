@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Iterable, Mapping
 
-from calyx import model
+from calyx import model, naming
 from calyx import networkpolicy as np
 
 
@@ -255,3 +255,12 @@ def allows(policy: NodePolicy, endpoint: str, direction: str, peer: IPv4Address,
         return True
     local = ep.pod.ip
     return any(_rule_allows(policy, r, peer, protocol, port, local, direction) for r in rules)
+
+
+def snapshot_policy(snapshot: model.Snapshot, node: str) -> tuple[NodePolicy, dict[str, str]]:
+    """:func:`node_policy` of the datastore's snapshot, and each local endpoint's cali device."""
+    pods = [policy_pod(p) for p in snapshot.pods.values()]
+    result = node_policy(node, snapshot.network_policies.values(), pods, snapshot.namespaces)
+    devices = {key: naming.cali_interface_name(ep.pod.namespace, ep.pod.name)
+               for key, ep in result.endpoints.items()}
+    return result, devices

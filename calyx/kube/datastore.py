@@ -39,7 +39,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from calyx import crds, ippools, model
+from calyx import crds, ippools, model, networkpolicy
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyx.kube.events import EventRecorder, ObjectRef
@@ -101,6 +101,9 @@ def bindings(schemas: SpecSchemas) -> dict[Resource, _Binding]:
                                      keep=model.service_essentials),
         resources.ENDPOINTSLICES: _Binding(parse[model.KIND_ENDPOINT_SLICE], "endpoint_slices",
                                            _by_namespace_and_name, keep=model.endpoint_slice_essentials),
+        resources.NETWORKPOLICIES: _Binding(networkpolicy.parse_network_policy, "network_policies",
+                                            _by_namespace_and_name),
+        resources.NAMESPACES: _Binding(networkpolicy.parse_namespace, "namespaces", _by_name),
     }
 
 

@@ -63,13 +63,14 @@ BGPPEERS = Resource(model.GROUP, model.VERSION, "bgppeers", "BGPPeer", False)
 IPAMBLOCKS = Resource(model.GROUP, model.VERSION, "ipamblocks", "IPAMBlock", False)
 SERVICES = Resource("", "v1", "services", "Service", True)
 ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True)
+NETWORKPOLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True)
 
 ALL = (PODS, NODES, SECRETS, EVENTS, NAMESPACES, IPPOOLS, BGPCONFIGURATIONS, BGPPEERS, IPAMBLOCKS, SERVICES,
-       ENDPOINTSLICES)
+       ENDPOINTSLICES, NETWORKPOLICIES)
 
 # Also reachable as ``Resource.PODS`` etc., the spelling docs/architecture.md uses.
 for _name in ("PODS", "NODES", "SECRETS", "EVENTS", "NAMESPACES", "IPPOOLS", "BGPCONFIGURATIONS", "BGPPEERS", "IPAMBLOCKS",
-              "SERVICES", "ENDPOINTSLICES"):
+              "SERVICES", "ENDPOINTSLICES", "NETWORKPOLICIES"):
     setattr(Resource, _name, globals()[_name])
 del _name
 

@@ -1,4 +1,4 @@
-"""An in-memory nftables ruleset behind the :class:`felix.dataplane.nat.Nftables` seam, so the
+"""An in-memory nftables ruleset behind the :class:`felix.dataplane.nfttable.Nftables` seam, so the
 NAT manager is unit-tested without a kernel.
 
 It behaves as libnftables does where felix depends on it: a batch is one transaction (all of it

@@ -65,6 +65,9 @@ class PolicyTable:
     from_endpoint: Mapping[str, str]
 
 
+NO_POLICY = PolicyTable({}, {}, {}, {})
+
+
 def chain_name(direction: str, device: str) -> str:
     return f"{'to' if direction == np.INGRESS else 'from'}-{device}"
 
@@ -325,3 +328,32 @@ def _structure_problem(desired: PolicyTable, observed: ObservedTable) -> str:
         if name in observed.sets and observed.sets[name][0] != kind:
             return f"set {name} has type {observed.sets[name][0]}, not {kind}"
     return ""
+
+
+def applied(desired: PolicyTable) -> ObservedTable | None:
+    """The table as it is once a plan for ``desired`` was committed."""
+    if not desired.chains:
+        return None
+    chains = {name: digest(rules) for name, rules in desired.chains.items()}
+    chains[FORWARD] = digest(FORWARD_RULES)
+    return ObservedTable(dict(desired.sets), {TO_ENDPOINT: dict(desired.to_endpoint),
+                                              FROM_ENDPOINT: dict(desired.from_endpoint)}, chains)
+
+
+def drop_counts(listing: list[dict]) -> dict[str, int]:
+    """Per endpoint chain of a listed table, the packets its final counter-and-drop rule saw."""
+    counts: dict[str, int] = {}
+    for item in listing:
+        rule = item.get("rule")
+        if not rule or rule.get("chain") == FORWARD:
+            continue
+        exprs = rule.get("expr", [])
+        if len(exprs) == 2 and "counter" in exprs[0] and "drop" in exprs[1]:
+            counts[rule["chain"]] = int(exprs[0]["counter"].get("packets", 0))
+    return counts
+
+
+def endpoint_of_chain(chain: str) -> tuple[str, str]:
+    """(cali device, "ingress" or "egress") of an endpoint chain's name."""
+    direction, _, device = chain.partition("-")
+    return device, "ingress" if direction == "to" else "egress"

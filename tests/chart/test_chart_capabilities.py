@@ -34,7 +34,7 @@ with IPRoute() as ipr:
     attempt("address", lambda: ipr.addr("add", index=dev, address="10.244.3.0", prefixlen=32))
 def nat_table():
     from ipaddress import IPv4Address, IPv4Network
-    from felix.dataplane.nat import LibNftables
+    from felix.dataplane.nfttable import LibNftables
     from felix.dataplane.nftjson import build_commands
     from felix.nat import NatState
     pools = (IPv4Network("10.244.0.0/16"),)

@@ -87,7 +87,7 @@ def named_secret_reads(names: tuple[str, ...]) -> list[Access]:
 
 # --- what each identity's code does --------------------------------------------------------------
 NODE_AGENT_USES = sorted(set(
-    datastore_reads(felix_daemon.watch_specs(NODE))
+    datastore_reads(felix_daemon.watch_specs())
     + datastore_reads(bgpd_daemon.watch_specs())
     + named_secret_reads(PASSWORD_SECRETS)
     + [  # EventRecorder: create, then patch the count of a repeat; any object's namespace
@@ -235,7 +235,7 @@ def test_felix_and_bgpd_datastores_sync_as_their_account(installed: ChartCluster
     installed.kubectl.apply([_secret("bgp-passwords", **{"tor-a": "alpha", "tor-b": "beta"}),
                              _secret("bgp-mesh", pw="m")])
     try:
-        for daemon, specs in (("felix", felix_daemon.watch_specs(NODE)), ("bgpd", bgpd_daemon.watch_specs())):
+        for daemon, specs in (("felix", felix_daemon.watch_specs()), ("bgpd", bgpd_daemon.watch_specs())):
             api = kube_client.load(str(node_agent_kubeconfig))
             datastore = Datastore(api, specs, namespace=NAMESPACE)
             datastore.start()

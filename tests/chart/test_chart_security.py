@@ -169,9 +169,11 @@ def test_cluster_roles_are_exactly_what_each_identity_uses(rendered_scenarios: d
             # felix and bgpd: their datastores list and watch; felix's garbage collector deletes
             # the blocks of deleted nodes; felix publishes its node's VXLAN tunnel endpoint
             # (patch); both record Events; bgpd reads Services and EndpointSlices to advertise
-            # Service addresses.
+            # Service addresses; felix reads NetworkPolicies and the Namespaces' labels.
             "calyx": {
                 ("", "pods"): WATCH,
+                ("", "namespaces"): WATCH,
+                ("networking.k8s.io", "networkpolicies"): WATCH,
                 ("", "nodes"): WATCH | {"patch"},
                 ("calyx.dev", "ippools"): WATCH,
                 ("calyx.dev", "bgpconfigurations"): WATCH,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 
 from felix.dataplane import nftjson
-from felix.dataplane.nat import LibNftables
+from felix.dataplane.nfttable import LibNftables
 from felixtest_support import Bed, wait_for
 
 

@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from calyx import model
 from felix.dataplane import nftjson
-from felix.dataplane.nat import LibNftables, NatManager
+from felix.dataplane.nat import NatManager
+from felix.dataplane.nfttable import LibNftables
 from felix.metrics import FelixMetrics
 from felix.nat import NO_NAT, NatState, desired_nat
 

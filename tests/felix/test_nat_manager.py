@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 from calyx import model
 from felix.dataplane import nftjson
 from felix.dataplane.memnft import MemoryNftables
-from felix.dataplane.nat import NatManager, NatUnavailable
+from felix.dataplane.nat import NatManager
+from felix.dataplane.nfttable import NftablesUnavailable
 from felix.metrics import FelixMetrics
 from felix.nat import NO_NAT, desired_nat
 
@@ -152,7 +153,7 @@ def test_without_libnftables_nat_is_reported_once_and_nothing_fails(caplog: pyte
 
     def missing():
         attempts.append(1)
-        raise NatUnavailable("libnftables.so.1 cannot be loaded (libnftables.so.1: cannot open shared object file)")
+        raise NftablesUnavailable("libnftables.so.1 cannot be loaded (libnftables.so.1: cannot open shared object file)")
 
     registry = CollectorRegistry()
     nat = NatManager(missing, FelixMetrics.create(registry))

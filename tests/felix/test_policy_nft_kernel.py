@@ -19,7 +19,7 @@ import pytest
 from calyx import networkpolicy as np
 from felix import policycalc as pc
 from felix.dataplane import policynft
-from felix.dataplane.nat import LibNftables
+from felix.dataplane.nfttable import LibNftables
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "netlink"))
 from scratch import ip, scratch_netns, unique_name  # noqa: E402
