@@ -235,7 +235,7 @@ class IPAMBlock:
 # --- Field parsers shared by the resource parsers ---------------------------------------------
 
 @dataclass(frozen=True)
-class _Where:
+class Where:
     """Which object an error is about: kind and name (namespace/name for namespaced objects)."""
 
     kind: str
@@ -245,17 +245,17 @@ class _Where:
         return ValidationError(self.kind, self.name, field_path, value, problem)
 
 
-def _metadata(kind: str, obj: Mapping[str, Any]) -> tuple[_Where, Mapping[str, Any]]:
+def _metadata(kind: str, obj: Mapping[str, Any]) -> tuple[Where, Mapping[str, Any]]:
     if not isinstance(obj, Mapping):
         raise ValidationError(kind, "?", "(object)", obj, "not a Kubernetes object (expected a mapping)")
     meta = obj.get("metadata") or {}
     name = meta.get("name") if isinstance(meta, Mapping) else None
     if not isinstance(name, str) or not name:
         raise ValidationError(kind, "?", "metadata.name", name, "required")
-    return _Where(kind, name), meta
+    return Where(kind, name), meta
 
 
-def _custom_spec(where: _Where, obj: Mapping[str, Any], schemas: SpecSchemas) -> dict[str, Any]:
+def _custom_spec(where: Where, obj: Mapping[str, Any], schemas: SpecSchemas) -> dict[str, Any]:
     """The object's spec with the CRD's defaults applied (not yet validated)."""
     spec = obj.get("spec")
     if spec is None:
@@ -265,7 +265,7 @@ def _custom_spec(where: _Where, obj: Mapping[str, Any], schemas: SpecSchemas) ->
     return schemas.defaulted(where.kind, spec)
 
 
-def _validate_against_crd(where: _Where, spec: Mapping[str, Any], schemas: SpecSchemas) -> None:
+def _validate_against_crd(where: Where, spec: Mapping[str, Any], schemas: SpecSchemas) -> None:
     """Raise the first (by field path) violation of the kind's CRD spec schema."""
     validator = schemas.validator(where.kind)
     if validator.is_valid(spec):
@@ -293,7 +293,7 @@ def _validate_against_crd(where: _Where, spec: Mapping[str, Any], schemas: SpecS
     raise where.error(path, error.instance, error.message)
 
 
-def _ipv4_network(where: _Where, path: str, value: Any, ipv6_problem: str) -> IPv4Network:
+def _ipv4_network(where: Where, path: str, value: Any, ipv6_problem: str) -> IPv4Network:
     """A strict IPv4 CIDR ("10.244.0.0/16"); host bits set, IPv6 or any other form refused."""
     if not isinstance(value, str):
         raise where.error(path, value, "required" if value is None else "must be a string (an IPv4 CIDR)")
@@ -311,7 +311,7 @@ def _ipv4_network(where: _Where, path: str, value: Any, ipv6_problem: str) -> IP
     return network
 
 
-def _ipv4_address(where: _Where, path: str, value: Any, what: str = "IPv4 address") -> IPv4Address:
+def _ipv4_address(where: Where, path: str, value: Any, what: str = "IPv4 address") -> IPv4Address:
     if not isinstance(value, str):
         raise where.error(path, value, f"must be a string (an {what})")
     try:
@@ -326,7 +326,7 @@ def _ipv4_address(where: _Where, path: str, value: Any, what: str = "IPv4 addres
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
-def _unicast_mac(where: _Where, path: str, value: Any) -> str:
+def _unicast_mac(where: Where, path: str, value: Any) -> str:
     """A unicast Ethernet address written as six colon-separated hex octets, lower-cased."""
     if not isinstance(value, str) or not _MAC.fullmatch(value):
         raise where.error(path, value, "not a valid MAC address (six hex octets separated by colons, "
@@ -338,7 +338,7 @@ def _unicast_mac(where: _Where, path: str, value: Any) -> str:
     return value.lower()
 
 
-def _selector(where: _Where, path: str, value: Any) -> Selector | None:
+def _selector(where: Where, path: str, value: Any) -> Selector | None:
     if value is None:
         return None
     try:
@@ -372,7 +372,7 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def _duration(where: _Where, path: str, value: Any) -> float | None:
+def _duration(where: Where, path: str, value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -389,7 +389,7 @@ def _secret_key_ref(holder: Mapping[str, Any] | None) -> SecretKeyRef | None:
     return SecretKeyRef(name=ref["name"], key=ref["key"])
 
 
-def _cidr_list(where: _Where, spec: Mapping[str, Any], key: str) -> tuple[IPv4Network, ...]:
+def _cidr_list(where: Where, spec: Mapping[str, Any], key: str) -> tuple[IPv4Network, ...]:
     items = spec.get(key) or []
     if not isinstance(items, list):
         raise where.error(f"spec.{key}", items, "must be a list of {cidr: ...}")
@@ -402,7 +402,7 @@ def _cidr_list(where: _Where, spec: Mapping[str, Any], key: str) -> tuple[IPv4Ne
     return tuple(networks)
 
 
-def _as_number(where: _Where, path: str, value: Any) -> int:
+def _as_number(where: Where, path: str, value: Any) -> int:
     if not isinstance(value, str) or not value.isdigit() or not 1 <= int(value) <= MAX_AS_NUMBER:
         raise where.error(path, value, f"not a valid AS number (1..{MAX_AS_NUMBER})")
     return int(value)
@@ -465,7 +465,7 @@ def parse_bgp_configuration(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGP
     )
 
 
-def _bfd_interval(where: _Where, path: str, value: Any) -> float:
+def _bfd_interval(where: Where, path: str, value: Any) -> float:
     """A BFD interval: a duration of whole milliseconds within what BFD speakers accept."""
     seconds = _duration(where, path, value)
     assert seconds is not None
@@ -491,7 +491,7 @@ def effective_bgp_configuration(
     return BGPConfiguration()
 
 
-def _peer_address(where: _Where, value: Any) -> tuple[IPv4Address, int]:
+def _peer_address(where: Where, value: Any) -> tuple[IPv4Address, int]:
     path = "spec.peerIP"
     if not isinstance(value, str):
         raise where.error(path, value, "must be a string (IPv4 address or address:port)")
@@ -551,7 +551,7 @@ def parse_bgp_peer(obj: Mapping[str, Any], schemas: SpecSchemas) -> BGPPeer:
     )
 
 
-def _string_map(where: _Where, path: str, value: Any) -> dict[str, str]:
+def _string_map(where: Where, path: str, value: Any) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
@@ -559,7 +559,7 @@ def _string_map(where: _Where, path: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _ipv4_cidr_entries(where: _Where, path: str, values: Iterable[Any]) -> tuple[IPv4Network, ...]:
+def _ipv4_cidr_entries(where: Where, path: str, values: Iterable[Any]) -> tuple[IPv4Network, ...]:
     """The IPv4 entries of a dual-stack CIDR list; IPv6 entries are skipped, bad ones refused."""
     networks = []
     for index, value in enumerate(values):
@@ -596,7 +596,7 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
     elif internal_ip is not None:
         bgp_address = IPv4Interface(f"{internal_ip}/32")
 
-    def annotation(key: str, parse: Callable[[_Where, str, Any], Any]) -> Any:
+    def annotation(key: str, parse: Callable[[Where, str, Any], Any]) -> Any:
         """The parsed value of an optional annotation (None when absent)."""
         return parse(where, f"metadata.annotations[{key}]", annotations[key]) if key in annotations else None
 
@@ -634,14 +634,7 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
 
 def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
     """A Pod's networking facts. Kept lean: felix parses every pod of its node on each change."""
-    if not isinstance(obj, Mapping):
-        raise ValidationError(KIND_POD, "?", "(object)", obj, "not a Kubernetes object (expected a mapping)")
-    meta = obj.get("metadata") or {}
-    namespace, name = meta.get("namespace"), meta.get("name")
-    if not isinstance(name, str) or not name or not isinstance(namespace, str) or not namespace:
-        raise ValidationError(KIND_POD, f"{namespace}/{name}",
-                              "metadata.name" if not name else "metadata.namespace",
-                              name if not name else namespace, "required")
+    _, namespace, name, meta = namespaced_metadata(KIND_POD, obj)
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     pod_ips = status.get("podIPs")
@@ -733,12 +726,13 @@ class EndpointSliceInfo:
         return next((count for name, count in self.ready_by_node if name == node), 0)
 
 
-def _namespaced_metadata(kind: str, obj: Mapping[str, Any]) -> tuple[_Where, str, str, Mapping[str, Any]]:
+def namespaced_metadata(kind: str, obj: Mapping[str, Any]) -> tuple[Where, str, str, Mapping[str, Any]]:
+    """(where errors point, namespace, name, metadata) of a namespaced object; both names required."""
     if not isinstance(obj, Mapping):
         raise ValidationError(kind, "?", "(object)", obj, "not a Kubernetes object (expected a mapping)")
     meta = obj.get("metadata") or {}
     namespace, name = meta.get("namespace"), meta.get("name")
-    where = _Where(kind, f"{namespace}/{name}")
+    where = Where(kind, f"{namespace}/{name}")
     if not isinstance(name, str) or not name:
         raise where.error("metadata.name", name, "required")
     if not isinstance(namespace, str) or not namespace:
@@ -746,7 +740,7 @@ def _namespaced_metadata(kind: str, obj: Mapping[str, Any]) -> tuple[_Where, str
     return where, namespace, name, meta
 
 
-def _ipv4_addresses(where: _Where, path: str, values: Any) -> tuple[IPv4Address, ...]:
+def _ipv4_addresses(where: Where, path: str, values: Any) -> tuple[IPv4Address, ...]:
     """The IPv4 entries of a list of addresses; IPv6 ones are skipped, bad ones refused."""
     if values is None:
         return ()
@@ -760,7 +754,7 @@ def _ipv4_addresses(where: _Where, path: str, values: Any) -> tuple[IPv4Address,
     return tuple(out)
 
 
-def _choice(where: _Where, path: str, value: Any, allowed: tuple[str, ...], default: str) -> str:
+def _choice(where: Where, path: str, value: Any, allowed: tuple[str, ...], default: str) -> str:
     if value is None or value == "":
         return default
     if value not in allowed:
@@ -768,7 +762,7 @@ def _choice(where: _Where, path: str, value: Any, allowed: tuple[str, ...], defa
     return value
 
 
-def _mapping(where: _Where, path: str, value: Any) -> Mapping[str, Any]:
+def _mapping(where: Where, path: str, value: Any) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -777,7 +771,7 @@ def _mapping(where: _Where, path: str, value: Any) -> Mapping[str, Any]:
 
 
 def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
-    where, namespace, name, _ = _namespaced_metadata(KIND_SERVICE, obj)
+    where, namespace, name, _ = namespaced_metadata(KIND_SERVICE, obj)
     spec = _mapping(where, "spec", obj.get("spec"))
     status = _mapping(where, "status", obj.get("status"))
     service_type = _choice(where, "spec.type", spec.get("type"), SERVICE_TYPES, "ClusterIP")
@@ -814,7 +808,7 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
 
 
 def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSliceInfo:
-    where, namespace, name, meta = _namespaced_metadata(KIND_ENDPOINT_SLICE, obj)
+    where, namespace, name, meta = namespaced_metadata(KIND_ENDPOINT_SLICE, obj)
     labels = _string_map(where, "metadata.labels", meta.get("labels"))
     endpoints = obj.get("endpoints") or []
     if not isinstance(endpoints, list):

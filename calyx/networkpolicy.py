@@ -23,7 +23,7 @@ from ipaddress import IPv4Network, ip_network
 from typing import Any, Mapping
 
 from calyx import selector as sel
-from calyx.model import ValidationError
+from calyx.model import ValidationError, Where, namespaced_metadata
 
 KIND = "NetworkPolicy"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -88,15 +88,7 @@ class NetworkPolicy:
         return namespace == self.namespace and self.pod_selector.matches(labels)
 
 
-class _Where:
-    def __init__(self, namespace: str, name: str):
-        self.name = f"{namespace}/{name}"
-
-    def error(self, path: str, value: Any, problem: str) -> ValidationError:
-        return ValidationError(KIND, self.name, path, value, problem)
-
-
-def label_selector(where: _Where, path: str, value: Any) -> sel.Expr:
+def label_selector(where: Where, path: str, value: Any) -> sel.Expr:
     """A ``metav1.LabelSelector`` as a selector expression; ``{}`` matches everything."""
     if value is None:
         return sel.All()
@@ -120,7 +112,7 @@ def label_selector(where: _Where, path: str, value: Any) -> sel.Expr:
     return terms[0] if len(terms) == 1 else sel.And(tuple(terms))
 
 
-def _requirement(where: _Where, path: str, expr: Any) -> sel.Expr:
+def _requirement(where: Where, path: str, expr: Any) -> sel.Expr:
     if not isinstance(expr, Mapping) or not isinstance(expr.get("key"), str) or not expr.get("key"):
         raise where.error(path, expr, "a requirement needs a key and an operator")
     key, operator, values = expr["key"], expr.get("operator"), expr.get("values") or []
@@ -139,7 +131,7 @@ def _requirement(where: _Where, path: str, expr: Any) -> sel.Expr:
     return sel.Has(key) if operator == "Exists" else sel.Not(sel.Has(key))
 
 
-def _ip_block(where: _Where, path: str, raw: Any) -> IPBlock | None:
+def _ip_block(where: Where, path: str, raw: Any) -> IPBlock | None:
     """The block, or None for an IPv6 one (not Calyx's)."""
     if not isinstance(raw, Mapping):
         raise where.error(path, raw, "expected an object with cidr and except")
@@ -161,7 +153,7 @@ def _ip_block(where: _Where, path: str, raw: Any) -> IPBlock | None:
     return IPBlock(cidr, tuple(excepted))
 
 
-def _peers(where: _Where, path: str, raw: Any) -> tuple[Peer, ...] | None:
+def _peers(where: Where, path: str, raw: Any) -> tuple[Peer, ...] | None:
     if raw is None:
         return None
     if not isinstance(raw, list):
@@ -189,7 +181,7 @@ def _peers(where: _Where, path: str, raw: Any) -> tuple[Peer, ...] | None:
     return tuple(peers)
 
 
-def _ports(where: _Where, path: str, raw: Any) -> tuple[PortMatch, ...] | None:
+def _ports(where: Where, path: str, raw: Any) -> tuple[PortMatch, ...] | None:
     if raw is None or raw == []:
         return None
     if not isinstance(raw, list):
@@ -220,7 +212,7 @@ def _ports(where: _Where, path: str, raw: Any) -> tuple[PortMatch, ...] | None:
     return tuple(ports)
 
 
-def _rules(where: _Where, spec: Mapping[str, Any], key: str, peers_key: str) -> tuple[Rule, ...]:
+def _rules(where: Where, spec: Mapping[str, Any], key: str, peers_key: str) -> tuple[Rule, ...]:
     raw = spec.get(key) or []
     if not isinstance(raw, list):
         raise where.error(f"spec.{key}", raw, "expected a list of rules")
@@ -245,15 +237,7 @@ def parse_namespace(obj: Mapping[str, Any]) -> Mapping[str, str]:
 
 def parse_network_policy(obj: Mapping[str, Any]) -> NetworkPolicy:
     """A NetworkPolicy object as :class:`NetworkPolicy`; :class:`ValidationError` otherwise."""
-    if not isinstance(obj, Mapping):
-        raise ValidationError(KIND, "?", "(object)", obj, "not a Kubernetes object (expected a mapping)")
-    meta = obj.get("metadata") or {}
-    namespace, name = meta.get("namespace"), meta.get("name")
-    if not isinstance(name, str) or not name or not isinstance(namespace, str) or not namespace:
-        raise ValidationError(KIND, f"{namespace}/{name}",
-                              "metadata.name" if not name else "metadata.namespace",
-                              name if not name else namespace, "required")
-    where = _Where(namespace, name)
+    where, namespace, name, _ = namespaced_metadata(KIND, obj)
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         raise where.error("spec", spec, "required")

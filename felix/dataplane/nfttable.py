@@ -18,6 +18,8 @@ from typing import Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar
 
 from calyx.logs import StructuredLogger
 from felix.dataplane.nftjson import NftError
+from prometheus_client import Gauge
+
 from felix.metrics import FelixMetrics
 
 Desired = TypeVar("Desired")
@@ -112,6 +114,7 @@ class TableKind(Generic[Desired, Observed]):
     wanted, and what the kernel holds once a plan is committed."""
 
     label: str                                              # metrics label: "nat", "policy"
+    title: str                                              # in log lines: "NAT", "policy"
     family: str
     table: str
     parse: Callable[[list[dict]], Observed]
@@ -120,32 +123,52 @@ class TableKind(Generic[Desired, Observed]):
 
 
 class OwnedTable(Generic[Desired, Observed]):
-    """Owned by felix's main thread."""
+    """Owned by felix's main thread. Subclasses say what is logged after a write
+    (:meth:`_written`) and what a failure log adds (:meth:`_error_fields`)."""
 
-    def __init__(self, kind: TableKind[Desired, Observed], nft: Nftables, metrics: FelixMetrics,
-                 log: StructuredLogger, on_error: Callable[[str, str], None]):
+    def __init__(self, kind: TableKind[Desired, Observed], open_nftables: Callable[[], Nftables],
+                 metrics: FelixMetrics, log: StructuredLogger, available: Gauge, unavailable: str):
         self._kind = kind
-        self._nft = nft
+        self._open = open_nftables
         self._metrics = metrics
         self._log = log
-        self._on_error = on_error          # (event, message): logging a failure, once per message
+        self._available_gauge = available
+        self._unavailable = unavailable     # what is lost without libnftables, for the log
+        self._nft: Nftables | None = None
+        self.available: bool | None = None
         self._observed: Observed | None = None
         self._known = False                # _observed is what the kernel holds (read or written since)
+        self._last_error = ""
 
     @property
     def name(self) -> str:
         return f"{self._kind.family} {self._kind.table}"
 
+    def probe(self) -> bool:
+        """Load libnftables once; remember whether it is there."""
+        if self.available is None:
+            try:
+                self._nft = self._open()
+                self.available = True
+            except NftablesUnavailable as exc:
+                self.available = False
+                self._log.error(self._unavailable, error=str(exc))
+            self._available_gauge.set(1 if self.available else 0)
+        return self.available
+
     def reconcile(self, desired: Desired, reread: bool = False) -> Plan | None:
         """Bring the table to ``desired``; re-read it first when ``reread`` (or when the last
-        pass could not know it). Returns the plan carried out (None: it could not be read or
-        written)."""
+        pass could not know it). Returns the plan carried out (None: libnftables is missing, or
+        the table could not be read or written)."""
+        if not self.probe():
+            return None
+        assert self._nft is not None
         kind = self._kind
         if reread or not self._known:
             try:
                 listing = self._nft.list_table(kind.family, kind.table)
             except NftError as exc:
-                self._failed("table unreadable", exc)
+                self._failed("table unreadable", exc, desired)
                 return None
             self._observed = None if listing is None else kind.parse(listing)
             self._known = True
@@ -156,12 +179,24 @@ class OwnedTable(Generic[Desired, Observed]):
             self._nft.run(plan.commands)
         except NftError as exc:
             self._known = False           # read again next pass: the transaction left it as it was
-            self._failed(f"table {plan.action} failed", exc)
+            self._failed(f"table {plan.action} failed", exc, desired)
             return None
         self._observed = kind.applied(desired)
+        self._last_error = ""
         self._metrics.netlink_writes.labels(kind.label).inc()
+        self._written(plan, desired)
         return plan
 
-    def _failed(self, event: str, exc: NftError) -> None:
+    def _written(self, plan: Plan, desired: Desired) -> None:
+        """Log what a committed plan did."""
+
+    def _error_fields(self, message: str, desired: Desired) -> dict[str, Any]:
+        return {}
+
+    def _failed(self, event: str, exc: NftError, desired: Desired) -> None:
         self._metrics.errors.labels(self._kind.label).inc()
-        self._on_error(event, str(exc))
+        message = str(exc)
+        if message != self._last_error:     # the same failure pass after pass is logged once
+            self._log.error(f"{self._kind.title} {event}", table=self.name, error=message,
+                            **self._error_fields(message, desired))
+        self._last_error = message
