@@ -171,13 +171,15 @@ class Bed:
             return self.http("/readyz")[0] == 200
         wait_for("felix /readyz", ready, timeout)
 
-    def metric(self, name: str, port: int = 9099) -> float:
-        """The sum of every sample of ``name`` (0 when the metric has no sample yet)."""
+    def metric(self, name: str, port: int = 9099, labels: str = "") -> float:
+        """The sum of every sample of ``name`` whose labels start with ``labels`` (e.g.
+        ``object="nat"``); 0 when the metric has no such sample yet."""
         status, text = self.http("/metrics", port)
         assert status == 200, f"/metrics answered {status}"
         total = 0.0
+        prefix = f"{name}{{{labels}" if labels else name
         for line in text.splitlines():
-            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            if line.startswith(prefix) and (labels or line[len(name):len(name) + 1] in (" ", "{")):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 

@@ -11,12 +11,7 @@ from felixtest_support import Bed, wait_for
 
 
 def nat_writes(bed: Bed) -> float:
-    status, text = bed.http("/metrics")
-    assert status == 200
-    for line in text.splitlines():
-        if line.startswith('felix_netlink_writes_total{object="nat"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return bed.metric("felix_netlink_writes_total", labels='object="nat"')
 
 
 def table(nft: LibNftables) -> nftjson.ObservedTable | None:

@@ -17,12 +17,7 @@ POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
 
 
 def policy_writes(bed: Bed) -> float:
-    status, text = bed.http("/metrics")
-    assert status == 200
-    for line in text.splitlines():
-        if line.startswith('felix_netlink_writes_total{object="policy"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return bed.metric("felix_netlink_writes_total", labels='object="policy"')
 
 
 def table(nft: LibNftables) -> policynft.ObservedTable | None:
