@@ -153,6 +153,28 @@ class Or:
 Expr = Union[All, Has, Equals, NotEquals, In, NotIn, Contains, StartsWith, EndsWith, Not, And, Or]
 
 
+def kubernetes_text(expr: "Expr") -> str:
+    """``expr`` in Kubernetes selector syntax, for messages (what a LabelSelector becomes
+    reads back as ``app=web,tier in (a,b),!legacy``); "everything" for :class:`All`."""
+    if isinstance(expr, All):
+        return "everything"
+    if isinstance(expr, Equals):
+        return f"{expr.key}={expr.value}"
+    if isinstance(expr, NotEquals):
+        return f"{expr.key}!={expr.value}"
+    if isinstance(expr, In):
+        return f"{expr.key} in ({','.join(sorted(expr.values))})"
+    if isinstance(expr, NotIn):
+        return f"{expr.key} notin ({','.join(sorted(expr.values))})"
+    if isinstance(expr, Has):
+        return expr.key
+    if isinstance(expr, Not) and isinstance(expr.operand, Has):
+        return f"!{expr.operand.key}"
+    if isinstance(expr, And):
+        return ",".join(kubernetes_text(op) for op in expr.operands)
+    return repr(expr)
+
+
 # --- Tokenizer ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

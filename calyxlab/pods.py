@@ -65,13 +65,17 @@ def cni_env(command: str, cid: str, netns_path: str, namespace: str, name: str) 
             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"}
 
 
-def pod_body(namespace: str, name: str, node: str,
-             labels: Mapping[str, str] | None = None) -> dict:
-    """The Pod as created; its labels are ``app: NAME`` unless given (a Service selects them)."""
+def pod_body(namespace: str, name: str, node: str, labels: Mapping[str, str] | None = None,
+             ports: Sequence[Mapping] = ()) -> dict:
+    """The Pod as created; its labels are ``app: NAME`` unless given (a Service selects them),
+    its container declares ``ports`` (NetworkPolicy's named ports refer to them)."""
+    container: dict = {"name": "main", "image": POD_IMAGE}
+    if ports:
+        container["ports"] = [dict(p) for p in ports]
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace,
                          "labels": dict(labels) if labels else {"app": name}},
-            "spec": {"nodeName": node, "containers": [{"name": "main", "image": POD_IMAGE}]}}
+            "spec": {"nodeName": node, "containers": [container]}}
 
 
 def _plugin_argv() -> list[str]:
@@ -122,14 +126,14 @@ def _core(lab: "Lab", node: str | None = None):
 
 
 def _create_api_pod(core, namespace: str, name: str, node: str,
-                    labels: Mapping[str, str] | None) -> None:
+                    labels: Mapping[str, str] | None, ports: Sequence[Mapping] = ()) -> None:
     """Create the Pod (waiting out a brand-new namespace's missing ServiceAccount); one that
     exists already is fine."""
     from kubernetes.client.exceptions import ApiException
 
     from calyxlab.controlplane.cluster import create_once_admitted
     try:
-        create_once_admitted(lambda: core.create_namespaced_pod(namespace, pod_body(namespace, name, node, labels)))
+        create_once_admitted(lambda: core.create_namespaced_pod(namespace, pod_body(namespace, name, node, labels, ports)))
     except ApiException as exc:
         if exc.status != 409:
             raise PodError(f"pod {namespace}/{name}: API create failed: {exc.status} "
@@ -147,7 +151,7 @@ def _ensure_namespace(core, namespace: str) -> None:
 
 
 def add_pod(lab: "Lab", node: str, namespace: str, name: str,
-            labels: Mapping[str, str] | None = None) -> str:
+            labels: Mapping[str, str] | None = None, ports: Sequence[Mapping] = ()) -> str:
     """Create pod ``namespace/name`` on ``node``; returns its IPv4 address.
 
     The order is kubelet's: the Pod exists in the API, scheduled to the node, before its
@@ -158,7 +162,7 @@ def add_pod(lab: "Lab", node: str, namespace: str, name: str,
         raise PodError(f"pod {namespace}/{name}: node {node!r} is not in lab {lab.name!r}")
     core = _core(lab)
     _ensure_namespace(core, namespace)
-    _create_api_pod(core, namespace, name, node, labels)
+    _create_api_pod(core, namespace, name, node, labels, ports)
     netns = pod_netns(lab.name, node, namespace, name)
     res = lab.run_root(["ip", "netns", "add", netns])
     if res.returncode != 0:

@@ -45,11 +45,12 @@ def wait_network_ready(lab: "Lab", node: str, timeout: float = 120.0) -> None:
 
 
 def add_pod(lab: "Lab", node: str, name: str | None = None,
-            namespace: str = POD_NAMESPACE, labels: Mapping[str, str] | None = None) -> Pod:
+            namespace: str = POD_NAMESPACE, labels: Mapping[str, str] | None = None,
+            ports: Sequence[Mapping] = ()) -> Pod:
     """A pod on ``node``, made once the node's network is ready."""
     name = name or f"pod-{node}"
     wait_network_ready(lab, node)
-    return Pod(node, name, pods.add_pod(lab, node, namespace, name, labels))
+    return Pod(node, name, pods.add_pod(lab, node, namespace, name, labels, ports))
 
 
 def ping_once(lab: "Lab", src: Pod, dst_ip: str, namespace: str = POD_NAMESPACE) -> bool:

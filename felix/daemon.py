@@ -17,7 +17,7 @@ kubeconfig's token fresh (``cni_kubeconfig``) and IPAM block garbage collection
 (``ipam_gc_interval``; see :mod:`calyx.cni.gc`).
 
 The health port also answers read-only questions about this node's forwarding for ``calyxctl
-trace`` (:mod:`felix.inspect`).
+trace`` (:mod:`felix.inspect`) and about the NetworkPolicy of its pods (:mod:`felix.policyview`).
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ from felix.inspect import NodeInspector
 from felix.metrics import FelixMetrics
 from felix.nat import NO_NAT, NatState, desired_nat
 from felix.policycalc import snapshot_policy
+from felix.policyview import PolicyView
 from felix.vtep import KubeNodeAnnotator, VtepPublisher
 
 HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove it is alive
@@ -124,6 +125,7 @@ class Felix:
                           heartbeat_max_age=6 * HEARTBEAT_PERIOD, idle_tick=HEARTBEAT_PERIOD,
                           liveness=self.liveness)
         self._state: _LoopState | None = None
+        self.policy_view = PolicyView()
         self._problems: tuple[str, ...] = ()
 
     def stop(self) -> None:
@@ -161,7 +163,8 @@ class Felix:
         servers = [HealthServer(cfg.health_host, cfg.health_port, self.registry, liveness=self.liveness,
                                 readiness=self.readiness,
                                 json_views={"/ipam": lambda: node_ipam_records(cfg.nodename, cfg.run_dir)},
-                                handlers=NodeInspector(cfg.nodename).handlers())]
+                                handlers={**NodeInspector(cfg.nodename).handlers(),
+                                          **self.policy_view.handlers()})]
         if cfg.metrics_port is not None and cfg.metrics_port != cfg.health_port:
             servers.append(HealthServer(cfg.health_host, cfg.metrics_port, self.registry,
                                         liveness=self.liveness, readiness=self.readiness))
@@ -228,7 +231,9 @@ class Felix:
         if recalc or resync or desired is None:
             desired = state.desired = desired_dataplane(state.snapshot, facts)
             state.nat_desired = desired_nat(state.snapshot)
-            state.policy_desired = policynft.desired_table(*snapshot_policy(state.snapshot, cfg.nodename))
+            node_policy, devices = snapshot_policy(state.snapshot, cfg.nodename)
+            self.policy_view.publish(node_policy)
+            state.policy_desired = policynft.desired_table(node_policy, devices)
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
             # devices, VXLAN neighbours and FDB entries first: a route through vxlan.calico

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 
 from calyx import model, naming
 from calyx import networkpolicy as np
+from calyx.selector import kubernetes_text
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,11 @@ def set_name(kind: str, description: str) -> str:
 
 
 def _describe_peer(policy_namespace: str, peer: np.PodPeer) -> str:
-    namespaces = repr(peer.namespaces) if peer.namespaces is not None else f"namespace={policy_namespace}"
-    return f"pods {peer.pods!r} in {namespaces}"
+    """What a pod peer selects, in words: also what its set is named after."""
+    pods = kubernetes_text(peer.pods)
+    if peer.namespaces is None:
+        return f"pods {pods} in namespace {policy_namespace}"
+    return f"pods {pods} in namespaces {kubernetes_text(peer.namespaces)}"
 
 
 class _Calc:

@@ -5,6 +5,8 @@ rewritten; a restarted felix adopts the table with no write; deleting the policy
 table. Real traffic through such a table is tests/felix/test_policy_nft_kernel.py."""
 from __future__ import annotations
 
+import json
+
 from felix.dataplane import policynft
 from felix.dataplane.nfttable import LibNftables
 from felixtest_support import Bed, wait_for
@@ -62,6 +64,13 @@ def test_felix_programs_updates_adopts_and_removes_the_policy_table(bed: Bed) ->
              detail=lambda: table(nft))
     assert policy_writes(bed) == 1
     digests = dict(table(nft).chains)
+    status, body = bed.http("/v1/policy?pod=default/web&peer=10.244.0.11&port=80")
+    view = json.loads(body)
+    assert status == 200 and view["selected_by"] == ["default/web"] and view["egress"].startswith("not isolated")
+    assert view["ingress"] == ["from pods role=client in namespace default, TCP 80"]
+    assert view["verdict"]["allowed"] is True
+    status, body = bed.http("/v1/policy?pod=default/web&peer=10.244.0.11&port=81")
+    assert json.loads(body)["verdict"]["allowed"] is False
 
     label(bed, "client", {"role": "other"})
     wait_for("the client out of the peer set", lambda: peers() == set(), detail=lambda: table(nft))
