@@ -14,7 +14,7 @@ import traceback
 from typing import Sequence
 
 BENCHMARKS = ("felix_routes", "bgp_propagation", "exabgp_api", "e2e_latency", "failover", "memory", "mesh_scale",
-              "rr_fanout", "services")
+              "rr_fanout", "services", "policy")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -127,16 +127,19 @@ def _describe_peer(policy_namespace: str, peer: np.PodPeer) -> str:
 class _Calc:
     def __init__(self, pods: Iterable[PolicyPod], namespaces: Mapping[str, Mapping[str, str]]):
         self.peers = [p for p in pods if p.ip is not None]
+        self.by_namespace: dict[str, list[PolicyPod]] = {}
+        for pod in self.peers:
+            self.by_namespace.setdefault(pod.namespace, []).append(pod)
         self.namespaces = namespaces
         self.address_sets: dict[str, AddressSet] = {}
         self.named_port_sets: dict[str, NamedPortSet] = {}
 
     def _members(self, policy_namespace: str, peer: np.PodPeer) -> list[PolicyPod]:
-        def namespace_ok(ns: str) -> bool:
-            if peer.namespaces is None:
-                return ns == policy_namespace
-            return ns in self.namespaces and peer.namespaces.matches(self.namespaces[ns])
-        return [p for p in self.peers if namespace_ok(p.namespace) and peer.pods.matches(p.labels)]
+        if peer.namespaces is None:
+            chosen = [policy_namespace]
+        else:
+            chosen = [ns for ns, labels in self.namespaces.items() if peer.namespaces.matches(labels)]
+        return [p for ns in chosen for p in self.by_namespace.get(ns, ()) if peer.pods.matches(p.labels)]
 
     def address_set(self, policy_namespace: str, peer: np.PodPeer) -> str:
         description = _describe_peer(policy_namespace, peer)
