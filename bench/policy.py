@@ -50,12 +50,12 @@ def cluster(pod_count: int) -> tuple[list[pc.PolicyPod], dict[str, dict[str, str
 def policies(count: int) -> list[np.NetworkPolicy]:
     out = []
     for i in range(count):
-        ns = i % NAMESPACES
+        ns, app = i % NAMESPACES, i // NAMESPACES % APPS      # 1,000 distinct (namespace, app)
         out.append(np.parse_network_policy({"metadata": {"name": f"policy-{i:04d}", "namespace": f"ns-{ns:02d}"},
                                             "spec": {
-            "podSelector": {"matchLabels": {"app": f"app-{i % APPS}"}},
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": f"app-{(i + 1) % APPS}"}}}],
-                         "ports": [{"port": 8080}]},
+            "podSelector": {"matchLabels": {"app": f"app-{app}"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": f"app-{(app + 1) % APPS}"}}}],
+                         "ports": [{"port": 8080 + i % 7}]},
                         {"from": [{"namespaceSelector": {"matchLabels": {"team": f"team-{(ns + 1) % NAMESPACES}"}}}],
                          "ports": [{"port": 9090}]}]}}))
     return out
@@ -85,7 +85,8 @@ def measure(nft: LibNftables, count: int, pod_count: int, report: Report) -> Non
     report.add(f"{count} policies, {pod_count} pods", "cold: transaction", apply_cold,
                f"{len(plan.commands)} commands", "")
 
-    # A remote pod of namespace ns-07 takes the app label policy-0007 allows in from (app-8).
+    # A remote pod of namespace ns-07 takes app-8: the label the policy selecting local pod 7
+    # (ns-07, app-7: policy-0357) allows in from.
     moved = pods[LOCAL_PODS + 7]
     relabelled = [pc.PolicyPod(p.namespace, p.name, p.node, p.ip, {**p.labels, "app": "app-8"})
                   if p is moved else p for p in pods]
