@@ -74,14 +74,9 @@ class RequestLoop:
                                         "--interval", str(self.interval),
                                         "--timeout", str(self.timeout)))
         argv = ["sh", "-c", f"{command} > {self._run.out} 2>&1"]
-        self._run.start(lambda: self.lab.exec(self.node, argv, timeout=None))
-        deadline = time.monotonic() + first_answer_timeout
-        while not any(o.ok for o in self.outcomes()):
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"requests {self.node} -> {self.url}: no answer within "
-                                   f"{first_answer_timeout:.0f} s")
-            time.sleep(0.1)
+        self._run.start(lambda: self.lab.exec(self.node, argv, timeout=None),
+                        lambda out: any(o.ok for o in parse(out)), first_answer_timeout,
+                        f"requests {self.node} -> {self.url}: no answer")
         return self
 
     def stop(self) -> list[Outcome]:

@@ -111,10 +111,18 @@ class FollowedRun:
         self.stop_file, self.out = base.with_suffix(".stop"), base.with_suffix(".out")
         self._thread: threading.Thread | None = None
 
-    def start(self, run: Callable[[], object]) -> None:
-        """Call ``run`` (which runs the command to completion) in a thread of its own."""
+    def start(self, run: Callable[[], object], started: Callable[[str], bool], timeout: float,
+              what: str) -> None:
+        """Call ``run`` (which runs the command to completion) in a thread of its own; return once
+        ``started(output)`` holds, or stop it and raise naming ``what`` after ``timeout``."""
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not started(self.output()):
+            if time.monotonic() > deadline:
+                output = self.stop()
+                raise RuntimeError(f"{what}: nothing within {timeout:.0f} s:\n{output[-1000:]}")
+            time.sleep(0.1)
 
     def output(self) -> str:
         return self.out.read_text(errors="replace") if self.out.exists() else ""
@@ -155,14 +163,8 @@ class ContinuousPing:
         script = (f"ping -n -i {self.interval} -W 1 {self.dst.ip} > {self._run.out} 2>&1 & p=$!; "
                   f"while [ ! -e {self._run.stop_file} ]; do sleep 0.1; done; kill -INT $p; wait $p")
         argv = ["ip", "netns", "exec", netns, "sh", "-c", script]
-        self._run.start(lambda: self.lab.run_root(argv, timeout=None))
-        deadline = time.monotonic() + first_reply_timeout
-        while "bytes from" not in self.output():
-            if time.monotonic() > deadline:
-                self.stop_quietly()
-                raise RuntimeError(f"continuous ping {self.src.ip} -> {self.dst.ip}: no reply "
-                                   f"within {first_reply_timeout:.0f} s:\n{self.output()[-1000:]}")
-            time.sleep(0.1)
+        self._run.start(lambda: self.lab.run_root(argv, timeout=None), lambda out: "bytes from" in out,
+                        first_reply_timeout, f"continuous ping {self.src.ip} -> {self.dst.ip}: no reply")
         return self
 
     def stop(self) -> tuple[int, int]:
