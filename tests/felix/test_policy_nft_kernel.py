@@ -187,3 +187,26 @@ def test_changes_are_element_and_chain_updates_and_the_table_goes_with_the_last_
     empty = policynft.desired_table(pc.node_policy("node1", [], [], {}), devices)
     assert converge(node_ns, empty).action == "remove"
     assert observed(node_ns) is None and LibNftables(node_ns).list_table("ip", "theirs") is not None
+
+
+def test_a_pod_leaving_policy_loses_its_chain_and_unused_sets_go_in_one_transaction(node):
+    """nftables refuses to delete a chain a map still jumps to, or a set a rule still uses: the
+    plan must order these (and this is where it would fail)."""
+    node_ns, pods = node
+    devices = {f"default/{n}": dev for n, (_, dev) in pods.items()}
+    cluster = [pc.PolicyPod("default", n, "node1", IPv4Address(a), labels) for n, (a, labels) in PODS.items()]
+    web = policy("web", podSelector={"matchLabels": {"app": "web"}},
+                 ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}])
+    other = policy("other", podSelector={"matchLabels": {"app": "other"}},
+                   ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+                   egress=[{"to": [{"podSelector": {"matchLabels": {"app": "client"}}}]}])
+
+    def table(*policies) -> policynft.PolicyTable:
+        return policynft.desired_table(pc.node_policy("node1", list(policies), cluster, {"default": {}}), devices)
+
+    converge(node_ns, table(web, other))
+    assert not pings(pods, "a", "c") and pings(pods, "c", "a")
+    step = converge(node_ns, table(web))          # c's two chains, their map entries, a set go
+    assert step.action == "update"
+    assert set(observed(node_ns).chains) == {policynft.FORWARD, policynft.chain_name("Ingress", pods["b"][1])}
+    assert pings(pods, "a", "c") and pings(pods, "c", "a") and not pings(pods, "c", "b")
