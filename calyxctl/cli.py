@@ -7,15 +7,15 @@ import argparse
 import sys
 from typing import Sequence
 
-from calyxctl import get, ipam, node
+from calyxctl import get, ipam, node, policy
 from calyxctl.trace import command as trace
 
-COMMANDS = (node, ipam, get, trace)
+COMMANDS = (node, ipam, get, policy, trace)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calyxctl", description="Inspect a Calyx cluster: BGP status, "
-                                     "IP address management, Calyx resources, a packet's path.")
+                                     "IP address management, Calyx resources, NetworkPolicy, a packet's path.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add_parser(subparsers)

@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -27,6 +28,7 @@ from e2e_support import custom_api, deployed, kubectl, wait_for
 pytestmark = [pytest.mark.lab]
 
 PORTS = ("tcp:80", "tcp:81", "udp:80")
+CALYXCTL = str(Path(sys.executable).parent / "calyxctl")
 CONTAINER_PORTS = ({"name": "serve-80-tcp", "containerPort": 80},
                    {"name": "serve-81-tcp", "containerPort": 81},
                    {"name": "serve-80-udp", "containerPort": 80, "protocol": "UDP"})
@@ -161,6 +163,21 @@ CASES: list[tuple[str, str, Verdict]] = [
 ]
 
 
+def explained_by_calyxctl(lab, cluster: list[PolicyPod]) -> None:
+    """``calyxctl policy`` (run on node1, reading felix of x/a's node) names the policy and
+    gives the verdicts the table shows: y/a may connect, x/b may not."""
+    x_b, y_a = (next(p for p in cluster if p.key == k) for k in ("x/b", "y/a"))
+    for peer, allowed in ((y_a, True), (x_b, False)):
+        res = lab.exec("node1", [CALYXCTL, "policy", "x/a", "--peer", peer.ip, "--port", "80", "-o", "json"],
+                       env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120)
+        assert res.returncode == 0, f"calyxctl policy exited {res.returncode}: {res.stderr}"
+        view = json.loads(res.stdout)
+        assert view["selected_by"] == ["x/from-y"] and view["verdict"]["allowed"] is allowed, view
+    text = lab.exec("node1", [CALYXCTL, "policy", "x/a", "--peer", x_b.ip, "--port", "80"],
+                    env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120).stdout
+    print(f"node1$ calyxctl policy x/a --peer {x_b.ip} --port 80\n{text}")
+
+
 def set_vxlan(lab, mode: str) -> None:
     custom_api(lab).patch_cluster_custom_object("calyx.dev", "v1", "ippools", "default-ipv4-ippool",
                                                 {"spec": {"vxlanMode": mode}})
@@ -178,5 +195,7 @@ def test_every_case_gives_the_documented_reachability(lab, cluster, encapsulatio
             verdict = (lambda s, d, p: not in_x(d) or s.key != "y/b")
         apply(lab, manifest)
         check(lab, cluster, f"[{encapsulation}] {label}", verdict)
+        if label.startswith("x/a takes only namespace y"):
+            explained_by_calyxctl(lab, cluster)
         delete_policies(lab)
         check(lab, cluster, f"[{encapsulation}] {label}: removed", lambda s, d, p: True)
