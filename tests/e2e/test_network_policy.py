@@ -23,7 +23,7 @@ import pytest
 
 from calyxlab import pods as lab_pods
 from calyxlab.traffic import add_pod
-from e2e_support import custom_api, deployed, kubectl, wait_for
+from e2e_support import custom_api, deployed, kubectl, routes, wait_for
 
 pytestmark = [pytest.mark.lab]
 
@@ -137,7 +137,7 @@ CASES: list[tuple[str, str, Verdict]] = [
      lambda s, d, p: not in_x(d)),
     ("x/a takes only namespace y (namespaceSelector)",
      policy("from-y", "x", "  podSelector: {matchLabels: {pod: a}}\n"
-                           "  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]"),
+                           "  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: 'y'}}}]}]"),
      lambda s, d, p: d.key != "x/a" or s.namespace == "y"),
     ("x takes pods b of every namespace (namespaceSelector AND podSelector)",
      policy("from-b", "x", "  podSelector: {}\n"
@@ -151,12 +151,12 @@ CASES: list[tuple[str, str, Verdict]] = [
      "", None),          # filled in by the test: it needs y/b's address
     ("x/b may only open TCP 80-81 (endPort) to namespace y",
      policy("egress", "x", "  podSelector: {matchLabels: {pod: b}}\n  policyTypes: [Egress]\n"
-                           "  egress: [{to: [{namespaceSelector: {matchLabels: {ns: y}}}],"
+                           "  egress: [{to: [{namespaceSelector: {matchLabels: {ns: 'y'}}}],"
                            " ports: [{port: 80, endPort: 81, protocol: TCP}]}]"),
      lambda s, d, p: s.key != "x/b" or (d.namespace == "y" and p.startswith("tcp:"))),
     ("two policies add up: x/a from y/a and from x/b on TCP 80",
      policy("one", "x", "  podSelector: {matchLabels: {pod: a}}\n"
-                        "  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: a}}}]}]")
+                        "  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: 'y'}}, podSelector: {matchLabels: {pod: a}}}]}]")
      + policy("two", "x", "  podSelector: {matchLabels: {pod: a}}\n"
                           "  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}], ports: [{port: 80}]}]"),
      lambda s, d, p: d.key != "x/a" or s.key == "y/a" or (s.key == "x/b" and p == "tcp:80")),
@@ -179,8 +179,12 @@ def explained_by_calyxctl(lab, cluster: list[PolicyPod]) -> None:
 
 
 def set_vxlan(lab, mode: str) -> None:
+    """Switch the pool's vxlanMode and wait until node1 routes node2's pod over VXLAN (or not)."""
     custom_api(lab).patch_cluster_custom_object("calyx.dev", "v1", "ippools", "default-ipv4-ippool",
                                                 {"spec": {"vxlanMode": mode}})
+    wanted = mode == "Always"
+    wait_for(f"node1's routes to node2's block {'through' if wanted else 'not through'} vxlan.calico",
+             lambda: any(r.get("dev") == "vxlan.calico" for r in routes(lab, "node1")) == wanted)
 
 
 @pytest.mark.parametrize("encapsulation", ["none", "VXLAN"])
