@@ -182,16 +182,15 @@ class Lab:
         # The scenario's cluster.yaml is checked before anything is created.
         manifest_file = manifests.scenario_manifest(topo.file) if topo.has_cluster_nodes else None
         manifest_docs = manifests.load(manifest_file) if manifest_file else []
-        try:
-            for node in topo.nodes:
-                if node.role is Role.CLUSTER:
-                    kubeproxy.mode(node, self.kernel)
+        try:      # which cluster nodes run kube-proxy, in which mode: checked once, here
+            proxy_modes = {n.name: m for n in topo.nodes
+                           if n.role is Role.CLUSTER and (m := kubeproxy.mode(n, self.kernel))}
         except kubeproxy.KubeProxyConfigError as exc:
             raise LabError(f"{topo.file}: {exc}") from None
         self.print(f"Creating lab {topo.name!r} ({len(topo.nodes)} nodes, {len(topo.links)} "
                    f"links, {self.kernel} kernel, mgmt {topo.mgmt.subnet})")
         if self.kernel == "uml":
-            self._boot_uml(uml_memory)
+            self._boot_uml(uml_memory, uml.KUBE_PROXY_MODULES if proxy_modes else ())
         bridge_address = None if self.kernel == "uml" else \
             f"{topo.mgmt.gateway}/{topo.mgmt.subnet.prefixlen}"
         self.state.set("namespaces", [names.namespace(n.name) for n in topo.nodes])
@@ -231,9 +230,8 @@ class Lab:
                 started += self.start_daemons(node.name, daemons)
         if self.kubelet_nodes:
             self._wait_calyx_pods(self.kubelet_nodes)
-        for node in cluster_nodes:      # once the pod network runs: as after kubeadm's CNI step
-            if proxy_mode := kubeproxy.mode(node, self.kernel):
-                self.start_kube_proxy(node.name, proxy_mode, kubeproxy.cluster_cidr(manifest_docs))
+        for node, proxy_mode in proxy_modes.items():   # once the pod network runs, as after kubeadm's CNI step
+            self.start_kube_proxy(node, proxy_mode, kubeproxy.cluster_cidr(manifest_docs))
         if started:
             time.sleep(DAEMON_SETTLE)
             for h in started:
@@ -265,13 +263,7 @@ class Lab:
         self.print(f"Node {node}: kube-proxy started ({proxy_mode} mode, log {handle.log})")
         return handle
 
-    @property
-    def _kube_proxy_modules(self) -> tuple[str, ...]:
-        wanted = any(kubeproxy.mode(n, self.kernel) for n in self.topology.nodes
-                     if n.role is Role.CLUSTER)
-        return uml.KUBE_PROXY_MODULES if wanted else ()
-
-    def _boot_uml(self, memory: str) -> None:
+    def _boot_uml(self, memory: str, extra_modules: tuple[str, ...] = ()) -> None:
         topo, names, host = self.topology, self.names, HostBackend()
         self.print(f"Booting user-mode Linux ({memory}) behind tap {names.tap}")
         host.run(["ip", "tuntap", "add", "dev", names.tap, "mode", "tap"]).check_returncode(
@@ -281,7 +273,7 @@ class Lab:
         host.run(["ip", "link", "set", names.tap, "up"]).check_returncode("raising the UML tap")
         module_dir = uml.uml_module_dir()
         modules = uml.module_load_order((module_dir / "modules.dep").read_text(),
-                                        uml.UML_MODULES + self._kube_proxy_modules)
+                                        uml.UML_MODULES + extra_modules)
         init = names.state_dir / "uml-init.sh"
         init.write_text(uml.init_script(bridge=names.bridge, agent=topo.mgmt.agent_address,
                                         subnet=topo.mgmt.subnet, python=uml.python_for_uml(),
