@@ -1,6 +1,9 @@
 """The reasoning of ``calyxctl trace``: from the two ends, the Calyx resources and each node's
 route lookups to the list of hops a packet takes and, where the path breaks, where and why,
-naming the object to fix.
+naming the object to fix. A destination that is a Service's address is traced to one of its
+ready endpoints, as kube-proxy on the source node translates it; the NetworkPolicy verdicts of
+the connection (felix's, at the source pod for egress and the destination pod for ingress)
+are checks of the hops they apply at.
 
 Pure code: :func:`queries` says what to ask each node's felix, :func:`analyse` turns the
 answers into a :class:`Trace`. Nothing here reads the kernel or the API.
@@ -14,13 +17,15 @@ from typing import Mapping
 from calyx import model
 from calyx.model import EncapMode, IPAMBlock, IPPool, NodeInfo
 from calyx.naming import POD_GATEWAY, TUNNEL_DEVICE, VXLAN_DEVICE, is_cali_interface
-from calyxctl.trace.facts import BgpSessions, Device, Endpoint, NodeState, PodEnd, RouteAnswer, TableEntry
+from calyxctl.trace.facts import (BgpSessions, Connection, Device, Endpoint, NodeState, PodEnd, PolicyVerdict,
+                                  RouteAnswer, ServiceEnd, TableEntry)
 
 IPIP_OVERHEAD = 20
 VXLAN_OVERHEAD = 50
 VXLAN_PORT = 4789
 OVERHEAD = {"none": 0, "ipip": IPIP_OVERHEAD, "vxlan": VXLAN_OVERHEAD}
 ENCAP_NAMES = {"none": "no encapsulation", "ipip": "IPIP", "vxlan": "VXLAN"}
+INGRESS, EGRESS = "Ingress", "Egress"
 
 BROKEN = "broken"      # packets do not get through
 DEGRADED = "degraded"  # some packets (large ones) do not get through, or the path is not the intended one
@@ -66,6 +71,7 @@ class Trace:
     dst: Endpoint
     hops: tuple[Hop, ...]
     problems: tuple[Problem, ...] = ()
+    service: ServiceEnd | None = None          # the Service the destination was reached through
 
     @property
     def complete(self) -> bool:
@@ -82,6 +88,17 @@ class TraceInput:
     blocks: Mapping[str, IPAMBlock] = field(default_factory=dict)
     states: Mapping[str, NodeState] = field(default_factory=dict)
     bgp: Mapping[str, BgpSessions] = field(default_factory=dict)     # by node: its bgpd's sessions
+    service: ServiceEnd | None = None     # dst is the endpoint of this Service chosen to trace to
+    connection: Connection = Connection()
+    policies: Mapping[str, PolicyVerdict] = field(default_factory=dict)  # Egress (at src), Ingress (at dst)
+
+
+def policy_queries(inp: TraceInput) -> dict[str, tuple[str, str, IPv4Address]]:
+    """direction -> (node, pod, peer): whose NetworkPolicy verdict to ask which felix for."""
+    asked = {EGRESS: (inp.src.node, f"{inp.src.namespace}/{inp.src.name}", inp.dst.ip)}
+    if isinstance(inp.dst, PodEnd):
+        asked[INGRESS] = (inp.dst.node, f"{inp.dst.namespace}/{inp.dst.name}", inp.src.ip)
+    return asked
 
 
 def node_address(node: NodeInfo | None) -> IPv4Address | None:
@@ -149,14 +166,18 @@ def analyse(inp: TraceInput) -> Trace:
     x = src.node
     x_state = inp.states.get(x, NodeState(x, error="not read"))
     _sandbox_hop(b, inp, x_state)
+    if inp.service is not None:
+        _service_hop(b, inp)
+        if not isinstance(dst, PodEnd):
+            return Trace(src, dst, tuple(b.hops), tuple(b.problems), inp.service)
     y = destination_node(inp)
     if isinstance(dst, PodEnd) and dst.node == x:
-        _delivery_hop(b, x_state, dst)
+        _delivery_hop(b, inp, x_state, dst)
     elif y is not None:
         _forward_hop(b, inp, x_state, y)
         y_state = inp.states.get(y, NodeState(y, error="not read"))
         if isinstance(dst, PodEnd):
-            _delivery_hop(b, y_state, dst)
+            _delivery_hop(b, inp, y_state, dst)
         else:
             number = len(b.hops)
             b.problem(number, y, "no-such-pod", BROKEN,
@@ -164,7 +185,74 @@ def analyse(inp: TraceInput) -> Trace:
                       f"for the block drops it", f"check the address; `kubectl get pods -A -o wide | grep {dst.ip}`")
     else:
         _outside_hop(b, inp, x_state)
-    return Trace(src, dst, tuple(b.hops), tuple(b.problems))
+    return Trace(src, dst, tuple(b.hops), tuple(b.problems), inp.service)
+
+
+def _policy_fact(inp: TraceInput, direction: str) -> Fact | None:
+    verdict = inp.policies.get(direction)
+    if verdict is None:
+        return None
+    label = "policy in" if direction == INGRESS else "policy out"
+    conn = verdict.connection
+    side = f"from {verdict.peer}" if direction == INGRESS else f"to {verdict.peer}"
+    if verdict.error is not None:
+        return Fact(label, f"not read: {verdict.error}")
+    if not verdict.isolated:
+        return Fact(label, f"no NetworkPolicy isolates {direction.lower()} of pod {verdict.pod}: {conn} {side} "
+                           f"allowed", True)
+    by = ", ".join(verdict.selected_by)
+    if verdict.allowed:
+        return Fact(label, f"{conn} {side} allowed by NetworkPolicy {by}", True)
+    if verdict.allowed is None:
+        return Fact(label, f"{direction.lower()} isolated by NetworkPolicy {by}; its verdict for {conn} {side} "
+                           f"was not given")
+    return Fact(label, f"{conn} {side} DENIED: {direction.lower()} isolated by NetworkPolicy {by}, and no rule "
+                       f"allows it", False)
+
+
+def _policy_problem(b: _Builder, number: int, node: str, inp: TraceInput, direction: str) -> None:
+    verdict = inp.policies.get(direction)
+    if verdict is None or verdict.error is not None or verdict.allowed is not False:
+        return
+    conn = verdict.connection
+    side = f"from {verdict.peer}" if direction == INGRESS else f"to {verdict.peer}"
+    namespace = verdict.pod.split("/", 1)[0]
+    rules = "; ".join(verdict.rules) or "nothing"
+    flags = f" --port {conn.port} --protocol {conn.protocol}" if conn.port is not None else " --protocol ICMP"
+    b.problem(number, node, "policy-deny", BROKEN,
+              f"NetworkPolicy {', '.join(verdict.selected_by)} select(s) pod {verdict.pod} for "
+              f"{direction.lower()}, and no rule allows {conn} {side} (allowed: {rules}): felix on {node} drops it",
+              f"allow it in one of those policies (`kubectl get networkpolicy -n {namespace} -o yaml`), or label the "
+              f"pods so a rule selects them; felix's view: `calyxctl policy {verdict.pod} --peer {verdict.peer} "
+              f"--direction {direction}{flags}`, drops counted in felix_policy_dropped_packets")
+
+
+def _service_hop(b: _Builder, inp: TraceInput) -> None:
+    service = inp.service
+    assert service is not None
+    x = inp.src.node
+    conn = inp.connection
+    port = "" if conn.port is None else f":{conn.port}"
+    facts = [Fact("service", f"{service.ip}{port} is the {service.role} of {service}")]
+    ready = ", ".join(f"{e} ({e.ip}, node {e.node})" for e in service.endpoints) or "none"
+    facts.append(Fact("endpoints", f"{len(service.endpoints)} ready: {ready}", bool(service.endpoints)))
+    target = service.target_port(conn.port, conn.protocol)
+    if isinstance(inp.dst, PodEnd):
+        facts.append(Fact("translated", f"kube-proxy on {x} sends it to one of them; traced to {inp.dst} "
+                                        f"({inp.dst.ip}{'' if target is None else f':{target}'})"))
+    number = b.hop(x, f"node {x}: {service} ({service.ip})", facts)
+    where = f"-n {service.namespace}"
+    if not service.endpoints:
+        b.problem(number, x, "no-endpoints", BROKEN,
+                  f"{service} has no ready endpoint: kube-proxy on {x} has nowhere to send {service.ip}{port}",
+                  f"the Service's selector matches no ready pod: `kubectl get endpointslices {where} -l "
+                  f"kubernetes.io/service-name={service.name}`, `kubectl describe service {where} {service.name}`")
+    elif conn.port is not None and not any(p.port == conn.port and p.protocol == conn.protocol
+                                           for p in service.ports):
+        ports = ", ".join(f"{p.protocol} {p.port}" for p in service.ports) or "none"
+        b.problem(number, x, "not-a-service-port", BROKEN,
+                  f"{service} has no {conn} (its ports: {ports})",
+                  f"use one of its ports, or add it (`kubectl edit service {where} {service.name}`)")
 
 
 def _unreadable(b: _Builder, number: int, state: NodeState) -> None:
@@ -195,7 +283,11 @@ def _sandbox_hop(b: _Builder, inp: TraceInput, state: NodeState) -> None:
     route_ok = _is_pod_route(answer, src)
     if answer is not None:
         facts.append(Fact("return", answer.describe(), route_ok))
+    policy = _policy_fact(inp, EGRESS)
+    if policy is not None:
+        facts.append(policy)
     number = b.hop(src.node, f"{src} on node {src.node}", facts, answer.match if answer else None)
+    _policy_problem(b, number, src.node, inp, EGRESS)
     if veth is None:
         b.problem(number, src.node, "veth-missing", BROKEN,
                   f"the host side of {src}'s veth, {src.veth}, does not exist on node {src.node}: the pod's "
@@ -216,7 +308,7 @@ def _is_pod_route(answer: RouteAnswer | None, pod: PodEnd) -> bool:
             and answer.match.dst == IPv4Network(f"{pod.ip}/32") and answer.match.dev == pod.veth)
 
 
-def _delivery_hop(b: _Builder, state: NodeState, pod: PodEnd) -> None:
+def _delivery_hop(b: _Builder, inp: TraceInput, state: NodeState, pod: PodEnd) -> None:
     title = f"node {state.node}: deliver to {pod}"
     if state.error is not None:
         _unreadable(b, b.hop(state.node, title, [Fact("node", f"not read: {state.error}")]), state)
@@ -226,9 +318,13 @@ def _delivery_hop(b: _Builder, state: NodeState, pod: PodEnd) -> None:
     facts = [Fact("route", answer.describe() if answer else "not looked up", ok)]
     device = answer.device if ok and answer else state.links.get(pod.veth)
     facts.append(_device_fact("pod veth", pod.veth, device))
+    policy = _policy_fact(inp, INGRESS)
+    if policy is not None:
+        facts.append(policy)
     match = answer.match if answer is not None else None
     number = b.hop(state.node, title, facts, match)
     if ok and device is not None and device.up:
+        _policy_problem(b, number, state.node, inp, INGRESS)
         return
     if match is not None and match.kind != "unicast" and (match.owner != "felix" or match.dst.prefixlen == 32):
         b.problem(number, state.node, match.kind, BROKEN,

@@ -1,10 +1,14 @@
-"""``calyxctl trace SRC DST``: the path of a packet from pod SRC (NAMESPACE/NAME) to DST (a pod
-or an IPv4 address), hop by hop, as each node's kernel would forward it, and where it breaks.
+"""``calyxctl trace SRC DST``: the path of a packet from pod SRC (NAMESPACE/NAME) to DST (a pod,
+a Service's address or any IPv4 address), hop by hop, as each node's kernel would forward it,
+and where it breaks.
 
-Both ends are resolved from the Kubernetes API; each node's forwarding is read from its felix
+Both ends are resolved from the Kubernetes API (a Service's address to one of its ready
+endpoints, ``--endpoint`` or the first); each node's forwarding is read from its felix
 (``/v1/route``, ``/v1/link`` on its health port) at the Node's address and ``--felix-port``, or
 where ``--felix NODE=HOST:PORT`` says (e.g. a ``kubectl port-forward``); the source node's BGP
-sessions from its bgpd's ``/status`` (``--bgpd-port``), when it answers. The reasoning is
+sessions from its bgpd's ``/status`` (``--bgpd-port``), when it answers; the NetworkPolicy verdict
+of the connection (``--protocol``, ``--port``; ping when no port is given) from the felix of
+each end's pod (``/v1/policy``). The reasoning is
 :mod:`calyxctl.trace.analysis`'s. Exit status: 0 the path is complete, 1 a problem was found
 (or a node could not be read), 2 the trace could not start.
 """
@@ -23,9 +27,9 @@ from calyx.crds import CRDError
 from calyx.kube import client as kube_client
 from calyxctl.trace import analysis, render
 from calyxctl.trace.bgpdclient import DEFAULT_BGPD_PORT, read_sessions
-from calyxctl.trace.facts import NodeState
-from calyxctl.trace.felixclient import DEFAULT_FELIX_PORT, read_node
-from calyxctl.trace.resolve import ResolveError, read_cluster, resolve_destination, resolve_pod
+from calyxctl.trace.facts import AddressEnd, Connection, Endpoint, NodeState, PolicyVerdict, ServiceEnd
+from calyxctl.trace.felixclient import DEFAULT_FELIX_PORT, read_node, read_policy
+from calyxctl.trace.resolve import ResolveError, read_cluster, resolve_destination, resolve_pod, resolve_service
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -36,7 +40,15 @@ def add_parser(subparsers: Any) -> None:
         description="Walk the path from pod SRC to DST (a pod or an IPv4 address) hop by hop, reading each "
                     "node's routes through its felix, and say where and why it breaks.")
     parser.add_argument("src", metavar="SRC", help="the source pod, NAMESPACE/NAME")
-    parser.add_argument("dst", metavar="DST", help="the destination: a pod NAMESPACE/NAME, or an IPv4 address")
+    parser.add_argument("dst", metavar="DST",
+                        help="the destination: a pod NAMESPACE/NAME, a Service's address, or any IPv4 address")
+    parser.add_argument("--protocol", type=str.upper, choices=("TCP", "UDP", "SCTP"), default="TCP",
+                        help="the connection's protocol, with --port (default TCP)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="the connection's destination port (a Service's port for a Service), for the "
+                             "NetworkPolicy verdicts; without it the verdicts are for ping (ICMP)")
+    parser.add_argument("--endpoint", default=None, metavar="NAME",
+                        help="for a Service: the endpoint pod to trace to (default: the first ready one)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--felix-port", type=int, default=DEFAULT_FELIX_PORT,
                         help=f"felix's health port on every node (default {DEFAULT_FELIX_PORT}, the chart's "
@@ -69,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         api = kube_client.load(args.kubeconfig or os.environ.get("KUBECONFIG") or _default_kubeconfig())
         src = resolve_pod(api, args.src)
         dst = resolve_destination(api, args.dst)
+        service = resolve_service(api, dst.ip) if isinstance(dst, AddressEnd) else None
+        if service is not None:
+            dst = _endpoint(service, args.endpoint) or dst
         cluster = read_cluster(api)
     except (ValueError, ResolveError, kube_client.ClientConfigError, CRDError) as exc:
         print(f"calyxctl trace: {exc}", file=sys.stderr)
@@ -79,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for problem in cluster.skipped:
         print(f"calyxctl trace: ignored: {problem}", file=sys.stderr)
-    inp = analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks)
+    connection = Connection(args.protocol, args.port) if args.port is not None else Connection()
+    inp = analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks, service=service,
+                              connection=connection)
     states = {}
     for node, (routes, links) in analysis.queries(inp).items():
         url = overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
@@ -93,10 +110,38 @@ def run(args: argparse.Namespace) -> int:
     bgpd_url = _node_url(cluster.nodes.get(src.node), args.bgpd_port)
     if y is not None and y != src.node and bgpd_url is not None:
         bgp[src.node] = read_sessions(src.node, bgpd_url, args.timeout)
+    policies = _policies(inp, overrides, cluster, args)
     trace = analysis.analyse(analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks, states,
-                                                 bgp))
+                                                 bgp, service, connection, policies))
     sys.stdout.write(render.as_json(trace) if args.output == "json" else render.text(trace))
     return 0 if trace.complete else 1
+
+
+def _endpoint(service: ServiceEnd, name: str | None) -> Endpoint | None:
+    """The endpoint pod of ``service`` to trace to: the one named, else the first ready one."""
+    if name is None:
+        return service.endpoints[0] if service.endpoints else None
+    for endpoint in service.endpoints:
+        if name in (endpoint.name, f"{endpoint.namespace}/{endpoint.name}"):
+            return endpoint
+    ready = ", ".join(e.name for e in service.endpoints) or "none"
+    raise ResolveError(f"--endpoint {name!r}: not a ready endpoint of {service} (ready: {ready})")
+
+
+def _policies(inp: analysis.TraceInput, overrides: dict[str, str], cluster: Any,
+              args: argparse.Namespace) -> dict[str, PolicyVerdict]:
+    """Each end pod's felix's NetworkPolicy verdict on the connection (at the endpoint's port
+    for a Service)."""
+    connection = inp.connection
+    if inp.service is not None and connection.port is not None:
+        target = inp.service.target_port(connection.port, connection.protocol)
+        connection = Connection(connection.protocol, target) if target is not None else connection
+    out = {}
+    for direction, (node, pod, peer) in analysis.policy_queries(inp).items():
+        url = overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
+        if url is not None:
+            out[direction] = read_policy(url, pod, direction, peer, connection, args.timeout)
+    return out
 
 
 def _node_url(node: Any, port: int) -> str | None:

@@ -1,6 +1,7 @@
-"""What ``calyxctl trace`` knows before it reasons: the two ends of the path, what each
-node's felix answered about its forwarding (``/v1/route``, ``/v1/link``, see felix.inspect),
-and the source node's BGP sessions (bgpd's ``/status``).
+"""What ``calyxctl trace`` knows before it reasons: the two ends of the path (and the Service
+between them, when the destination is one), what each node's felix answered about its
+forwarding (``/v1/route``, ``/v1/link``, see felix.inspect) and about the NetworkPolicy of the
+pods at both ends (``/v1/policy``), and the source node's BGP sessions (bgpd's ``/status``).
 
 Pure code: values parsed from the API's objects and felix's JSON; no I/O.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from calyx.naming import cali_interface_name
 
@@ -149,3 +150,100 @@ class BgpSessions:
         peers = status.get("peers") or []
         return cls(node, {IPv4Address(p["peer_address"]): str(p["state"]) for p in peers},
                    {IPv4Address(p["peer_address"]): str(p.get("info") or "") for p in peers})
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What the traced packet is, for NetworkPolicy: a protocol and a destination port (none
+    for ICMP, which only rules without ports allow)."""
+    protocol: str = "ICMP"
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return "ICMP (ping)" if self.port is None else f"{self.protocol} port {self.port}"
+
+
+@dataclass(frozen=True)
+class PolicyVerdict:
+    """What a pod's felix says about one direction of the traced connection at that pod: the
+    NetworkPolicies selecting it, whether they isolate it in that direction, the rules, and
+    whether the connection is allowed; or why it could not be read."""
+    pod: str                                  # namespace/name
+    direction: str                            # Ingress or Egress
+    peer: IPv4Address
+    connection: Connection = Connection()
+    selected_by: tuple[str, ...] = ()
+    isolated: bool = False
+    rules: tuple[str, ...] = ()
+    allowed: bool | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, direction: str, peer: IPv4Address, connection: Connection,
+                  obj: Mapping[str, Any]) -> "PolicyVerdict":
+        rules = obj.get(direction.lower())
+        isolated = isinstance(rules, list)
+        verdict = obj.get("verdict") or {}
+        return cls(str(obj["pod"]), direction, peer, connection, tuple(obj.get("selected_by") or ()), isolated,
+                   tuple(rules) if isolated else (), verdict.get("allowed"))
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of a Service and the port its endpoints serve it on."""
+    name: str
+    protocol: str
+    port: int
+    target: int | None          # None: a named targetPort no endpoint publishes
+
+
+@dataclass(frozen=True)
+class ServiceEnd:
+    """A destination address that is a Service's (ClusterIP, external IP or load-balancer
+    address), the ready endpoints kube-proxy translates it to, and the ports."""
+    namespace: str
+    name: str
+    ip: IPv4Address
+    role: str                                  # "ClusterIP", "external IP", "load-balancer IP"
+    endpoints: tuple[PodEnd, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+
+    def target_port(self, port: int | None, protocol: str) -> int | None:
+        """The endpoint port a connection to the Service's ``port`` reaches (None: not a port
+        of the Service, or the connection has no port)."""
+        if port is None:
+            return None
+        return next((p.target for p in self.ports if p.port == port and p.protocol == protocol), None)
+
+    def __str__(self) -> str:
+        return f"Service {self.namespace}/{self.name}"
+
+
+def ready_endpoint_addresses(slices: Iterable[Mapping[str, Any]]) -> tuple[IPv4Address, ...]:
+    """The IPv4 addresses of the ready endpoints of a Service's EndpointSlices (an endpoint
+    without ``conditions.ready`` counts as ready, as the API says), in order, once each."""
+    out: dict[IPv4Address, None] = {}
+    for obj in slices:
+        if obj.get("addressType") != "IPv4":
+            continue
+        for endpoint in obj.get("endpoints") or ():
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            for address in endpoint.get("addresses") or ():
+                out[IPv4Address(address)] = None
+    return tuple(out)
+
+
+def service_ports(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any]]) -> tuple[ServicePort, ...]:
+    """A Service's ports and the port its endpoints serve each on: a numeric targetPort as is
+    (absent: the port itself), a named one as the EndpointSlices publish it under the port's name."""
+    published = {(p.get("name") or "", p.get("protocol") or "TCP"): p.get("port")
+                 for obj in slices for p in obj.get("ports") or () if p.get("port") is not None}
+    out = []
+    for port in (service.get("spec") or {}).get("ports") or ():
+        name, protocol = port.get("name") or "", port.get("protocol") or "TCP"
+        target = port.get("targetPort", port.get("port"))
+        if isinstance(target, str) and not target.isdigit():
+            target = published.get((name, protocol))
+        out.append(ServicePort(name, protocol, int(port["port"]), int(target) if target is not None else None))
+    return tuple(out)

@@ -23,7 +23,8 @@ def _end(end: Any) -> str:
 
 
 def text(trace: Trace) -> str:
-    lines = [f"trace {_end(trace.src)} -> {_end(trace.dst)}", ""]
+    via = f"{trace.service} ({trace.service.ip}) -> " if trace.service is not None else ""
+    lines = [f"trace {_end(trace.src)} -> {via}{_end(trace.dst)}", ""]
     width = max((len(f.label) for hop in trace.hops for f in hop.facts), default=6)
     for hop in trace.hops:
         lines.append(f"{hop.number:>2}  {hop.title}")
@@ -66,5 +67,5 @@ def as_json(trace: Trace) -> str:
     broken = [p for p in trace.problems if p.severity == "broken"]
     body = {"src": _end_json(trace.src), "dst": _end_json(trace.dst), "complete": trace.complete,
             "broken_at": {"hop": broken[0].hop, "node": broken[0].node} if broken else None,
-            "hops": _plain(trace.hops), "problems": _plain(trace.problems)}
+            "service": _plain(trace.service), "hops": _plain(trace.hops), "problems": _plain(trace.problems)}
     return json.dumps(body, indent=2) + "\n"

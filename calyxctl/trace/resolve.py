@@ -1,6 +1,7 @@
 """The two ends of a trace and the Calyx resources it reasons with, read from the Kubernetes
-API: a pod's address and node, the Nodes (addresses, VTEPs), IPPools and IPAM blocks. I/O only;
-the parsing is :mod:`calyx.model`'s."""
+API: a pod's address and node, the Service an address belongs to and its ready endpoints, the
+Nodes (addresses, VTEPs), IPPools and IPAM blocks. I/O only; the parsing is :mod:`calyx.model`'s
+and :mod:`calyxctl.trace.facts`'."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from calyx import crds, model
 from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyxctl import kubeaccess
-from calyxctl.trace.facts import AddressEnd, Endpoint, PodEnd
+from calyxctl.trace.facts import (AddressEnd, Endpoint, PodEnd, ServiceEnd, ready_endpoint_addresses,
+                                  service_ports)
 
 
 class ResolveError(RuntimeError):
@@ -73,7 +75,44 @@ def resolve_destination(api: kubernetes.client.ApiClient, text: str) -> Endpoint
         if "/" in text:
             return resolve_pod(api, text)
         raise ResolveError(f"{text!r}: expected a pod as NAMESPACE/NAME or an IPv4 address") from None
+    holder = _pod_holding(api, ip)
+    return _pod_end(holder) if holder is not None else AddressEnd(ip)
+
+
+def _pod_holding(api: kubernetes.client.ApiClient, ip: IPv4Address) -> model.PodInfo | None:
     holders = [model.parse_pod(p) for p in resources.list_objects(
         api, resources.PODS, field_selector=f"status.podIP={ip}").items]
     holders = [p for p in holders if not p.host_network and not p.deleting]
-    return _pod_end(holders[0]) if holders else AddressEnd(ip)
+    return holders[0] if holders else None
+
+
+def _role(service: model.ServiceInfo, ip: IPv4Address) -> str | None:
+    if ip in service.cluster_ips:
+        return "ClusterIP"
+    if ip in service.external_ips:
+        return "external IP"
+    if ip in service.load_balancer_ips:
+        return "load-balancer IP"
+    return None
+
+
+def resolve_service(api: kubernetes.client.ApiClient, ip: IPv4Address) -> ServiceEnd | None:
+    """The Service whose ClusterIP, external IP or published load-balancer address ``ip`` is,
+    with its ready endpoints (the pods holding their addresses) and ports; None if none is."""
+    for raw in resources.list_objects(api, resources.SERVICES).items:
+        try:
+            service = model.parse_service(raw)
+        except model.ValidationError:
+            continue
+        role = _role(service, ip)
+        if role is None:
+            continue
+        slices = resources.list_objects(api, resources.ENDPOINTSLICES, namespace=service.namespace,
+                                        label_selector=f"{model.LABEL_SERVICE_NAME}={service.name}").items
+        endpoints = []
+        for address in ready_endpoint_addresses(slices):
+            pod = _pod_holding(api, address)
+            if pod is not None and pod.node is not None and pod.ips:
+                endpoints.append(_pod_end(pod))
+        return ServiceEnd(service.namespace, service.name, ip, role, tuple(endpoints), service_ports(raw, slices))
+    return None

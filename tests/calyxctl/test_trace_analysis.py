@@ -9,7 +9,9 @@ import pytest
 
 from calyx.model import EncapMode, IPAMBlock, IPPool, NodeInfo
 from calyxctl.trace import analysis, render
-from calyxctl.trace.facts import AddressEnd, BgpSessions, Device, NodeState, PodEnd, RouteAnswer, TableEntry
+from calyxctl.trace.facts import (AddressEnd, BgpSessions, Connection, Device, NodeState, PodEnd, PolicyVerdict,
+                                  RouteAnswer, ServiceEnd, ServicePort, TableEntry, ready_endpoint_addresses,
+                                  service_ports)
 
 IP = IPv4Address
 NET = IPv4Network
@@ -364,3 +366,104 @@ def test_text_and_json_say_where_the_path_breaks() -> None:
                                                  ("Never", True, "none")])
 def test_expected_encapsulation(mode: str, cross: bool | None, expected: str | None) -> None:
     assert analysis.expected_encapsulation(pool(ipip=mode)["pool"], cross) == expected
+
+
+# ----------------------------------------------------------------------------- policy and Services
+
+def healthy_plain(**extra) -> analysis.TraceInput:
+    x = NodeState("node1", routes={r.dst: r for r in [pod_route(A), via(B.ip, "10.244.2.0/26", "10.0.1.12", ETH1),
+                                                      direct(IP("10.0.1.12"), "10.0.1.0/24", ETH1)]},
+                  links={A.veth: dev(A.veth, mtu=1450)})
+    y = NodeState("node2", routes={B.ip: pod_route(B)}, links={B.veth: dev(B.veth, mtu=1450)})
+    return analysis.TraceInput(A, extra.pop("dst", B), NODES, pool(), BLOCKS, {"node1": x, "node2": y}, **extra)
+
+
+TCP80 = Connection("TCP", 80)
+
+
+def test_policy_verdicts_are_asked_of_each_end_pod_felix() -> None:
+    assert analysis.policy_queries(healthy_plain()) == {
+        "Egress": ("node1", "default/a", B.ip), "Ingress": ("node2", "default/b", A.ip)}
+    assert analysis.policy_queries(healthy_plain(dst=AddressEnd(IP("192.0.2.1")))) == {
+        "Egress": ("node1", "default/a", IP("192.0.2.1"))}
+
+
+def test_allowed_and_unisolated_policy_verdicts_are_checks_that_pass() -> None:
+    policies = {"Egress": PolicyVerdict("default/a", "Egress", B.ip, TCP80),
+                "Ingress": PolicyVerdict("default/b", "Ingress", A.ip, TCP80, ("default/web",), True,
+                                         ("from pods app=a in namespace default, TCP 80",), True)}
+    trace = analysis.analyse(healthy_plain(connection=TCP80, policies=policies))
+    assert trace.complete, trace.problems
+    assert fact(trace, 1, "policy out") == analysis.Fact(
+        "policy out", "no NetworkPolicy isolates egress of pod default/a: TCP port 80 to 10.244.2.7 allowed", True)
+    assert fact(trace, 3, "policy in").text == "TCP port 80 from 10.244.1.5 allowed by NetworkPolicy default/web"
+
+
+def test_an_ingress_deny_breaks_the_path_at_delivery_naming_the_policies() -> None:
+    policies = {"Ingress": PolicyVerdict("default/b", "Ingress", A.ip, Connection(), ("default/deny-all",), True,
+                                         (), False)}
+    trace = analysis.analyse(healthy_plain(policies=policies))
+    assert causes(trace) == [(3, "node2", "policy-deny", "broken")]
+    assert fact(trace, 3, "policy in").ok is False
+    problem = trace.problems[0]
+    assert "NetworkPolicy default/deny-all" in problem.message and "ICMP (ping) from 10.244.1.5" in problem.message
+    assert "calyxctl policy default/b --peer 10.244.1.5 --direction Ingress --protocol ICMP" in problem.fix
+    assert "result: the path is BROKEN at hop 3 (node node2)" in render.text(trace)
+
+
+def test_an_egress_deny_breaks_the_path_at_the_source() -> None:
+    policies = {"Egress": PolicyVerdict("default/a", "Egress", B.ip, TCP80, ("default/only-dns",), True,
+                                        ("to anywhere, UDP 53",), False)}
+    trace = analysis.analyse(healthy_plain(connection=TCP80, policies=policies))
+    assert causes(trace) == [(1, "node1", "policy-deny", "broken")]
+    assert "(allowed: to anywhere, UDP 53)" in trace.problems[0].message
+
+
+def test_an_unreadable_policy_is_information_not_a_problem() -> None:
+    policies = {"Ingress": PolicyVerdict("default/b", "Ingress", A.ip, error="http://10.0.1.12:9099/v1/policy: HTTP 503")}
+    trace = analysis.analyse(healthy_plain(policies=policies))
+    assert trace.complete and fact(trace, 3, "policy in").ok is None
+
+
+SERVICE = ServiceEnd("default", "web", IP("10.96.0.10"), "ClusterIP", (B,),
+                     (ServicePort("http", "TCP", 80, 8080),))
+
+
+def test_a_service_address_is_traced_to_its_endpoint() -> None:
+    trace = analysis.analyse(healthy_plain(service=SERVICE, connection=TCP80))
+    assert trace.complete, trace.problems
+    assert [h.title for h in trace.hops][:2] == ["pod default/a on node node1", "node node1: Service default/web (10.96.0.10)"]
+    assert fact(trace, 2, "endpoints").text == "1 ready: pod default/b (10.244.2.7, node node2)"
+    assert fact(trace, 2, "translated").text.endswith("traced to pod default/b (10.244.2.7:8080)")
+    assert trace.hops[-1].title == "node node2: deliver to pod default/b"
+    assert render.text(trace).startswith("trace pod default/a (10.244.1.5, node node1) -> Service default/web "
+                                         "(10.96.0.10) -> pod default/b (10.244.2.7, node node2)")
+    assert json.loads(render.as_json(trace))["service"]["name"] == "web"
+
+
+def test_a_service_without_ready_endpoints() -> None:
+    empty = ServiceEnd("default", "web", IP("10.96.0.10"), "ClusterIP", (), SERVICE.ports)
+    trace = analysis.analyse(healthy_plain(dst=AddressEnd(empty.ip), service=empty))
+    assert causes(trace) == [(2, "node1", "no-endpoints", "broken")]
+    assert "kubernetes.io/service-name=web" in trace.problems[0].fix
+
+
+def test_a_port_the_service_does_not_have() -> None:
+    trace = analysis.analyse(healthy_plain(service=SERVICE, connection=Connection("TCP", 443)))
+    assert causes(trace) == [(2, "node1", "not-a-service-port", "broken")]
+    assert "its ports: TCP 80" in trace.problems[0].message
+
+
+def test_service_ports_follow_named_target_ports_published_by_the_slices() -> None:
+    service = {"spec": {"ports": [{"name": "http", "port": 80, "targetPort": "web"},
+                                  {"name": "dns", "port": 53, "protocol": "UDP"},
+                                  {"name": "admin", "port": 9000, "targetPort": 9443}]}}
+    slices = [{"addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+               "endpoints": [{"addresses": ["10.244.2.7"], "conditions": {"ready": True}},
+                             {"addresses": ["10.244.3.9"], "conditions": {"ready": False}},
+                             {"addresses": ["10.244.1.6"]}]},
+              {"addressType": "IPv6", "endpoints": [{"addresses": ["fd00::1"]}]}]
+    assert service_ports(service, slices) == (ServicePort("http", "TCP", 80, 8080), ServicePort("dns", "UDP", 53, 53),
+                                              ServicePort("admin", "TCP", 9000, 9443))
+    assert ready_endpoint_addresses(slices) == (IP("10.244.2.7"), IP("10.244.1.6"))
+    assert SERVICE.target_port(80, "TCP") == 8080 and SERVICE.target_port(80, "UDP") is None
