@@ -10,13 +10,15 @@ is set to ``Never`` through the API while a pod pings another every 50 ms, the r
 again and the matrix is run again; then the pool moves to ``vxlanMode: Always`` the same way
 (felix takes every remote block over in place and programs ``vxlan.calico``, its neighbours and
 FDB entries), and a table compares the three modes: node1's route to node2's block, and the
-pings lost during each switch. The lab is destroyed at the end, also when a step fails, on
-Ctrl-C and on SIGTERM.
+pings lost during each switch. Last, ``calyxctl trace`` walks the path from node1's pod to
+node2's, hop by hop, from what each node's felix reads in its kernel. The lab is destroyed at
+the end, also when a step fails, on Ctrl-C and on SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -36,6 +38,7 @@ TOPOLOGY = REPO_ROOT / "containerlab" / "mesh3" / "mesh3.clab.yml"
 NODES = ("node1", "node2", "node3")
 POOL = "default-ipv4-ippool"
 BGPD = str(Path(sys.executable).parent / "bgpd")
+CALYXCTL = str(Path(sys.executable).parent / "calyxctl")
 CONVERGE_TIMEOUT = 120.0
 
 
@@ -223,6 +226,24 @@ def run(lab: Lab) -> None:
 
     banner(f"the three modes side by side: node1's route to node2's block {far_block}")
     print(side_by_side(("mode", "route on node1", "pings lost switching to it"), summary))
+
+    banner(f"calyxctl trace: the path from {members[0].name} to {members[1].name}, hop by hop, as each node's "
+           "felix reads its kernel")
+    show_trace(lab, members[0], members[1])
+
+
+def show_trace(lab: Lab, src: Pod, dst: Pod) -> None:
+    """``calyxctl trace`` run on this host as on an operator's workstation: the lab's kubeconfig,
+    each node's felix and bgpd at its management address."""
+    argv = [CALYXCTL, "trace", f"default/{src.name}", f"default/{dst.name}"]
+    print(f"$ KUBECONFIG={lab.kubeconfig} calyxctl trace default/{src.name} default/{dst.name} "
+          f"--felix NODE=ADDRESS:9099 ... (each node's management address)", flush=True)
+    res = subprocess.run(argv + lab.calyxctl_reach(), env={**os.environ, "KUBECONFIG": str(lab.kubeconfig)},
+                         capture_output=True, text=True, timeout=180)
+    sys.stdout.write(res.stdout + res.stderr)
+    sys.stdout.flush()
+    if res.returncode != 0:
+        raise DemoError(f"calyxctl trace exited {res.returncode}: the path is not complete")
 
 
 def _interrupt(signum: int, frame) -> None:

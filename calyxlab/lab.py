@@ -505,6 +505,18 @@ class Lab:
     def nodes(self) -> dict[str, NodeStatus]:
         return {n.name: _node_row(self.topology, n) for n in self.topology.nodes}
 
+    def calyxctl_reach(self) -> list[str]:
+        """``calyxctl trace`` options that reach every node's felix and bgpd at the node's
+        management address (the chart's health ports; the scenario's values listen on every
+        address): how calyxctl on this host, as on an operator's workstation, reads each node."""
+        from calyxctl.trace.bgpdclient import DEFAULT_BGPD_PORT
+        from calyxctl.trace.felixclient import DEFAULT_FELIX_PORT
+        out = []
+        for name, node in sorted(self.nodes.items()):
+            out += ["--felix", f"{name}={node.mgmt_ipv4}:{DEFAULT_FELIX_PORT}",
+                    "--bgpd", f"{name}={node.mgmt_ipv4}:{DEFAULT_BGPD_PORT}"]
+        return out
+
     def service_account_kubeconfig(self, account: str) -> Path:
         """A kubeconfig holding a token of ServiceAccount ``account`` of the chart's namespace
         (made once per lab through the TokenRequest API, valid for 48 hours): what daemons the

@@ -492,9 +492,31 @@ def _no_route(b: _Builder, number: int, inp: TraceInput, x: str, y: str, cidr: I
         return
     export = (f"; IPPool {pool.name} has disableBGPExport: true, so no node advertises it"
               if pool is not None and pool.disable_bgp_export else "")
+    sessions = inp.bgp.get(x)
+    down = _sessions_down(sessions, node_address(y_node))
+    if down and not export:
+        b.problem(number, x, "session-down", BROKEN,
+                  f"{y}'s block {cidr} is not in node {x}'s table{instead}: node {x} learns it over BGP, and "
+                  f"{down}", _session_hint(sessions, x, y, node_address(y_node)))
+        return
     b.problem(number, x, "no-route", BROKEN,
               f"{y}'s block {cidr} is not in node {x}'s table{instead}{export}",
-              _session_hint(inp.bgp.get(x), x, y, node_address(y_node)))
+              _session_hint(sessions, x, y, node_address(y_node)))
+
+
+def _sessions_down(sessions: BgpSessions | None, peer: IPv4Address | None) -> str | None:
+    """Why X cannot have learned Y's block, when its sessions say so: its session to Y is not
+    Established, or (no session to Y: the route comes through reflectors or routers) none of
+    its sessions is; None when they were not read or one that could carry it is up."""
+    if sessions is None or sessions.error is not None or not sessions.states:
+        return None
+    state = sessions.states.get(peer) if peer is not None else None
+    if state is not None:
+        return None if state == "Established" else f"its BGP session to {peer} is {state}"
+    if any(s == "Established" for s in sessions.states.values()):
+        return None
+    listed = ", ".join(f"{a} {s}" for a, s in sorted(sessions.states.items()))
+    return f"none of its BGP sessions is Established ({listed})"
 
 
 def _session_hint(sessions: BgpSessions | None, x: str, y: str, peer: IPv4Address | None) -> str:

@@ -6,7 +6,7 @@ Both ends are resolved from the Kubernetes API (a Service's address to one of it
 endpoints, ``--endpoint`` or the first); each node's forwarding is read from its felix
 (``/v1/route``, ``/v1/link`` on its health port) at the Node's address and ``--felix-port``, or
 where ``--felix NODE=HOST:PORT`` says (e.g. a ``kubectl port-forward``); the source node's BGP
-sessions from its bgpd's ``/status`` (``--bgpd-port``), when it answers; the NetworkPolicy verdict
+sessions from its bgpd's ``/status`` (``--bgpd-port``, ``--bgpd NODE=HOST:PORT``), when it answers; the NetworkPolicy verdict
 of the connection (``--protocol``, ``--port``; ping when no port is given) from the felix of
 each end's pod (``/v1/policy``). The reasoning is
 :mod:`calyxctl.trace.analysis`'s. Exit status: 0 the path is complete, 1 a problem was found
@@ -58,26 +58,29 @@ def add_parser(subparsers: Any) -> None:
                              f"{DEFAULT_BGPD_PORT}, the chart's bgpd.healthPort)")
     parser.add_argument("--felix", action="append", default=[], metavar="NODE=HOST:PORT",
                         help="where to reach NODE's felix instead of its Node address (repeatable)")
+    parser.add_argument("--bgpd", action="append", default=[], metavar="NODE=HOST:PORT",
+                        help="where to reach NODE's bgpd instead of its Node address (repeatable)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request to felix")
     parser.add_argument("--kubeconfig", default=None,
                         help="kubeconfig file (default: KUBECONFIG, else the in-cluster account)")
     parser.set_defaults(run=run)
 
 
-def _overrides(values: list[str]) -> dict[str, str]:
+def _overrides(option: str, values: list[str]) -> dict[str, str]:
     out = {}
     for value in values:
         node, eq, where = value.partition("=")
         host, colon, port = where.rpartition(":")
         if not eq or not node or not colon or not host or not port.isdigit():
-            raise ValueError(f"--felix {value!r}: expected NODE=HOST:PORT")
+            raise ValueError(f"{option} {value!r}: expected NODE=HOST:PORT")
         out[node] = f"http://{host}:{port}"
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        overrides = _overrides(args.felix)
+        overrides = _overrides("--felix", args.felix)
+        bgpd_overrides = _overrides("--bgpd", args.bgpd)
         api = kube_client.load(args.kubeconfig or os.environ.get("KUBECONFIG") or _default_kubeconfig())
         src = resolve_pod(api, args.src)
         dst = resolve_destination(api, args.dst)
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         states[node] = read_node(node, url, routes, links, args.timeout)
     bgp = {}
     y = analysis.destination_node(inp)
-    bgpd_url = _node_url(cluster.nodes.get(src.node), args.bgpd_port)
+    bgpd_url = bgpd_overrides.get(src.node) or _node_url(cluster.nodes.get(src.node), args.bgpd_port)
     if y is not None and y != src.node and bgpd_url is not None:
         bgp[src.node] = read_sessions(src.node, bgpd_url, args.timeout)
     policies = _policies(inp, overrides, cluster, args)

@@ -157,20 +157,34 @@ def test_no_route_to_the_block_points_at_the_bgp_session() -> None:
     assert problem.fix == "is the BGP session node1<->node2 Established? `calyxctl node status node1`"
 
 
-def no_route_fix(sessions: BgpSessions) -> str:
+def no_route_problem(sessions: BgpSessions, cause: str = "no-route") -> analysis.Problem:
     states = {"node1": NodeState("node1", routes={A.ip: pod_route(A), B.ip: unreachable(B.ip)},
                                  links={A.veth: dev(A.veth, mtu=1450)}),
               "node2": NodeState("node2", routes={B.ip: pod_route(B)}, links={B.veth: dev(B.veth, mtu=1450)})}
     trace = analysis.analyse(analysis.TraceInput(A, B, NODES, pool(), BLOCKS, states, {"node1": sessions}))
-    assert causes(trace) == [(2, "node1", "no-route", "broken")]
-    return trace.problems[0].fix
+    assert causes(trace) == [(2, "node1", cause, "broken")]
+    return trace.problems[0]
+
+
+def no_route_fix(sessions: BgpSessions) -> str:
+    return no_route_problem(sessions).fix
 
 
 def test_no_route_with_the_session_down_says_its_state() -> None:
     status = {"peers": [{"peer_address": "10.0.1.12", "state": "Active", "info": "connection refused"},
                         {"peer_address": "10.0.2.13", "state": "Established", "info": ""}]}
-    assert no_route_fix(BgpSessions.from_status("node1", status)) == (
-        "the BGP session node1<->node2 (10.0.1.12) is Active (connection refused): `calyxctl node status node1`")
+    problem = no_route_problem(BgpSessions.from_status("node1", status), "session-down")
+    assert problem.message.endswith("node node1 learns it over BGP, and its BGP session to 10.0.1.12 is Active")
+    assert problem.fix == ("the BGP session node1<->node2 (10.0.1.12) is Active (connection refused): "
+                           "`calyxctl node status node1`")
+
+
+def test_no_route_with_every_session_down_through_reflectors() -> None:
+    sessions = BgpSessions("node1", {IP("10.0.0.1"): "Active", IP("10.0.0.2"): "Connect"})
+    problem = no_route_problem(sessions, "session-down")
+    assert problem.message.endswith("none of its BGP sessions is Established (10.0.0.1 Active, 10.0.0.2 Connect)")
+    assert problem.fix.startswith("node node1 has no BGP session to node2 (10.0.1.12); its sessions: "
+                                  "10.0.0.1 Active, 10.0.0.2 Connect")
 
 
 def test_no_route_with_the_session_established_points_at_the_import() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from e2e_support import (add_pods, assert_full_matrix, bgpd_status_table, capture_icmp,
                          deployed, node_block, wait_for, wait_install_modes, wait_sessions)
+from trace_support import check_every_pair
 
 pytestmark = [pytest.mark.lab, pytest.mark.uml]
 
@@ -51,6 +52,13 @@ def test_routes_are_plain_within_a_subnet_and_ipip_across(lab, blocks):
 
 def test_ping_matrix(lab, cluster_pods, blocks):
     assert_full_matrix(lab, list(cluster_pods.values()), "CrossSubnet")
+
+
+def test_calyxctl_trace_follows_every_pair(lab, cluster_pods, blocks):
+    """``calyxctl trace`` from the lab's host: every pod pair complete, plain within a subnet and
+    IPIP across the router, each hop's route the one that node's kernel matches."""
+    check_every_pair(lab, cluster_pods, {(a, b): "ipip" if subnet(a) != subnet(b) else "none"
+                                         for a in NODES for b in NODES}, node=None)
 
 
 def test_same_subnet_traffic_is_plain_on_the_wire(lab, cluster_pods):

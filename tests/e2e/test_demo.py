@@ -39,6 +39,8 @@ def test_demo_runs_to_the_end_and_cleans_up():
     assert re.search(r"VXLAN Always +\S+ via \S+ dev vxlan.calico proto 80 onlink +\d+ of \d+", out), \
         "the three modes are not summed up side by side"
     assert "dev tunl0" in out and "demo: done, nothing left behind" in out
+    trace = out[out.index("=== calyxctl trace"):]
+    assert "VXLAN via vxlan.calico" in trace and "result: the path is complete" in trace, trace
     assert leftovers(name) == []
 
 

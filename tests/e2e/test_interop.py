@@ -20,9 +20,10 @@ import time
 import pytest
 
 from calyxlab.routemonitor import RouteMonitor
-from calyxlab.traffic import ContinuousPing
+from calyxlab.traffic import POD_NAMESPACE, ContinuousPing
 from e2e_support import (BGPD, add_pods, assert_full_matrix, bgpd_status, bgpd_status_table, deployed, node_block,
                          ping_once, routes, wait_for, wait_install_modes, wait_sessions)
+from trace_support import check_every_pair, fibmatch, route_text, trace
 
 pytestmark = [pytest.mark.lab]
 
@@ -99,6 +100,17 @@ def test_pods_reach_each_other_and_the_bird_network(lab, cluster_pods, blocks):
     for pod in cluster_pods.values():
         assert wait_for(f"{pod.name} -> 10.10.1.1 (BIRD's network)",
                         lambda p=pod: ping_once(lab, p, "10.10.1.1"), timeout=60)
+
+
+def test_calyxctl_trace_follows_every_pair_and_the_way_to_birds_network(lab, cluster_pods, blocks):
+    """``calyxctl trace`` on node1: every pod pair complete, plain routing, each hop's route the
+    one that node's kernel matches; to BIRD's network (outside every pool) the path leaves by
+    the route bgpd installed from BIRD."""
+    check_every_pair(lab, cluster_pods, "none")
+    rc, body, _ = trace(lab, f"{POD_NAMESPACE}/{cluster_pods['node1'].name}", "10.10.1.1", text=True)
+    assert rc == 0 and body["complete"], body["problems"]
+    assert route_text(body["hops"][1]) == fibmatch(lab, "node1", "10.10.1.1")
+    assert body["hops"][1]["route"]["owner"] == "bgpd", body["hops"][1]
 
 
 def frr_routes(lab) -> dict[str, str]:

@@ -21,6 +21,7 @@ from e2e_support import (add_pod, add_pods,
                          capture_icmp, core_api, custom_api, deployed, node_block, pod_exec, routes,
                          set_ipip_mode_api, set_ipip_mode_kubectl, wait_for,
                          wait_install_modes, wait_sessions, POD_NAMESPACE, POOL)
+from trace_support import check_every_pair
 
 pytestmark = [pytest.mark.lab, pytest.mark.uml]
 
@@ -95,6 +96,15 @@ def test_packet_path_as_operations_md_traces_it(lab, mesh_pods, blocks):
     assert "mtu 1480" in pod_exec(lab, a, ["ip", "link", "show", "eth0"]).stdout
     too_big = pod_exec(lab, a, ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1453", b.ip])
     assert too_big.returncode != 0 and "too long" in (too_big.stdout + too_big.stderr), too_big
+
+
+def test_calyxctl_trace_follows_every_pair_through_tunl0(lab, mesh_pods, blocks):
+    """The same path as ``calyxctl trace`` reads it, run from the lab's host as from an
+    operator's workstation: every pod pair complete, through tunl0, each hop's route the one
+    that node's kernel matches."""
+    for node in NODES:
+        wait_install_modes(lab, node, expected_routes(node, blocks, "Always"))
+    check_every_pair(lab, mesh_pods, "ipip", node=None)
 
 
 def test_live_mode_switch_under_continuous_ping(lab, mesh_pods, blocks):

@@ -165,7 +165,9 @@ CASES: list[tuple[str, str, Verdict]] = [
 
 def explained_by_calyxctl(lab, cluster: list[PolicyPod]) -> None:
     """``calyxctl policy`` (run on node1, reading felix of x/a's node) names the policy and
-    gives the verdicts the table shows: y/a may connect, x/b may not."""
+    gives the verdicts the table shows: y/a may connect, x/b may not; ``calyxctl trace`` finds
+    the path from y/a complete and the one from x/b broken by that policy where x/a's node
+    delivers."""
     x_b, y_a = (next(p for p in cluster if p.key == k) for k in ("x/b", "y/a"))
     for peer, allowed in ((y_a, True), (x_b, False)):
         res = lab.exec("node1", [CALYXCTL, "policy", "x/a", "--peer", peer.ip, "--port", "80", "-o", "json"],
@@ -176,6 +178,20 @@ def explained_by_calyxctl(lab, cluster: list[PolicyPod]) -> None:
     text = lab.exec("node1", [CALYXCTL, "policy", "x/a", "--peer", x_b.ip, "--port", "80"],
                     env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120).stdout
     print(f"node1$ calyxctl policy x/a --peer {x_b.ip} --port 80\n{text}")
+    for src, complete in ((y_a, True), (x_b, False)):
+        res = lab.exec("node1", [CALYXCTL, "trace", src.key, "x/a", "--port", "80", "-o", "json"],
+                       env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120)
+        assert res.returncode == (0 if complete else 1), f"calyxctl trace exited {res.returncode}: {res.stderr}"
+        trace = json.loads(res.stdout)
+        delivery = trace["hops"][-1]
+        verdict = next(f for f in delivery["facts"] if f["label"] == "policy in")
+        assert verdict["ok"] is complete and "x/from-y" in verdict["text"], trace
+        if not complete:
+            assert [(p["cause"], p["node"], p["hop"]) for p in trace["problems"]] == \
+                [("policy-deny", "node1", delivery["number"])], trace["problems"]
+    text = lab.exec("node1", [CALYXCTL, "trace", "x/b", "x/a", "--port", "80"],
+                    env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120).stdout
+    print(f"node1$ calyxctl trace x/b x/a --port 80\n{text}")
 
 
 def set_vxlan(lab, mode: str) -> None:

@@ -20,10 +20,11 @@ from collections import Counter
 import pytest
 
 from calyxlab.servicetraffic import request_many, serve_http
-
+from calyxlab.traffic import POD_NAMESPACE
 from e2e_support import (add_pods, assert_full_matrix, bgp_routes, bgpd_status_table,
                          core_api, deployed, kubectl, node_block, ping_once, routes, wait_for,
                          wait_install_modes, wait_sessions)
+from trace_support import check_every_pair, trace
 
 pytestmark = [pytest.mark.lab, pytest.mark.uml]
 
@@ -93,6 +94,15 @@ def test_nodes_learn_the_office_lan_and_use_ipip_between_them(lab, blocks):
         wait_install_modes(lab, node, {OFFICE_LAN: (GATEWAY, False),
                                        blocks[other]: (NODES[other], True)})
         print(f"{node}: {sorted(bgp_routes(lab, node))}")
+
+
+def test_calyxctl_trace_between_the_pods_and_to_the_laptop(lab, cluster_pods, blocks):
+    """``calyxctl trace`` from the lab's host: both pod pairs complete through tunl0, and a pod's
+    way to the laptop leaves by the gateway's route to the office LAN (learned over BGP)."""
+    check_every_pair(lab, cluster_pods, "ipip", node=None)
+    rc, body, _ = trace(lab, f"{POD_NAMESPACE}/{cluster_pods['node1'].name}", LAPTOP, node=None, text=True)
+    assert rc == 0 and body["complete"], body["problems"]
+    assert body["hops"][1]["route"]["dst"] == OFFICE_LAN and body["hops"][1]["route"]["gateway"] == GATEWAY
 
 
 def test_laptop_reaches_every_pod_and_pods_reach_the_laptop(lab, cluster_pods, blocks):

@@ -5,8 +5,10 @@ nodes share one L2 segment), so the lab runs on the host kernel.
 Expected: each client has exactly two sessions (type ``route reflector``); each reflector has
 its four clients (``route reflector client``) and the other reflector (``node specific``, from
 the BGPPeer selecting route reflectors); every client learns every other client's block with
-the originating node as next hop; with rr1's daemons stopped, every pod on a node whose
-daemons still run stays reachable.
+the originating node as next hop; ``calyxctl trace`` follows every client pair as the kernels
+route it; with rr1's daemons stopped, every pod on a node whose daemons still run stays
+reachable; with rr2's stopped too, the clients drop the routes after the reflectors'
+graceful-restart time and the trace names the BGP sessions as the cause.
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import time
 
 import pytest
 
-from calyxlab.traffic import ContinuousPing
+from calyxlab.traffic import POD_NAMESPACE, ContinuousPing
 from e2e_support import (MAX_LOST_DURING_MODE_SWITCHES, add_pods, assert_full_matrix,
-                         bgp_routes, bgpd_status, bgpd_status_table, deployed, node_block,
+                         bgpd_status, bgpd_status_table, deployed, node_block, routes,
                          wait_for, wait_install_modes, wait_sessions)
+from trace_support import check_every_pair, trace
 
 pytestmark = [pytest.mark.lab]
 
@@ -63,6 +66,10 @@ def test_ping_matrix(lab, cluster_pods, blocks):
     assert_full_matrix(lab, list(cluster_pods.values()), "route reflectors, plain BGP")
 
 
+def test_calyxctl_trace_follows_every_client_pair(lab, cluster_pods, blocks):
+    check_every_pair(lab, {n: cluster_pods[n] for n in CLIENTS}, "none")
+
+
 def test_stopping_one_reflector_keeps_pods_reachable(lab, cluster_pods, blocks):
     run = ContinuousPing(lab, cluster_pods["node1"], cluster_pods["node4"]).start()
     try:
@@ -84,3 +91,22 @@ def test_stopping_one_reflector_keeps_pods_reachable(lab, cluster_pods, blocks):
     assert lost <= MAX_LOST_DURING_MODE_SWITCHES, f"{lost} packets lost when rr1 stopped"
     alive = [p for n, p in cluster_pods.items() if n != "rr1"]
     assert_full_matrix(lab, alive, "with rr1 stopped")
+
+
+def test_calyxctl_trace_says_the_sessions_are_down(lab, cluster_pods, blocks):
+    """Last: rr1 is stopped (above), now rr2 too. node1 keeps what it learned for the reflectors'
+    graceful-restart time (maxRestartTime 10s), then has no route to node4's block, and
+    ``calyxctl trace`` names the cause: none of node1's BGP sessions is Established."""
+    src, dst = cluster_pods["node1"], cluster_pods["node4"]
+    lab.stop_daemons("rr2")
+    try:
+        wait_for("node1: node4's block gone once the reflectors' restart time is over",
+                 lambda: blocks["node4"] not in {r["dst"] for r in routes(lab, "node1", "proto", "bgp")})
+        rc, body, _ = trace(lab, f"{POD_NAMESPACE}/{src.name}", f"{POD_NAMESPACE}/{dst.name}", text=True)
+    finally:
+        lab.start_daemons("rr2")
+        lab.start_daemons("rr1")
+    assert rc == 1 and body["broken_at"] == {"hop": 2, "node": "node1"}, body
+    assert [(p["cause"], p["node"]) for p in body["problems"]] == [("session-down", "node1")], body["problems"]
+    message = body["problems"][0]["message"]
+    assert "none of its BGP sessions is Established" in message and REFLECTORS["rr2"] in message, message

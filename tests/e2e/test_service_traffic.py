@@ -17,6 +17,7 @@ written into the Service's status by the admin, as a load-balancer controller wo
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
@@ -26,6 +27,7 @@ from calyxlab import pods
 from calyxlab.servicetraffic import RequestLoop, request_many, serve_http
 from calyxlab.traffic import POD_NAMESPACE, add_pod
 from e2e_support import core_api, deployed, kubectl, routes, wait_for, wait_sessions
+from trace_support import CALYXCTL, check_every_pair
 
 pytestmark = [pytest.mark.lab]
 
@@ -180,6 +182,31 @@ def test_laptop_reaches_the_local_policy_service(lab, services, kind):
         # External traffic to a Local Service keeps its source (ClusterIP traffic follows the
         # internal policy, Cluster, and is masqueraded like web's).
         assert set(clients) == {LAPTOP}, f"the client address was not preserved: {clients}"
+
+
+def test_calyxctl_traces_a_service_address_to_an_endpoint(lab, services, backends):
+    """``calyxctl trace`` from a pod on node3 to web's ClusterIP (port 80): the Service's hop
+    lists both ready endpoints, the path goes on to the first at its target port 8080 and is
+    complete; a port the Service lacks is diagnosed on the Service's hop. Between the pods, every
+    pair's path is plain routing, as each node's kernel routes it."""
+    client = add_pod(lab, "node3", "trace-client")
+    cluster_ip = services["web"][0]
+    argv = [CALYXCTL, "trace", f"{POD_NAMESPACE}/{client.name}", cluster_ip, "--port", "80"]
+    env = {"KUBECONFIG": str(lab.kubeconfig)}
+    res = lab.exec("node1", argv + ["-o", "json"], env=env, timeout=120)
+    assert res.returncode == 0, f"calyxctl trace exited {res.returncode}: {res.stdout}{res.stderr}"
+    trace = json.loads(res.stdout)
+    assert trace["service"]["name"] == "web" and trace["service"]["role"] == "ClusterIP"
+    assert sorted(e["name"] for e in trace["service"]["endpoints"]) == sorted(backends)
+    assert trace["dst"]["name"] in backends and trace["complete"], trace
+    translated = next(f for f in trace["hops"][1]["facts"] if f["label"] == "translated")
+    assert translated["text"].endswith(f"({trace['dst']['ip']}:8080)"), translated
+    print("node1$ " + " ".join(argv[1:]) + "\n" + lab.exec("node1", argv, env=env, timeout=120).stdout)
+    wrong = lab.exec("node1", argv[:-1] + ["443", "-o", "json"], env=env, timeout=120)
+    assert wrong.returncode == 1, wrong.stderr
+    assert [p["cause"] for p in json.loads(wrong.stdout)["problems"]] == ["not-a-service-port"]
+    pairs = {pod.node: pod for pod, _ in backends.values()}
+    check_every_pair(lab, {**pairs, "node3": client}, "none")
 
 
 def test_drain_and_endpoint_moves_under_a_request_loop(lab, services, backends):

@@ -2,7 +2,7 @@
 CrossSubnet, BGP off; host kernel), each node's felix serving its health port on the node's
 address, the real ``calyxctl`` console script run inside node1 against the lab's API.
 
-The chart is upgraded with metricsOnAllInterfaces: true first, so that felix answers there.
+The scenario's chart values set metricsOnAllInterfaces: true, so that felix answers there.
 
 Expected: node1 -> node2 (same subnet) is one plain route, node1 -> node3 goes through
 vxlan.calico to node3's address, each hop's route being what ``ip route get fibmatch`` says on
@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-from calyxlab import chart
+import trace_support
 from e2e_support import POD_NAMESPACE, add_pods, core_api, deployed, wait_for
+from trace_support import CALYXCTL, fibmatch, route_text
 
 pytestmark = [pytest.mark.lab]
 
 NODES = {"node1": "10.0.1.11", "node2": "10.0.1.12", "node3": "10.0.2.13"}
 DEV = "vxlan.calico"
-CALYXCTL = str(Path(sys.executable).parent / "calyxctl")
 
 
 @pytest.fixture(scope="module")
 def lab(request, unique_lab_name):
     with deployed(request, unique_lab_name, "vxlan-cross-subnet", kernel="host") as lab:
-        # felix's health port on the nodes' addresses, where calyxctl reaches it: the pods roll
-        chart.upgrade(str(lab.kubeconfig), lab.state.data["chart_namespace"], ["metricsOnAllInterfaces=true"])
         for node, address in NODES.items():
             wait_for(f"felix on {node} answering on {address}:9099", lambda a=address: felix_answers(lab, a), 240)
         yield lab
@@ -57,46 +54,7 @@ def mtu(lab, node: str, device: str) -> int:
 
 def trace(lab, src, dst: str) -> tuple[int, dict, str]:
     namespace, pod = src
-    res = lab.exec("node1", [CALYXCTL, "trace", f"{namespace}/{pod.name}", dst, "-o", "json"],
-                   env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120)
-    text = lab.exec("node1", [CALYXCTL, "trace", f"{namespace}/{pod.name}", dst],
-                    env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120).stdout
-    print(f"node1$ calyxctl trace {namespace}/{pod.name} {dst}\n{text}")
-    assert res.returncode in (0, 1), f"calyxctl trace exited {res.returncode}: {res.stderr}"
-    return res.returncode, json.loads(res.stdout), text
-
-
-def fibmatch(lab, node: str, ip: str) -> str:
-    """What the kernel of ``node`` matches for ``ip``, written as calyxctl's route facts are."""
-    res = lab.exec(node, ["ip", "-N", "-j", "route", "get", "fibmatch", ip])
-    if res.returncode != 0:         # a blackhole, or no route at all
-        return f"no usable route: {res.stderr.strip()}"
-    route = json.loads(res.stdout)[0]
-    kind = route.get("type", "unicast")
-    prefix = route["dst"] if "/" in route["dst"] else f"{route['dst']}/32"
-    parts = [prefix if kind == "unicast" else f"{kind} {prefix}"]
-    if route.get("gateway"):
-        parts.append(f"via {route['gateway']}")
-    if route.get("dev"):
-        parts.append(f"dev {route['dev']}")
-    if "onlink" in route.get("flags", []):
-        parts.append("onlink")
-    parts.append(f"proto {route.get('protocol', '3')}")     # ip -j leaves out proto boot (3)
-    return " ".join(parts)
-
-
-def route_text(hop: dict) -> str:
-    """A hop's matched route in the same form (without the owner's name)."""
-    route = hop["route"]
-    parts = [route["dst"] if route["kind"] == "unicast" else f"{route['kind']} {route['dst']}"]
-    if route["gateway"]:
-        parts.append(f"via {route['gateway']}")
-    if route["dev"]:
-        parts.append(f"dev {route['dev']}")
-    if route["onlink"]:
-        parts.append("onlink")
-    parts.append(f"proto {route['proto']}")
-    return " ".join(parts)
+    return trace_support.trace(lab, f"{namespace}/{pod.name}", dst, text=True)
 
 
 def converged(lab, pods) -> None:
@@ -135,6 +93,14 @@ def test_across_the_router_is_vxlan_to_the_nodes_address(lab, pods):
     assert underlay.startswith(f"{NODES['node3']} via 10.0.1.1 dev eth1")
     assert route_text(body["hops"][2]) == fibmatch(lab, "node3", dst.ip)
     assert "result: the path is complete" in text
+
+
+def test_every_pair_is_plain_within_a_subnet_and_vxlan_across(lab, pods):
+    converged(lab, pods)
+    subnet = {node: address.rsplit(".", 1)[0] for node, address in NODES.items()}
+    trace_support.check_every_pair(lab, {node: pod for node, (_, pod) in pods.items()},
+                                   {(a, b): "vxlan" if subnet[a] != subnet[b] else "none"
+                                    for a in NODES for b in NODES})
 
 
 def test_blackhole_on_the_source_node(lab, pods):
