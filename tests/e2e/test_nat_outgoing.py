@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from calyxlab import pytest_plugin
+from calyxlab.traffic import POD_NAMESPACE
 from e2e_support import add_pods, capture_icmp, custom_api, ping_once, wait_for
+from trace_support import check_every_pair, trace
 from felix.dataplane import nftjson
 
 pytestmark = [pytest.mark.lab]
@@ -89,6 +91,18 @@ def test_a_pod_reaches_the_internet_host_masqueraded(lab, cluster_pods):
     # the internet host has no way back to a pod's own address: no default route, no pool route
     table = lab.exec("internet", ["ip", "-4", "route", "show"], check=True).stdout
     assert "default" not in table and "10.244." not in table, table
+
+
+def test_calyxctl_trace_says_the_way_out_is_masqueraded(lab, cluster_pods):
+    """``calyxctl trace`` from node1's pod to the internet host: one hop out of node1, leaving
+    with node1's address as the source (the pool's natOutgoing); between the pods, plain routing
+    as each node's kernel routes it."""
+    pod = cluster_pods["node1"]
+    rc, body, _ = trace(lab, f"{POD_NAMESPACE}/{pod.name}", INTERNET_HOST, text=True)
+    assert rc == 0 and body["complete"], body["problems"]
+    source = next(f["text"] for f in body["hops"][1]["facts"] if f["label"] == "source")
+    assert source.startswith(f"masqueraded to {NODE1_INTERNET_ADDRESS}"), source
+    check_every_pair(lab, cluster_pods, "none")
 
 
 def test_pod_to_pod_keeps_the_pod_source_address(lab, cluster_pods):
