@@ -17,12 +17,15 @@ kubeconfig's token fresh (``cni_kubeconfig``) and IPAM block garbage collection
 (``ipam_gc_interval``; see :mod:`calyx.cni.gc`).
 
 The health port also answers read-only questions about this node's forwarding for ``calyxctl
-trace`` (:mod:`felix.inspect`) and about the NetworkPolicy of its pods (:mod:`felix.policyview`).
+trace`` (:mod:`felix.inspect`) and about the NetworkPolicy of its pods (:mod:`felix.policyview`),
+and serves ``calyxctl trace --probe``: one echo request from a local pod, watched for on every
+device of the node (:mod:`felix.probeview`).
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 
 import kubernetes.client
 from prometheus_client import CollectorRegistry
@@ -58,6 +61,9 @@ from felix.metrics import FelixMetrics
 from felix.nat import NO_NAT, NatState, desired_nat
 from felix.policycalc import snapshot_policy
 from felix.policyview import PolicyView
+from felix.probecapture import capture as probe_capture
+from felix.probesend import send_from_pod
+from felix.probeview import ProbeEndpoints, local_pod_addresses
 from felix.vtep import KubeNodeAnnotator, VtepPublisher
 
 HEARTBEAT_PERIOD = 10.0      # the main loop wakes at least this often to prove it is alive
@@ -159,12 +165,14 @@ class Felix:
         datastore = Datastore(self._api, watch_specs(), events=events, namespace=cfg.namespace,
                               registry=self.registry)
         # /ipam: the node's address assignments (the CNI plugin's state), for `calyxctl ipam`;
-        # /v1/route, /v1/link: the node's forwarding, for `calyxctl trace`.
+        # /v1/route, /v1/link: the node's forwarding, for `calyxctl trace`; /v1/probe/*: its
+        # --probe, a real echo request from a local pod, watched for on every device.
         servers = [HealthServer(cfg.health_host, cfg.health_port, self.registry, liveness=self.liveness,
                                 readiness=self.readiness,
                                 json_views={"/ipam": lambda: node_ipam_records(cfg.nodename, cfg.run_dir)},
                                 handlers={**NodeInspector(cfg.nodename).handlers(),
-                                          **self.policy_view.handlers()})]
+                                          **self.policy_view.handlers(),
+                                          **self._probe_endpoints().handlers()})]
         if cfg.metrics_port is not None and cfg.metrics_port != cfg.health_port:
             servers.append(HealthServer(cfg.health_host, cfg.metrics_port, self.registry,
                                         liveness=self.liveness, readiness=self.readiness))
@@ -203,6 +211,14 @@ class Felix:
             table.close()
             vxlan_links.close()
             self._log.info("felix stopped; dataplane left as it is", node=cfg.nodename)
+
+    def _probe_endpoints(self) -> ProbeEndpoints:
+        nodename = self.config.nodename
+
+        def local_pods() -> dict[str, IPv4Address]:
+            state = self._state        # the loop replaces its snapshot whole: reading it is safe
+            return local_pod_addresses(state.snapshot, nodename) if state is not None else {}
+        return ProbeEndpoints(nodename, local_pods, probe_capture, send_from_pod)
 
     def _iterate(self, batch: Batch) -> None:
         """One pass of the main loop: apply kernel events, re-read the kernel when due, recalculate
