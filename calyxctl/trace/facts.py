@@ -247,3 +247,89 @@ def service_ports(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any]
             target = published.get((name, protocol))
         out.append(ServicePort(name, protocol, int(port["port"]), int(target) if target is not None else None))
     return tuple(out)
+# --- --probe: a real echo request, and where each node saw it (felix's /v1/probe/*) ----------
+
+@dataclass(frozen=True)
+class ProbeSighting:
+    """The probe (or its reply) seen on one node's device: ``direction`` "in" or "out" as that
+    node sees it, ``encap`` "none", "ipip" or "vxlan" (then with the outer addresses), ``at``
+    seconds after that node's watch was armed (comparable within a node only: each node arms on
+    its own clock, a few milliseconds apart)."""
+
+    node: str
+    device: str
+    direction: str
+    kind: str                              # "echo-request" or "echo-reply"
+    encap: str
+    src: IPv4Address
+    dst: IPv4Address
+    at: float
+    outer_src: IPv4Address | None = None
+    outer_dst: IPv4Address | None = None
+
+    @classmethod
+    def from_json(cls, node: str, obj: Mapping[str, Any]) -> "ProbeSighting":
+        return cls(node, str(obj["device"]), str(obj["direction"]), str(obj["kind"]), str(obj["encap"]),
+                   IPv4Address(obj["src"]), IPv4Address(obj["dst"]), float(obj["at"]),
+                   IPv4Address(obj["outer_src"]) if obj.get("outer_src") else None,
+                   IPv4Address(obj["outer_dst"]) if obj.get("outer_dst") else None)
+
+    def __str__(self) -> str:
+        outer = f" in {self.encap} {self.outer_src} -> {self.outer_dst}" if self.encap != "none" else ""
+        return f"{self.node} {self.device} {self.direction}: {self.kind} {self.src} -> {self.dst}{outer}"
+
+
+@dataclass(frozen=True)
+class ProbeWatch:
+    """One node's watch: its sightings in the order seen, or why it could not watch."""
+
+    node: str
+    sightings: tuple[ProbeSighting, ...] = ()
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, node: str, obj: Mapping[str, Any]) -> "ProbeWatch":
+        sightings = (ProbeSighting.from_json(node, s) for s in obj.get("sightings") or [])
+        return cls(node, tuple(sorted(sightings, key=lambda s: s.at)))
+
+
+@dataclass(frozen=True)
+class ProbeSend:
+    """The source node's answer to sending the probe: sent, from which address, or why not."""
+
+    sent: bool
+    src: IPv4Address | None = None
+    dst: IPv4Address | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> "ProbeSend":
+        return cls(bool(obj.get("sent")), IPv4Address(obj["src"]) if obj.get("src") else None,
+                   IPv4Address(obj["dst"]) if obj.get("dst") else None)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A probe sent from ``pod`` to ``dst``: the send, and each node's watch (by node)."""
+
+    probe_id: str
+    pod: str
+    dst: IPv4Address
+    send: ProbeSend
+    watches: Mapping[str, ProbeWatch] = field(default_factory=dict)
+    unarmed: tuple[str, ...] = ()          # nodes whose watch was not known armed when it was sent
+
+    def sightings(self, node: str) -> tuple[ProbeSighting, ...]:
+        """``node``'s sightings, in the order it saw them (none if it was not watched)."""
+        watch = self.watches.get(node)
+        return watch.sightings if watch is not None else ()
+
+    @property
+    def seen_on(self) -> tuple[str, ...]:
+        """The nodes that saw the probe or its reply."""
+        return tuple(node for node, watch in self.watches.items() if watch.sightings)
+
+    @property
+    def replied(self) -> bool:
+        """Whether a reply to the probe was seen anywhere."""
+        return any(s.kind == "echo-reply" for watch in self.watches.values() for s in watch.sightings)
