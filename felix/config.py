@@ -34,6 +34,11 @@ class FelixConfig(DaemonConfig):
              "are not dropped; 0: tear down at once. The same grace applies to vxlan.calico, and to a "
              "route to a remote block felix no longer carries (its pool left VXLAN), kept until bgpd "
              "replaces it in place")
+    packet_probe: bool = setting(
+        False, env="FELIX_PACKETPROBE",
+        help="serve calyxctl trace --probe: send one echo request from a local pod and watch for it on "
+             "every device (needs CAP_NET_RAW, CAP_SYS_ADMIN and the node's /run/netns); false: the "
+             "probe endpoints refuse")
     ipam_gc_interval: float = setting(
         60.0, env="FELIX_IPAMGCINTERVAL",
         help="seconds between IPAM block garbage-collection passes (run by the node with the smallest "

@@ -218,7 +218,8 @@ class Felix:
         def local_pods() -> dict[str, IPv4Address]:
             state = self._state        # the loop replaces its snapshot whole: reading it is safe
             return local_pod_addresses(state.snapshot, nodename) if state is not None else {}
-        return ProbeEndpoints(nodename, local_pods, probe_capture, send_from_pod)
+        return ProbeEndpoints(nodename, local_pods, probe_capture, send_from_pod,
+                              enabled=self.config.packet_probe)
 
     def _iterate(self, batch: Batch) -> None:
         """One pass of the main loop: apply kernel events, re-read the kernel when due, recalculate

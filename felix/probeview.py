@@ -115,11 +115,13 @@ def _probe_id(query: Mapping[str, list[str]]) -> bytes:
 
 
 class ProbeEndpoints:
-    """The handlers of the probe endpoints of node ``nodename``."""
+    """The handlers of the probe endpoints of node ``nodename``; all of them refuse (403) unless
+    ``enabled`` (the chart's felix.packetProbe)."""
 
     def __init__(self, nodename: str, local_pods: LocalPods, capture: Capture, send: Sender,
-                 arm_wait: float = ARM_WAIT) -> None:
+                 arm_wait: float = ARM_WAIT, enabled: bool = True) -> None:
         self.nodename = nodename
+        self.enabled = enabled
         self._local_pods = local_pods
         self._capture = capture
         self._send = send
@@ -127,7 +129,13 @@ class ProbeEndpoints:
         self._gate = ProbeGate()
 
     def handlers(self) -> dict[str, JsonHandler]:
+        if not self.enabled:
+            return {path: self.refuse for path in (WATCH_PATH, ARMED_PATH, SEND_PATH)}
         return {WATCH_PATH: self.watch, ARMED_PATH: self.armed, SEND_PATH: self.send}
+
+    def refuse(self, query: Mapping[str, list[str]]) -> tuple[int, Any]:
+        return 403, {"error": f"packet probes are off on node {self.nodename}: the chart value "
+                              f"felix.packetProbe: true turns them on (FELIX_PACKETPROBE)"}
 
     def watch(self, query: Mapping[str, list[str]]) -> tuple[int, Any]:
         try:

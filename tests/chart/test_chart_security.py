@@ -261,3 +261,22 @@ def test_service_account_annotations_go_on_both_accounts(helm: Helm) -> None:
     rendered = helm.template(sets=["serviceAccount.annotations.example\\.com/owner=network-team"])
     for account in rendered.of_kind("ServiceAccount"):
         assert account["metadata"]["annotations"] == {"example.com/owner": "network-team"}
+
+
+def test_packet_probe_adds_exactly_its_privileges_to_felix(helm: Helm) -> None:
+    """felix.packetProbe (calyxctl trace --probe) gives felix NET_RAW and SYS_ADMIN and the node's
+    /run/netns read-only, tells felix through FELIX_PACKETPROBE, and changes nothing else."""
+    off = _pod(helm.template())
+    on = _pod(helm.template(sets=["felix.packetProbe=true"]))
+    felix_off, felix_on = _containers(off)["felix"], _containers(on)["felix"]
+    assert {e["name"]: e.get("value") for e in felix_off["env"]}["FELIX_PACKETPROBE"] == "false"
+    assert {e["name"]: e.get("value") for e in felix_on["env"]}["FELIX_PACKETPROBE"] == "true"
+    assert set(felix_on["securityContext"]["capabilities"]["add"]) == {"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}
+    assert felix_on["securityContext"]["privileged"] is False
+    added = [m for m in felix_on["volumeMounts"] if m not in felix_off["volumeMounts"]]
+    assert added == [{"name": "host-netns", "mountPath": "/run/netns", "mountPropagation": "HostToContainer",
+                      "readOnly": True}]
+    volume = next(v for v in on["volumes"] if v["name"] == "host-netns")
+    assert volume["hostPath"] == {"path": "/run/netns", "type": "DirectoryOrCreate"}
+    for name in ("install-cni", "bgpd"):
+        assert _containers(on)[name] == _containers(off)[name], name

@@ -206,3 +206,12 @@ def _wait(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
         done.wait(0.02)
         deadline += 0.02
     return False
+
+
+def test_probes_off_every_endpoint_refuses_naming_the_chart_value() -> None:
+    capture, sender = FakeCapture(), FakeSender()
+    view = ProbeEndpoints("node-a", lambda: {"default/client": POD_IP}, capture, sender, enabled=False)
+    for path, handler in view.handlers().items():
+        status, body = handler(q(id="00" * 8, pod="default/client", dst="10.244.2.7"))
+        assert status == 403 and "felix.packetProbe: true" in body["error"] and "node-a" in body["error"], path
+    assert not capture.calls and not sender.sent
