@@ -3,7 +3,8 @@ route lookups to the list of hops a packet takes and, where the path breaks, whe
 naming the object to fix. A destination that is a Service's address is traced to one of its
 ready endpoints, as kube-proxy on the source node translates it; the NetworkPolicy verdicts of
 the connection (felix's, at the source pod for egress and the destination pod for ingress)
-are checks of the hops they apply at.
+are checks of the hops they apply at. With a probe (``--probe``), where the real echo request
+was last seen is checked too: not answered is a problem at the hop of the node that saw it last.
 
 Pure code: :func:`queries` says what to ask each node's felix, :func:`analyse` turns the
 answers into a :class:`Trace`. Nothing here reads the kernel or the API.
@@ -18,7 +19,8 @@ from calyx import model
 from calyx.model import EncapMode, IPAMBlock, IPPool, NodeInfo
 from calyx.naming import POD_GATEWAY, TUNNEL_DEVICE, VXLAN_DEVICE, is_cali_interface
 from calyxctl.trace.facts import (BgpSessions, Connection, Device, Endpoint, NodeState, PodEnd, PolicyVerdict,
-                                  RouteAnswer, ServiceEnd, TableEntry)
+                                  ProbeResult, RouteAnswer, ServiceEnd, TableEntry)
+from calyxctl.trace.probereport import ProbeReport, describe, report
 
 IPIP_OVERHEAD = 20
 VXLAN_OVERHEAD = 50
@@ -72,6 +74,7 @@ class Trace:
     hops: tuple[Hop, ...]
     problems: tuple[Problem, ...] = ()
     service: ServiceEnd | None = None          # the Service the destination was reached through
+    probe: ProbeReport | None = None           # what --probe saw
 
     @property
     def complete(self) -> bool:
@@ -91,6 +94,13 @@ class TraceInput:
     service: ServiceEnd | None = None     # dst is the endpoint of this Service chosen to trace to
     connection: Connection = Connection()
     policies: Mapping[str, PolicyVerdict] = field(default_factory=dict)  # Egress (at src), Ingress (at dst)
+    probe: ProbeResult | None = None
+
+
+def path_nodes(inp: TraceInput) -> tuple[str, ...]:
+    """The nodes a packet crosses, the source node first."""
+    y = destination_node(inp)
+    return (inp.src.node,) if y is None or y == inp.src.node else (inp.src.node, y)
 
 
 def policy_queries(inp: TraceInput) -> dict[str, tuple[str, str, IPv4Address]]:
@@ -169,7 +179,7 @@ def analyse(inp: TraceInput) -> Trace:
     if inp.service is not None:
         _service_hop(b, inp)
         if not isinstance(dst, PodEnd):
-            return Trace(src, dst, tuple(b.hops), tuple(b.problems), inp.service)
+            return _finish(b, inp)
     y = destination_node(inp)
     if isinstance(dst, PodEnd) and dst.node == x:
         _delivery_hop(b, inp, x_state, dst)
@@ -185,7 +195,40 @@ def analyse(inp: TraceInput) -> Trace:
                       f"for the block drops it", f"check the address; `kubectl get pods -A -o wide | grep {dst.ip}`")
     else:
         _outside_hop(b, inp, x_state)
-    return Trace(src, dst, tuple(b.hops), tuple(b.problems), inp.service)
+    return _finish(b, inp)
+
+
+def _finish(b: _Builder, inp: TraceInput) -> Trace:
+    probe = report(inp.probe, path_nodes(inp), inp.src.veth) if inp.probe is not None else None
+    if probe is not None:
+        _probe_problem(b, inp, probe)
+    return Trace(inp.src, inp.dst, tuple(b.hops), tuple(b.problems), inp.service, probe)
+
+
+def _probe_problem(b: _Builder, inp: TraceInput, probe: ProbeReport) -> None:
+    if probe.answered:
+        return
+    x = inp.src.node
+    what = f"the probe (an echo request from {inp.src} to {probe.result.dst})"
+    if not probe.sent:
+        b.problem(1, x, "probe-not-sent", UNKNOWN, f"{what} could not be sent: {probe.result.send.error}",
+                  f"felix on {x} sends it: the chart value felix.packetProbe: true allows it")
+        return
+    if probe.last_reply is not None:
+        seen, where = probe.last_reply, f"its reply was last seen on {describe(probe.last_reply)}"
+    elif probe.last_request is not None:
+        seen, where = probe.last_request, f"it was last seen on {describe(probe.last_request)}, and no reply"
+    else:
+        seen, where = None, "no node saw it"
+    node = seen.node if seen is not None else x
+    hop = max((h.number for h in b.hops if h.node == node), default=1)
+    unwatched = [w for w in probe.result.watches.values() if w.error is not None]
+    if unwatched:
+        where += "; not watched on " + ", ".join(f"{w.node} ({w.error})" for w in unwatched)
+    fix = ("see the problems above" if b.problems else
+           "the path as Calyx reads it is complete: what drops it is outside what the trace reads (a "
+           "firewall on a node, the underlay between the nodes, or a destination that does not answer ping)")
+    b.problem(hop, node, "probe-lost", BROKEN, f"{what} was not answered: {where}", fix)
 
 
 def _policy_fact(inp: TraceInput, direction: str) -> Fact | None:

@@ -8,7 +8,8 @@ endpoints, ``--endpoint`` or the first); each node's forwarding is read from its
 where ``--felix NODE=HOST:PORT`` says (e.g. a ``kubectl port-forward``); the source node's BGP
 sessions from its bgpd's ``/status`` (``--bgpd-port``, ``--bgpd NODE=HOST:PORT``), when it answers; the NetworkPolicy verdict
 of the connection (``--protocol``, ``--port``; ping when no port is given) from the felix of
-each end's pod (``/v1/policy``). The reasoning is
+each end's pod (``/v1/policy``); with ``--probe``, one real echo request sent from the source pod
+and watched for by felix on every node of the path (``/v1/probe/*``). The reasoning is
 :mod:`calyxctl.trace.analysis`'s. Exit status: 0 the path is complete, 1 a problem was found
 (or a node could not be read), 2 the trace could not start.
 """
@@ -27,8 +28,10 @@ from calyx.crds import CRDError
 from calyx.kube import client as kube_client
 from calyxctl.trace import analysis, render
 from calyxctl.trace.bgpdclient import DEFAULT_BGPD_PORT, read_sessions
-from calyxctl.trace.facts import AddressEnd, Connection, Endpoint, NodeState, PolicyVerdict, ServiceEnd
+from calyxctl.trace.facts import (AddressEnd, Connection, Endpoint, NodeState, PolicyVerdict, ProbeResult, ProbeSend,
+                                  ServiceEnd)
 from calyxctl.trace.felixclient import DEFAULT_FELIX_PORT, read_node, read_policy
+from calyxctl.trace.probeclient import run_probe
 from calyxctl.trace.resolve import ResolveError, read_cluster, resolve_destination, resolve_pod, resolve_service
 
 DEFAULT_TIMEOUT = 5.0
@@ -49,6 +52,11 @@ def add_parser(subparsers: Any) -> None:
                              "NetworkPolicy verdicts; without it the verdicts are for ping (ICMP)")
     parser.add_argument("--endpoint", default=None, metavar="NAME",
                         help="for a Service: the endpoint pod to trace to (default: the first ready one)")
+    parser.add_argument("--probe", action="store_true",
+                        help="also send one real echo request from SRC to DST and show where it was seen "
+                             "(felix on the nodes of the path watches; the chart's felix.packetProbe: true)")
+    parser.add_argument("--probe-seconds", type=float, default=2.0, metavar="S",
+                        help="how long the nodes watch for the probe and its reply (default 2, at most 5)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--felix-port", type=int, default=DEFAULT_FELIX_PORT,
                         help=f"felix's health port on every node (default {DEFAULT_FELIX_PORT}, the chart's "
@@ -114,8 +122,10 @@ def run(args: argparse.Namespace) -> int:
     if y is not None and y != src.node and bgpd_url is not None:
         bgp[src.node] = read_sessions(src.node, bgpd_url, args.timeout)
     policies = _policies(inp, overrides, cluster, args)
+    probe = _probe(inp, overrides, cluster, args, service.ip if service is not None else dst.ip) \
+        if args.probe else None
     trace = analysis.analyse(analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks, states,
-                                                 bgp, service, connection, policies))
+                                                 bgp, service, connection, policies, probe))
     sys.stdout.write(render.as_json(trace) if args.output == "json" else render.text(trace))
     return 0 if trace.complete else 1
 
@@ -145,6 +155,20 @@ def _policies(inp: analysis.TraceInput, overrides: dict[str, str], cluster: Any,
         if url is not None:
             out[direction] = read_policy(url, pod, direction, peer, connection, args.timeout)
     return out
+
+
+def _probe(inp: analysis.TraceInput, overrides: dict[str, str], cluster: Any, args: argparse.Namespace,
+           target: Any) -> ProbeResult:
+    """One real echo request from the source pod to ``target`` (the address given: a Service's,
+    kube-proxy translates it), watched for by felix on every node of the path."""
+    urls = {node: overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
+            for node in analysis.path_nodes(inp)}
+    reachable = {node: url for node, url in urls.items() if url is not None}
+    src_url = reachable.get(inp.src.node)
+    pod = f"{inp.src.namespace}/{inp.src.name}"
+    if src_url is None:
+        return ProbeResult("", pod, target, ProbeSend(False, error=f"node {inp.src.node} has no address"))
+    return run_probe(src_url, reachable, pod, target, seconds=args.probe_seconds, timeout=args.timeout)
 
 
 def _node_url(node: Any, port: int) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 from calyx.model import EncapMode, IPAMBlock, IPPool, NodeInfo
 from calyxctl.trace import analysis, render
 from calyxctl.trace.facts import (AddressEnd, BgpSessions, Connection, Device, NodeState, PodEnd, PolicyVerdict,
-                                  RouteAnswer, ServiceEnd, ServicePort, TableEntry, ready_endpoint_addresses,
+                                  ProbeResult, ProbeSend, ProbeSighting, ProbeWatch, RouteAnswer, ServiceEnd, ServicePort, TableEntry, ready_endpoint_addresses,
                                   service_ports)
 
 IP = IPv4Address
@@ -481,3 +481,64 @@ def test_service_ports_follow_named_target_ports_published_by_the_slices() -> No
                                               ServicePort("admin", "TCP", 9000, 9443))
     assert ready_endpoint_addresses(slices) == (IP("10.244.2.7"), IP("10.244.1.6"))
     assert SERVICE.target_port(80, "TCP") == 8080 and SERVICE.target_port(80, "UDP") is None
+
+
+# ----------------------------------------------------------------------------- --probe
+
+def sighting(node: str, device: str, direction: str, kind: str = "echo-request", at: float = 0.0,
+             encap: str = "none") -> ProbeSighting:
+    src, dst = (A.ip, B.ip) if kind == "echo-request" else (B.ip, A.ip)
+    outer = (IP("10.0.1.11"), IP("10.0.1.12")) if encap != "none" else (None, None)
+    return ProbeSighting(node, device, direction, kind, encap, src, dst, at, *outer)
+
+
+def probe(*sightings: ProbeSighting, sent: bool = True) -> ProbeResult:
+    watches = {n: ProbeWatch(n, tuple(s for s in sightings if s.node == n)) for n in ("node1", "node2")}
+    return ProbeResult("0123456789abcdef", "default/a", B.ip,
+                       ProbeSend(sent, A.ip if sent else None, B.ip if sent else None,
+                                 None if sent else "HTTP 403: packet probes are off on node node1"), watches)
+
+
+ANSWERED = probe(sighting("node1", A.veth, "in", at=0.001), sighting("node1", "eth1", "out", at=0.002),
+                 sighting("node2", "eth1", "in", at=0.001), sighting("node2", B.veth, "out", at=0.002),
+                 sighting("node2", B.veth, "in", "echo-reply", 0.003), sighting("node2", "eth1", "out", "echo-reply", 0.004),
+                 sighting("node1", "eth1", "in", "echo-reply", 0.005), sighting("node1", A.veth, "out", "echo-reply", 0.006))
+
+
+def test_an_answered_probe_is_listed_along_the_path_and_back() -> None:
+    trace = analysis.analyse(healthy_plain(probe=ANSWERED))
+    assert trace.complete and trace.probe.answered
+    assert [(s.node, s.device, s.kind) for s in trace.probe.sightings] == [
+        ("node1", A.veth, "echo-request"), ("node1", "eth1", "echo-request"), ("node2", "eth1", "echo-request"),
+        ("node2", B.veth, "echo-request"), ("node2", B.veth, "echo-reply"), ("node2", "eth1", "echo-reply"),
+        ("node1", "eth1", "echo-reply"), ("node1", A.veth, "echo-reply")]
+    text = render.text(trace)
+    assert f"answered: the reply reached {A}" in text and "result: the path is complete" in text
+    assert json.loads(render.as_json(trace))["probe"]["answered"] is True
+
+
+def test_a_probe_lost_on_a_complete_path_says_where_it_was_seen_last() -> None:
+    lost = probe(sighting("node1", A.veth, "in"), sighting("node1", "eth1", "out", encap="vxlan"),
+                 sighting("node2", "eth1", "in", encap="vxlan"))
+    trace = analysis.analyse(healthy_plain(probe=lost))
+    assert causes(trace) == [(3, "node2", "probe-lost", "broken")]
+    assert trace.problems[0].message.endswith(
+        "was not answered: it was last seen on node2 eth1 (in, VXLAN 10.0.1.11 -> 10.0.1.12), and no reply")
+    assert "outside what the trace reads" in trace.problems[0].fix
+    assert "NOT answered" in render.text(trace)
+
+
+def test_a_probe_dropped_by_policy_points_at_the_deny() -> None:
+    policies = {"Ingress": PolicyVerdict("default/b", "Ingress", A.ip, Connection(), ("default/deny",), True, (),
+                                         False)}
+    lost = probe(sighting("node1", A.veth, "in"), sighting("node1", "eth1", "out"), sighting("node2", "eth1", "in"))
+    trace = analysis.analyse(healthy_plain(policies=policies, probe=lost))
+    assert causes(trace) == [(3, "node2", "policy-deny", "broken"), (3, "node2", "probe-lost", "broken")]
+    assert trace.problems[1].fix == "see the problems above"
+
+
+def test_a_probe_that_could_not_be_sent() -> None:
+    trace = analysis.analyse(healthy_plain(probe=probe(sent=False)))
+    assert causes(trace) == [(1, "node1", "probe-not-sent", "unknown")]
+    assert "felix.packetProbe" in trace.problems[0].message + trace.problems[0].fix
+    assert "not sent: HTTP 403" in render.text(trace)

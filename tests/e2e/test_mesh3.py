@@ -21,7 +21,7 @@ from e2e_support import (add_pod, add_pods,
                          capture_icmp, core_api, custom_api, deployed, node_block, pod_exec, routes,
                          set_ipip_mode_api, set_ipip_mode_kubectl, wait_for,
                          wait_install_modes, wait_sessions, POD_NAMESPACE, POOL)
-from trace_support import check_every_pair
+from trace_support import check_every_pair, trace
 
 pytestmark = [pytest.mark.lab, pytest.mark.uml]
 
@@ -101,10 +101,19 @@ def test_packet_path_as_operations_md_traces_it(lab, mesh_pods, blocks):
 def test_calyxctl_trace_follows_every_pair_through_tunl0(lab, mesh_pods, blocks):
     """The same path as ``calyxctl trace`` reads it, run from the lab's host as from an
     operator's workstation: every pod pair complete, through tunl0, each hop's route the one
-    that node's kernel matches."""
+    that node's kernel matches; with ``--probe`` a real echo request is seen leaving node1's
+    tunl0 and eth1 as IP protocol 4, entering node2's, and answered."""
     for node in NODES:
         wait_install_modes(lab, node, expected_routes(node, blocks, "Always"))
     check_every_pair(lab, mesh_pods, "ipip", node=None)
+    src, dst = mesh_pods["node1"], mesh_pods["node2"]
+    rc, body, _ = trace(lab, f"{POD_NAMESPACE}/{src.name}", f"{POD_NAMESPACE}/{dst.name}", "--probe", node=None,
+                        text=True)
+    assert rc == 0 and body["probe"]["answered"], body["problems"]
+    seen = {(s["node"], s["device"], s["direction"], s["encap"]) for s in body["probe"]["sightings"]
+            if s["kind"] == "echo-request"}
+    assert {("node1", "tunl0", "out", "none"), ("node1", "eth1", "out", "ipip"),
+            ("node2", "eth1", "in", "ipip"), ("node2", "tunl0", "in", "none")} <= seen, seen
 
 
 def test_live_mode_switch_under_continuous_ping(lab, mesh_pods, blocks):

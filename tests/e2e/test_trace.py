@@ -103,6 +103,32 @@ def test_every_pair_is_plain_within_a_subnet_and_vxlan_across(lab, pods):
                                     for a in NODES for b in NODES})
 
 
+def test_probe_crosses_the_vxlan_and_stops_at_a_blackhole(lab, pods):
+    """``--probe``: a real echo request from node1's pod to node3's is seen leaving node1 inside
+    VXLAN to node3's address and entering node3, and its reply reaches the pod; with a blackhole
+    on node1 it is last seen entering node1 from the pod, and the trace says so."""
+    converged(lab, pods)
+    dst = pods["node3"][1]
+    target = f"{pods['node3'][0]}/{dst.name}"
+    rc, body, _ = trace_support.trace(lab, f"{pods['node1'][0]}/{pods['node1'][1].name}", target, "--probe",
+                                      text=True)
+    assert rc == 0 and body["complete"] and body["probe"]["answered"], body["problems"]
+    seen = {(s["node"], s["device"], s["direction"], s["kind"], s["encap"]) for s in body["probe"]["sightings"]}
+    assert ("node1", "eth1", "out", "echo-request", "vxlan") in seen, seen
+    assert ("node3", "eth1", "in", "echo-request", "vxlan") in seen, seen
+    assert ("node3", body["dst"]["veth"], "out", "echo-request", "none") in seen, seen
+    out = next(s for s in body["probe"]["sightings"] if s["node"] == "node1" and s["device"] == "eth1")
+    assert (out["outer_src"], out["outer_dst"]) == (NODES["node1"], NODES["node3"]), out
+    lab.exec("node1", ["ip", "route", "add", "blackhole", f"{dst.ip}/32"], check=True)
+    try:
+        rc, body, _ = trace_support.trace(lab, f"{pods['node1'][0]}/{pods['node1'][1].name}", target, "--probe")
+    finally:
+        lab.exec("node1", ["ip", "route", "del", "blackhole", f"{dst.ip}/32"])
+    assert rc == 1 and [p["cause"] for p in body["problems"]] == ["blackhole", "probe-lost"], body["problems"]
+    last = body["probe"]["last_request"]
+    assert (last["node"], last["device"], last["direction"]) == ("node1", body["src"]["veth"], "in"), last
+
+
 def test_blackhole_on_the_source_node(lab, pods):
     converged(lab, pods)
     dst = pods["node3"][1]

@@ -18,7 +18,7 @@ PURE = ["calyx/model.py", "calyx/ippools.py", "calyx/selector.py", "calyx/naming
         "bgpd/propagation.py", "bgpd/settling.py", "bgpd/session.py", "bgpd/sessions.py", "bgpd/status.py",
         "bgpd/loglevel.py", "bgpd/endofrib.py", "bgpd/restarts.py", "bgpd/services.py", "calyx/logs.py", "bgpd/bfd/protocol.py", "bgpd/bfd/tracker.py",
         "calyxctl/tables.py", "calyxctl/resourceview.py", "calyxctl/ipamview.py", "calyxctl/statusview.py",
-        "calyxctl/trace/facts.py", "calyxctl/trace/analysis.py", "calyxctl/trace/render.py"]
+        "calyxctl/trace/facts.py", "calyxctl/trace/analysis.py", "calyxctl/trace/render.py", "calyxctl/trace/probereport.py"]
 IO_LIBRARIES = {"pyroute2", "kubernetes", "socket", "subprocess", "urllib3", "requests", "os", "pathlib", "shutil",
                 "tempfile", "io", "yaml", "http", "select", "threading"}
 FILE_CALLS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "iterdir", "glob", "rglob", "mkdir",
