@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Protocol, Sequence
 
 from calyx import model, naming
 from calyx import networkpolicy as np
@@ -116,7 +116,7 @@ def set_name(kind: str, description: str) -> str:
     return f"{kind}-{hashlib.sha256(description.encode()).hexdigest()[:12]}"
 
 
-def _describe_peer(policy_namespace: str, peer: np.PodPeer) -> str:
+def describe_peer(policy_namespace: str, peer: np.PodPeer) -> str:
     """What a pod peer selects, in words: also what its set is named after."""
     pods = kubernetes_text(peer.pods)
     if peer.namespaces is None:
@@ -124,7 +124,25 @@ def _describe_peer(policy_namespace: str, peer: np.PodPeer) -> str:
     return f"pods {pods} in namespaces {kubernetes_text(peer.namespaces)}"
 
 
+def describe_named_port(policy_namespace: str, peer: np.PodPeer | None, port: np.PortMatch) -> str:
+    """What a named-port set holds, in words (``peer`` None: the port on every pod)."""
+    scope = describe_peer(policy_namespace, peer) if peer else "every pod"
+    return f"{port.protocol} port {port.port!r} of {scope}"
+
+
+class SetNamer(Protocol):
+    """Where rules get the names of the sets they refer to; whoever names a set also answers
+    for its members."""
+
+    def address_set(self, policy_namespace: str, peer: np.PodPeer) -> str: ...
+
+    def named_port_set(self, policy_namespace: str, peer: np.PodPeer | None, port: np.PortMatch) -> str: ...
+
+
 class _Calc:
+    """The sets of one calculation from scratch, each filled by a scan of the pods when a rule
+    first names it."""
+
     def __init__(self, pods: Iterable[PolicyPod], namespaces: Mapping[str, Mapping[str, str]]):
         self.peers = [p for p in pods if p.ip is not None]
         self.by_namespace: dict[str, list[PolicyPod]] = {}
@@ -142,7 +160,7 @@ class _Calc:
         return [p for ns in chosen for p in self.by_namespace.get(ns, ()) if peer.pods.matches(p.labels)]
 
     def address_set(self, policy_namespace: str, peer: np.PodPeer) -> str:
-        description = _describe_peer(policy_namespace, peer)
+        description = describe_peer(policy_namespace, peer)
         name = set_name("pods", description)
         if name not in self.address_sets:
             members = frozenset(p.ip for p in self._members(policy_namespace, peer))
@@ -151,8 +169,7 @@ class _Calc:
 
     def named_port_set(self, policy_namespace: str, peer: np.PodPeer | None,
                        port: np.PortMatch) -> str:
-        scope = _describe_peer(policy_namespace, peer) if peer else "every pod"
-        description = f"{port.protocol} port {port.port!r} of {scope}"
+        description = describe_named_port(policy_namespace, peer, port)
         name = set_name("ports", description)
         if name not in self.named_port_sets:
             pods = self._members(policy_namespace, peer) if peer else self.peers
@@ -161,32 +178,33 @@ class _Calc:
             self.named_port_sets[name] = NamedPortSet(name, description, members)
         return name
 
-    def rules(self, policy: np.NetworkPolicy, rule: np.Rule, local: PolicyPod,
-              direction: str) -> list[AllowRule]:
-        numeric, named = _split_ports(rule.ports)
-        ports: tuple[PortRange, ...] | None = None
-        if rule.ports is not None:
-            resolved = list(numeric)
-            if direction == np.INGRESS:        # a named port means the local pod's own port
-                for p in named:
-                    if (n := local.port_named(str(p.port), p.protocol)) is not None:
-                        resolved.append(PortRange(p.protocol, n, n))
-                named = []
-            if not resolved and not named:
-                return []                      # no port of this rule exists here: it allows nothing
-            ports = tuple(resolved)
-        peers: list[np.Peer | None] = list(rule.peers) if rule.peers is not None else [None]
-        out: list[AllowRule] = []
-        for peer in peers:
-            pod_peer = peer if isinstance(peer, np.PodPeer) else None
-            set_ref = self.address_set(policy.namespace, pod_peer) if pod_peer else None
-            block = peer if isinstance(peer, np.IPBlock) else None
-            if ports is None or ports:
-                out.append(AllowRule(set_ref, block, ports))
-            for p in named:                    # egress to a named port: per destination pod
-                if block is None:
-                    out.append(AllowRule(named_port_set=self.named_port_set(policy.namespace, pod_peer, p)))
-        return out
+
+def _rules(policy: np.NetworkPolicy, rule: np.Rule, local: PolicyPod, direction: str,
+           sets: SetNamer) -> list[AllowRule]:
+    numeric, named = _split_ports(rule.ports)
+    ports: tuple[PortRange, ...] | None = None
+    if rule.ports is not None:
+        resolved = list(numeric)
+        if direction == np.INGRESS:        # a named port means the local pod's own port
+            for p in named:
+                if (n := local.port_named(str(p.port), p.protocol)) is not None:
+                    resolved.append(PortRange(p.protocol, n, n))
+            named = []
+        if not resolved and not named:
+            return []                      # no port of this rule exists here: it allows nothing
+        ports = tuple(resolved)
+    peers: list[np.Peer | None] = list(rule.peers) if rule.peers is not None else [None]
+    out: list[AllowRule] = []
+    for peer in peers:
+        pod_peer = peer if isinstance(peer, np.PodPeer) else None
+        set_ref = sets.address_set(policy.namespace, pod_peer) if pod_peer else None
+        block = peer if isinstance(peer, np.IPBlock) else None
+        if ports is None or ports:
+            out.append(AllowRule(set_ref, block, ports))
+        for p in named:                    # egress to a named port: per destination pod
+            if block is None:
+                out.append(AllowRule(named_port_set=sets.named_port_set(policy.namespace, pod_peer, p)))
+    return out
 
 
 def _split_ports(ports: tuple[np.PortMatch, ...] | None) -> tuple[list[PortRange], list[np.PortMatch]]:
@@ -201,30 +219,46 @@ def _split_ports(ports: tuple[np.PortMatch, ...] | None) -> tuple[list[PortRange
     return numeric, named
 
 
+def endpoint_key(pod: PolicyPod) -> str:
+    return f"{pod.namespace}/{pod.name}"
+
+
+def is_endpoint(pod: PolicyPod, node: str) -> bool:
+    """Whether ``pod`` is one of ``node``'s endpoints: there, with an address of its own."""
+    return pod.node == node and pod.ip is not None
+
+
+def endpoint_policy(pod: PolicyPod, selecting: Sequence[np.NetworkPolicy], sets: SetNamer) -> EndpointPolicy:
+    """What local ``pod`` allows, given the policies selecting it (in key order); the sets its
+    rules refer to are named by ``sets``."""
+    ingress: list[AllowRule] | None = None
+    egress: list[AllowRule] | None = None
+    for policy in selecting:
+        if np.INGRESS in policy.types:
+            ingress = (ingress or []) + [r for rule in policy.ingress
+                                         for r in _rules(policy, rule, pod, np.INGRESS, sets)]
+        if np.EGRESS in policy.types:
+            egress = (egress or []) + [r for rule in policy.egress
+                                       for r in _rules(policy, rule, pod, np.EGRESS, sets)]
+    return EndpointPolicy(pod, tuple(p.key for p in selecting),
+                          _unique(ingress) if ingress is not None else None,
+                          _unique(egress) if egress is not None else None)
+
+
 def node_policy(node: str, policies: Iterable[np.NetworkPolicy], pods: Iterable[PolicyPod],
                 namespaces: Mapping[str, Mapping[str, str]]) -> NodePolicy:
-    """What every pod of ``node`` allows, and the sets its rules refer to."""
+    """What every pod of ``node`` allows, and the sets its rules refer to, calculated from
+    scratch (every selector against every pod): the reference :class:`felix.policyindex.PolicyIndex`
+    keeps current change by change."""
     pods = list(pods)
     policies = sorted(policies, key=lambda p: p.key)
     calc = _Calc(pods, namespaces)
     endpoints: dict[str, EndpointPolicy] = {}
     for pod in pods:
-        if pod.node != node or pod.ip is None:
+        if not is_endpoint(pod, node):
             continue
         selecting = [p for p in policies if p.selects(pod.namespace, pod.labels)]
-        ingress: list[AllowRule] | None = None
-        egress: list[AllowRule] | None = None
-        for policy in selecting:
-            if np.INGRESS in policy.types:
-                ingress = (ingress or []) + [r for rule in policy.ingress
-                                             for r in calc.rules(policy, rule, pod, np.INGRESS)]
-            if np.EGRESS in policy.types:
-                egress = (egress or []) + [r for rule in policy.egress
-                                           for r in calc.rules(policy, rule, pod, np.EGRESS)]
-        endpoints[f"{pod.namespace}/{pod.name}"] = EndpointPolicy(
-            pod, tuple(p.key for p in selecting),
-            _unique(ingress) if ingress is not None else None,
-            _unique(egress) if egress is not None else None)
+        endpoints[endpoint_key(pod)] = endpoint_policy(pod, selecting, calc)
     return NodePolicy(endpoints, calc.address_sets, calc.named_port_sets)
 
 
@@ -264,10 +298,14 @@ def allows(policy: NodePolicy, endpoint: str, direction: str, peer: IPv4Address,
     return any(_rule_allows(policy, r, peer, protocol, port, local, direction) for r in rules)
 
 
+def endpoint_devices(policy: NodePolicy) -> dict[str, str]:
+    """Each local endpoint's cali device, by "namespace/name"."""
+    return {key: naming.cali_interface_name(ep.pod.namespace, ep.pod.name)
+            for key, ep in policy.endpoints.items()}
+
+
 def snapshot_policy(snapshot: model.Snapshot, node: str) -> tuple[NodePolicy, dict[str, str]]:
     """:func:`node_policy` of the datastore's snapshot, and each local endpoint's cali device."""
     pods = [policy_pod(p) for p in snapshot.pods.values()]
     result = node_policy(node, snapshot.network_policies.values(), pods, snapshot.namespaces)
-    devices = {key: naming.cali_interface_name(ep.pod.namespace, ep.pod.name)
-               for key, ep in result.endpoints.items()}
-    return result, devices
+    return result, endpoint_devices(result)
