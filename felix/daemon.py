@@ -59,7 +59,8 @@ from felix.dataplane.vxlan import VxlanManager
 from felix.inspect import NodeInspector
 from felix.metrics import FelixMetrics
 from felix.nat import NO_NAT, NatState, desired_nat
-from felix.policycalc import snapshot_policy
+from felix.policycalc import endpoint_devices
+from felix.policyindex import PolicyIndex
 from felix.policyview import PolicyView
 from felix.probecapture import capture as probe_capture
 from felix.probesend import send_from_pod
@@ -105,6 +106,7 @@ class _LoopState:
     policy: PolicyManager
     vxlan: VxlanManager
     vtep: VtepPublisher
+    policy_index: PolicyIndex      # NetworkPolicy of the node's pods, following each snapshot
     synced: bool = False
     snapshot: model.Snapshot = field(default_factory=model.Snapshot)
     desired: DesiredDataplane | None = None
@@ -199,7 +201,8 @@ class Felix:
             tunnel.probe()
             self._state = _LoopState(datastore, table, routes, tunnel, PodMtuFile(cfg.run_dir),
                                      NatManager(LibNftables, self.metrics),
-                                     PolicyManager(LibNftables, self.metrics), vxlan, vtep)
+                                     PolicyManager(LibNftables, self.metrics), vxlan, vtep,
+                                     PolicyIndex(cfg.nodename))
             if not stop.is_set():
                 self._loop.run()
         finally:
@@ -248,9 +251,10 @@ class Felix:
         if recalc or resync or desired is None:
             desired = state.desired = desired_dataplane(state.snapshot, facts)
             state.nat_desired = desired_nat(state.snapshot)
-            node_policy, devices = snapshot_policy(state.snapshot, cfg.nodename)
+            state.policy_index.update(state.snapshot)       # only what changed since the last one
+            node_policy = state.policy_index.policy
             self.policy_view.publish(node_policy)
-            state.policy_desired = policynft.desired_table(node_policy, devices)
+            state.policy_desired = policynft.desired_table(node_policy, endpoint_devices(node_policy))
             self._report_problems(desired)
         with self.metrics.reconcile_seconds.time():
             # devices, VXLAN neighbours and FDB entries first: a route through vxlan.calico

@@ -303,9 +303,3 @@ def endpoint_devices(policy: NodePolicy) -> dict[str, str]:
     return {key: naming.cali_interface_name(ep.pod.namespace, ep.pod.name)
             for key, ep in policy.endpoints.items()}
 
-
-def snapshot_policy(snapshot: model.Snapshot, node: str) -> tuple[NodePolicy, dict[str, str]]:
-    """:func:`node_policy` of the datastore's snapshot, and each local endpoint's cali device."""
-    pods = [policy_pod(p) for p in snapshot.pods.values()]
-    result = node_policy(node, snapshot.network_policies.values(), pods, snapshot.namespaces)
-    return result, endpoint_devices(result)
