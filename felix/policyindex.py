@@ -298,9 +298,11 @@ class PolicyIndex:
     def _acquire(self, definition: SetDefinition) -> None:
         indexed = self._sets.get(definition.name)
         if indexed is None:
-            indexed = self._sets[definition.name] = _IndexedSet(definition)
-            for key, pod in self._candidates(definition):
-                self._place(indexed, key, pod)
+            candidates = list(self._candidates(definition))
+            self._evaluations += len(candidates)
+            elements = {key: element for key, pod in candidates
+                        if (element := definition.element(pod, self._namespaces)) is not None}
+            indexed = self._sets[definition.name] = _IndexedSet(definition, elements=elements)
             self._touched_sets.add(definition.name)
         indexed.references += 1
 
