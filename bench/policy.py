@@ -10,7 +10,10 @@ allowing ingress from one ``app`` of its namespace on TCP 8080 and from one othe
 Figures per size: the calculation from cold (:func:`felix.policycalc.node_policy`, the table
 and the plan), the transaction that builds the table (nftables commands, time to apply), and
 for one remote pod changing its ``app`` label (so it leaves some peer sets and joins others):
-the recalculation, the commands of the plan (set elements only) and their application.
+the recalculation, the commands of the plan (set elements only) and their application. The
+policy calculation of that change is timed twice: as felix does it, by
+:class:`felix.policyindex.PolicyIndex` following the snapshot, and from scratch
+(:func:`~felix.policycalc.node_policy`, the reference column).
 Calico's felix publishes no comparable figure for iptables or nftables programming that we
 could find; the reference column is the same work done as a full rebuild of the table.
 
@@ -20,14 +23,17 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Sequence
 
 from bench.common import Report, parse_sizes
+from calyx import model
 from calyx import networkpolicy as np
 from felix import policycalc as pc
 from felix.dataplane import policynft
 from felix.dataplane.nfttable import LibNftables
+from felix.policyindex import PolicyIndex
 
 NAMESPACES = 50
 APPS = 20
@@ -61,6 +67,15 @@ def policies(count: int) -> list[np.NetworkPolicy]:
     return out
 
 
+def snapshot_of(pols: list[np.NetworkPolicy], pods: list[pc.PolicyPod],
+                namespaces: dict[str, dict[str, str]]) -> model.Snapshot:
+    """The same cluster as the datastore hands it to felix."""
+    infos = [model.PodInfo(p.namespace, p.name, p.node, (p.ip,) if p.ip else (), labels=tuple(sorted(p.labels.items())))
+             for p in pods]
+    return model.Snapshot(pods={i.key: i for i in infos}, namespaces=namespaces,
+                          network_policies={p.key: p for p in pols})
+
+
 def table_for(pols, pods, namespaces) -> tuple[policynft.PolicyTable, float]:
     started = time.perf_counter()
     result = pc.node_policy(NODE, pols, pods, namespaces)
@@ -73,6 +88,11 @@ def measure(nft: LibNftables, count: int, pod_count: int, report: Report) -> Non
     pods, namespaces = cluster(pod_count)
     pols = policies(count)
     table, calc = table_for(pols, pods, namespaces)
+    index = PolicyIndex(NODE)
+    snapshot = snapshot_of(pols, pods, namespaces)
+    started = time.perf_counter()
+    index.update(snapshot)
+    index_cold = time.perf_counter() - started
     started = time.perf_counter()
     plan = policynft.plan(table, None)
     plan_seconds = time.perf_counter() - started
@@ -96,6 +116,16 @@ def measure(nft: LibNftables, count: int, pod_count: int, report: Report) -> Non
     read_seconds = time.perf_counter() - started
     new_table, recalc = table_for(pols, relabelled, namespaces)
     started = time.perf_counter()
+    from_scratch = pc.node_policy(NODE, pols, relabelled, namespaces)
+    full_calc = time.perf_counter() - started
+    info = snapshot.pods[(moved.namespace, moved.name)]
+    next_snapshot = replace(snapshot, pods={**snapshot.pods, info.key: replace(info, labels=tuple(sorted(
+        {**info.label_map, "app": "app-8"}.items())))})
+    started = time.perf_counter()
+    delta = index.update(next_snapshot)
+    incremental = time.perf_counter() - started
+    assert index.policy == from_scratch, "PolicyIndex differs from node_policy"
+    started = time.perf_counter()
     change = policynft.plan(new_table, observed)
     plan_seconds = time.perf_counter() - started
     started = time.perf_counter()
@@ -108,8 +138,12 @@ def measure(nft: LibNftables, count: int, pod_count: int, report: Report) -> Non
     apply_rebuild = time.perf_counter() - started
     report.add(f"{count} policies, {pod_count} pods", "label change: calculation + plan", recalc + plan_seconds,
                f"{len(change.commands)} commands ({change.action})", "")
+    report.add(f"{count} policies, {pod_count} pods", "label change: policy calculation (PolicyIndex)", incremental,
+               f"{len(delta.sets)} sets changed, {delta.evaluations} selector tests",
+               f"{full_calc:.4f} s (node_policy from scratch)")
     report.add(f"{count} policies, {pod_count} pods", "label change: transaction", apply_change,
                "", f"{apply_rebuild:.3f} s ({len(rebuild.commands)} commands)")
+    report.note(f"{count} policies: PolicyIndex from cold (felix's first snapshot) took {index_cold:.3f} s")
     report.note(f"{count} policies: reading the table back for the plan took {read_seconds:.2f} s "
                 f"(done at felix's start and every resync, not per change)")
     nft.run([{"delete": {"table": {"family": policynft.FAMILY, "name": policynft.TABLE}}}])
