@@ -240,7 +240,7 @@ class PolicyIndex:
         if before == pod:
             return
         local = self._local.setdefault(namespace, set())
-        if before is not None and is_endpoint(before, self.node) or pod is not None and is_endpoint(pod, self.node):
+        if (before is not None and is_endpoint(before, self.node)) or (pod is not None and is_endpoint(pod, self.node)):
             self._dirty_endpoints.add(key)
         if pod is None:
             del in_namespace[key]
