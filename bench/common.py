@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import fcntl
 import importlib.metadata
+import math
 import os
 import platform
 import subprocess
@@ -156,7 +157,11 @@ def _cell(value: Any) -> str:
             return f"{value:.0f}"
         if value >= 10:
             return f"{value:.1f}"
-        return f"{value:.3g}" if value < 1 else f"{value:.2f}"
+        if value >= 1:
+            return f"{value:.2f}"
+        if value <= 0:
+            return f"{value:g}"
+        return f"{value:.{max(3, 2 - math.floor(math.log10(value)))}f}"     # 3 significant digits, no exponent
     return str(value)
 
 

@@ -67,6 +67,19 @@ def policies(count: int) -> list[np.NetworkPolicy]:
     return out
 
 
+def label_change(count: int, pods: list[pc.PolicyPod]) -> tuple[pc.PolicyPod, str]:
+    """A remote pod and the app label that makes it join the peer set of the first policy that
+    selects a local pod: the change is one element in one set, whatever the size."""
+    for i in range(count):
+        ns, app = i % NAMESPACES, i // NAMESPACES % APPS
+        if not any(j % NAMESPACES == ns and j % APPS == app for j in range(LOCAL_PODS)):
+            continue
+        target = (app + 1) % APPS
+        moved = next(p for j, p in enumerate(pods) if j >= LOCAL_PODS and j % NAMESPACES == ns and j % APPS != target)
+        return moved, f"app-{target}"
+    raise ValueError(f"none of {count} policies selects a local pod")
+
+
 def snapshot_of(pols: list[np.NetworkPolicy], pods: list[pc.PolicyPod],
                 namespaces: dict[str, dict[str, str]]) -> model.Snapshot:
     """The same cluster as the datastore hands it to felix."""
@@ -105,10 +118,8 @@ def measure(nft: LibNftables, count: int, pod_count: int, report: Report) -> Non
     report.add(f"{count} policies, {pod_count} pods", "cold: transaction", apply_cold,
                f"{len(plan.commands)} commands", "")
 
-    # A remote pod of namespace ns-07 takes app-8: the label the policy selecting local pod 7
-    # (ns-07, app-7: policy-0357) allows in from.
-    moved = pods[LOCAL_PODS + 7]
-    relabelled = [pc.PolicyPod(p.namespace, p.name, p.node, p.ip, {**p.labels, "app": "app-8"})
+    moved, app = label_change(count, pods)
+    relabelled = [pc.PolicyPod(p.namespace, p.name, p.node, p.ip, {**p.labels, "app": app})
                   if p is moved else p for p in pods]
     started = time.perf_counter()
     listing = nft.list_table(policynft.FAMILY, policynft.TABLE)
@@ -120,7 +131,7 @@ def measure(nft: LibNftables, count: int, pod_count: int, report: Report) -> Non
     full_calc = time.perf_counter() - started
     info = snapshot.pods[(moved.namespace, moved.name)]
     next_snapshot = replace(snapshot, pods={**snapshot.pods, info.key: replace(info, labels=tuple(sorted(
-        {**info.label_map, "app": "app-8"}.items())))})
+        {**info.label_map, "app": app}.items())))})
     started = time.perf_counter()
     delta = index.update(next_snapshot)
     incremental = time.perf_counter() - started

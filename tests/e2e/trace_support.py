@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from itertools import permutations
 from pathlib import Path
 from typing import Mapping
@@ -17,6 +18,7 @@ from calyxlab.traffic import POD_NAMESPACE, Pod
 from e2e_support import wait_for
 
 CALYXCTL = str(Path(sys.executable).parent / "calyxctl")
+PARALLEL_TRACES = 4
 
 
 def _run(lab, node: str | None, argv: list[str]) -> subprocess.CompletedProcess:
@@ -76,28 +78,34 @@ def route_text(hop: dict) -> str:
 
 def check_every_pair(lab, pods: Mapping[str, Pod], encapsulation: str | Mapping[tuple[str, str], str],
                      namespace: str = POD_NAMESPACE, node: str | None = "node1") -> None:
-    """Every ordered pair of ``pods`` (node -> pod, one per node) traced: the path is complete,
-    three hops (the source pod, the source node's route, the delivery), each hop's route the
-    one the kernel of that hop's node matches, leaving with ``encapsulation`` (or a mapping
-    (source node, destination node) -> encapsulation); the first pair's trace is printed."""
-    for index, (a, b) in enumerate(permutations(sorted(pods), 2)):
+    """Every ordered pair of ``pods`` (node -> pod, one per node) traced, a few at a time: the
+    path is complete, three hops (the source pod, the source node's route, the delivery), each
+    hop's route the one the kernel of that hop's node matches, leaving with ``encapsulation``
+    (or a mapping (source node, destination node) -> encapsulation); the first pair's trace is
+    printed."""
+    pairs = list(permutations(sorted(pods), 2))
+
+    def check(a: str, b: str) -> None:
         src, dst = pods[a], pods[b]
         where = f"trace {a} -> {b}"
         answers: list[dict] = []
 
-        def complete(src=src, dst=dst) -> bool:      # the nodes may still be converging
+        def complete() -> bool:      # the nodes may still be converging
             answers.append(trace(lab, f"{namespace}/{src.name}", f"{namespace}/{dst.name}", node=node)[1])
             if not answers[-1]["complete"]:
                 print(f"{where}: not complete yet: {answers[-1]['problems']}")
             return answers[-1]["complete"]
         wait_for(f"{where}: the path complete", complete, interval=2.0)
-        if index == 0:
-            trace(lab, f"{namespace}/{src.name}", f"{namespace}/{dst.name}", node=node, text=True)
-        body = answers[-1]
-        hops = body["hops"]
+        hops = answers[-1]["hops"]
         assert [h["node"] for h in hops] == [a, a, b], f"{where}: {hops}"
         assert route_text(hops[0]) == fibmatch(lab, a, src.ip), where
         assert route_text(hops[1]) == fibmatch(lab, a, dst.ip), where
         assert route_text(hops[2]) == fibmatch(lab, b, dst.ip), where
         want = encapsulation if isinstance(encapsulation, str) else encapsulation[(a, b)]
         assert hops[1]["encapsulation"] == want, f"{where}: {hops[1]}"
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_TRACES) as pool:
+        for future in [pool.submit(check, a, b) for a, b in pairs]:
+            future.result()
+    a, b = pairs[0]
+    trace(lab, f"{namespace}/{pods[a].name}", f"{namespace}/{pods[b].name}", node=node, text=True)
