@@ -21,7 +21,7 @@ import sys
 import pytest
 
 import trace_support
-from e2e_support import POD_NAMESPACE, add_pods, core_api, deployed, wait_for
+from e2e_support import POD_NAMESPACE, core_api, wait_for
 from trace_support import CALYXCTL, fibmatch, route_text
 
 pytestmark = [pytest.mark.lab]
@@ -30,22 +30,15 @@ NODES = {"node1": "10.0.1.11", "node2": "10.0.1.12", "node3": "10.0.2.13"}
 DEV = "vxlan.calico"
 
 
-@pytest.fixture(scope="module")
-def lab(request, unique_lab_name):
-    with deployed(request, unique_lab_name, "vxlan-cross-subnet", kernel="host") as lab:
-        for node, address in NODES.items():
-            wait_for(f"felix on {node} answering on {address}:9099", lambda a=address: felix_answers(lab, a), 240)
-        yield lab
-
-
 def felix_answers(lab, address: str) -> bool:
     probe = f"import urllib.request; urllib.request.urlopen('http://{address}:9099/v1/link?name=lo', timeout=3)"
     return lab.exec("node1", [sys.executable, "-c", probe], timeout=30).returncode == 0
 
 
 @pytest.fixture(scope="module")
-def pods(lab):
-    return {node: (POD_NAMESPACE, pod) for node, pod in add_pods(lab, list(NODES)).items()}
+def pods(cluster_pods):
+    """The pods of node1-3 (the package's, one per node), with their namespace."""
+    return {node: (POD_NAMESPACE, cluster_pods[node]) for node in NODES}
 
 
 def mtu(lab, node: str, device: str) -> int:

@@ -26,7 +26,7 @@ import pytest
 from calyxlab import pods
 from calyxlab.servicetraffic import RequestLoop, request_many, serve_http
 from calyxlab.traffic import POD_NAMESPACE, add_pod
-from e2e_support import core_api, deployed, kubectl, routes, wait_for, wait_sessions
+from e2e_support import core_api, kubectl, routes, wait_for, wait_sessions
 from trace_support import CALYXCTL, check_every_pair
 
 pytestmark = [pytest.mark.lab]
@@ -59,12 +59,6 @@ spec:
   ports: [{name: http, port: 80, targetPort: 8080}]
 """
 LB_ADDRESSES = {"web": "198.51.100.10", "web-local": "198.51.100.20"}
-
-
-@pytest.fixture(scope="module")
-def lab(request, unique_lab_name):
-    with deployed(request, unique_lab_name, "services", kernel="host") as lab:
-        yield lab
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
 from calyxlab import pods as lab_pods
 from calyxlab.traffic import add_pod
 import trace_support
-from e2e_support import custom_api, deployed, kubectl, routes, wait_for
+from e2e_support import custom_api, kubectl, routes, wait_for
 
 pytestmark = [pytest.mark.lab]
 
@@ -52,13 +52,7 @@ Verdict = Callable[[PolicyPod, PolicyPod, str], bool]      # (source, destinatio
 
 
 @pytest.fixture(scope="module")
-def lab(request, unique_lab_name):
-    with deployed(request, unique_lab_name, "services", kernel="host") as lab:
-        yield lab
-
-
-@pytest.fixture(scope="module")
-def cluster(lab) -> list[PolicyPod]:
+def cluster(lab) -> Iterator[list[PolicyPod]]:
     for ns in ("x", "y"):
         kubectl(lab, "create", "namespace", ns)
         kubectl(lab, "label", "namespace", ns, f"ns={ns}")
@@ -69,7 +63,8 @@ def cluster(lab) -> list[PolicyPod]:
         lab.spawn(node, ["ip", "netns", "exec", netns, sys.executable, "-m", "calyxlab.reach", "serve",
                          "--tcp", "80,81", "--udp", "80"], name=f"reach-{ns}-{name}")
         made.append(PolicyPod(ns, name, node, pod.ip))
-    return made
+    yield made
+    set_vxlan(lab, "Never")        # the pool as the scenario has it, for the package's next module
 
 
 def observed(lab, cluster: list[PolicyPod]) -> dict[tuple[str, str, str], bool]:

@@ -7,7 +7,8 @@ subnet ``via NODE dev eth1`` (plain), across the router ``via VTEP dev vxlan.cal
 with the VTEP's neighbour and FDB entries; every node publishes its VTEP on its Node; the full
 ping matrix works; on the wire node1 -> node2 carries pod addresses, node1 -> node3 UDP 4789
 between the two nodes' addresses. Then the pool switches live to VXLAN Always (BGP still off):
-every remote block goes through vxlan.calico, even within a subnet, and the matrix still works.
+every remote block goes through vxlan.calico, even within a subnet, and the matrix still works;
+last it goes back to CrossSubnet (the package's lab is shared with the trace module).
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import json
 
 import pytest
 
-from e2e_support import (POOL, add_pods, assert_full_matrix, bgpd_status, capture_icmp, core_api,
-                         custom_api, deployed, node_block, route_summary, routes, wait_for)
+from e2e_support import (POOL, assert_full_matrix, bgpd_status, capture_icmp, core_api, custom_api,
+                         node_block, route_summary, routes, wait_for)
 
 pytestmark = [pytest.mark.lab]
 
@@ -26,17 +27,6 @@ DEV = "vxlan.calico"
 
 def subnet(node: str) -> str:
     return NODES[node].rsplit(".", 1)[0]
-
-
-@pytest.fixture(scope="module")
-def lab(request, unique_lab_name):
-    with deployed(request, unique_lab_name, "vxlan-cross-subnet", kernel="host") as lab:
-        yield lab
-
-
-@pytest.fixture(scope="module")
-def cluster_pods(lab):
-    return add_pods(lab, list(NODES))
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +131,9 @@ def test_vxlan_always_with_bgp_off(lab, cluster_pods, blocks):
     print(f"switch-a:eth2 (node1 <-> node2, Always): {packets}")
     assert all(p.encap == "vxlan" and {p.outer_src, p.outer_dst} == {NODES["node1"], NODES["node2"]}
                for p in packets), f"Always: expected UDP 4789 within the subnet too, got {packets}"
+    custom_api(lab).patch_cluster_custom_object("calyx.dev", "v1", "ippools", POOL,
+                                                {"spec": {"vxlanMode": "CrossSubnet"}})
+    for node in NODES:           # back as the package's next module (calyxctl trace) expects it
+        wait_routes(lab, node, {blocks[o]: (f"via {NODES[o]} dev eth1" if subnet(o) == subnet(node)
+                                            else f"via {published[o][0]} dev {DEV} onlink")
+                                for o in NODES if o != node})

@@ -1,0 +1,1 @@
+"""Scenario ``services``: deployed once for the modules of this package (see conftest.py)."""
