@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from calyx import model
 from calyx.kube import client as kube_client
 from calyx.kube import resources
+from calyxctl.daemonviews import ViewUnavailable
+
+T = TypeVar("T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,3 +54,18 @@ def parse_each(items: list[dict[str, Any]], parse: Callable[[Mapping[str, Any]],
 
 def describe_error(exc: BaseException) -> str:
     return kube_client.describe_error(exc, api_message=True)
+
+
+def read(what: str, call: Callable[[], T]) -> T:
+    """``call()`` against the API, any failure a :class:`ViewUnavailable` naming ``what`` (e.g.
+    "Pod x/a"): not found, refused, unreachable, or no client configuration."""
+    try:
+        return call()
+    except kube_client.ClientConfigError as exc:
+        raise ViewUnavailable(str(exc)) from None
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ViewUnavailable(f"{what} not found") from None
+        raise ViewUnavailable(f"reading {what}: {describe_error(exc)}") from None
+    except (HTTPError, OSError) as exc:
+        raise ViewUnavailable(f"reading {what}: {describe_error(exc)}") from None

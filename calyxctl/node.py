@@ -16,11 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
 from calyx import model, naming
-from calyx.kube import client as kube_client
 from calyx.kube import resources
 from calyxctl import daemonviews, kubeaccess, statusview
 
@@ -55,16 +52,7 @@ def local_status(run_dir: Path) -> dict[str, Any]:
 
 def node_address(args: argparse.Namespace, node: str) -> str:
     """The address of ``node``'s health port, from its Node object."""
-    try:
-        raw = kubeaccess.get_raw(kubeaccess.load(args), resources.NODES, node)
-    except kube_client.ClientConfigError as exc:
-        raise daemonviews.ViewUnavailable(str(exc)) from None
-    except ApiException as exc:
-        if exc.status == 404:
-            raise daemonviews.ViewUnavailable(f"Node {node!r} not found") from None
-        raise daemonviews.ViewUnavailable(f"reading Node {node!r}: {kubeaccess.describe_error(exc)}") from None
-    except (HTTPError, OSError) as exc:
-        raise daemonviews.ViewUnavailable(f"reading Node {node!r}: {kubeaccess.describe_error(exc)}") from None
+    raw = kubeaccess.read(f"Node {node!r}", lambda: kubeaccess.get_raw(kubeaccess.load(args), resources.NODES, node))
     try:
         return daemonviews.node_address(model.parse_node(raw))
     except model.ValidationError as exc:

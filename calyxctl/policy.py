@@ -13,10 +13,7 @@ import urllib.parse
 from typing import Any
 
 import kubernetes.client
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
-from calyx.kube import client as kube_client
 from calyxctl import daemonviews, kubeaccess
 from calyxctl.node import node_address
 
@@ -42,16 +39,8 @@ def add_parser(subparsers: Any) -> None:
 
 def pod_node(args: argparse.Namespace, namespace: str, name: str) -> str:
     """The node ``namespace/name`` is scheduled to."""
-    try:
-        pod = kubernetes.client.CoreV1Api(kubeaccess.load(args)).read_namespaced_pod(name, namespace)
-    except kube_client.ClientConfigError as exc:
-        raise daemonviews.ViewUnavailable(str(exc)) from None
-    except ApiException as exc:
-        if exc.status == 404:
-            raise daemonviews.ViewUnavailable(f"Pod {namespace}/{name} not found") from None
-        raise daemonviews.ViewUnavailable(f"reading Pod {namespace}/{name}: {kubeaccess.describe_error(exc)}") from None
-    except (HTTPError, OSError) as exc:
-        raise daemonviews.ViewUnavailable(f"reading Pod {namespace}/{name}: {kubeaccess.describe_error(exc)}") from None
+    pod = kubeaccess.read(f"Pod {namespace}/{name}", lambda: kubernetes.client.CoreV1Api(
+        kubeaccess.load(args)).read_namespaced_pod(name, namespace))
     if not pod.spec or not pod.spec.node_name:
         raise daemonviews.ViewUnavailable(f"Pod {namespace}/{name} is not scheduled to a node yet")
     return pod.spec.node_name
