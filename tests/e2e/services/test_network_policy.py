@@ -174,22 +174,22 @@ def explained_by_calyxctl(lab, cluster: list[PolicyPod]) -> None:
     text = lab.exec("node1", [CALYXCTL, "policy", "x/a", "--peer", x_b.ip, "--port", "80"],
                     env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120).stdout
     print(f"node1$ calyxctl policy x/a --peer {x_b.ip} --port 80\n{text}")
-    for src, complete in ((y_a, True), (x_b, False)):
-        res = lab.exec("node1", [CALYXCTL, "trace", src.key, "x/a", "--port", "80", "-o", "json"],
-                       env={"KUBECONFIG": str(lab.kubeconfig)}, timeout=120)
-        assert res.returncode == (0 if complete else 1), f"calyxctl trace exited {res.returncode}: {res.stderr}"
-        trace = json.loads(res.stdout)
+    # Only the policy's verdicts are checked: after the switch to VXLAN the pods made before it
+    # keep MTU 1500, which the trace rightly reports too (degraded, not broken).
+    for src, allowed in ((y_a, True), (x_b, False)):
+        rc, trace, _ = trace_support.trace(lab, src.key, "x/a", "--port", "80")
         delivery = trace["hops"][-1]
         verdict = next(f for f in delivery["facts"] if f["label"] == "policy in")
-        assert verdict["ok"] is complete and "x/from-y" in verdict["text"], trace
-        if not complete:
-            assert [(p["cause"], p["node"], p["hop"]) for p in trace["problems"]] == \
-                [("policy-deny", "node1", delivery["number"])], trace["problems"]
+        assert verdict["ok"] is allowed and "x/from-y" in verdict["text"], trace
+        broken = [(p["cause"], p["node"], p["hop"]) for p in trace["problems"] if p["severity"] == "broken"]
+        assert broken == ([] if allowed else [("policy-deny", "node1", delivery["number"])]), trace["problems"]
+        assert rc == (1 if trace["problems"] else 0)
     for src, answered in ((y_a, True), (x_b, False)):      # a real ping, which the policy treats alike
         rc, trace, _ = trace_support.trace(lab, src.key, "x/a", "--probe", text=not answered)
         assert trace["probe"]["answered"] is answered, trace
+        broken = [p["cause"] for p in trace["problems"] if p["severity"] == "broken"]
+        assert broken == ([] if answered else ["policy-deny", "probe-lost"]), trace["problems"]
         if not answered:
-            assert [p["cause"] for p in trace["problems"]] == ["policy-deny", "probe-lost"], trace["problems"]
             assert trace["probe"]["last_request"]["node"] == "node1", trace["probe"]
 
 
