@@ -32,6 +32,9 @@ def fetch_json(url: str, timeout: float = HTTP_TIMEOUT) -> Any:
             return json.loads(response.read().decode())
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace").strip()
+        reason = _error_of(detail)
+        if reason is not None:          # the daemon's own reason (busy, no such pod...)
+            raise ViewUnavailable(f"{url}: HTTP {exc.code}: {reason}") from None
         if exc.code == 404:
             detail = "not served (a daemon older than this calyxctl?)"
         raise ViewUnavailable(f"{url}: HTTP {exc.code} {exc.reason}: {detail}") from None
@@ -40,3 +43,11 @@ def fetch_json(url: str, timeout: float = HTTP_TIMEOUT) -> Any:
         raise ViewUnavailable(f"{url}: {reason}") from None
     except ValueError as exc:
         raise ViewUnavailable(f"{url}: not JSON: {exc}") from None
+
+
+def _error_of(body: str) -> str | None:
+    """The ``error`` of a daemon's JSON error answer, if the body is one."""
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return None

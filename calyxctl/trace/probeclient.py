@@ -8,17 +8,15 @@ whose felix does not answer is a watch with the error, not an exception.
 """
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from ipaddress import IPv4Address
 from typing import Any, Mapping
 
+from calyxctl.daemonviews import ViewUnavailable, fetch_json
 from calyxctl.trace.facts import ProbeResult, ProbeSend, ProbeWatch
 
 DEFAULT_SECONDS = 3.0
@@ -39,21 +37,10 @@ class ProbeUnavailable(RuntimeError):
 
 
 def _get(base_url: str, path: str, params: Mapping[str, str], timeout: float) -> Any:
-    url = f"{base_url}{path}?{urllib.parse.urlencode(params)}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return json.loads(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace").strip()
-        try:
-            detail = str(json.loads(text)["error"])
-        except (ValueError, KeyError, TypeError):
-            detail = "not served (a felix older than this calyxctl?)" if exc.code == 404 else text
-        raise ProbeUnavailable(f"{base_url}{path}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ProbeUnavailable(f"{base_url}{path}: {getattr(exc, 'reason', exc)}") from None
-    except ValueError as exc:
-        raise ProbeUnavailable(f"{base_url}{path}: not JSON: {exc}") from None
+        return fetch_json(f"{base_url}{path}?{urllib.parse.urlencode(params)}", timeout)
+    except ViewUnavailable as exc:
+        raise ProbeUnavailable(str(exc)) from None
 
 
 def watch_probe(base_url: str, probe_id: str, seconds: float, timeout: float, node: str = "") -> ProbeWatch:
