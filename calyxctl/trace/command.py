@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
@@ -108,9 +108,13 @@ def run(args: argparse.Namespace) -> int:
     connection = Connection(args.protocol, args.port) if args.port is not None else Connection()
     inp = analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks, service=service,
                               connection=connection)
+
+    def felix_url(node: str) -> str | None:
+        return overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
+
     states = {}
     for node, (routes, links) in analysis.queries(inp).items():
-        url = overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
+        url = felix_url(node)
         if url is None:
             states[node] = NodeState(node, error=f"Node {node} has no address (InternalIP or "
                                                           f"calyx.dev/ipv4-address): use --felix {node}=HOST:PORT")
@@ -121,9 +125,8 @@ def run(args: argparse.Namespace) -> int:
     bgpd_url = bgpd_overrides.get(src.node) or _node_url(cluster.nodes.get(src.node), args.bgpd_port)
     if y is not None and y != src.node and bgpd_url is not None:
         bgp[src.node] = read_sessions(src.node, bgpd_url, args.timeout)
-    policies = _policies(inp, overrides, cluster, args)
-    probe = _probe(inp, overrides, cluster, args, service.ip if service is not None else dst.ip) \
-        if args.probe else None
+    policies = _policies(inp, felix_url, args.timeout)
+    probe = _probe(inp, felix_url, args, service.ip if service is not None else dst.ip) if args.probe else None
     trace = analysis.analyse(analysis.TraceInput(src, dst, cluster.nodes, cluster.pools, cluster.blocks, states,
                                                  bgp, service, connection, policies, probe))
     sys.stdout.write(render.as_json(trace) if args.output == "json" else render.text(trace))
@@ -141,8 +144,8 @@ def _endpoint(service: ServiceEnd, name: str | None) -> Endpoint | None:
     raise ResolveError(f"--endpoint {name!r}: not a ready endpoint of {service} (ready: {ready})")
 
 
-def _policies(inp: analysis.TraceInput, overrides: dict[str, str], cluster: Any,
-              args: argparse.Namespace) -> dict[str, PolicyVerdict]:
+def _policies(inp: analysis.TraceInput, felix_url: Callable[[str], str | None],
+              timeout: float) -> dict[str, PolicyVerdict]:
     """Each end pod's felix's NetworkPolicy verdict on the connection (at the endpoint's port
     for a Service)."""
     connection = inp.connection
@@ -151,18 +154,17 @@ def _policies(inp: analysis.TraceInput, overrides: dict[str, str], cluster: Any,
         connection = Connection(connection.protocol, target) if target is not None else connection
     out = {}
     for direction, (node, pod, peer) in analysis.policy_queries(inp).items():
-        url = overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
+        url = felix_url(node)
         if url is not None:
-            out[direction] = read_policy(url, pod, direction, peer, connection, args.timeout)
+            out[direction] = read_policy(url, pod, direction, peer, connection, timeout)
     return out
 
 
-def _probe(inp: analysis.TraceInput, overrides: dict[str, str], cluster: Any, args: argparse.Namespace,
+def _probe(inp: analysis.TraceInput, felix_url: Callable[[str], str | None], args: argparse.Namespace,
            target: Any) -> ProbeResult:
     """One real echo request from the source pod to ``target`` (the address given: a Service's,
     kube-proxy translates it), watched for by felix on every node of the path."""
-    urls = {node: overrides.get(node) or _node_url(cluster.nodes.get(node), args.felix_port)
-            for node in analysis.path_nodes(inp)}
+    urls = {node: felix_url(node) for node in analysis.path_nodes(inp)}
     reachable = {node: url for node, url in urls.items() if url is not None}
     src_url = reachable.get(inp.src.node)
     pod = f"{inp.src.namespace}/{inp.src.name}"
