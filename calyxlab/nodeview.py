@@ -76,8 +76,10 @@ def _mount_lines(m: Mount, source_is_dir: bool) -> list[str]:
     lines = []
     if m.is_runtime_dir:
         owner = f" -o {m.owner.split(':')[0]} -g {m.owner.split(':')[1]}" if m.owner else ""
-        lines.append(f"install -d{owner} {src}")
-        lines.append(f"mkdir -p {dst}")
+        # made on the node's first entry; a test is a shell builtin, a command a process start
+        # (dear in user-mode Linux, and every exec in a node runs these lines)
+        lines.append(f"[ -d {src} ] || install -d{owner} {src}")
+        lines.append(f"[ -d {dst} ] || mkdir -p {dst}")
     elif source_is_dir:
         lines.append(f"[ -e {dst} ] || mkdir -p {dst}")
     else:

@@ -41,7 +41,7 @@ def wait_network_ready(lab: "Lab", node: str, timeout: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"node {node}: felix has not written {path} within "
                                f"{timeout:.0f} s (is felix running? see its log)")
-        time.sleep(0.2)
+        time.sleep(1.0)     # each look starts a process in the lab's kernel, as felix starts
 
 
 def add_pod(lab: "Lab", node: str, name: str | None = None,
