@@ -3,9 +3,8 @@
 One lab serves the whole module, in the UML kernel (the pool uses IPIP). The tests run in
 order and build on each other: sessions, the ping matrix and the wire in IPIP Always, the
 live mode switches Always -> Never -> Always -> CrossSubnet -> Always under a continuous ping
-and with the full matrix in each mode, the live
-switches between IPIP, VXLAN and plain routing, pod deletion, and last (destructive) the
-deletion of a Node.
+with the full matrix in each mode, the live switches between IPIP, VXLAN and plain routing,
+pod deletion, and last (destructive) the deletion of a Node.
 """
 from __future__ import annotations
 

@@ -43,6 +43,10 @@ def trace(lab, src: str, dst: str, *options: str, node: str | None = "node1",
     return res.returncode, json.loads(res.stdout), readable
 
 
+_MARK = "@@fibmatch"           # opens each address's answer in fibmatches' output
+_FAILED = "@@no-fibmatch"      # the kernel had no usable route for it
+
+
 def fibmatch(lab, node: str, ip: str) -> str:
     """What the kernel of ``node`` matches for ``ip``, written as calyxctl's route facts are."""
     return fibmatches(lab, node, [ip])[ip]
@@ -79,10 +83,6 @@ def _fib_text(body: str) -> str:
         parts.append("onlink")
     parts.append(f"proto {route.get('protocol', '3')}")     # ip -j leaves out proto boot (3)
     return " ".join(parts)
-
-
-_MARK = "@@fibmatch"
-_FAILED = "@@no-fibmatch"
 
 
 def route_text(hop: dict) -> str:
