@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from calyx import naming
-from calyxlab import kubeproxy, manifests, netplan, nodeview, procs, roles, uml
+from calyxlab import agentauth, kubeproxy, manifests, netplan, nodeview, procs, roles, uml
 from calyxlab.backend import Backend, HostBackend, ProcHandle, Result
 from calyxlab.state import LabNames, StateFile, remove_state
 from calyxlab.topology import MGMT_INTERFACE, Node, Role, Topology, load
@@ -274,16 +274,18 @@ class Lab:
         module_dir = uml.uml_module_dir()
         modules = uml.module_load_order((module_dir / "modules.dep").read_text(),
                                         uml.UML_MODULES + extra_modules)
+        key = agentauth.create_key_file(names.uml_agent_key)
         init = names.state_dir / "uml-init.sh"
         init.write_text(uml.init_script(bridge=names.bridge, agent=topo.mgmt.agent_address,
                                         subnet=topo.mgmt.subnet, python=uml.python_for_uml(),
-                                        module_dir=module_dir, modules=modules))
+                                        module_dir=module_dir, modules=modules,
+                                        key_file=names.uml_agent_key, host=topo.mgmt.gateway))
         init.chmod(0o755)
         console = names.state_dir / "uml-console.log"
         pid, started = host.spawn(uml.uml_command(memory=memory, init=str(init), tap=names.tap),
                                   log=str(console))
         self.state.set("uml", {"pid": pid, "start_time": started})
-        backend = uml.UmlBackend(topo.mgmt.agent_address)
+        backend = uml.UmlBackend(topo.mgmt.agent_address, key)
         uml.wait_for_agent(backend, uml_alive=lambda: host.alive(pid, started),
                            console_log=console)
         self.backend = backend
@@ -703,7 +705,11 @@ def _node_row(topo: Topology, node: Node) -> NodeStatus:
 
 def _backend_for(state: StateFile, topo: Topology) -> Backend:
     if state.data.get("kernel") == "uml":
-        return uml.UmlBackend(topo.mgmt.agent_address)
+        try:
+            key = agentauth.read_key_file(state.names.uml_agent_key)
+        except agentauth.AgentKeyError as exc:
+            raise LabError(f"lab {state.names.lab!r}: {exc}") from None
+        return uml.UmlBackend(topo.mgmt.agent_address, key)
     return HostBackend()
 
 
@@ -786,7 +792,7 @@ def destroy(name: str, *, printer: Printer = _quiet, cleanup: bool = False) -> b
     if cleanup:
         remove_state(names)
     else:
-        for leftover in ("state.json", "kubeconfig"):
+        for leftover in ("state.json", "kubeconfig", names.uml_agent_key.name):
             (names.state_dir / leftover).unlink(missing_ok=True)
     return found
 

@@ -58,6 +58,11 @@ class LabNames:
         return self.state_dir / STATE_FILE
 
     @property
+    def uml_agent_key(self) -> Path:
+        """The key the lab's user-mode Linux agent requires of every request (mode 0600)."""
+        return self.state_dir / "uml-agent.key"
+
+    @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"
 

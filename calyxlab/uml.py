@@ -4,8 +4,9 @@ The host creates a tap device holding the management gateway address and boots `
 with the host filesystem as its root and a generated init script. Inside, the init script
 loads the kernel modules the lab needs (:data:`UML_MODULES`), enslaves ``vec0`` (the tap's
 other side) to the UML-side management bridge and starts :mod:`calyxlab.umlagent` on the
-subnet's last usable address. :class:`UmlBackend` then implements the lab's backend interface
-by sending requests to that agent.
+subnet's last usable address, serving only the host's tap address and only requests signed with
+the lab's key (:mod:`calyxlab.agentauth`). :class:`UmlBackend` then implements the lab's backend
+interface by sending signed requests to that agent.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from calyxlab import agentauth
 from calyxlab.backend import Result
 
 UML_BINARY = "linux.uml"
@@ -79,10 +81,12 @@ def uml_module_dir() -> Path:
 
 
 def init_script(*, bridge: str, agent: IPv4Address, subnet: IPv4Network, python: str,
-                module_dir: Path, modules: Sequence[str]) -> str:
+                module_dir: Path, modules: Sequence[str], key_file: Path,
+                host: IPv4Address) -> str:
     """The UML init (PID 1) script for one lab (pure)."""
     insmods = "\n".join(f"insmod {shlex.quote(str(module_dir / m))} || "
                         f"echo 'calyx-lab: cannot load {m}'" for m in modules)
+    agent_access = f"--key-file {shlex.quote(str(key_file))} --allow {host}"
     return f"""#!/bin/sh
 # PID 1 inside the lab's user-mode Linux kernel.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -100,7 +104,7 @@ ip addr add {agent}/{subnet.prefixlen} dev {bridge}
 ip link set vec0 master {bridge}
 ip link set vec0 up
 echo calyx-lab: network up
-exec {shlex.quote(python)} -m calyxlab.umlagent --listen {agent}:{AGENT_PORT}
+exec {shlex.quote(python)} -m calyxlab.umlagent --listen {agent}:{AGENT_PORT} {agent_access}
 """
 
 
@@ -112,23 +116,32 @@ def uml_command(*, memory: str, init: str, tap: str) -> list[str]:
 
 @dataclass(frozen=True)
 class UmlBackend:
-    """Backend that runs everything inside a booted UML instance, through its agent."""
+    """Backend that runs everything inside a booted UML instance, through its agent; every
+    request is signed with the lab's key."""
 
     agent: IPv4Address
+    key: bytes = field(repr=False)
     port: int = AGENT_PORT
     kernel: str = "uml"
 
     def _call(self, request: Mapping, timeout: float | None) -> dict:
+        text = json.dumps(request)
         try:
             with socket.create_connection((str(self.agent), self.port), timeout=10) as sock:
+                lines = sock.makefile("rb")
+                hello = lines.readline()
+                if not hello:
+                    raise UmlError(f"UML agent at {self.agent}:{self.port} closed the connection "
+                                   "(it serves only the lab's host address)")
+                try:
+                    challenge = bytes.fromhex(json.loads(hello)["challenge"])
+                except (ValueError, KeyError, TypeError):
+                    raise UmlError(f"UML agent at {self.agent}:{self.port}: unexpected greeting "
+                                   f"{hello[:80]!r}") from None
                 sock.settimeout(None if timeout is None else timeout + 30)
-                sock.sendall(json.dumps(request).encode() + b"\n")
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                envelope = {"mac": agentauth.sign(self.key, challenge, text), "request": text}
+                sock.sendall(json.dumps(envelope).encode() + b"\n")
+                data = lines.readline()
         except OSError as exc:
             raise UmlError(f"UML agent at {self.agent}:{self.port} unreachable: {exc}") from None
         if not data:

@@ -1,6 +1,7 @@
 """The lab's pure parts (wiring plan, node view, roles, UML init) and the UML agent over TCP."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from calyxlab import netplan, nodeview, roles, uml
+from calyxlab import agentauth, netplan, nodeview, roles, uml
 from calyxlab.cli import format_table
 from calyxlab.state import LabNames
 from calyxlab.topology import load
@@ -95,11 +96,13 @@ def test_uml_module_order_and_init_script() -> None:
         uml.module_load_order(dep, ["gre"])
     script = uml.init_script(bridge="br-x", agent=IPv4Address("10.209.2.254"),
                              subnet=IPv4Network("10.209.2.0/24"), python="/v/bin/python",
-                             module_dir=Path("/m"), modules=["a.ko"])
+                             module_dir=Path("/m"), modules=["a.ko"], key_file=Path("/s/k"),
+                             host=IPv4Address("10.209.2.1"))
     assert "mount -t tmpfs -o mode=0755 tmpfs /run\n" in script and " /tmp" not in script
     assert "ip addr add 10.209.2.254/24 dev br-x" in script
     assert script.rstrip().endswith(
-        "exec /v/bin/python -m calyxlab.umlagent --listen 10.209.2.254:7179")
+        "exec /v/bin/python -m calyxlab.umlagent --listen 10.209.2.254:7179 "
+        "--key-file /s/k --allow 10.209.2.1")
 
 
 def test_inspect_table() -> None:
@@ -111,15 +114,18 @@ def test_inspect_table() -> None:
 
 
 @pytest.fixture
-def agent():
+def agent(tmp_path: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    key = agentauth.create_key_file(tmp_path / "agent.key")
     proc = subprocess.Popen([sys.executable, "-m", "calyxlab.umlagent", "--listen",
-                             f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True)
+                             f"127.0.0.1:{port}", "--key-file", str(tmp_path / "agent.key"),
+                             "--allow", "127.0.0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "agent ready"
-        yield uml.UmlBackend(IPv4Address("127.0.0.1"), port)
+        yield uml.UmlBackend(IPv4Address("127.0.0.1"), key, port)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -147,3 +153,68 @@ def test_agent_runs_spawns_and_terminates(agent: uml.UmlBackend, tmp_path: Path)
     assert not agent.alive(pid, started)
     with pytest.raises(uml.UmlError, match="refused explode: unknown op 'explode'"):
         agent._call({"op": "explode"}, 5)
+
+
+def _exchange(port: int, answer, source: str = "127.0.0.1") -> tuple[bytes, dict | None]:
+    """One raw connection to the agent: its greeting, then ``answer(challenge)``'s line sent and
+    the reply read (None when the agent closed without one)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source, 0)) as sock:
+        lines = sock.makefile("rb")
+        hello = lines.readline()
+        if not hello:
+            return b"", None
+        sock.sendall(answer(bytes.fromhex(json.loads(hello)["challenge"])) + b"\n")
+        reply = lines.readline()
+        return hello, json.loads(reply) if reply else None
+
+
+def test_agent_acts_only_for_its_key_holder_at_the_host_address(agent: uml.UmlBackend,
+                                                                 tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    request = json.dumps({"op": "run", "argv": ["touch", str(marker)]})
+    refused = {"ok": False, "error": "not authenticated"}
+    # a request signed with another key, unsigned, or in the bare form of old: nothing runs
+    stranger = uml.UmlBackend(agent.agent, bytes(32), agent.port)
+    with pytest.raises(uml.UmlError, match="not authenticated"):
+        stranger.run(["touch", str(marker)])
+    assert _exchange(agent.port, lambda c: json.dumps({"request": request}).encode())[1] == refused
+    assert _exchange(agent.port, lambda c: request.encode())[1] == refused
+    assert _exchange(agent.port, lambda c: b"\xff garbage")[1] == refused
+    assert not marker.exists()
+    # a correctly signed exchange, recorded and played again on a new connection: refused
+    recorded: list[bytes] = []
+
+    def sign_and_record(challenge: bytes) -> bytes:
+        recorded.append(json.dumps({"mac": agentauth.sign(agent.key, challenge, request),
+                                    "request": request}).encode())
+        return recorded[-1]
+    assert _exchange(agent.port, sign_and_record)[1]["returncode"] == 0
+    assert marker.exists()
+    marker.unlink()
+    assert _exchange(agent.port, lambda c: recorded[0])[1] == refused
+    assert not marker.exists()
+    # from any address but the host's, the connection closes before a challenge is sent
+    assert _exchange(agent.port, sign_and_record, source="127.0.0.2") == (b"", None)
+    assert not marker.exists()
+    assert agent.key.hex() not in repr(agent)
+
+
+def test_agent_will_not_start_with_a_key_others_can_read(tmp_path: Path) -> None:
+    key_file = tmp_path / "agent.key"
+
+    def start() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "calyxlab.umlagent", "--listen",
+                               "127.0.0.1:0", "--key-file", str(key_file), "--allow", "127.0.0.1"],
+                              capture_output=True, text=True, timeout=30)
+    res = start()
+    assert res.returncode == 2 and f"agent key {key_file}: cannot open" in res.stderr
+    agentauth.create_key_file(key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key_file.chmod(0o640)
+    res = start()
+    assert res.returncode == 2 and "mode 0640 lets group or others at it" in res.stderr
+    key_file.chmod(0o600)
+    key_file.write_text("not hex\n")
+    with pytest.raises(agentauth.AgentKeyError, match="not 32 hex-encoded bytes"):
+        agentauth.read_key_file(key_file)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from calyxlab import procs
+from calyxlab import uml as uml_backend
 from calyxlab.lab import leftovers, resolve_kernel
 from calyxlab.state import LabNames
 
@@ -53,6 +54,17 @@ def test_ipip_between_nodes_inside_uml(lab_factory) -> None:
     res = subprocess.run([CLI, "exec", "--name", lab.name, "--node", "a", "--", "ip", "-br",
                           "addr", "show", "tunl0"], capture_output=True, text=True)
     assert res.returncode == 0 and "10.244.1.1/32" in res.stdout
+    # the lab's agent acts for the host with the lab's key only: a node inside UML gets no
+    # greeting, the host without the key is refused, and the key file is root's alone
+    agent = lab.topology.mgmt.agent_address
+    probe = ("import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), "
+             "timeout=10); print(repr(s.recv(100)))")
+    res = lab.exec("a", [sys.executable, "-c", probe, str(agent), str(uml_backend.AGENT_PORT)],
+                   check=True, timeout=60)
+    assert res.stdout.strip() == "b''"
+    with pytest.raises(uml_backend.UmlError, match="not authenticated"):
+        uml_backend.UmlBackend(agent, bytes(32)).run(["true"])
+    assert LabNames(lab.name).uml_agent_key.stat().st_mode & 0o777 == 0o600
     uml = lab.state.data["uml"]
     assert procs.alive(uml["pid"], uml["start_time"])
     lab.destroy()
