@@ -1,5 +1,6 @@
 """The control socket serving ``bgpd status`` and ``bgpd routes``: one JSON request line in,
-one JSON answer line out, over a Unix socket (mode 0600) at ``$CALYX_RUN_DIR/bgpd.sock``.
+one JSON answer line out, over a Unix socket at ``$CALYX_RUN_DIR/bgpd.sock`` that only bgpd's own
+user (root) can open or be served on (:mod:`bgpd.unixsocket`).
 
 I/O. :class:`ControlServer` runs in the daemon; :func:`request` is the client the CLI uses.
 """
@@ -11,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from bgpd.unixsocket import listen_private, remove_socket_file
+from bgpd.unixsocket import accept_owner, listen_private, remove_socket_file
 from calyx.logs import get_logger
 
 log = get_logger("bgpd.control")
@@ -42,7 +43,7 @@ class ControlServer:
     def _serve(self) -> None:
         while self._sock is not None:
             try:
-                conn, _ = self._sock.accept()
+                conn = accept_owner(self._sock)
             except OSError:
                 return
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()

@@ -26,7 +26,7 @@ from bgpd.channel import Channel
 from bgpd.exabgp.config import PROCESS_NAME
 from bgpd.netns import join_netns
 from bgpd.restarts import RestartBackoff
-from bgpd.unixsocket import listen_private, remove_socket_file
+from bgpd.unixsocket import accept_owner, listen_private, remove_socket_file
 
 log = get_logger("bgpd.exabgp")
 
@@ -156,7 +156,7 @@ class ExaBGPProcess:
         listener = self._listener
         while not self._stopping.is_set() and listener is not None:
             try:
-                conn, _ = listener.accept()
+                conn = accept_owner(listener)
             except OSError:
                 return
             old = self._channel.attach(conn)
