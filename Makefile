@@ -4,7 +4,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.calyx-installed
 
-.PHONY: setup tools demo test test-unit test-lab lint clean bench
+.PHONY: setup tools demo test test-unit test-lab lint clean bench faults
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -24,6 +24,10 @@ test: tools
 
 test-unit: tools
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not lab and not uml" $(PYTEST_ARGS)
+
+# Every case of the reliability suite, the long ones too; the table goes to tests/faults/RESULTS.md.
+faults: tools
+	$(VENV)/bin/pytest -p no:cacheprovider -m fault --faults=full $(PYTEST_ARGS)
 
 bench: tools
 	$(PY) -m bench.run_all
