@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -458,6 +459,17 @@ class Lab:
         for entry in self.state.data.get("control_plane", []):
             if entry.get("name") == "kube-apiserver":
                 procs.terminate(entry["pid"], entry["start_time"], grace=grace)
+
+    def pause_control_plane(self, name: str, *, paused: bool = True) -> None:
+        """Freeze (SIGSTOP) or thaw (SIGCONT) the lab's control-plane process ``name`` (``etcd``,
+        ``kube-apiserver``, ...): a stalled component, as a hung disk or a stopped VM makes one."""
+        entries = [e for e in self.state.data.get("control_plane", []) if e.get("name") == name]
+        if not entries:
+            raise LabError(f"lab {self.name!r} has no control-plane process {name!r}")
+        for entry in entries:
+            if not procs.send_signal(entry["pid"], entry["start_time"],
+                                     signal.SIGSTOP if paused else signal.SIGCONT):
+                raise LabError(f"lab {self.name!r}: {name} (pid {entry['pid']}) is not running")
 
     def start_api_server(self, *, timeout: float = API_READY_TIMEOUT) -> None:
         """Start the lab's kube-apiserver again, as it was started at deploy, and wait until it

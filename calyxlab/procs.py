@@ -124,6 +124,14 @@ def kill_now(pid: int, started: int, *, group: bool = False) -> None:
             time.sleep(0.01)
 
 
+def send_signal(pid: int, started: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid`` if it is still the process that started at ``started``; whether it was."""
+    if not alive(pid, started):
+        return False
+    _signal(pid, sig)
+    return True
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)

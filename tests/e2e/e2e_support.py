@@ -1,7 +1,7 @@
 """What the end-to-end scenarios share: deploying a scenario once per test module, pods on
 every node, the pod-to-pod ping matrix, ``bgpd status`` per node, switching the IPPool's IPIP
-mode (through the API or ``kubectl apply``), packet captures on the underlay and a continuous
-ping that counts lost packets.
+mode (through the API or ``kubectl apply``), packet captures on the underlay, a continuous
+ping that counts lost packets, and the daemons' metrics and routes.
 
 Every wait polls for the condition with a generous timeout; figures (convergence times, lost
 packets) are printed, never asserted as timings.
@@ -15,6 +15,7 @@ import re
 import secrets
 import subprocess
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ CONVERGE_TIMEOUT = 120.0      # generous: UML is ~10x slower than the host for s
 # docs/operations.md states this bound: packets a 20/s ping between pods on different nodes may
 # lose over the whole live sequence Always -> Never -> CrossSubnet -> Always.
 MAX_LOST_DURING_MODE_SWITCHES = 10
+# The daemons' health ports (the chart's defaults; the scenarios' values serve them on every address).
+HEALTH_PORTS = {"felix": 9099, "bgpd": 9098}
 
 
 def topology(scenario: str) -> Path:
@@ -253,3 +256,19 @@ def capture_icmp(lab: Lab, node: str, iface: str, src: Pod, dst: Pod, count: int
     packets = [p for p in parse_tcpdump(text) if {p.src, p.dst} == {src.ip, dst.ip}]
     assert packets, f"{node}:{iface}: no ICMP packet of {src.ip} -> {dst.ip} captured:\n{text}"
     return packets
+
+
+# ----------------------------------------------------------------------------- daemons' figures
+def daemon_metric(lab, node: str, daemon: str, name: str) -> float:
+    """The sum of every sample of metric ``name`` on ``daemon``'s /metrics, read from this host
+    at ``node``'s management address (the scenario's values listen on every address)."""
+    url = f"http://{lab.nodes[node].mgmt_ipv4}:{HEALTH_PORTS[daemon]}/metrics"
+    with urllib.request.urlopen(url, timeout=20) as answer:
+        text = answer.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"))
+
+
+def calyx_routes(lab, node: str) -> list[dict]:
+    """felix's (proto 80) and bgpd's (proto bgp) routes in ``node``'s kernel."""
+    return routes(lab, node, "proto", "80") + routes(lab, node, "proto", "bgp")
