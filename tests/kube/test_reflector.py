@@ -3,8 +3,10 @@ relist with the right difference, bookmarks, selectors, outages, clean stop."""
 from __future__ import annotations
 
 import threading
+import time
 
 import kubernetes.client
+import pytest
 
 from prometheus_client import CollectorRegistry
 
@@ -105,7 +107,8 @@ def test_resumes_from_resource_version_after_watch_timeout_without_relisting(kub
         reflector.stop()
 
 
-def test_gone_relists_and_emits_deleted_modified_added_difference(kube):
+@pytest.mark.fault
+def test_gone_relists_and_emits_deleted_modified_added_difference(kube, fault_record):
     api = kube.client()
     for name, cidr in (("keep", "10.1.0.0/16"), ("change", "10.2.0.0/16"), ("remove", "10.3.0.0/16")):
         resources.create_object(api, resources.IPPOOLS, pool(name, cidr))
@@ -131,22 +134,26 @@ def test_gone_relists_and_emits_deleted_modified_added_difference(kube):
         resources.patch_object(api, resources.IPPOOLS, "change", {"spec": {"natOutgoing": True}})
         resources.create_object(api, resources.IPPOOLS, pool("new", "10.4.0.0/16"))
         resources.patch_object(api, resources.IPPOOLS, "new", {"spec": {"disabled": True}})
-        kube.stop_api()
-        kube.restart_api()
-        wait_watch_served(api, resources.IPPOOLS)   # a 429 while the cache fills would be an error
-        changes.clear()
-        release.set()
-        label = "ippools.calyx.dev"
-        wait_until(lambda: metric(registry, "calyx_datastore_relists_total", resource=label) == 1,
-                   what="a relist after 410 Gone")
-        assert sorted((c.type, c.key[1]) for c in changes) == [
-            (ADDED, "new"), (DELETED, "remove"), (MODIFIED, "change")]
-        assert names(reflector.cache) == {"keep", "change", "new"}
-        assert reflector.cache.get(("", "change"))["spec"]["natOutgoing"] is True
-        assert reflector.cache.get(("", "new"))["spec"]["disabled"] is True
-        assert int(reflector.resource_version) > listed_at
-        assert metric(registry, "calyx_datastore_events_total", resource=label, type="ERROR") == 1
-        assert metric(registry, "calyx_datastore_errors_total", resource=label) == 0
+        with fault_record.case("a watch from a resourceVersion older than the API's history (410 Gone)",
+                               "relist; only the difference reaches the caller") as case:
+            kube.stop_api()
+            kube.restart_api()
+            wait_watch_served(api, resources.IPPOOLS)   # a 429 while the cache fills would be an error
+            changes.clear()
+            released = time.monotonic()
+            release.set()
+            label = "ippools.calyx.dev"
+            wait_until(lambda: metric(registry, "calyx_datastore_relists_total", resource=label) == 1,
+                       what="a relist after 410 Gone")
+            case.recovery_s = time.monotonic() - released
+            assert sorted((c.type, c.key[1]) for c in changes) == [
+                (ADDED, "new"), (DELETED, "remove"), (MODIFIED, "change")]
+            assert names(reflector.cache) == {"keep", "change", "new"}
+            assert reflector.cache.get(("", "change"))["spec"]["natOutgoing"] is True
+            assert reflector.cache.get(("", "new"))["spec"]["disabled"] is True
+            assert int(reflector.resource_version) > listed_at
+            assert metric(registry, "calyx_datastore_events_total", resource=label, type="ERROR") == 1
+            assert metric(registry, "calyx_datastore_errors_total", resource=label) == 0
     finally:
         release.set()
         reflector.stop()
