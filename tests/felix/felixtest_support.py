@@ -44,6 +44,11 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 30.0, int
         time.sleep(interval)
 
 
+def pod_line(pod: str, pod_ip: str) -> str:
+    """How `ip route show proto 80` lists a pod route."""
+    return f"{pod_ip} dev {cali_interface_name('default', pod)} scope link"
+
+
 @dataclass
 class FelixProcess:
     proc: subprocess.Popen

@@ -7,17 +7,11 @@ import time
 
 import pytest
 
-from calyx.naming import cali_interface_name
 from calyx.netlink import RouteMonitor
-from felixtest_support import Bed, wait_for
+from felixtest_support import Bed, pod_line, wait_for
 from scratch import ip
 
 pytestmark = pytest.mark.lab
-
-
-def pod_line(pod: str, pod_ip: str) -> str:
-    """How `ip route show proto 80` lists a pod route."""
-    return f"{pod_ip} dev {cali_interface_name('default', pod)} scope link"
 
 
 def test_pod_routes_follow_the_api_and_wait_for_their_link(bed: Bed) -> None:
