@@ -335,20 +335,20 @@ def test_underlay_link_flaps_leave_every_route_as_it_was(lab, cluster_pods, bloc
 
 @pytest.mark.fault
 def test_stalled_etcd_fails_the_api_and_the_dataplane_stays(lab, cluster_pods, blocks, fault_record):
-    """etcd frozen (SIGSTOP) for 45 s: the API answers with errors and timeouts, the daemons'
+    """etcd frozen (SIGSTOP) for 25 s: the API answers with errors and timeouts, the daemons'
     watches stall. Nothing is lost or rewritten meanwhile, and once etcd runs again the daemons
     follow the API: a pod made afterwards gets its route on every node."""
     for node in NODES:
         wait_sessions(lab, node, peers_of(node))
     before = {n: calyx_route_set(lab, n) for n in NODES}
     writes = route_writes(lab)
-    with fault_record.case("etcd frozen 45 s: the API fails requests (3 nodes, plain BGP)",
+    with fault_record.case("etcd frozen 25 s: the API fails requests (3 nodes, plain BGP)",
                            "0 lost, 0 route writes; daemons follow the API again") as case:
         pings = [ContinuousPing(lab, cluster_pods["node1"], cluster_pods["node2"]).start(),
                  ContinuousPing(lab, cluster_pods["node2"], cluster_pods["node1"]).start()]
         try:
             lab.pause_control_plane("etcd")
-            frozen_until = time.monotonic() + 45
+            frozen_until = time.monotonic() + 25
             failed = subprocess.run([KUBECTL, "--kubeconfig", str(lab.kubeconfig), "--request-timeout=10s",
                                      "get", "ippools.calyx.dev"], capture_output=True, text=True, timeout=60)
             assert failed.returncode != 0, f"the API answered with etcd frozen: {failed.stdout}"

@@ -17,7 +17,7 @@ from felixtest_support import Bed, pod_line, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.fault]
 
-FAULT_S = 20.0
+FAULT_S = 10.0
 
 
 def free_port(host: str) -> int:
