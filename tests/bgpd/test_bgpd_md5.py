@@ -311,12 +311,16 @@ def outputs_to_search(lab) -> dict[str, str]:
     return out
 
 
-def test_no_password_anywhere(lab):
+@pytest.mark.fault
+def test_no_password_anywhere(lab, fault_record):
     found = outputs_to_search(lab)
     assert found["node1 bgpd log"] and found["node1 exabgp log"] is not None and found["events"] != "[]"
     forms = {pw: (pw, base64.b64encode(pw.encode()).decode()) for pw in PASSWORDS}
-    leaks = [f"{where}: {pw!r}" for where, text in found.items() for pw, variants in forms.items()
-             if any(v in text for v in variants)]
-    assert leaks == [], leaks
+    with fault_record.case(f"{len(PASSWORDS)} BGP passwords set, rotated and mistyped, logging at debug",
+                           "none in any log, Event, metric, status or route view") as case:
+        leaks = [f"{where}: {pw!r}" for where, text in found.items() for pw, variants in forms.items()
+                 if any(v in text for v in variants)]
+        case.detail = f"{len(leaks)} found in {len(found)} outputs ({', '.join(sorted(found))})"
+        assert leaks == [], leaks
     # The search can fail: what bgpd logged and the Events name the Secrets it read.
     assert PEER_SECRET in found["node1 bgpd log"] or PEER_SECRET in found["events"]
