@@ -261,8 +261,6 @@ def same_or_replaced_by_hostile_peer(good: Peer, now: Peer | None) -> bool:
     return now is not None and (now == good or now.source.startswith("BGPPeer/hostile-peer-"))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(objects=hostile_objects())
 def check_hostile_objects(objects: list[dict[str, Any]], seen: Counter) -> None:
     pools, peers = [], []
     for obj in objects:
@@ -296,14 +294,26 @@ def check_hostile_objects(objects: list[dict[str, Any]], seen: Counter) -> None:
         assert got["installs"] == want["installs"], node
 
 
-@pytest.mark.fault
-def test_hostile_pools_and_peers_leave_the_good_cluster_alone(fault_record) -> None:
-    with fault_record.case("CRD-valid hostile IPPools and BGPPeers (200 generated sets) beside a good cluster",
+def run_hostile_objects(fault_record, examples: int) -> None:
+    with fault_record.case(f"CRD-valid hostile IPPools and BGPPeers ({examples} generated sets) beside a good cluster",
                            "no exception; good pods, blocks, sessions and imports unchanged; "
                            "each refused object named") as case:
         seen: Counter = Counter()
-        check_hostile_objects(seen=seen)
+        check = settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])(
+            given(objects=hostile_objects())(check_hostile_objects))
+        check(seen=seen)
         case.detail = "model: " + ", ".join(f"{count} {what}" for what, count in sorted(seen.items()))
+
+
+@pytest.mark.fault
+def test_hostile_pools_and_peers_leave_the_good_cluster_alone(fault_record) -> None:
+    run_hostile_objects(fault_record, 200)
+
+
+@pytest.mark.fault
+@pytest.mark.fault_full
+def test_many_more_hostile_pools_and_peers_leave_the_good_cluster_alone(fault_record) -> None:
+    run_hostile_objects(fault_record, 3000)
 
 
 # --- Live: bad objects applied with kubectl to a running cluster -----------------------------------
