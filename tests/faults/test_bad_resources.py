@@ -533,21 +533,23 @@ def _refused_by_daemons(cluster: Cluster, case: Any, bad: dict[str, Any], restor
     before = cluster.measure()
     marks = cluster.log_marks()
     cluster.must(cluster.apply(bad))
-    lines = cluster.wait_logged(marks, daemons, *needles)
-    name = bad["metadata"]["name"]
-    events = []
-    if reason is not None:
-        events = wait_for(f"a {reason} Event on {name}",
-                          lambda: [m for m in cluster.events(name, reason) if event_text in m], timeout=30)
-    time.sleep(SETTLE)
-    after = cluster.measure()
-    case.route_writes = after.route_writes - before.route_writes
-    case.detail = "; ".join(f"{daemon}: {_short(line)}" for daemon, line in lines.items())
-    if events:
-        case.detail += f"; Event {reason}: {events[0]}"
-    assert after.programmed == before.programmed
-    assert case.route_writes == 0 and after.felix_writes == before.felix_writes
-    restore()
+    try:
+        lines = cluster.wait_logged(marks, daemons, *needles)
+        name = bad["metadata"]["name"]
+        events = []
+        if reason is not None:
+            events = wait_for(f"a {reason} Event on {name}",
+                              lambda: [m for m in cluster.events(name, reason) if event_text in m], timeout=30)
+        time.sleep(SETTLE)
+        after = cluster.measure()
+        case.route_writes = after.route_writes - before.route_writes
+        case.detail = "; ".join(f"{daemon}: {_short(line)}" for daemon, line in lines.items())
+        if events:
+            case.detail += f"; Event {reason}: {events[0]}"
+        assert after.programmed == before.programmed
+        assert case.route_writes == 0 and after.felix_writes == before.felix_writes
+    finally:        # the next case starts from the good cluster, whatever happened here
+        restore()
     time.sleep(SETTLE)
     restored = cluster.measure()
     assert restored.programmed == before.programmed
