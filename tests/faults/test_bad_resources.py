@@ -3,9 +3,9 @@ use, and must not let disturb what is programmed.
 
 Each case either has the API server refuse the object (the CRDs' schema and CEL rules), with the
 message naming the field, or, when the API server cannot know (overlap between objects, selector
-syntax, a Node without an address), has the daemons refuse it with a log line and a Warning
-Event naming object, field and value, while the kernel routes already programmed stay as they
-are and no route is written because of it.
+syntax, a Node without an address or with a malformed annotation), has the daemons refuse it with
+a log line and a Warning Event naming object, field and value, while the kernel routes already
+programmed stay as they are and no route is written because of it.
 
 The live cases share one lab (``tests/bgpd/labs/daemon``: node1..3 in a full mesh with felix and
 bgpd, a BIRD router peering with every node), objects applied with the real kubectl. The
@@ -524,18 +524,22 @@ def test_the_api_refuses_out_of_range_fields(cluster: Cluster, fault_record, fau
         case.detail = "refused by the API: " + re.sub(r"should match '.*'$", "should match the CRD's pattern", said)
 
 
-def _refused_by_daemons(cluster: Cluster, case: Any, bad: dict[str, Any], restore: Callable[[], None],
-                        daemons: tuple[str, ...], needles: tuple[str, ...], reason: str | None,
-                        event_text: str = "") -> None:
-    """Apply ``bad`` (the API must store it), wait until ``daemons`` on every node logged a line with
-    every needle (and, with ``reason``, a Warning Event on the object containing ``event_text``),
-    check nothing programmed changed and no route was written; then ``restore`` and check again."""
+def _refused_by_daemons(cluster: Cluster, case: Any, bad: dict[str, Any] | tuple[str, Callable[[], Any]],
+                        restore: Callable[[], Any], daemons: tuple[str, ...], needles: tuple[str, ...],
+                        reason: str | None, event_text: str = "") -> None:
+    """Apply ``bad`` (an object, or its name and how to make it bad; the API must store it), wait
+    until ``daemons`` on every node logged a line with every needle (and, with ``reason``, a
+    Warning Event on the object containing ``event_text``), check nothing programmed changed and
+    no route was written; then ``restore`` and check again."""
+    if isinstance(bad, dict):
+        name, inject = bad["metadata"]["name"], lambda: cluster.must(cluster.apply(bad))
+    else:
+        name, inject = bad
     before = cluster.measure()
     marks = cluster.log_marks()
-    cluster.must(cluster.apply(bad))
+    inject()
     try:
         lines = cluster.wait_logged(marks, daemons, *needles)
-        name = bad["metadata"]["name"]
         events = []
         if reason is not None:
             events = wait_for(f"a {reason} Event on {name}",
@@ -649,3 +653,43 @@ def _assert_sessions_kept(cluster: Cluster, before: dict[str, dict[str, dict]]) 
         now = peers(status(cluster.lab, node))
         assert {a: (p["state"], p["since"]) for a, p in now.items()} == \
                {a: (p["state"], p["since"]) for a, p in sessions.items()}, node
+
+
+BAD_NODES = {
+    "a new Node with calyx.dev/ipv4-address '10.0.0.15/33'": (
+        "node5", {"calyx.dev/ipv4-address": "10.0.0.15/33"},
+        "field=metadata.annotations[calyx.dev/ipv4-address]", "not a valid IPv4 address with prefix"),
+    "a new Node with calyx.dev/as-number '4294967296'": (
+        "node6", {"calyx.dev/ipv4-address": "10.0.0.16/24", "calyx.dev/as-number": "4294967296"},
+        "field=metadata.annotations[calyx.dev/as-number]", "not a valid AS number (1..4294967295)"),
+    "node2 annotated calyx.dev/as-number 'abc'": (
+        "node2", {"calyx.dev/as-number": "abc"},
+        "field=metadata.annotations[calyx.dev/as-number]", "not a valid AS number (1..4294967295)"),
+}
+
+
+@pytest.mark.fault
+@pytest.mark.lab
+@pytest.mark.parametrize("annotation", sorted(BAD_NODES))
+def test_a_node_with_a_malformed_annotation_is_refused(cluster: Cluster, fault_record, annotation: str) -> None:
+    name, annotations, field, problem = BAD_NODES[annotation]
+    existing = name in NODES
+    if existing:       # an edit: the last valid version of the Node stays in use
+        inject = lambda: cluster.must(cluster.kubectl(
+            "annotate", "node", name, *(f"{k}={v}" for k, v in annotations.items())))
+        restore = lambda: cluster.must(cluster.kubectl("annotate", "node", name, *(f"{k}-" for k in annotations)))
+    else:
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "annotations": annotations}}
+        inject = lambda: cluster.must(cluster.apply(node))
+        restore = lambda: cluster.must(cluster.kubectl("delete", "node", name))
+    with fault_record.case(f"{annotation} (annotations are not validated by the API)",
+                           "felix and bgpd refuse the Node naming the annotation"
+                           + (" and keep its last valid version" if existing else "; no session to it")
+                           + "; sessions and routes unchanged, 0 route writes") as case:
+        sessions = {n: peers(status(cluster.lab, n)) for n in NODES}
+        _refused_by_daemons(
+            cluster, case, (name, inject), restore,
+            ("felix", "bgpd"), ('event="invalid resource"', "kind=Node", f"name={name}", field, problem,
+                                f"kept_previous={str(existing).lower()}"),
+            "InvalidResource", f"Node {name}: {field.removeprefix('field=')}: ")
+        _assert_sessions_kept(cluster, sessions)
