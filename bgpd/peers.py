@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Iterable
 
-from calyx.model import (FAILURE_DETECTION_BFD, KIND_BGP_CONFIGURATION, KIND_BGP_PEER, SOURCE_ADDRESS_NONE,
+from calyx.model import (ANNOTATION_IPV4_ADDRESS, FAILURE_DETECTION_BFD, KIND_BGP_CONFIGURATION, KIND_BGP_PEER, SOURCE_ADDRESS_NONE,
                          BGPConfiguration, BGPPeer, NodeInfo, ObjectName, SecretKeyRef, Snapshot)
 
 
@@ -311,6 +311,18 @@ def peer_set(snapshot: Snapshot, node_name: str, namespace: str = "calyx-system"
                     candidates.append(p)
 
     return _dedupe(candidates)
+
+
+def nodes_without_address(snapshot: Snapshot, node_name: str) -> dict[str, str]:
+    """The other nodes (not being deleted) this node cannot peer with because they have no BGP
+    address, each with why: a Node just registered, before its kubelet reports an InternalIP,
+    or one whose address was never set. They get no session (mesh or ``peerSelector``) until
+    they have one."""
+    return {other.name: (f"Node {other.name!r}: metadata.annotations[{ANNOTATION_IPV4_ADDRESS}]: None: "
+                         "no BGP address (neither the annotation nor an InternalIP in status.addresses); "
+                         "no session to it until it has one")
+            for other in sorted(snapshot.nodes.values(), key=lambda n: n.name)
+            if other.name != node_name and other.bgp_address is None and not other.deleting}
 
 
 def _dedupe(candidates: Iterable[Peer]) -> dict[IPv4Address, Peer]:

@@ -40,7 +40,7 @@ from bgpd.export import ExportPolicy, exportable_pools, own_prefixes
 from bgpd.installer import Installer
 from bgpd.md5 import Md5Diagnosis, read_md5_counters
 from bgpd.metrics import SpeakerMetrics
-from bgpd.peers import LocalSpeaker, PeerSetError, local_speaker, peer_set
+from bgpd.peers import LocalSpeaker, PeerSetError, local_speaker, nodes_without_address, peer_set
 from bgpd.propagation import Propagation
 from bgpd.rib import Rib
 from bgpd.services import ServiceAdvertisement, service_advertisement
@@ -122,6 +122,7 @@ class Speaker:
         self._started = clock()
         self._adoption_done = False
         self._md5 = Md5Diagnosis()
+        self._addressless: frozenset[str] = frozenset()    # other nodes reported without a BGP address
         self.error: str | None = None
         self.ready = False
         work = settings.run_dir / "bgpd"
@@ -256,6 +257,7 @@ class Speaker:
             self.error = str(exc)
             return     # keep the last good configuration: nothing programmed is lost
         self.error = None
+        self._report_nodes_without_address(snapshot)
         node = snapshot.nodes[name]
         own_networks = list(node_pod_cidrs(node, snapshot.blocks))
         tunnel = node_tunnel_address(node, snapshot.blocks)
@@ -288,6 +290,17 @@ class Speaker:
         self._local, self._ctx, self._policy = local, ctx, policy
         # Policy changed (pools, own CIDRs, peers): everything received is judged again.
         self._sessions.set_import_policy(local, ctx)
+
+    def _report_nodes_without_address(self, snapshot: Snapshot) -> None:
+        """Log each other node that gets no session for want of a BGP address, once, and when it
+        has one again."""
+        missing = nodes_without_address(snapshot, self.settings.node)
+        for other in sorted(missing.keys() - self._addressless):
+            log.warning("node_without_address", node=other, error=missing[other])
+        for other in sorted(self._addressless - missing.keys()):
+            if other in snapshot.nodes:
+                log.info("node_address_found", node=other, why="it can be peered with now")
+        self._addressless = frozenset(missing)
 
     def _log_service_changes(self, services: ServiceAdvertisement) -> None:
         """Log each Service /32 this node starts or stops originating, naming the Services (one

@@ -229,6 +229,12 @@ def _describe(token: Token) -> str:
     return repr(token.text)
 
 
+# Parentheses and '!' nest at most this deep: the parser recurses once per level, and a selector
+# is user input (no CRD bounds its length), so deeper text is refused with a SelectorError
+# rather than exhausting the interpreter's stack.
+MAX_NESTING = 64
+
+
 class _Cursor:
     """Position in a token list, with helpers that raise SelectorError at the current token."""
 
@@ -236,6 +242,7 @@ class _Cursor:
         self.text = text
         self.tokens = tokens
         self.index = 0
+        self.depth = 0
 
     @property
     def current(self) -> Token:
@@ -294,15 +301,19 @@ def _calico_and(cursor: _Cursor) -> Expr:
 
 
 def _calico_unary(cursor: _Cursor) -> Expr:
-    if cursor.at("op", "!"):
-        cursor.advance()
-        return Not(_calico_unary(cursor))
-    if cursor.at("op", "("):
-        cursor.advance()
+    if not (cursor.at("op", "!") or cursor.at("op", "(")):
+        return _calico_term(cursor)
+    if cursor.depth == MAX_NESTING:
+        raise SelectorError(cursor.text, cursor.current.position,
+                            f"parentheses and '!' nested more than {MAX_NESTING} levels deep")
+    cursor.depth += 1
+    if cursor.advance().text == "!":
+        expr: Expr = Not(_calico_unary(cursor))
+    else:
         expr = _calico_or(cursor)
         cursor.expect("op", ")")
-        return expr
-    return _calico_term(cursor)
+    cursor.depth -= 1
+    return expr
 
 
 def _calico_term(cursor: _Cursor) -> Expr:

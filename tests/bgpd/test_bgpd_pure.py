@@ -13,7 +13,8 @@ from bgpd import importer
 from bgpd.exabgp import config as exaconfig
 from bgpd.exabgp import messages
 from bgpd.export import adj_rib_out, exportable_pools, own_prefixes
-from bgpd.peers import PeerSetError, PeerType, local_speaker, peer_set, referenced_secrets
+from bgpd.peers import (PeerSetError, PeerType, local_speaker, nodes_without_address, peer_set,
+                        referenced_secrets)
 from bgpd.reflector import reflect
 from bgpd.rib import Attributes, Origin, Path, Rib, best_path, loop_reason
 
@@ -39,6 +40,16 @@ def test_mesh_peers_every_other_node_with_an_address() -> None:
     assert list(peers) == [A("10.0.0.2"), A("10.0.0.3")]
     assert all(p.peer_type is PeerType.MESH and not p.ebgp and p.local_address == A("10.0.0.1")
                for p in peers.values())
+
+
+def test_nodes_without_an_address_are_named_with_the_field_and_why() -> None:
+    s = snap(node("a", "10.0.0.1/24"), NodeInfo(name="noaddr"), NodeInfo(name="going", deleting=True),
+             NodeInfo(name="b"))
+    assert nodes_without_address(s, "a") == {
+        name: f"Node {name!r}: metadata.annotations[calyx.dev/ipv4-address]: None: no BGP address (neither "
+              "the annotation nor an InternalIP in status.addresses); no session to it until it has one"
+        for name in ("b", "noaddr")}
+    assert list(nodes_without_address(s, "b")) == ["noaddr"]
 
 
 def test_mesh_uses_per_node_as_and_becomes_ebgp() -> None:

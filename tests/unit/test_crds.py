@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-import celpy
 import kubernetes_validate
 import pytest
 import yaml
-from celpy import celtypes
 
 from calyx import crds, model
+from crdrules import cel_failures
 
 REPO_CRD_DIR = Path(__file__).resolve().parents[2] / "charts" / "calyx" / "crds"
 KINDS = {"IPPool": "ippools", "BGPConfiguration": "bgpconfigurations", "BGPPeer": "bgppeers",
@@ -161,39 +160,6 @@ def test_cel_rules_are_present_for_the_xor_rules():
     assert any("vxlanMode" in rule and "ipipMode" in rule for rule in pool_rules)
     block = crds.crd("IPAMBlock", REPO_CRD_DIR).schema
     assert "self.metadata.name" in block["x-kubernetes-validations"][0]["rule"]
-
-
-# Kubernetes' CEL environment includes the strings extension; these two are what the rules use.
-CEL_FUNCTIONS = {
-    "split": lambda s, sep: celtypes.ListType([celtypes.StringType(p) for p in str(s).split(str(sep))]),
-    "replace": lambda s, old, new: celtypes.StringType(str(s).replace(str(old), str(new))),
-}
-
-
-def cel_rules(schema: dict[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str, str]]:
-    for rule in schema.get("x-kubernetes-validations", []):
-        yield path, rule["rule"], rule["message"]
-    for name, sub in schema.get("properties", {}).items():
-        yield from cel_rules(sub, path + (name,))
-
-
-def cel_failures(schema: dict[str, Any], document: dict[str, Any]) -> list[str]:
-    """Messages of the CEL rules ``document`` breaks (transition rules are skipped: no old object)."""
-    env = celpy.Environment()
-    failures = []
-    for path, rule, message in cel_rules(schema):
-        if "oldSelf" in rule:
-            continue
-        value: Any = document
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if value is None:
-            continue
-        result = env.program(env.compile(rule), functions=CEL_FUNCTIONS).evaluate({"self": celpy.json_to_cel(value)})
-        assert isinstance(result, celtypes.BoolType), (rule, result)
-        if not result:
-            failures.append(message)
-    return failures
 
 
 PEER_SPECS = [

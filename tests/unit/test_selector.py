@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calyx.selector import (CALICO, KUBERNETES, All, And, Equals, Has, In, Not, NotEquals, NotIn, Or,
-                            Selector, SelectorError, parse_calico, parse_kubernetes)
+from calyx.selector import (CALICO, KUBERNETES, MAX_NESTING, All, And, Equals, Has, In, Not, NotEquals,
+                            NotIn, Or, Selector, SelectorError, parse_calico, parse_kubernetes)
 
 LABELS = {"app": "web", "tier": "frontend", "zone": "us-east-1a", "calyx.dev/rr": "true", "empty": ""}
 
@@ -123,6 +123,17 @@ def test_kubernetes_key_rules_are_enforced():
         parse_kubernetes("-key=x")
     with pytest.raises(SelectorError, match="label value"):
         parse_kubernetes("key=" + "v" * 64)
+
+
+@pytest.mark.parametrize("opening, closing", [("(", ")"), ("!", "")])
+def test_nesting_is_bounded_and_refused_beyond_with_a_selector_error(opening, closing):
+    deepest = opening * MAX_NESTING + "has(app)" + closing * MAX_NESTING
+    assert Selector.parse(deepest).matches(LABELS) is (opening == "(" or MAX_NESTING % 2 == 0)
+    for depth in (MAX_NESTING + 1, 5000):        # far beyond the interpreter's recursion limit
+        with pytest.raises(SelectorError) as info:
+            Selector.parse(opening * depth + "has(app)" + closing * depth)
+        assert info.value.position == MAX_NESTING
+        assert info.value.problem == f"parentheses and '!' nested more than {MAX_NESTING} levels deep"
 
 
 def test_non_string_is_refused():
