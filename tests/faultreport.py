@@ -24,6 +24,7 @@ from typing import Iterator
 import pytest
 
 RESULTS = Path(__file__).resolve().parent / "faults" / "RESULTS.md"
+DETAIL_CHARS = 100          # of a case's detail in the terminal's table (the results file keeps 400)
 COLUMNS = ("fault", "promise", "lost / sent", "route writes", "recovery s", "verdict")
 
 
@@ -43,11 +44,12 @@ class FaultCase:
     def packets(self, lost: int, sent: int) -> None:
         self.lost, self.sent = lost, sent
 
-    def row(self) -> tuple[str, ...]:
+    def row(self, detail_chars: int = DETAIL_CHARS) -> tuple[str, ...]:
         packets = "" if self.sent is None else f"{self.lost} / {self.sent}"
         writes = "" if self.route_writes is None else str(self.route_writes)
         recovery = "" if self.recovery_s is None else f"{self.recovery_s:.2f}"
-        verdict = self.verdict + (f" ({self.detail})" if self.detail else "")
+        detail = self.detail if len(self.detail) <= detail_chars else self.detail[:detail_chars - 1] + "…"
+        verdict = self.verdict + (f" ({detail})" if detail else "")
         return (self.fault, self.promise, packets, writes, recovery, verdict)
 
 
@@ -80,7 +82,7 @@ class FaultRecord:
         lines = [f"## Fault injection: {len(self.cases)} cases", "", f"`{command}` — {when}", ""]
         lines += [f"- {k}: {v}" for k, v in facts.items()]
         lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in c.row()) + " |"
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in c.row(400)) + " |"
                   for c in self.cases]
         return "\n".join(lines) + "\n"
 
