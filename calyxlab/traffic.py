@@ -174,3 +174,47 @@ class ContinuousPing:
     def stop_quietly(self) -> str:
         """Stop the ping and return its output."""
         return self._run.stop()
+
+
+@dataclass(frozen=True)
+class DirectionCount:
+    """What a continuous ping counted in one direction."""
+
+    src: Pod
+    dst: Pod
+    sent: int
+    lost: int
+
+
+class TwoWayPing:
+    """A continuous ping from pod ``a`` to pod ``b`` and one from ``b`` to ``a``, started and
+    stopped together (a context manager): the measure of a fault's cost between two nodes."""
+
+    def __init__(self, lab: "Lab", a: Pod, b: Pod, interval: float = 0.05) -> None:
+        self._pings = (ContinuousPing(lab, a, b, interval), ContinuousPing(lab, b, a, interval))
+        self.counts: tuple[DirectionCount, ...] = ()
+
+    def __enter__(self) -> "TwoWayPing":
+        started: list[ContinuousPing] = []
+        try:
+            for ping in self._pings:
+                started.append(ping.start())
+        except BaseException:
+            for ping in started:
+                ping.stop_quietly()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.counts = tuple(DirectionCount(p.src, p.dst, *p.stop()) for p in self._pings)
+        for count in self.counts:
+            print(f"continuous ping {count.src.name} -> {count.dst.name} every {self._pings[0].interval * 1000:.0f} ms: "
+                  f"{count.sent} sent, {count.lost} lost")
+
+    @property
+    def sent(self) -> int:
+        return sum(c.sent for c in self.counts)
+
+    @property
+    def lost(self) -> int:
+        return sum(c.lost for c in self.counts)

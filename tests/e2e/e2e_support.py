@@ -272,3 +272,15 @@ def daemon_metric(lab, node: str, daemon: str, name: str) -> float:
 def calyx_routes(lab, node: str) -> list[dict]:
     """felix's (proto 80) and bgpd's (proto bgp) routes in ``node``'s kernel."""
     return routes(lab, node, "proto", "80") + routes(lab, node, "proto", "bgp")
+
+
+def relist_counts(lab, nodes) -> dict[tuple[str, str], float]:
+    """How many times each daemon of ``nodes`` has listed the API again since it started."""
+    return {(n, d): daemon_metric(lab, n, d, "calyx_datastore_relists_total") for n in nodes for d in HEALTH_PORTS}
+
+
+def wait_relisted(lab, before: dict[tuple[str, str], float], why: str) -> None:
+    """Until every daemon counted in ``before`` has relisted once more."""
+    for (node, daemon), count in before.items():
+        wait_for(f"node {node}: {daemon} relisting {why}",
+                 lambda n=node, d=daemon, c=count: daemon_metric(lab, n, d, "calyx_datastore_relists_total") > c)

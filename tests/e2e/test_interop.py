@@ -26,10 +26,10 @@ import pytest
 from calyxlab import pods
 from calyxlab.lab import LabError
 from calyxlab.routemonitor import RouteMonitor
-from calyxlab.traffic import POD_NAMESPACE, ContinuousPing
+from calyxlab.traffic import POD_NAMESPACE, TwoWayPing
 from e2e_support import (BGPD, HEALTH_PORTS, KUBECTL, add_pod, add_pods, assert_full_matrix, bgpd_status,
                          bgpd_status_table, calyx_routes, daemon_metric, deployed, node_block, ping_once,
-                         routes, wait_for, wait_install_modes, wait_sessions)
+                         relist_counts, routes, wait_for, wait_install_modes, wait_relisted, wait_sessions)
 from trace_support import check_every_pair, fibmatch, route_text, trace
 
 pytestmark = [pytest.mark.lab]
@@ -196,64 +196,60 @@ def test_killed_daemons_lose_nothing(lab, cluster_pods, blocks, case_id, tmp_pat
     where = "node1" if nodes == ("node1",) else "every node"
     with fault_record.case(f"SIGKILL {what.replace('+', ' + ')} on {where} (3 nodes, plain BGP)",
                            "0 lost; no block withdrawn; 0 route writes") as case:
-        pings = [ContinuousPing(lab, cluster_pods["node1"], cluster_pods["node2"]).start(),
-                 ContinuousPing(lab, cluster_pods["node2"], cluster_pods["node1"]).start()]
         events: dict[str, list[str]] = {}
         try:
-            killed_at = time.time()
-            started = time.monotonic()
-            for node in nodes:
-                kill_daemons(lab, node, what)
+            with TwoWayPing(lab, cluster_pods["node1"], cluster_pods["node2"]) as pings:
+                killed_at = time.time()
+                started = time.monotonic()
+                for node in nodes:
+                    kill_daemons(lab, node, what)
 
-            def back(node: str) -> bool:
-                if "felix" in what:
-                    try:
-                        if lab.daemon_pid(node, "felix") == pids_before[(node, "felix")]:
+                def back(node: str) -> bool:
+                    if "felix" in what:
+                        try:
+                            if lab.daemon_pid(node, "felix") == pids_before[(node, "felix")]:
+                                return False
+                        except LabError:
+                            return False     # the kubelet has not restarted the container yet
+                        if not felix_ready(lab, node):
                             return False
-                    except LabError:
-                        return False     # the kubelet has not restarted the container yet
-                    if not felix_ready(lab, node):
-                        return False
-                if not bgpd_killed:
-                    return True
-                res = lab.exec(node, [BGPD, "status", "-o", "json"], env=lab.node_env(node), timeout=60)
-                if res.returncode != 0:
-                    return False      # bgpd not back yet
-                rows = {p["peer_address"]: p for p in json.loads(res.stdout)["peers"]}
-                return set(rows) == set(peers_of(node)) and all(
-                    r["state"] == "Established" and r["since"] > killed_at and r["end_of_rib_sent"]
-                    for r in rows.values())
-            for node in nodes:
-                wait_for(f"{node}: {what} back after SIGKILL (felix ready; sessions re-established, "
-                         f"End-of-RIB sent)", lambda node=node: back(node))
-            case.recovery_s = time.monotonic() - started
-            if bgpd_killed:
-                # the peers saw the sessions end and come back (else nothing was proven)
-                wait_for("node2 has node1's End-of-RIB of the new session", lambda: (
-                    r := {p["peer_address"]: p for p in bgpd_status(lab, "node2")["peers"]}[NODES["node1"]])
-                    ["since"] > killed_at and r["end_of_rib_received"])
-                assert frr_connections(lab, NODES["node1"]) > frr_before
-            time.sleep(3)     # End-of-RIB processed: a peer that would sweep a block does it now
+                    if not bgpd_killed:
+                        return True
+                    res = lab.exec(node, [BGPD, "status", "-o", "json"], env=lab.node_env(node), timeout=60)
+                    if res.returncode != 0:
+                        return False      # bgpd not back yet
+                    rows = {p["peer_address"]: p for p in json.loads(res.stdout)["peers"]}
+                    return set(rows) == set(peers_of(node)) and all(
+                        r["state"] == "Established" and r["since"] > killed_at and r["end_of_rib_sent"]
+                        for r in rows.values())
+                for node in nodes:
+                    wait_for(f"{node}: {what} back after SIGKILL (felix ready; sessions re-established, "
+                             f"End-of-RIB sent)", lambda node=node: back(node))
+                case.recovery_s = time.monotonic() - started
+                if bgpd_killed:
+                    # the peers saw the sessions end and come back (else nothing was proven)
+                    wait_for("node2 has node1's End-of-RIB of the new session", lambda: (
+                        r := {p["peer_address"]: p for p in bgpd_status(lab, "node2")["peers"]}[NODES["node1"]])
+                        ["since"] > killed_at and r["end_of_rib_received"])
+                    assert frr_connections(lab, NODES["node1"]) > frr_before
+                time.sleep(3)     # End-of-RIB processed: a peer that would sweep a block does it now
         finally:
-            results = [(p.src.name, p.dst.name, *p.stop()) for p in pings]
             lab.kill(wire)
             for peer, monitor in monitors.items():
                 events[peer] = monitor.stop() if lab.alive(monitor.handle) else ["(monitor died)"]
-        for src, dst, sent, lost in results:
-            print(f"{what} killed on {where}: continuous ping {src} -> {dst} every 50 ms: {sent} sent, {lost} lost")
         for peer, seen in events.items():
             print(f"{what} killed on {where}: {peer} route events: {seen}")
         writes_after = route_writes(lab)
         restarted = {key for key, pid in pids_before.items() if lab.daemon_pid(*key) != pid}
         writes = {key: writes_after[key] - (0 if key in restarted else writes_before[key]) for key in writes_after}
-        case.packets(sum(lost for *_, lost in results), sum(sent for *_, sent, _ in results))
+        case.packets(pings.lost, pings.sent)
         case.route_writes = int(sum(writes.values()))
         assert restarted == {(n, d) for n in nodes for d in ("felix", "bgpd") if d in what}
         killed_blocks = [blocks[n] for n in nodes]
         withdrawals = {p: [e for e in seen if e.startswith("Deleted") and any(b in e for b in killed_blocks)]
                        for p, seen in events.items()}
         assert withdrawals == {p: [] for p in MONITORED_PEERS}, f"peers withdrew a block of {nodes}"
-        assert [lost for *_, lost in results] == [0, 0]
+        assert pings.lost == 0
         assert {k: v for k, v in writes.items() if v} == {}, "Calyx daemons wrote kernel routes"
         for peer, get in (("BIRD", bird_routes), ("FRR", frr_routes)):
             assert all(get(lab).get(blocks[n]) == NODES[n] for n in nodes), f"{peer} lost a block"
@@ -306,69 +302,63 @@ def test_underlay_link_flaps_leave_every_route_as_it_was(lab, cluster_pods, bloc
     down_for, period = 1.0, 3.0
     with fault_record.case(f"node1's underlay link flapped {flaps} times in {flaps * period:.0f} s",
                            "loss only while down; routes and sessions as before") as case:
-        pings = [ContinuousPing(lab, cluster_pods["node1"], cluster_pods["node2"]).start(),
-                 ContinuousPing(lab, cluster_pods["node2"], cluster_pods["node1"]).start()]
         try:
-            for _ in range(flaps):
-                lab.exec("switch", ["ip", "link", "set", NODE1_SWITCH_PORT, "down"], check=True)
-                time.sleep(down_for)
-                lab.exec("switch", ["ip", "link", "set", NODE1_SWITCH_PORT, "up"], check=True)
-                time.sleep(period - down_for)
-            last_up = time.monotonic()
-            for node in NODES:
-                wait_sessions(lab, node, peers_of(node))
-            wait_for("every node's routes as before the flaps", lambda: all(
-                calyx_route_set(lab, n) == before[n] for n in NODES))
-            assert_full_matrix(lab, list(cluster_pods.values()), f"after {flaps} flaps")
-            case.recovery_s = time.monotonic() - last_up
+            with TwoWayPing(lab, cluster_pods["node1"], cluster_pods["node2"]) as pings:
+                for _ in range(flaps):
+                    lab.exec("switch", ["ip", "link", "set", NODE1_SWITCH_PORT, "down"], check=True)
+                    time.sleep(down_for)
+                    lab.exec("switch", ["ip", "link", "set", NODE1_SWITCH_PORT, "up"], check=True)
+                    time.sleep(period - down_for)
+                last_up = time.monotonic()
+                for node in NODES:
+                    wait_sessions(lab, node, peers_of(node))
+                wait_for("every node's routes as before the flaps",
+                         lambda: all(calyx_route_set(lab, n) == before[n] for n in NODES))
+                assert_full_matrix(lab, list(cluster_pods.values()), f"after {flaps} flaps")
+                case.recovery_s = time.monotonic() - last_up
         finally:
             lab.exec("switch", ["ip", "link", "set", NODE1_SWITCH_PORT, "up"])
-            results = [(p.src.name, p.dst.name, *p.stop()) for p in pings]
-        for src, dst, sent, lost in results:
-            print(f"{flaps} flaps of node1's link: continuous ping {src} -> {dst} every 50 ms: {sent} sent, {lost} lost")
-        case.packets(sum(lost for *_, lost in results), sum(sent for *_, sent, _ in results))
+        case.packets(pings.lost, pings.sent)
         # 20 pings a second are lost while the link is down, plus a few while neighbours resolve
         bound = flaps * (down_for / 0.05 + 10)
         case.detail = f"bound {bound:.0f} per direction"
-        assert all(lost <= bound for *_, lost in results), f"more lost than the link was down: {results}"
+        assert all(c.lost <= bound for c in pings.counts), f"more lost than the link was down: {pings.counts}"
 
 
 @pytest.mark.fault
 def test_stalled_etcd_fails_the_api_and_the_dataplane_stays(lab, cluster_pods, blocks, fault_record):
     """etcd frozen (SIGSTOP) for 25 s: the API answers with errors and timeouts, the daemons'
     watches stall. Nothing is lost or rewritten meanwhile, and once etcd runs again the daemons
-    follow the API: a pod made afterwards gets its route on every node."""
+    follow the API: a pod made afterwards gets its route and answers."""
     for node in NODES:
         wait_sessions(lab, node, peers_of(node))
     before = {n: calyx_route_set(lab, n) for n in NODES}
     writes = route_writes(lab)
     with fault_record.case("etcd frozen 25 s: the API fails requests (3 nodes, plain BGP)",
                            "0 lost, 0 route writes; daemons follow the API again") as case:
-        pings = [ContinuousPing(lab, cluster_pods["node1"], cluster_pods["node2"]).start(),
-                 ContinuousPing(lab, cluster_pods["node2"], cluster_pods["node1"]).start()]
-        try:
-            lab.pause_control_plane("etcd")
-            frozen_until = time.monotonic() + 25
-            failed = subprocess.run([KUBECTL, "--kubeconfig", str(lab.kubeconfig), "--request-timeout=10s",
-                                     "get", "ippools.calyx.dev"], capture_output=True, text=True, timeout=60)
-            assert failed.returncode != 0, f"the API answered with etcd frozen: {failed.stdout}"
-            while time.monotonic() < frozen_until:
-                assert all(calyx_route_set(lab, n) == before[n] for n in NODES), \
-                    "routes changed while etcd was frozen"
-                time.sleep(5)
-        finally:
-            lab.pause_control_plane("etcd", paused=False)
-        thawed = time.monotonic()
-        extra = add_pod(lab, "node3", "after-etcd-freeze")
-        wait_for(f"node3: the /32 of {extra.ip} (a pod made after etcd ran again)",
-                 lambda: any(r["dst"] == extra.ip for r in routes(lab, "node3")))
-        wait_for(f"node1's pod reaches {extra.ip}", lambda: ping_once(lab, cluster_pods["node1"], extra.ip))
-        case.recovery_s = time.monotonic() - thawed
-        results = [(p.src.name, p.dst.name, *p.stop()) for p in pings]
-        case.packets(sum(lost for *_, lost in results), sum(sent for *_, sent, _ in results))
+        with TwoWayPing(lab, cluster_pods["node1"], cluster_pods["node2"]) as pings:
+            try:
+                lab.pause_control_plane("etcd")
+                frozen_until = time.monotonic() + 25
+                failed = subprocess.run([KUBECTL, "--kubeconfig", str(lab.kubeconfig), "--request-timeout=10s",
+                                         "get", "ippools.calyx.dev"], capture_output=True, text=True, timeout=60)
+                assert failed.returncode != 0, f"the API answered with etcd frozen: {failed.stdout}"
+                while time.monotonic() < frozen_until:
+                    assert all(calyx_route_set(lab, n) == before[n] for n in NODES), \
+                        "routes changed while etcd was frozen"
+                    time.sleep(5)
+            finally:
+                lab.pause_control_plane("etcd", paused=False)
+            thawed = time.monotonic()
+            extra = add_pod(lab, "node3", "after-etcd-freeze")
+            wait_for(f"node3: the /32 of {extra.ip} (a pod made after etcd ran again)",
+                     lambda: any(r["dst"] == extra.ip for r in routes(lab, "node3")))
+            wait_for(f"node1's pod reaches {extra.ip}", lambda: ping_once(lab, cluster_pods["node1"], extra.ip))
+            case.recovery_s = time.monotonic() - thawed
+        case.packets(pings.lost, pings.sent)
         case.detail = "kubectl timed out while etcd was frozen" if "Timeout" in failed.stderr else \
             f"kubectl while etcd was frozen: {(failed.stderr.strip().splitlines() or ['?'])[-1][:60]}"
-        assert [lost for *_, lost in results] == [0, 0]
+        assert pings.lost == 0
         # no write but, at most, the new pod's /32 on node3 (when the CNI plugin has not made it)
         after = route_writes(lab)
         grown = {key: after[key] - writes[key] for key in after if after[key] != writes[key]}
@@ -405,29 +395,23 @@ def test_compacted_etcd_makes_the_daemons_relist_and_rewrite_nothing(lab, cluste
         wait_sessions(lab, node, peers_of(node))
     before = {n: calyx_route_set(lab, n) for n in NODES}
     writes = route_writes(lab)
-    relists = {(n, d): daemon_metric(lab, n, d, "calyx_datastore_relists_total") for n in NODES for d in HEALTH_PORTS}
+    relists = relist_counts(lab, NODES)
     with fault_record.case("etcd compacted while the API was down (3 nodes, plain BGP)",
                            "relist; 0 lost, 0 route writes") as case:
-        pings = [ContinuousPing(lab, cluster_pods["node1"], cluster_pods["node2"]).start(),
-                 ContinuousPing(lab, cluster_pods["node2"], cluster_pods["node1"]).start()]
-        try:
-            lab.stop_api_server()
-            revision = etcd_compact(lab)
-            lab.start_api_server()
+        with TwoWayPing(lab, cluster_pods["node1"], cluster_pods["node2"]) as pings:
+            try:
+                lab.stop_api_server()
+                revision = etcd_compact(lab)
+            finally:
+                lab.start_api_server()
             back = time.monotonic()
-            for node, daemon in relists:
-                wait_for(f"{node}: {daemon} relisting after the compaction",
-                         lambda n=node, d=daemon: daemon_metric(lab, n, d, "calyx_datastore_relists_total")
-                         > relists[(n, d)])
+            wait_relisted(lab, relists, "after the compaction")
             case.recovery_s = time.monotonic() - back
-        finally:
-            lab.start_api_server()
-            results = [(p.src.name, p.dst.name, *p.stop()) for p in pings]
-        case.packets(sum(lost for *_, lost in results), sum(sent for *_, sent, _ in results))
+        case.packets(pings.lost, pings.sent)
         after = route_writes(lab)
         case.route_writes = int(sum(after[k] - writes[k] for k in after))
         case.detail = f"compacted at revision {revision}"
-        assert [lost for *_, lost in results] == [0, 0]
+        assert pings.lost == 0
         assert {n: calyx_route_set(lab, n) for n in NODES} == before
         assert case.route_writes == 0
     extra = add_pod(lab, "node2", "after-compaction")

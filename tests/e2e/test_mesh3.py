@@ -15,8 +15,8 @@ import pytest
 from calyx.naming import cali_interface_name
 from calyxlab import pods
 from calyxlab.routemonitor import RouteMonitor
-from calyxlab.traffic import ContinuousPing
-from e2e_support import (HEALTH_PORTS, add_pod, add_pods, calyx_routes, daemon_metric,
+from calyxlab.traffic import ContinuousPing, TwoWayPing
+from e2e_support import (add_pod, add_pods, calyx_routes, daemon_metric, relist_counts, wait_relisted,
                          assert_full_matrix, bgp_routes, bgpd_status, bgpd_status_table,
                          capture_icmp, core_api, custom_api, deployed, node_block, pod_exec, routes,
                          set_ipip_mode_api, set_ipip_mode_kubectl, wait_for,
@@ -252,37 +252,27 @@ def test_api_server_outage_loses_nothing(lab, mesh_pods, blocks, outage_s, fault
         wait_install_modes(lab, node, expected_routes(node, blocks, "Always"))
     before = {n: calyx_routes(lab, n) for n in NODES}
     writes = {n: daemon_metric(lab, n, "felix", "felix_netlink_writes_total") for n in NODES}
-    relists = {(n, d): daemon_metric(lab, n, d, "calyx_datastore_relists_total")
-               for n in NODES for d in HEALTH_PORTS}
+    relists = relist_counts(lab, NODES)
     with fault_record.case(f"kube-apiserver down {outage_s / 60:.0f} min (3 nodes, IPIP, in UML)",
                            "0 lost, 0 route writes, relist on return") as case:
-        pings = [ContinuousPing(lab, mesh_pods["node1"], mesh_pods["node2"]).start(),
-                 ContinuousPing(lab, mesh_pods["node2"], mesh_pods["node1"]).start()]
-        try:
-            lab.stop_api_server()
-            down_until = time.monotonic() + outage_s
-            while time.monotonic() < down_until:
-                for node in NODES:
-                    assert calyx_routes(lab, node) == before[node], f"node {node}: routes changed " \
-                        f"while the API was down"
-                time.sleep(10)
-            lab.start_api_server()
+        with TwoWayPing(lab, mesh_pods["node1"], mesh_pods["node2"]) as pings:
+            try:
+                lab.stop_api_server()
+                down_until = time.monotonic() + outage_s
+                while time.monotonic() < down_until:
+                    for node in NODES:
+                        assert calyx_routes(lab, node) == before[node], f"node {node}: routes changed " \
+                            f"while the API was down"
+                    time.sleep(10)
+            finally:
+                lab.start_api_server()
             back = time.monotonic()
-            for node, daemon in relists:
-                wait_for(f"node {node}: {daemon} relisting after the outage",
-                         lambda n=node, d=daemon: daemon_metric(lab, n, d, "calyx_datastore_relists_total")
-                         > relists[(n, d)])
+            wait_relisted(lab, relists, "after the outage")
             case.recovery_s = time.monotonic() - back
-        finally:
-            lab.start_api_server()
-            lost = [(p.src.ip, p.dst.ip, *p.stop()) for p in pings]
-        for src, dst, sent, dropped in lost:
-            print(f"continuous ping {src} -> {dst} every 50 ms across a {outage_s:.0f} s API "
-                  f"outage: {sent} sent, {dropped} lost")
-        case.packets(sum(d for *_, d in lost), sum(s for *_, s, _ in lost))
+        case.packets(pings.lost, pings.sent)
         case.route_writes = int(sum(daemon_metric(lab, n, "felix", "felix_netlink_writes_total") - writes[n]
                                     for n in NODES))
-        assert [dropped for *_, dropped in lost] == [0, 0]
+        assert pings.lost == 0
         for node in NODES:
             assert calyx_routes(lab, node) == before[node], f"node {node}: routes changed"
         assert case.route_writes == 0, "felix wrote to the kernel although nothing changed"
