@@ -591,6 +591,7 @@ def test_a_peer_that_never_answers_open_harms_nothing(net: Net, run_root: Path, 
             wait_for(lambda: silent.accepted and silent.received > 0, what="ExaBGP connects and sends its OPEN")
             start = {"bgpd": Usage.of(os.getpid()), "exabgp": Usage.of(exabgp_pid)}
             start_own = silent.open_sockets
+            writes_before = lab.speaker.metrics.route_writes._value.get()
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 status = lab.speaker.status()           # answers at once, every second
@@ -608,6 +609,8 @@ def test_a_peer_that_never_answers_open_harms_nothing(net: Net, run_root: Path, 
             assert end["exabgp"].fds <= start["exabgp"].fds + 2, (start, end)
             assert end["exabgp"].threads <= start["exabgp"].threads + 1, (start, end)
             assert lab.speaker.exabgp.pid == exabgp_pid
+            case.route_writes = int(lab.speaker.metrics.route_writes._value.get() - writes_before)
+            assert case.route_writes == 0
             case.detail = (f"{len(silent.accepted)} connection(s) accepted, none Established; "
                            + usage_detail("ExaBGP", start["exabgp"], end["exabgp"]) + "; "
                            + usage_detail("bgpd (in the test process)", start["bgpd"], end["bgpd"]))
@@ -646,6 +649,7 @@ def test_a_session_reset_again_and_again_leaks_nothing(net: Net, run_root: Path,
             peer.reset()
             peer = None
             start = {"bgpd": Usage.of(os.getpid()), "exabgp": Usage.of(exabgp_pid)}
+            writes_before = lab.speaker.metrics.route_writes._value.get()
             began = time.monotonic()
             for _ in range(resets):
                 peer = raw_session(ns_raw, raw_ip, lab.node_ip, restart_time=120)
@@ -677,6 +681,7 @@ def test_a_session_reset_again_and_again_leaks_nothing(net: Net, run_root: Path,
             assert end["exabgp"].threads <= start["exabgp"].threads + 1, (start, end)
             for name in ("bgpd", "exabgp"):
                 assert end[name].rss_kib - start[name].rss_kib < 20 * 1024, (name, start[name], end[name])
+            case.route_writes = int(lab.speaker.metrics.route_writes._value.get() - writes_before)
             case.detail = (f"{resets} resets in {took:.0f} s; "
                            + usage_detail("ExaBGP", start["exabgp"], end["exabgp"]) + "; "
                            + usage_detail("bgpd (in the test process)", start["bgpd"], end["bgpd"]))
