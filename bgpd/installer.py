@@ -5,7 +5,9 @@ On start it adopts the proto-186 routes already in the kernel (restart-safe: not
 flushed); :meth:`Installer.sync` turns each decision into the route it means and writes only
 what differs from the kernel. A changed install mode is a netlink replace of the same prefix (no
 gap). Adopted routes that no decision covers are removed only when the caller says the sessions
-had their chance to re-learn them (``remove_stale``). Another owner's route at a learned
+had their chance to re-learn them (``remove_stale``); a route this run installed, or an adopted
+one a decision took over, is removed as soon as no decision wants it (a withdrawal is never
+held back by the adoption window). Another owner's route at a learned
 prefix (felix's blackhole, a static route) is never overwritten: it is reported per prefix.
 A decision in VXLAN mode (the prefix's pool is carried by felix) installs nothing; the route bgpd
 had there stays until felix replaces it in place, so a pool switching to VXLAN loses no packet
@@ -53,6 +55,9 @@ class Installer:
         self._yielded: set[IPv4Network] = set()                  # VXLAN decisions: felix's to write
         self._links_moved = False
         self._sync.resync()
+        # Found in the kernel at start and not covered by a decision since: kept while the
+        # sessions re-learn them (remove_stale False).
+        self._adopted: set[IPv4Network] = set(self._sync.owned)
         if self._sync.owned:
             log.info("adopted_routes", count=len(self._sync.owned))
 
@@ -123,6 +128,7 @@ class Installer:
             if decision is None:
                 self._sync.delete_desired(prefix)
                 continue
+            self._adopted.discard(prefix)     # re-learned: from now on it goes when withdrawn
             if decision.mode is InstallMode.VXLAN:
                 self._yielded.add(prefix)
                 self._sync.delete_desired(prefix)
@@ -138,9 +144,11 @@ class Installer:
             self._sync.set_desired(route)
         # An adopted route no decision covers waits until the sessions had their chance; a
         # route to a prefix yielded to felix waits for felix to replace it.
-        yielded = self._yielded
+        if remove_stale:
+            self._adopted.clear()
+        yielded, adopted = self._yielded, self._adopted
         report = self._sync.apply(retain=lambda route: route.dst in yielded
-                                  or (not remove_stale and route.dst not in decisions))
+                                  or (route.dst in adopted and route.dst not in decisions))
         problems = {**self._unresolved, **report.problems()}
         for prefix in sorted(set(problems) - set(self.errors)):
             log.warning("route_install_failed", prefix=str(prefix), error=problems[prefix])

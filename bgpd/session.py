@@ -6,6 +6,7 @@ Pure code: plain state, changed by the speaker's loop only.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -27,6 +28,21 @@ def describe_notification(code: int, subcode: int) -> str:
     if code == 6:
         return what + f" ({CEASE_SUBCODES.get(subcode, subcode)})"
     return what + f" subcode {subcode}"
+
+
+_NOTIFICATION_SENT = re.compile(r"notification sent \((\d+),(\d+)\)")
+# What ExaBGP says when a connection attempt after a session's end fails: no news about why the
+# session ended.
+RECONNECT_NOISE = ("closing connection",)
+
+
+def describe_down_reason(reason: str) -> str:
+    """ExaBGP's reason for a session going down, as an operator reads it: the NOTIFICATION it
+    sent (``notification sent (3,1)``, e.g. for a malformed UPDATE) in words, else as given."""
+    sent = _NOTIFICATION_SENT.fullmatch(reason.strip())
+    if sent is None:
+        return reason
+    return f"NOTIFICATION sent: {describe_notification(int(sent.group(1)), int(sent.group(2)))}"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from bgpd.importer import ImportContext
 from bgpd.peers import LocalSpeaker, Peer
 from bgpd.propagation import Dirty
 from bgpd.rib import Path, Rib, loop_reason
-from bgpd.session import Session, describe_notification
+from bgpd.session import RECONNECT_NOISE, Session, describe_down_reason, describe_notification
 
 log = get_logger("bgpd.sessions")
 
@@ -219,8 +219,12 @@ class Sessions:
     def _session_down(self, address: IPv4Address, s: Session, reason: str) -> None:
         was_up = s.established
         s.state, s.announced, s.eor_sent = "Active", {}, False
+        reason = describe_down_reason(reason)
         if reason and s.held_until is None:
-            s.info = s.info if s.info.startswith("NOTIFICATION") and reason == "closing connection" else reason
+            # A NOTIFICATION (sent or received) stays the session's INFO through the failed
+            # reconnect attempts that follow it, which carry no reason of their own.
+            keep = s.info.startswith("NOTIFICATION") and reason in RECONNECT_NOISE
+            s.info = s.info if keep else reason
         if was_up:
             s.since = self._clock()
             log.info("session_down", peer=str(address), reason=reason)

@@ -13,6 +13,12 @@ counting graceful restart as configured, and ExaBGP's normal path sends ``Notify
 bgpd removes that neighbor from the configuration right after (max-prefix hold-down); when it
 comes back it is a fresh neighbor with graceful restart as configured.
 
+ExaBGP would also reconnect that neighbor at once: the teardown resets its back-off, and the
+session came up again milliseconds later (the peer sending its whole table once more) before
+bgpd's reload, triggered by the session going down, removed the neighbor. So the torn-down
+neighbor's next attempt waits ``RECONNECT_HOLD_OFF`` seconds, by far long enough for that
+reload (a reload that keeps the neighbor resets the back-off, as ExaBGP always does).
+
 I/O: runs ExaBGP in this process (``python -m bgpd.exabgp.launch CONFIG``).
 """
 from __future__ import annotations
@@ -21,16 +27,21 @@ import sys
 from typing import Any, Callable
 
 ADMINISTRATIVE_RESET = 3      # ExaBGP's own code for reload/stop teardowns: keep them silent
+RECONNECT_HOLD_OFF = 5        # seconds before ExaBGP may reconnect a neighbor bgpd tore down
 
 
 def cease_with_notification(teardown: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap ``Peer.teardown`` so an explicit Cease subcode is always notified to the peer."""
     def notified_teardown(self: Any, code: int, restart: bool = True) -> Any:
-        if code != ADMINISTRATIVE_RESET:
-            capability = dict(self.neighbor["capability"])
-            capability["graceful-restart"] = False
-            self.neighbor["capability"] = capability
-        return teardown(self, code, restart)
+        if code == ADMINISTRATIVE_RESET:
+            return teardown(self, code, restart)
+        capability = dict(self.neighbor["capability"])
+        capability["graceful-restart"] = False
+        self.neighbor["capability"] = capability
+        result = teardown(self, code, restart)     # resets the back-off: the next try would be now
+        # The session's close (Delay.increase) turns this into the wait before the next attempt.
+        self._delay._next = RECONNECT_HOLD_OFF
+        return result
     notified_teardown.__wrapped__ = teardown    # type: ignore[attr-defined]
     return notified_teardown
 

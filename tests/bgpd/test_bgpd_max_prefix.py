@@ -16,7 +16,7 @@ from calyx.model import BGPConfiguration, BGPPeer, IPPool, NodeInfo, Snapshot
 from bgpdtest_support import Net, make_speaker, peer_row, random_prefixes, wait_for
 from test_bgpd_interop import ROUTERS
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.fault]
 
 LIMIT = 5
 HOLD_DOWN = 12.0
@@ -39,7 +39,8 @@ def router_established(kind: str, router) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["bird", "frr"])
-def test_max_prefix_sends_a_cease_notification_and_holds_down(net: Net, run_root: Path, kind: str) -> None:
+def test_max_prefix_sends_a_cease_notification_and_holds_down(net: Net, run_root: Path, kind: str,
+                                                              fault_record) -> None:
     sub, pool16 = random_prefixes()
     node_ip, router_ip = f"{sub}.1", f"{sub}.254"
     snap = Snapshot(
@@ -54,25 +55,31 @@ def test_max_prefix_sends_a_cease_notification_and_holds_down(net: Net, run_root
     router = ROUTERS[kind](ns_r, run_root / kind, router_ip, 65000, node_ip, routes)
     speaker = make_speaker(ns_a, "a", run_root, max_prefixes=LIMIT, max_prefix_hold_down=HOLD_DOWN)
     try:
-        speaker.set_snapshot(snap)
-        row = wait_for(lambda: (r := peer_row(speaker, router_ip)) and "maximum prefixes" in r["info"] and r,
-                       what="max-prefix teardown in status")
-        torn_down = time.monotonic()
-        assert f"> {LIMIT})" in row["info"] and row["state"] == "Idle"
-        assert f"held down for {int(HOLD_DOWN)}s" in row["info"]
-        wait_for(lambda: net.routes(ns_a) == set(), timeout=90, what="the router's routes withdrawn")
-        seen = wait_for(lambda: router_saw_max_prefix_notification(kind, router), timeout=90,
-                        what=f"{kind} reports the Cease NOTIFICATION (maximum number of prefixes)")
-        print(seen)
-        # Held down: no session while the hold-down lasts.
-        while time.monotonic() - torn_down < HOLD_DOWN - 4:
-            assert not router_established(kind, router), f"{kind}: session up during the hold-down"
-            assert peer_row(speaker, router_ip)["state"] == "Idle"
-            time.sleep(0.5)
-        # After the hold-down the session comes back, and is torn down again (still too many).
-        wait_for(lambda: speaker.metrics.max_prefix_teardowns._value.get() >= 2, timeout=HOLD_DOWN + 60,
-                 what="a second teardown after the hold-down")
-        assert time.monotonic() - torn_down >= HOLD_DOWN - 1
+        with fault_record.case(f"eBGP peer ({kind}) sends {len(routes)} prefixes over a limit of {LIMIT}",
+                               "Cease/maximum number of prefixes sent, routes withdrawn, peer held down "
+                               f"{int(HOLD_DOWN)}s, then torn down again") as case:
+            speaker.set_snapshot(snap)
+            row = wait_for(lambda: (r := peer_row(speaker, router_ip)) and "maximum prefixes" in r["info"] and r,
+                           what="max-prefix teardown in status")
+            torn_down = time.monotonic()
+            assert f"> {LIMIT})" in row["info"] and row["state"] == "Idle"
+            assert f"held down for {int(HOLD_DOWN)}s" in row["info"]
+            wait_for(lambda: net.routes(ns_a) == set(), timeout=90, what="the router's routes withdrawn")
+            case.recovery_s = time.monotonic() - torn_down
+            seen = wait_for(lambda: router_saw_max_prefix_notification(kind, router), timeout=90,
+                            what=f"{kind} reports the Cease NOTIFICATION (maximum number of prefixes)")
+            print(seen)
+            # Held down: no session while the hold-down lasts.
+            while time.monotonic() - torn_down < HOLD_DOWN - 4:
+                assert not router_established(kind, router), f"{kind}: session up during the hold-down"
+                assert peer_row(speaker, router_ip)["state"] == "Idle"
+                time.sleep(0.5)
+            # After the hold-down the session comes back, and is torn down again (still too many).
+            wait_for(lambda: speaker.metrics.max_prefix_teardowns._value.get() >= 2, timeout=HOLD_DOWN + 60,
+                     what="a second teardown after the hold-down")
+            assert time.monotonic() - torn_down >= HOLD_DOWN - 1
+            case.route_writes = int(speaker.metrics.route_writes._value.get())
+            case.detail = f"{kind} saw the NOTIFICATION; 2 teardowns"
     finally:
         speaker.stop()
         router.stop()

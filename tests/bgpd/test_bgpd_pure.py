@@ -475,13 +475,17 @@ def test_routes_going_to_several_peers_share_one_command() -> None:
 def test_explicit_cease_teardown_drops_graceful_restart_for_that_session_only() -> None:
     from bgpd.exabgp.launch import cease_with_notification
 
+    from exabgp.reactor.delay import Delay
+
     class FakePeer:
         def __init__(self) -> None:
             self.neighbor = {"capability": {"graceful-restart": 120, "route-refresh": True}}
             self.calls: list[tuple[int, bool]] = []
+            self._delay = Delay()
 
         def teardown(self, code: int, restart: bool = True) -> None:
             self.calls.append((code, restart))
+            self._delay.reset()
 
     wrapped = cease_with_notification(FakePeer.teardown)
     reset, maxpfx = FakePeer(), FakePeer()
@@ -492,6 +496,12 @@ def test_explicit_cease_teardown_drops_graceful_restart_for_that_session_only() 
     assert maxpfx.neighbor["capability"] == {"graceful-restart": False, "route-refresh": True}
     assert maxpfx.calls == [(1, True)]
     assert shared["graceful-restart"] == 120      # the dict was replaced, never mutated
+    # The session's close (ExaBGP's Delay.increase) leaves the torn-down neighbor waiting before
+    # it reconnects; an administrative reset reconnects at once, as ExaBGP does.
+    for peer in (reset, maxpfx):
+        peer._delay.increase()
+    assert not reset._delay.backoff()
+    assert maxpfx._delay.backoff()
 
 
 def test_negative_hold_down_is_refused() -> None:

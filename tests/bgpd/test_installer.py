@@ -77,6 +77,19 @@ def test_adopted_routes_are_kept_until_the_sessions_had_their_chance() -> None:
     assert kernel.routes == {}
 
 
+def test_a_withdrawal_is_not_held_back_by_the_adoption_window() -> None:
+    adopted = Route(IPv4Network("10.244.9.0/26"), 186, dev="eth0", gateway=PEER)
+    kernel = Kernel([adopted])
+    installer = Installer(kernel, kernel.route_to)
+    learned = decision("10.244.2.0/26")
+    installer.sync(decisions(learned, decision("10.244.9.0/26")), remove_stale=False)
+    # Both withdrawn while some session has not yet sent End-of-RIB: the route learned in this
+    # run and the adopted one, once re-learned, go at once; only an adopted route nobody
+    # re-announced yet would wait.
+    result = installer.sync({}, remove_stale=False, changed=[learned.prefix, adopted.dst])
+    assert result.removed == 2 and kernel.routes == {}
+
+
 def test_an_unreachable_next_hop_or_another_owners_route_is_an_error_per_prefix() -> None:
     blackhole = Route(IPv4Network("10.244.1.0/26"), 80, kind="blackhole")
     stale = Route(IPv4Network("10.244.5.0/26"), 186, dev="eth0", gateway=PEER)

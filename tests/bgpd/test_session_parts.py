@@ -6,7 +6,7 @@ from ipaddress import IPv4Address as A, IPv4Network as N
 
 from bgpd.md5 import MISMATCH_HINT, UNEXPECTED_HINT, Md5Diagnosis
 from bgpd.peers import Peer, PeerType
-from bgpd.session import Session, describe_notification
+from bgpd.session import Session, describe_down_reason, describe_notification
 
 
 def test_notifications_read_as_words() -> None:
@@ -34,3 +34,9 @@ def test_stale_prefixes_are_those_not_sent_again() -> None:
                 refreshed={N("10.1.0.64/26")})
     assert s.stale_prefixes() == [N("10.1.0.0/26")]
     assert not s.established
+
+
+def test_a_notification_exabgp_sent_reads_in_words() -> None:
+    assert describe_down_reason("notification sent (3,1)") == "NOTIFICATION sent: UPDATE message error subcode 1"
+    assert describe_down_reason("notification sent (6,4)") == "NOTIFICATION sent: cease (administrative reset)"
+    assert describe_down_reason("hold timer expired") == "hold timer expired"

@@ -134,3 +134,16 @@ def test_a_password_problem_solved_leaves_no_stale_info() -> None:
     assert s[B].info == ""          # configured now: what ExaBGP reports from here on fills INFO
     s.handle(msg.StateEvent(B, "down", reason="connection refused"))
     assert s[B].info == "connection refused"
+
+
+def test_a_notification_we_sent_stays_the_info_through_the_reconnect_attempts() -> None:
+    s, _ = sessions()
+    up(s, restart=None)
+    s.handle(update("10.1.2.0/26"))
+    s.handle(msg.StateEvent(B, "down", "notification sent (3,1)"))     # a malformed UPDATE
+    assert s[B].info == "NOTIFICATION sent: UPDATE message error subcode 1" and s.rib.count(B) == 0
+    s.handle(msg.StateEvent(B, "connected"))
+    s.handle(msg.StateEvent(B, "down", "closing connection"))        # the next attempt failed
+    assert s[B].info == "NOTIFICATION sent: UPDATE message error subcode 1"
+    s.handle(msg.StateEvent(B, "down", "hold timer expired"))        # news replaces it
+    assert s[B].info == "hold timer expired"
