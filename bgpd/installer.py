@@ -61,6 +61,12 @@ class Installer:
         if self._sync.owned:
             log.info("adopted_routes", count=len(self._sync.owned))
 
+    def retain_installed(self) -> None:
+        """The speaking process restarted (ExaBGP, not bgpd): every route installed now is kept,
+        as at start, until the sessions re-learn it or the caller says they had their chance
+        (RFC 4724: a restarting speaker keeps its forwarding state)."""
+        self._adopted = set(self._sync.owned)
+
     @property
     def installed(self) -> Mapping[IPv4Network, Route]:
         """bgpd's routes in the kernel now."""

@@ -204,6 +204,11 @@ class Speaker:
             self._sessions.exabgp_connected()
         elif isinstance(received, ExaBGPExited):
             self._sessions.exabgp_exited(received.code)
+            # Our speaking process restarts: what it learned stays in the kernel while the
+            # sessions re-learn it, as after a restart of bgpd itself.
+            self._installer.retain_installed()
+            self._started, self._adoption_done = self._clock(), False
+            log.info("adoption_window_opened", reason="ExaBGP exited", retained_routes=len(self._installer.installed))
         elif isinstance(received, BFD_EVENTS):
             dead = self._bfd.handle(received)
             if dead is not None:

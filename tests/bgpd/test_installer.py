@@ -90,6 +90,20 @@ def test_a_withdrawal_is_not_held_back_by_the_adoption_window() -> None:
     assert result.removed == 2 and kernel.routes == {}
 
 
+def test_routes_installed_before_exabgp_restarted_wait_for_the_sessions_again() -> None:
+    kernel = Kernel()
+    installer = Installer(kernel, kernel.route_to)
+    installer.sync(decisions(decision("10.244.2.0/26"), decision("10.244.3.0/26")), remove_stale=True)
+    writes = kernel.writes
+    installer.retain_installed()          # ExaBGP exited: the RIB is empty until sessions return
+    assert installer.sync({}, remove_stale=False).removed == 0 and kernel.writes == writes
+    # one re-learned as it was: no write; the other not re-learned goes once the window closes
+    installer.sync(decisions(decision("10.244.2.0/26")), remove_stale=False)
+    assert kernel.writes == writes
+    assert installer.sync(decisions(decision("10.244.2.0/26")), remove_stale=True).removed == 1
+    assert set(kernel.routes) == {IPv4Network("10.244.2.0/26")}
+
+
 def test_an_unreachable_next_hop_or_another_owners_route_is_an_error_per_prefix() -> None:
     blackhole = Route(IPv4Network("10.244.1.0/26"), 80, kind="blackhole")
     stale = Route(IPv4Network("10.244.5.0/26"), 186, dev="eth0", gateway=PEER)
