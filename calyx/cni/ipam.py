@@ -311,3 +311,19 @@ def release(store: AddressStore, *, container_id: str, ifname: str) -> Allocatio
     if existing is not None:
         store.write(state.without(container_id, ifname))
     return existing
+
+
+def release_held(store: AddressStore, allocations: Sequence[Allocation]) -> list[Allocation]:
+    """Free each allocation that is still recorded exactly as given (same container, interface
+    and address); returns those freed. One write for all. The leak collector's release: an
+    allocation re-made or released since it was read is left alone.
+
+    Must be called with the store's lock held.
+    """
+    state = store.read()
+    freed = [a for a in allocations if state.find(a.container_id, a.ifname) == a]
+    if freed:
+        for a in freed:
+            state = state.without(a.container_id, a.ifname)
+        store.write(state)
+    return freed
