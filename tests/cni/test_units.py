@@ -256,3 +256,13 @@ def test_lock_wait_ends_with_try_again_later_in_main_thread_and_other_threads(tm
         os.close(holder)
     with store.locked(timeout=1):                    # released: taken at once
         pass
+
+
+def test_a_writer_killed_before_its_rename_leaves_no_file_behind_for_long(tmp_path):
+    store = ipam.AddressStore(str(tmp_path))
+    with store.locked():
+        store.write(ipam.State())
+        for name in (".state.a1b2c3", ".state.zz"):           # what a SIGKILL between mkstemp and rename leaves
+            (tmp_path / "ipam" / name).write_text('{"version": 2')
+        store.write(ipam.State())
+    assert sorted(p.name for p in (tmp_path / "ipam").iterdir()) == ["lock", "state.json"]
