@@ -60,6 +60,16 @@ class Namespaces:
 PLUGIN = [sys.executable, "-m", "calyx.cni.plugin"]
 
 
+class Clock:
+    """A clock the test sets by hand (``clock.t = 120``), for collectors' grace periods and caches' ages."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def reap(procs: list[subprocess.Popen]) -> None:
     """Kill (by PID) plugin processes still running when a test ends early, and wait for them."""
     for proc in procs:

@@ -14,6 +14,7 @@ from kubernetes import client as k8s
 from calyx import crds
 from calyx.cni import blocks, gc, ipam, leakgc, leaks
 from calyx.kube import client as kube_client
+from cnitest_support import Clock
 
 pytestmark = pytest.mark.lab
 
@@ -25,14 +26,6 @@ def _pod(name: str, node: str) -> dict:
 
 def _owners(cluster) -> dict[str, str]:
     return {b["spec"]["cidr"]: b["spec"]["affinity"] for b in cluster.blocks()}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_blocks_of_a_deleted_node_are_released_after_the_grace_once_its_pods_are_gone(cluster):

@@ -12,6 +12,7 @@ import pytest
 from calyx import crds, model
 from calyx.cni import blocks, install, ipam
 from calyx.cni.config import (AddResult, CniError, parse_cni_args, parse_env, parse_netconf, render_result)
+from cnitest_support import Clock
 
 
 def test_cni_args_and_env():
@@ -156,14 +157,6 @@ def test_install_writes_wrapper_conflist_and_kubeconfig(tmp_path):
     args.nodename, args.kubeconfig = None, None
     assert install.run(args, {}) == 2                                   # no node name
     assert install.run(args, {"NODENAME": "w3"}) == 2                   # not in a pod, no kubeconfig
-
-
-class Clock:
-    def __init__(self, t: float):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _add(store, connect, i: int, clock, ttl: float = 60.0):
