@@ -47,6 +47,11 @@ class FelixConfig(DaemonConfig):
         120.0, env="FELIX_IPAMGCNODEGRACE",
         help="seconds a Node must have been gone before its blocks are released (above the CNI plugin's "
              "60 s cache TTL)")
+    ipam_gc_leak_grace: float = setting(
+        900.0, env="FELIX_IPAMGCLEAKGRACE",
+        help="seconds an address of this node's IPAM records must have been held for a pod that no longer "
+             "holds it (gone, moved, or holding another address) before it is released; every node "
+             "collects its own, every ipam_gc_interval")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,6 +65,8 @@ class FelixConfig(DaemonConfig):
         if self.ipam_gc_interval < 0 or self.ipam_gc_node_grace < 0:
             raise ConfigError(f"config field ipam_gc_interval/ipam_gc_node_grace: {self.ipam_gc_interval!r}/"
                               f"{self.ipam_gc_node_grace!r}: must not be negative")
+        if self.ipam_gc_leak_grace < 0:
+            raise ConfigError(f"config field ipam_gc_leak_grace: {self.ipam_gc_leak_grace!r}: must not be negative")
         if not 0 <= self.ipip_teardown_grace <= 3600:
             raise ConfigError(f"config field ipip_teardown_grace: {self.ipip_teardown_grace!r}: "
                               "must be between 0 and 3600 seconds")

@@ -12,9 +12,10 @@ Nothing is programmed before every watched resource has been listed once, and wh
 unreachable the datastore keeps its last contents, so the dataplane stays as it is. On stop
 felix leaves the dataplane untouched.
 
-Two background chores for the CNI plugin run beside the loop when configured: keeping its
-kubeconfig's token fresh (``cni_kubeconfig``) and IPAM block garbage collection
-(``ipam_gc_interval``; see :mod:`calyx.cni.gc`).
+Background chores for the CNI plugin run beside the loop when configured: keeping its
+kubeconfig's token fresh (``cni_kubeconfig``), IPAM block garbage collection and the release of
+this node's leaked addresses (``ipam_gc_interval``; see :mod:`calyx.cni.gc` and
+:mod:`calyx.cni.leakgc`).
 
 The health port also answers read-only questions about this node's forwarding for ``calyxctl
 trace`` (:mod:`felix.inspect`) and about the NetworkPolicy of its pods (:mod:`felix.policyview`),
@@ -33,6 +34,8 @@ from prometheus_client import CollectorRegistry
 from calyx import model
 from calyx.cni import blocks as cni_blocks
 from calyx.cni import gc as cni_gc
+from calyx.cni import ipam as cni_ipam
+from calyx.cni import leakgc as cni_leakgc
 from calyx.cni import token as cni_token
 from calyx.cni.ipam import node_ipam_records
 from calyx.kube import client as kube_client
@@ -293,6 +296,10 @@ class Felix:
             collector = cni_gc.GarbageCollector(cni_blocks.Api(self._api), node_grace=cfg.ipam_gc_node_grace)
             chores.append(threading.Thread(target=collector.run, args=(stop, cfg.nodename, cfg.ipam_gc_interval),
                                            name="ipam-gc", daemon=True))
+            leaks = cni_leakgc.LeakCollector(cni_blocks.Api(kube_client.clone(self._api)), cfg.nodename,
+                                             cni_ipam.AddressStore(str(cfg.run_dir)), leak_grace=cfg.ipam_gc_leak_grace)
+            chores.append(threading.Thread(target=leaks.run, args=(stop, cfg.ipam_gc_interval),
+                                           name="ipam-leak-gc", daemon=True))
         return chores
 
     # --- local facts, problems, MTU file -------------------------------------------------

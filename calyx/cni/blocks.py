@@ -33,6 +33,11 @@ IPPOOL_PLURAL = "ippools"
 BGPCONFIGURATION_PLURAL = "bgpconfigurations"
 AFFINITY_PREFIX = "host:"
 RELIST_AFTER_CONFLICTS = 8
+# Every call is bounded: (seconds to connect, seconds to wait for each read). An API server that
+# accepts connections but never answers (hung, or a partition dropping its replies) would
+# otherwise hold the plugin, and with it the node's IPAM lock, for ever; with the bound the ADD
+# fails with 11 (try again later) and the runtime retries it.
+REQUEST_TIMEOUT_S = (5.0, 10.0)
 
 log = get_logger("calyx.cni.blocks")
 
@@ -103,40 +108,45 @@ API_FAILURES = (ApiException, urllib3.exceptions.HTTPError, OSError)
 class Api:
     """The few API calls IPAM makes, returning plain dicts (as the model parses them)."""
 
-    def __init__(self, api_client: k8s.ApiClient):
+    def __init__(self, api_client: k8s.ApiClient, request_timeout: tuple[float, float] = REQUEST_TIMEOUT_S):
         self._client = api_client
         self._core = k8s.CoreV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
+        self._timeout = request_timeout
 
     def _plain(self, obj: Any) -> Any:
         return self._client.sanitize_for_serialization(obj)
 
     def read_node(self, name: str) -> dict[str, Any] | None:
         try:
-            return self._plain(self._core.read_node(name))
+            return self._plain(self._core.read_node(name, _request_timeout=self._timeout))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     def list_nodes(self) -> list[dict[str, Any]]:   # the nodes' networks: pools overlapping them are refused
-        return self._plain(self._core.list_node()).get("items", [])
+        return self._plain(self._core.list_node(_request_timeout=self._timeout)).get("items", [])
 
     def list_pods_on(self, node: str) -> list[dict[str, Any]]:
         return self._plain(self._core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={node}")).get("items", [])
+            field_selector=f"spec.nodeName={node}", _request_timeout=self._timeout)).get("items", [])
 
     def list_custom(self, plural: str) -> list[dict[str, Any]]:
-        return self._custom.list_cluster_custom_object(model.GROUP, model.VERSION, plural).get("items", [])
+        return self._custom.list_cluster_custom_object(model.GROUP, model.VERSION, plural,
+                                                       _request_timeout=self._timeout).get("items", [])
 
     def create_block(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._custom.create_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, body)
+        return self._custom.create_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, body,
+                                                         _request_timeout=self._timeout)
 
     def read_block(self, name: str) -> dict[str, Any]:
-        return self._custom.get_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name)
+        return self._custom.get_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name,
+                                                      _request_timeout=self._timeout)
 
     def delete_block(self, name: str, options: k8s.V1DeleteOptions | None = None) -> None:
-        self._custom.delete_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name, body=options)
+        self._custom.delete_cluster_custom_object(model.GROUP, model.VERSION, IPAMBLOCK_PLURAL, name, body=options,
+                                                  _request_timeout=self._timeout)
 
 
 def parse_valid(items: Iterable[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], Any]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ CACHE_TTL_S = MAX_CACHE_TTL_S         # how long the API's word on the node's CI
 LOCK_TIMEOUT_S = 90.0
 LOCK_POLL_MIN_S = 0.002
 LOCK_POLL_MAX_S = 0.05
+TEMP_PREFIX = ".state."              # a new state.json is written under this name, then renamed
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,12 @@ class AddressStore:
                 time.sleep(pause * random.uniform(0.5, 1.5))
                 pause = min(pause * 2, LOCK_POLL_MAX_S)
 
+    def _remove_leftovers(self) -> None:
+        for name in os.listdir(self.dir):
+            if name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.dir, name))
+
     def read(self) -> State:
         try:
             with open(self.state_path, encoding="utf-8") as f:
@@ -235,9 +242,12 @@ class AddressStore:
             raise CniError(ERR_IO, f"{self.state_path}: cannot read IPAM state: {exc.strerror}") from None
 
     def write(self, state: State) -> None:
-        """Replace the state file atomically and durably."""
+        """Replace the state file atomically and durably (with the lock held). Temporary files
+        of writers killed before their rename are removed first: only the lock's holder writes,
+        so any that exist now are such leftovers."""
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.dir)
+            self._remove_leftovers()
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.dir)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(state.to_json())
@@ -311,3 +321,19 @@ def release(store: AddressStore, *, container_id: str, ifname: str) -> Allocatio
     if existing is not None:
         store.write(state.without(container_id, ifname))
     return existing
+
+
+def release_held(store: AddressStore, allocations: Sequence[Allocation]) -> list[Allocation]:
+    """Free each allocation that is still recorded exactly as given (same container, interface
+    and address); returns those freed. One write for all. The leak collector's release: an
+    allocation re-made or released since it was read is left alone.
+
+    Must be called with the store's lock held.
+    """
+    state = store.read()
+    freed = [a for a in allocations if state.find(a.container_id, a.ifname) == a]
+    if freed:
+        for a in freed:
+            state = state.without(a.container_id, a.ifname)
+        store.write(state)
+    return freed

@@ -60,6 +60,24 @@ class Namespaces:
 PLUGIN = [sys.executable, "-m", "calyx.cni.plugin"]
 
 
+class Clock:
+    """A clock the test sets by hand (``clock.t = 120``), for collectors' grace periods and caches' ages."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def reap(procs: list[subprocess.Popen]) -> None:
+    """Kill (by PID) plugin processes still running when a test ends early, and wait for them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
 @dataclass
 class PluginRun:
     returncode: int
@@ -138,11 +156,35 @@ class Cluster:
         return env
 
     def plugin(self, env: dict[str, str], conf: dict | str | None = None) -> PluginRun:
-        stdin = conf if isinstance(conf, str) else json.dumps(conf if conf is not None else self.netconf())
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") and k not in ("KUBECONFIG", "NODENAME")}
-        res = subprocess.run(["ip", "netns", "exec", self.node_ns, *PLUGIN], input=stdin, capture_output=True,
-                             text=True, env={**clean, **env}, timeout=120)
+        res = subprocess.run(["ip", "netns", "exec", self.node_ns, *PLUGIN], input=self._stdin(conf),
+                             capture_output=True, text=True, env=self._environ(env), timeout=120)
         return PluginRun(res.returncode, res.stdout, res.stderr)
+
+    def spawn_plugin(self, env: dict[str, str], conf: dict | str | None = None, *,
+                     feed: bool = True) -> subprocess.Popen:
+        """The plugin started in the node namespace and left running (``ip netns exec`` execs it,
+        so the process's PID is the plugin's own: it can be killed by PID). With ``feed`` its
+        configuration is written and stdin closed at once; otherwise the caller does it (to start
+        many at the same instant). Whoever spawns it reaps it (:func:`reap`)."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.node_ns, *PLUGIN], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self._environ(env))
+        if feed:
+            proc.stdin.write(self._stdin(conf))
+            proc.stdin.close()
+        return proc
+
+    def _stdin(self, conf: dict | str | None) -> str:
+        return conf if isinstance(conf, str) else json.dumps(conf if conf is not None else self.netconf())
+
+    @staticmethod
+    def _environ(env: dict[str, str]) -> dict[str, str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") and k not in ("KUBECONFIG", "NODENAME")}
+        return {**clean, **env}
+
+    def allocations(self) -> list[dict]:
+        """The node's IPAM records (``state.json``'s allocations), read as an operator would."""
+        path = self.workdir / "run" / "ipam" / "state.json"
+        return json.loads(path.read_text())["allocations"] if path.exists() else []
 
     def add_pod(self, namespace: str, name: str, container_id: str | None = None) -> tuple[str, PluginRun]:
         pod_ns = self.namespaces.add(f"p{random.randrange(16**6):06x}")

@@ -2,8 +2,6 @@
 reaching the session's Kubernetes API) per test, always torn down."""
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from cnitest_support import Cluster, random_session_subnet
@@ -11,8 +9,12 @@ from cnitest_support import Cluster, random_session_subnet
 
 @pytest.fixture(scope="session")
 def link_subnets():
-    """/29s of a random 10.2XX.Y.0/24 chosen for this session."""
-    return itertools.chain(random_session_subnet().subnets(new_prefix=29))
+    """/29s of a random 10.2XX.Y.0/24 chosen for this session, then of another when its 32 are
+    used up (each test's /29 is free again once the test has removed its namespaces)."""
+    def endless():
+        while True:
+            yield from random_session_subnet().subnets(new_prefix=29)
+    return endless()
 
 
 @pytest.fixture

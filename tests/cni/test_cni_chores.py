@@ -9,12 +9,13 @@ import os
 import subprocess
 import threading
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
 
-from calyx.cni import blocks, install, token
+from calyx.cni import blocks, install, ipam, token
 from calyx.kube import client as kube_client
 
 pytestmark = pytest.mark.lab
@@ -95,7 +96,7 @@ def _pod(name: str, node: str) -> dict:
 
 
 @pytest.mark.timeout(300)
-def test_felix_refreshes_the_cni_token_and_collects_the_blocks_of_deleted_nodes(cluster, tmp_path):
+def test_felix_refreshes_the_cni_token_and_collects_deleted_nodes_blocks_and_leaked_addresses(cluster, tmp_path):
     sa_dir, kubeconfig = _service_account(tmp_path, "token-1")
     cluster.create_pool("pool-c", "10.97.0.0/24", block_size=28)
     cluster.create_node("zz-gone")           # node-a (felix's node) is the smallest name: it collects
@@ -105,11 +106,18 @@ def test_felix_refreshes_the_cni_token_and_collects_the_blocks_of_deleted_nodes(
     core = k8s.CoreV1Api(cluster.api)
     core.create_namespaced_pod("default", _pod("leftover", "zz-gone"))
 
+    # An address this node's records hold for a pod that no longer exists (a sandbox lost without DEL).
+    store = ipam.AddressStore(str(tmp_path / "run"))
+    with store.locked():
+        store.write(ipam.State(allocations=(ipam.Allocation(IPv4Address("10.97.0.5"), "lost", "eth0", "default",
+                                                            "lost-pod", "cali0"),)))
+
     log_path = tmp_path / "felix.log"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "FELIX_", "CALYX_"))},
            "NODENAME": cluster.node, "KUBECONFIG": cluster.kubeconfig, "CALYX_RUN_DIR": str(tmp_path / "run"),
            "CALYX_LOG_LEVEL": "info", "CALYX_CNI_KUBECONFIG": str(kubeconfig), "CALYX_CNI_TOKEN_DIR": str(sa_dir),
-           "FELIX_IPAMGCINTERVAL": "0.5", "FELIX_IPAMGCNODEGRACE": "2"}
+           "FELIX_IPAMGCINTERVAL": "0.5", "FELIX_IPAMGCNODEGRACE": "2",
+           "FELIX_IPAMGCLEAKGRACE": "1"}
     with open(log_path, "wb") as log:
         felix = subprocess.Popen(["ip", "netns", "exec", cluster.node_ns, str(FELIX)], env=env,
                                  stdout=log, stderr=subprocess.STDOUT)
@@ -126,6 +134,8 @@ def test_felix_refreshes_the_cni_token_and_collects_the_blocks_of_deleted_nodes(
         _wait("the deleted node's block released",
               lambda: [b["spec"]["affinity"] for b in cluster.blocks()] == ["host:node-a"], log=log_path)
         assert "released block of deleted node" in log_path.read_text()
+        _wait("the lost pod's address released", lambda: store.read().allocations == (), log=log_path)
+        assert "released leaked address" in log_path.read_text()
         assert "token-2" not in log_path.read_text()         # credentials are never logged
     finally:
         felix.terminate()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import resource
 import subprocess
 import threading
@@ -16,7 +15,7 @@ from calyx import crds, model
 from calyx.cni import blocks
 from calyx.cni.config import CniError
 from calyx.kube import client as kube_client
-from cnitest_support import PLUGIN, Namespaces, sh
+from cnitest_support import Namespaces, reap, sh
 
 pytestmark = pytest.mark.lab
 
@@ -27,14 +26,6 @@ def _children_cpu() -> float:
     """CPU seconds used by this test's finished child processes (the plugins)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _reap(procs: list[subprocess.Popen]) -> None:
-    """Kill (by PID) plugin processes still running when the test ends early."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 # Most ADDs allocate from the blocks cached on disk without loading the Kubernetes client; only
@@ -48,17 +39,14 @@ def test_200_concurrent_adds_on_one_node_get_distinct_addresses(cluster):
     try:
         _adds_then_dels(cluster, pod_nss, procs)
     finally:
-        _reap(procs)
+        reap(procs)
 
 
 def _adds_then_dels(cluster, pod_nss: list[str], procs: list[subprocess.Popen]) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     conf = json.dumps(cluster.netconf())
     for i, ns in enumerate(pod_nss):
-        env = {**clean, **cluster.env("ADD", f"cid-{i}", Namespaces.path(ns), ("load", f"pod-{i}"))}
-        proc = subprocess.Popen(["ip", "netns", "exec", cluster.node_ns, *PLUGIN], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        procs.append(proc)
+        procs.append(cluster.spawn_plugin(cluster.env("ADD", f"cid-{i}", Namespaces.path(ns), ("load", f"pod-{i}")),
+                                          feed=False))
     started, cpu_before = time.monotonic(), _children_cpu()
     for proc in procs:          # every ADD gets its config at once: they all race for the node lock
         proc.stdin.write(conf)
@@ -92,9 +80,8 @@ def _adds_then_dels(cluster, pod_nss: list[str], procs: list[subprocess.Popen]) 
     procs.clear()
     started, cpu_before = time.monotonic(), _children_cpu()
     for i, ns in enumerate(pod_nss):
-        env = {**clean, **cluster.env("DEL", f"cid-{i}", Namespaces.path(ns), ("load", f"pod-{i}"))}
-        procs.append(subprocess.Popen(["ip", "netns", "exec", cluster.node_ns, *PLUGIN], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        procs.append(cluster.spawn_plugin(cluster.env("DEL", f"cid-{i}", Namespaces.path(ns), ("load", f"pod-{i}")),
+                                          feed=False))
     for proc in procs:
         out, err = proc.communicate(conf, timeout=400)
         assert proc.returncode == 0, out + err

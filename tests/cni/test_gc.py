@@ -1,18 +1,20 @@
 """Garbage collection of IPAM blocks: a deleted Node's blocks are released only after it has been
 gone for the grace period and once no Pod is bound to it; live nodes' blocks are never touched,
-and a block changed since it was read is not lost."""
+and a block changed since it was read is not lost. And of a node's leaked addresses: released
+once their pod has not held them for the grace period, never one re-made since it was read."""
 from __future__ import annotations
 
 import subprocess
 import sys
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from kubernetes import client as k8s
 
 from calyx import crds
-from calyx.cni import blocks, gc
+from calyx.cni import blocks, gc, ipam, leakgc, leaks
 from calyx.kube import client as kube_client
+from cnitest_support import Clock
 
 pytestmark = pytest.mark.lab
 
@@ -24,14 +26,6 @@ def _pod(name: str, node: str) -> dict:
 
 def _owners(cluster) -> dict[str, str]:
     return {b["spec"]["cidr"]: b["spec"]["affinity"] for b in cluster.blocks()}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_blocks_of_a_deleted_node_are_released_after_the_grace_once_its_pods_are_gone(cluster):
@@ -112,3 +106,54 @@ def test_gc_decisions_are_pure_and_the_smallest_node_name_collects():
     assert gc.blocks_to_release(refs, absent, {}, now=130.0, node_grace=120) == []       # pods not counted
     assert gc.is_collector("node-a", ["node-b", "node-a", "worker"])
     assert not gc.is_collector("node-b", ["node-b", "node-a"]) and not gc.is_collector("x", [])
+
+
+def test_leak_decisions_are_pure_judge_only_pods_and_wait_for_the_grace():
+    ip = IPv4Address
+    gone, moved, other, mine, starting, anonymous = (
+        leaks.Held("c1", "eth0", ip("10.0.0.1"), "ns", "gone"),
+        leaks.Held("c2", "eth0", ip("10.0.0.2"), "ns", "moved"),
+        leaks.Held("c3", "eth0", ip("10.0.0.3"), "ns", "replaced"),
+        leaks.Held("c4", "eth0", ip("10.0.0.4"), "ns", "live"),
+        leaks.Held("c5", "eth0", ip("10.0.0.5"), "ns", "starting"),
+        leaks.Held("c6", "eth0", ip("10.0.0.6"), "", ""))
+    pods = {("ns", "replaced"): (ip("10.0.0.9"),), ("ns", "live"): (ip("10.0.0.4"),), ("ns", "starting"): ()}
+    found = leaks.suspects([gone, moved, other, mine, starting, anonymous], pods)
+    assert [(s.held, s.reason) for s in found] == [
+        (gone, "pod ns/gone is not on this node"), (moved, "pod ns/moved is not on this node"),
+        (other, "pod ns/replaced holds 10.0.0.9 instead")]
+    since = leaks.note_suspects(found, {}, now=10.0)
+    assert leaks.due(found, since, now=69.0, grace=60) == []
+    since = leaks.note_suspects(found[1:], since, now=70.0)           # 'gone' came back: forgotten
+    assert gone not in since
+    assert [s.held for s in leaks.due(found[1:], since, now=70.0, grace=60)] == [moved, other]
+
+
+def test_leaked_addresses_are_released_after_the_grace_and_only_if_unchanged(cluster, tmp_path):
+    store = ipam.AddressStore(str(tmp_path / "run"))
+
+    def alloc(cid: str, address: str, pod: str) -> ipam.Allocation:
+        return ipam.Allocation(IPv4Address(address), cid, "eth0", "default", pod, "cali0")
+
+    live, leaked, readded = alloc("c-live", "10.96.0.1", "live"), alloc("c-gone", "10.96.0.2", "gone"), \
+        alloc("c-again", "10.96.0.3", "again")
+    with store.locked():
+        store.write(ipam.State(allocations=(live, leaked, readded)))
+    k8s.CoreV1Api(cluster.api).create_namespaced_pod("default", _pod("live", cluster.node))
+    api = blocks.Api(kube_client.load(cluster.kubeconfig))
+    clock = Clock()
+    collector = leakgc.LeakCollector(api, cluster.node, store, leak_grace=30, clock=clock)
+    assert collector.pass_once() == [] and collector.pending()
+    # Between the collector's read and its release, 'again' is given another address: kept.
+    clock.t = 30
+    original_read = store.read
+    def read_then_change():
+        state = original_read()
+        store.read = original_read
+        with_new = state.with_allocation(alloc("c-again", "10.96.0.4", "again"))
+        store.write(with_new)
+        return state
+    store.read = read_then_change
+    assert collector.pass_once() == [leaked]
+    assert [(a.container_id, str(a.address)) for a in store.read().allocations] == \
+        [("c-live", "10.96.0.1"), ("c-again", "10.96.0.4")]

@@ -12,6 +12,7 @@ import pytest
 from calyx import crds, model
 from calyx.cni import blocks, install, ipam
 from calyx.cni.config import (AddResult, CniError, parse_cni_args, parse_env, parse_netconf, render_result)
+from cnitest_support import Clock
 
 
 def test_cni_args_and_env():
@@ -158,14 +159,6 @@ def test_install_writes_wrapper_conflist_and_kubeconfig(tmp_path):
     assert install.run(args, {"NODENAME": "w3"}) == 2                   # not in a pod, no kubeconfig
 
 
-class Clock:
-    def __init__(self, t: float):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def _add(store, connect, i: int, clock, ttl: float = 60.0):
     with store.locked():
         return ipam.assign(store, connect, container_id=f"c{i}", ifname="eth0", namespace="ns", pod=f"p{i}",
@@ -256,3 +249,13 @@ def test_lock_wait_ends_with_try_again_later_in_main_thread_and_other_threads(tm
         os.close(holder)
     with store.locked(timeout=1):                    # released: taken at once
         pass
+
+
+def test_a_writer_killed_before_its_rename_leaves_no_file_behind_for_long(tmp_path):
+    store = ipam.AddressStore(str(tmp_path))
+    with store.locked():
+        store.write(ipam.State())
+        for name in (".state.a1b2c3", ".state.zz"):           # what a SIGKILL between mkstemp and rename leaves
+            (tmp_path / "ipam" / name).write_text('{"version": 2')
+        store.write(ipam.State())
+    assert sorted(p.name for p in (tmp_path / "ipam").iterdir()) == ["lock", "state.json"]

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PURE = ["calyx/model.py", "calyx/ippools.py", "calyx/selector.py", "calyx/naming.py", "calyx/route.py",
         "calyx/deltatracker.py", "calyx/ownership.py", "calyx/routesync.py", "calyx/memroutes.py",
-        "calyx/specschema.py", "felix/calc.py", "felix/vxlancalc.py", "felix/probepackets.py", "felix/grace.py", "felix/nat.py",
+        "calyx/specschema.py", "calyx/cni/leaks.py", "felix/calc.py", "felix/vxlancalc.py", "felix/probepackets.py", "felix/grace.py", "felix/nat.py",
         "felix/dataplane/nftjson.py",
         "felix/policycalc.py", "felix/policyindex.py", "calyx/networkpolicy.py",
         "felix/dataplane/memnft.py",
