@@ -20,8 +20,12 @@ OUR_AS = 64512
 SERVICES = "10.96.0.0/12"
 
 
-def bird(ns: str, workdir: Path, router: str, router_as: int, node: str, routes: list[str]):
+def bird(ns: str, workdir: Path, router: str, router_as: int, node: str, routes: list[str],
+         log_states: bool = False):
+    """BIRD originating ``routes`` (blackholes) to ``node`` over eBGP; ``log_states`` logs the
+    session's state changes."""
     statics = "\n".join(f"    route {r} blackhole;" for r in routes)
+    debug = "    debug { states };\n" if log_states else ""
     return Bird(ns, workdir, f"""
 log stderr all;
 router id {router};
@@ -31,7 +35,7 @@ protocol static s4 {{
 {statics}
 }}
 protocol bgp calyx {{
-    local {router} as {router_as};
+{debug}    local {router} as {router_as};
     neighbor {node} as {OUR_AS};
     direct;
     ipv4 {{ import all; export where proto = "s4"; }};

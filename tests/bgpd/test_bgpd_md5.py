@@ -29,7 +29,9 @@ from calyxlab import nodeview
 from bgpd_lab import (apply, bgp_peer, bgp_routes, bgpd_cli, http_get, mesh_of, module_lab, peers, routes, status,
                       wait_for, wait_sessions)
 
-pytestmark = pytest.mark.lab
+# The whole module is a fault case: its last test searches everything the earlier ones made
+# bgpd and ExaBGP write, so `make faults` runs them all, in order.
+pytestmark = [pytest.mark.lab, pytest.mark.fault]
 
 NAMESPACE = DEFAULT_NAMESPACE
 NODES = {"node1": "10.0.0.11", "node2": "10.0.0.12"}
@@ -311,7 +313,6 @@ def outputs_to_search(lab) -> dict[str, str]:
     return out
 
 
-@pytest.mark.fault
 def test_no_password_anywhere(lab, fault_record):
     found = outputs_to_search(lab)
     assert found["node1 bgpd log"] and found["node1 exabgp log"] is not None and found["events"] != "[]"

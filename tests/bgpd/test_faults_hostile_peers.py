@@ -27,7 +27,7 @@ from calyx.netlink import RouteMonitor
 from felix.netnsthread import call_in_netns
 
 from bgpdtest_support import Bird, GoBgp, Net, make_speaker, peer_row, random_prefixes, wait_for
-from test_bgpd_interop import ROUTERS
+from test_bgpd_interop import ROUTERS, bird
 
 pytestmark = [pytest.mark.lab, pytest.mark.fault]
 
@@ -697,23 +697,7 @@ FLOOD = 100_000
 
 def flooding_bird(ns: str, workdir: Path, router: str, node: str) -> Bird:
     """BIRD originating FLOOD static routes to ``node``, logging its session's state changes."""
-    statics = "\n".join(f"    route {p} blackhole;" for p in flood_prefixes())
-    return Bird(ns, workdir, f"""
-log stderr all;
-router id {router};
-protocol device {{ }}
-protocol static s4 {{
-    ipv4;
-{statics}
-}}
-protocol bgp calyx {{
-    debug {{ states }};
-    local {router} as {ROUTER_AS + 7};
-    neighbor {node} as {OUR_AS};
-    direct;
-    ipv4 {{ import all; export where proto = "s4"; }};
-}}
-""")
+    return bird(ns, workdir, router, ROUTER_AS + 7, node, flood_prefixes(), log_states=True)
 
 
 def flood_prefixes(n: int = FLOOD) -> list[str]:
