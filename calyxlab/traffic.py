@@ -186,15 +186,16 @@ class DirectionCount:
     lost: int
 
 
-class TwoWayPing:
-    """A continuous ping from pod ``a`` to pod ``b`` and one from ``b`` to ``a``, started and
-    stopped together (a context manager): the measure of a fault's cost between two nodes."""
+class PingMatrix:
+    """A continuous ping from every pod to every other pod (all ordered pairs), started and
+    stopped together (a context manager): the measure of a fault's cost across the cluster."""
 
-    def __init__(self, lab: "Lab", a: Pod, b: Pod, interval: float = 0.05) -> None:
-        self._pings = (ContinuousPing(lab, a, b, interval), ContinuousPing(lab, b, a, interval))
+    def __init__(self, lab: "Lab", members: Sequence[Pod], interval: float = 0.05) -> None:
+        self.interval = interval
+        self._pings = tuple(ContinuousPing(lab, a, b, interval) for a in members for b in members if a is not b)
         self.counts: tuple[DirectionCount, ...] = ()
 
-    def __enter__(self) -> "TwoWayPing":
+    def __enter__(self) -> "PingMatrix":
         started: list[ContinuousPing] = []
         try:
             for ping in self._pings:
@@ -208,7 +209,7 @@ class TwoWayPing:
     def __exit__(self, *exc: object) -> None:
         self.counts = tuple(DirectionCount(p.src, p.dst, *p.stop()) for p in self._pings)
         for count in self.counts:
-            print(f"continuous ping {count.src.name} -> {count.dst.name} every {self._pings[0].interval * 1000:.0f} ms: "
+            print(f"continuous ping {count.src.name} -> {count.dst.name} every {self.interval * 1000:.0f} ms: "
                   f"{count.sent} sent, {count.lost} lost")
 
     @property

@@ -8,8 +8,8 @@ learned, so pods reach the BIRD node's own network and it answers them.
 
 Last, fault cases of the reliability suite: node1's bgpd, its ExaBGP, its felix, all three at
 once, and all three on every node at once are SIGKILLed and come back (the kubelet restarts the
-containers, bgpd its ExaBGP) under a continuous ping in both directions between a pod on node1
-and a pod on node2, with a route monitor in the kernel of every peer that installs routes (node2,
+containers, bgpd its ExaBGP) under a continuous ping from every pod to every other (one pod per
+node), with a route monitor in the kernel of every peer that installs routes (node2,
 node3, BIRD, FRR): no ping lost, no peer withdraws a block, no Calyx daemon writes a kernel
 route (graceful restart on the BGP side, adoption of the kernel's routes on felix's).
 """
@@ -26,7 +26,7 @@ import pytest
 from calyxlab import pods
 from calyxlab.lab import LabError
 from calyxlab.routemonitor import RouteMonitor
-from calyxlab.traffic import POD_NAMESPACE, TwoWayPing
+from calyxlab.traffic import POD_NAMESPACE, PingMatrix
 from e2e_support import (BGPD, HEALTH_PORTS, KUBECTL, add_pod, add_pods, assert_full_matrix, bgpd_status,
                          bgpd_status_table, calyx_routes, daemon_metric, deployed, node_block, ping_once,
                          relist_counts, routes, wait_for, wait_install_modes, wait_relisted, wait_sessions)
@@ -177,8 +177,8 @@ def felix_ready(lab, node: str) -> bool:
 @pytest.mark.fault
 @pytest.mark.parametrize("case_id", list(KILLED_CASES))
 def test_killed_daemons_lose_nothing(lab, cluster_pods, blocks, case_id, tmp_path, fault_record):
-    """``what`` is SIGKILLed on ``nodes`` under a ping in both directions between pods on node1
-    and node2. A restarted felix adopts the kernel's routes; a restarted bgpd's peers keep its
+    """``what`` is SIGKILLed on ``nodes`` under a continuous ping from every pod to every other.
+    A restarted felix adopts the kernel's routes; a restarted bgpd's peers keep its
     routes (graceful restart helpers) until it has re-announced them and sent End-of-RIB. No
     packet is lost, no peer withdraws a block, and no Calyx daemon writes a kernel route."""
     what, nodes = KILLED_CASES[case_id]
@@ -198,7 +198,7 @@ def test_killed_daemons_lose_nothing(lab, cluster_pods, blocks, case_id, tmp_pat
                            "0 lost; no block withdrawn; 0 route writes") as case:
         events: dict[str, list[str]] = {}
         try:
-            with TwoWayPing(lab, cluster_pods["node1"], cluster_pods["node2"]) as pings:
+            with PingMatrix(lab, list(cluster_pods.values())) as pings:
                 killed_at = time.time()
                 started = time.monotonic()
                 for node in nodes:
@@ -293,8 +293,9 @@ def calyx_route_set(lab, node: str) -> list[tuple]:
 @pytest.mark.parametrize("flaps", [5, pytest.param(20, marks=pytest.mark.fault_full)])
 def test_underlay_link_flaps_leave_every_route_as_it_was(lab, cluster_pods, blocks, flaps, fault_record):
     """The switch port facing node1 goes down for a second and up again, ``flaps`` times at
-    one flap every three seconds (20 flaps: the fault suite's minute), under a ping in both
-    directions. Packets are lost only while the link is down; afterwards every node's routes
+    one flap every three seconds (20 flaps: the fault suite's minute), under a continuous ping
+    from every pod to every other. Packets are lost only while the link is down (and only to and
+    from node1's pod); afterwards every node's routes
     are exactly as before (none leaked, none missing) and every session is Established."""
     for node in NODES:
         wait_sessions(lab, node, peers_of(node))
@@ -303,7 +304,7 @@ def test_underlay_link_flaps_leave_every_route_as_it_was(lab, cluster_pods, bloc
     with fault_record.case(f"node1's underlay link flapped {flaps} times in {flaps * period:.0f} s",
                            "loss only while down; routes and sessions as before") as case:
         try:
-            with TwoWayPing(lab, cluster_pods["node1"], cluster_pods["node2"]) as pings:
+            with PingMatrix(lab, list(cluster_pods.values())) as pings:
                 for _ in range(flaps):
                     lab.exec("switch", ["ip", "link", "set", NODE1_SWITCH_PORT, "down"], check=True)
                     time.sleep(down_for)
@@ -336,7 +337,7 @@ def test_stalled_etcd_fails_the_api_and_the_dataplane_stays(lab, cluster_pods, b
     writes = route_writes(lab)
     with fault_record.case("etcd frozen 25 s: the API fails requests (3 nodes, plain BGP)",
                            "0 lost, 0 route writes; daemons follow the API again") as case:
-        with TwoWayPing(lab, cluster_pods["node1"], cluster_pods["node2"]) as pings:
+        with PingMatrix(lab, list(cluster_pods.values())) as pings:
             try:
                 lab.pause_control_plane("etcd")
                 frozen_until = time.monotonic() + 25
@@ -398,7 +399,7 @@ def test_compacted_etcd_makes_the_daemons_relist_and_rewrite_nothing(lab, cluste
     relists = relist_counts(lab, NODES)
     with fault_record.case("etcd compacted while the API was down (3 nodes, plain BGP)",
                            "relist; 0 lost, 0 route writes") as case:
-        with TwoWayPing(lab, cluster_pods["node1"], cluster_pods["node2"]) as pings:
+        with PingMatrix(lab, list(cluster_pods.values())) as pings:
             try:
                 lab.stop_api_server()
                 revision = etcd_compact(lab)
