@@ -300,6 +300,7 @@ def test_underlay_link_flaps_leave_every_route_as_it_was(lab, cluster_pods, bloc
     for node in NODES:
         wait_sessions(lab, node, peers_of(node))
     before = {n: calyx_route_set(lab, n) for n in NODES}
+    writes = route_writes(lab)
     down_for, period = 1.0, 3.0
     with fault_record.case(f"node1's underlay link flapped {flaps} times in {flaps * period:.0f} s",
                            "loss only while down; routes and sessions as before") as case:
@@ -320,6 +321,8 @@ def test_underlay_link_flaps_leave_every_route_as_it_was(lab, cluster_pods, bloc
         finally:
             lab.exec("switch", ["ip", "link", "set", NODE1_SWITCH_PORT, "up"])
         case.packets(pings.lost, pings.sent)
+        after = route_writes(lab)
+        case.route_writes = int(sum(after[k] - writes[k] for k in after))
         # 20 pings a second are lost while the link is down, plus a few while neighbours resolve
         bound = flaps * (down_for / 0.05 + 10)
         case.detail = f"bound {bound:.0f} per direction"
