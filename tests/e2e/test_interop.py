@@ -11,7 +11,9 @@ once, and all three on every node at once are SIGKILLed and come back (the kubel
 containers, bgpd its ExaBGP) under a continuous ping from every pod to every other (one pod per
 node), with a route monitor in the kernel of every peer that installs routes (node2,
 node3, BIRD, FRR): no ping lost, no peer withdraws a block, no Calyx daemon writes a kernel
-route (graceful restart on the BGP side, adoption of the kernel's routes on felix's).
+route (graceful restart on the BGP side, adoption of the kernel's routes on felix's). Under the
+same ping: node1's underlay link flapping, etcd frozen, etcd compacted while the API is down,
+and GoBGP announcing pod blocks that are not its own.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import re
 import subprocess
 import time
 import urllib.request
+from ipaddress import IPv4Network
 
 import pytest
 
@@ -421,3 +424,50 @@ def test_compacted_etcd_makes_the_daemons_relist_and_rewrite_nothing(lab, cluste
     extra = add_pod(lab, "node2", "after-compaction")
     wait_for(f"node1's pod reaches {extra.ip}", lambda: ping_once(lab, cluster_pods["node1"], extra.ip))
     pods.delete_pod(lab, POD_NAMESPACE, extra.name, extra.node)
+
+
+def learned_routes(lab, node: str) -> list[dict]:
+    """What ``node``'s bgpd learned, each with whether its import policy accepted it and why not."""
+    res = lab.exec(node, [BGPD, "routes", "-o", "json"], env=lab.node_env(node), check=True, timeout=60)
+    return json.loads(res.stdout)["learned"]
+
+
+@pytest.mark.fault
+def test_a_peer_announcing_pod_blocks_diverts_no_packet(lab, cluster_pods, blocks, fault_record):
+    """GoBGP, an iBGP peer outside the cluster, announces node2's block and a /28 inside node3's
+    with itself as the next hop (a hijack, or a fat-fingered router). Every Calyx node refuses
+    both (prefixes inside an IPPool from a next hop that is not a cluster node), so no packet
+    between pods goes astray and no kernel route changes; the announcements are then withdrawn."""
+    hijacks = [blocks["node2"], str(next(IPv4Network(blocks["node3"]).subnets(new_prefix=28)))]
+    for node in NODES:
+        wait_sessions(lab, node, peers_of(node))
+    before = {n: calyx_route_set(lab, n) for n in NODES}
+    writes = route_writes(lab)
+    with fault_record.case("an iBGP peer announces a node's pod block and a /28 inside another's",
+                           "refused on every node; 0 lost, 0 route writes") as case:
+        with PingMatrix(lab, list(cluster_pods.values())) as pings:
+            started = time.monotonic()
+            try:
+                for prefix in hijacks:
+                    lab.exec("gobgp", ["gobgp", "global", "rib", "add", "-a", "ipv4", prefix], check=True)
+
+                def refused_everywhere() -> bool:
+                    for node in NODES:
+                        seen = {r["prefix"]: r for r in learned_routes(lab, node) if r["peer"] == GOBGP}
+                        if any(p not in seen or seen[p]["accepted"] for p in hijacks):
+                            return False
+                    return True
+                wait_for("every Calyx node to have received and refused GoBGP's hijacks", refused_everywhere)
+                case.recovery_s = time.monotonic() - started
+                case.detail = "refused: " + next(r["reason"] for r in learned_routes(lab, "node1")
+                                                  if r["prefix"] == hijacks[0] and r["peer"] == GOBGP)
+                time.sleep(3)     # a node that would act on them has done it by now
+                assert {n: calyx_route_set(lab, n) for n in NODES} == before, "a hijack changed a kernel route"
+            finally:
+                for prefix in hijacks:
+                    lab.exec("gobgp", ["gobgp", "global", "rib", "del", "-a", "ipv4", prefix])
+        case.packets(pings.lost, pings.sent)
+        after = route_writes(lab)
+        case.route_writes = int(sum(after[k] - writes[k] for k in after))
+        assert pings.lost == 0
+        assert case.route_writes == 0
