@@ -141,14 +141,20 @@ class Report:
             print(f"  * {n}")
         if results is None:
             return
-        results.parent.mkdir(parents=True, exist_ok=True)
-        with open(results, "a") as out:
-            fcntl.flock(out, fcntl.LOCK_EX)
-            if out.tell() == 0:
-                out.write("# Calyx benchmark results\n\nAppended by `bench/*.py`; newest last. "
-                          "See docs/benchmarks.md for what each figure means.\n\n")
-            out.write(self.markdown() + "\n")
+        append_results(results, "# Calyx benchmark results\n\nAppended by `bench/*.py`; newest last. "
+                       "See docs/benchmarks.md for what each figure means.\n\n", self.markdown())
         print(f"figures appended to {results}", flush=True)
+
+
+def append_results(results: Path, heading: str, section: str) -> None:
+    """Append ``section`` to a results file (``heading`` first when the file is new), under a
+    lock so that concurrent runs do not interleave."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results, "a") as out:
+        fcntl.flock(out, fcntl.LOCK_EX)
+        if out.tell() == 0:
+            out.write(heading)
+        out.write(section + "\n")
 
 
 def _cell(value: Any) -> str:

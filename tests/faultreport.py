@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,12 +122,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(line)
     if config.getoption("--faults") != "full":
         return
-    from bench.common import machine_facts    # only a full run records the machine
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as out:
-        fcntl.flock(out, fcntl.LOCK_EX)
-        if out.tell() == 0:
-            out.write("# Calyx fault-injection results\n\nAppended by `make faults`; newest last. "
-                      "See docs/reliability.md for what each case injects and promises.\n\n")
-        out.write(record.markdown(machine_facts(), "make faults") + "\n")
+    from bench.common import append_results, machine_facts    # only a full run records the machine
+    append_results(RESULTS, "# Calyx fault-injection results\n\nAppended by `make faults`; newest last. "
+                   "See docs/reliability.md for what each case injects and promises.\n\n",
+                   record.markdown(machine_facts(), "make faults"))
     terminalreporter.write_line(f"table appended to {os.path.relpath(RESULTS)}")
