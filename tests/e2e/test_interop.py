@@ -168,6 +168,21 @@ def route_writes(lab) -> dict[tuple[str, str], float]:
             for d, metric in (("felix", "felix_netlink_writes_total"), ("bgpd", "bgpd_route_writes_total"))}
 
 
+def settled(lab) -> tuple[dict[str, list[tuple]], dict[tuple[str, str], float]]:
+    """Once every Calyx node's sessions are Established: each node's Calyx routes, and the
+    daemons' kernel route writes so far (the state a fault case compares with afterwards)."""
+    for node in NODES:
+        wait_sessions(lab, node, peers_of(node))
+    return {n: calyx_route_set(lab, n) for n in NODES}, route_writes(lab)
+
+
+def writes_since(lab, before: dict[tuple[str, str], float]) -> int:
+    """Kernel route writes of every Calyx daemon since ``before`` (from :func:`route_writes`),
+    for daemons that did not restart in between."""
+    after = route_writes(lab)
+    return int(sum(after[k] - before[k] for k in after))
+
+
 def felix_ready(lab, node: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{lab.nodes[node].mgmt_ipv4}:{HEALTH_PORTS['felix']}/readyz",
@@ -300,10 +315,7 @@ def test_underlay_link_flaps_leave_every_route_as_it_was(lab, cluster_pods, bloc
     from every pod to every other. Packets are lost only while the link is down (and only to and
     from node1's pod); afterwards every node's routes
     are exactly as before (none leaked, none missing) and every session is Established."""
-    for node in NODES:
-        wait_sessions(lab, node, peers_of(node))
-    before = {n: calyx_route_set(lab, n) for n in NODES}
-    writes = route_writes(lab)
+    before, writes = settled(lab)
     down_for, period = 1.0, 3.0
     with fault_record.case(f"node1's underlay link flapped {flaps} times in {flaps * period:.0f} s",
                            "loss only while down; routes and sessions as before") as case:
@@ -324,8 +336,7 @@ def test_underlay_link_flaps_leave_every_route_as_it_was(lab, cluster_pods, bloc
         finally:
             lab.exec("switch", ["ip", "link", "set", NODE1_SWITCH_PORT, "up"])
         case.packets(pings.lost, pings.sent)
-        after = route_writes(lab)
-        case.route_writes = int(sum(after[k] - writes[k] for k in after))
+        case.route_writes = writes_since(lab, writes)
         # 20 pings a second are lost while the link is down, plus a few while neighbours resolve
         bound = flaps * (down_for / 0.05 + 10)
         case.detail = f"bound {bound:.0f} per direction"
@@ -337,10 +348,7 @@ def test_stalled_etcd_fails_the_api_and_the_dataplane_stays(lab, cluster_pods, b
     """etcd frozen (SIGSTOP) for 25 s: the API answers with errors and timeouts, the daemons'
     watches stall. Nothing is lost or rewritten meanwhile, and once etcd runs again the daemons
     follow the API: a pod made afterwards gets its route and answers."""
-    for node in NODES:
-        wait_sessions(lab, node, peers_of(node))
-    before = {n: calyx_route_set(lab, n) for n in NODES}
-    writes = route_writes(lab)
+    before, writes = settled(lab)
     with fault_record.case("etcd frozen 25 s: the API fails requests (3 nodes, plain BGP)",
                            "0 lost, 0 route writes; daemons follow the API again") as case:
         with PingMatrix(lab, list(cluster_pods.values())) as pings:
@@ -398,10 +406,7 @@ def test_compacted_etcd_makes_the_daemons_relist_and_rewrite_nothing(lab, cluste
     the revisions the daemons watched from are gone from etcd, so they relist (the 410 Gone
     answer itself is tested against the API in tests/kube/test_reflector.py). Nothing is lost or
     rewritten, and the daemons follow a change afterwards."""
-    for node in NODES:
-        wait_sessions(lab, node, peers_of(node))
-    before = {n: calyx_route_set(lab, n) for n in NODES}
-    writes = route_writes(lab)
+    before, writes = settled(lab)
     relists = relist_counts(lab, NODES)
     with fault_record.case("etcd compacted while the API was down (3 nodes, plain BGP)",
                            "relist; 0 lost, 0 route writes") as case:
@@ -415,8 +420,7 @@ def test_compacted_etcd_makes_the_daemons_relist_and_rewrite_nothing(lab, cluste
             wait_relisted(lab, relists, "after the compaction")
             case.recovery_s = time.monotonic() - back
         case.packets(pings.lost, pings.sent)
-        after = route_writes(lab)
-        case.route_writes = int(sum(after[k] - writes[k] for k in after))
+        case.route_writes = writes_since(lab, writes)
         case.detail = f"compacted at revision {revision}"
         assert pings.lost == 0
         assert {n: calyx_route_set(lab, n) for n in NODES} == before
@@ -439,10 +443,7 @@ def test_a_peer_announcing_pod_blocks_diverts_no_packet(lab, cluster_pods, block
     both (prefixes inside an IPPool from a next hop that is not a cluster node), so no packet
     between pods goes astray and no kernel route changes; the announcements are then withdrawn."""
     hijacks = [blocks["node2"], str(next(IPv4Network(blocks["node3"]).subnets(new_prefix=28)))]
-    for node in NODES:
-        wait_sessions(lab, node, peers_of(node))
-    before = {n: calyx_route_set(lab, n) for n in NODES}
-    writes = route_writes(lab)
+    before, writes = settled(lab)
     with fault_record.case("an iBGP peer announces a node's pod block and a /28 inside another's",
                            "refused on every node; 0 lost, 0 route writes") as case:
         with PingMatrix(lab, list(cluster_pods.values())) as pings:
@@ -467,7 +468,6 @@ def test_a_peer_announcing_pod_blocks_diverts_no_packet(lab, cluster_pods, block
                 for prefix in hijacks:
                     lab.exec("gobgp", ["gobgp", "global", "rib", "del", "-a", "ipv4", prefix])
         case.packets(pings.lost, pings.sent)
-        after = route_writes(lab)
-        case.route_writes = int(sum(after[k] - writes[k] for k in after))
+        case.route_writes = writes_since(lab, writes)
         assert pings.lost == 0
         assert case.route_writes == 0
