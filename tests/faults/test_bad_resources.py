@@ -7,8 +7,9 @@ syntax, a Node without an address or with a malformed annotation), has the daemo
 a log line and a Warning Event naming object, field and value, while the kernel routes already
 programmed stay as they are and no route is written because of it.
 
-The live cases share one lab (``tests/bgpd/labs/daemon``: node1..3 in a full mesh with felix and
-bgpd, a BIRD router peering with every node), objects applied with the real kubectl. The
+The live cases share one cluster (:mod:`faultcluster`: bgpd's daemon lab, node1..3 in a full
+mesh with felix and bgpd, a BIRD router peering with every node, a pod on every node), objects
+applied with the real kubectl while every pod pings every other: no ping may be lost. The
 property-based case feeds CRD-valid but hostile IPPools and BGPPeers through the model into
 felix's and bgpd's pure calculations next to a known-good cluster.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -27,7 +27,6 @@ from pathlib import Path as FilePath
 from typing import Any, Callable, Iterator
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,11 +36,12 @@ from bgpd.peers import Peer, peer_set
 from bgpd.rib import Attributes, Path
 from calyx import crds, ippools, model
 from calyx.model import ValidationError
-from calyx.naming import cali_interface_name
-from calyxlab.pytest_plugin import module_lab, wait_for
-from calyxlab.tools import find_tool
+from calyxlab.pytest_plugin import wait_for
+from calyxlab.traffic import PingMatrix
 from crdrules import cel_failures
+from faultcluster import NODES, ROUTER, Cluster, router_peer
 from felix import calc
+import faultcluster
 
 sys.path.insert(0, str(FilePath(__file__).resolve().parents[1] / "bgpd"))
 from bgpd_lab import peers, status  # noqa: E402
@@ -63,10 +63,8 @@ def crd_accepts(obj: dict[str, Any]) -> bool:
 
 # --- A known-good cluster -------------------------------------------------------------------------
 
-NODES = {"node1": "10.0.0.11", "node2": "10.0.0.12", "node3": "10.0.0.13"}
 BLOCKS = {"node1": "10.244.1.0/26", "node2": "10.244.2.0/26", "node3": "10.244.3.0/26"}
 PODS = {("default", "web-1"): ("node1", "10.244.1.5"), ("default", "web-2"): ("node2", "10.244.2.7")}
-ROUTER = "10.0.0.254"
 EARLY = "2026-01-01T00:00:00Z"      # the good objects' creation time; hostile ones come later
 LATE = "2026-06-01T00:00:00Z"
 
@@ -316,101 +314,9 @@ def test_many_more_hostile_pools_and_peers_leave_the_good_cluster_alone(fault_re
     run_hostile_objects(fault_record, 3000)
 
 
-# --- Live: bad objects applied with kubectl to a running cluster -----------------------------------
+# --- Live: bad objects applied with kubectl to a running cluster, pods pinging each other ------------
 
-DAEMON_LAB = FilePath(__file__).resolve().parents[1] / "bgpd" / "labs" / "daemon" / "daemon.clab.yml"
-LAB_CIDRS = {"node1": "10.244.1.0/24", "node2": "10.244.2.0/24", "node3": "10.244.3.0/24"}
-ROUTER_NET = "198.51.100.0/24"
-POD, POD_IP = "web-1", "10.244.1.5"          # a pod on node1, its veth made as the CNI plugin would
 SETTLE = 2.0        # seconds after the daemons reported the object, for any write it caused to land
-PROGRAMMED = {"80", "bgp"}                   # route protocols: felix's and bgpd's
-# One command per node: its routes and both daemons' metrics.
-PROBE = r"""
-import json, subprocess, urllib.request
-def metrics(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-            return answer.read().decode()
-    except OSError:
-        return None     # the daemon is not serving (yet)
-routes = subprocess.run(["ip", "-j", "-4", "route", "show"], capture_output=True, text=True, check=True).stdout
-print(json.dumps({"routes": json.loads(routes or "[]"), "felix": metrics(9099), "bgpd": metrics(9098)}))
-"""
-
-
-def _sample(text: str, name: str, labels: str = "") -> float:
-    """The sum of the samples of ``name`` (with labels starting with ``labels``) in an exposition."""
-    prefix = f"{name}{{{labels}" if labels else name
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(prefix) and (labels or line[len(name):len(name) + 1] in (" ", "{")))
-
-
-@dataclass(frozen=True)
-class Measure:
-    """The cluster at one instant: each node's felix and bgpd routes, and the daemons' write counters."""
-
-    programmed: dict[str, frozenset[str]]
-    route_writes: int         # felix's route writes plus bgpd's, every node
-    felix_writes: int         # every netlink change felix made (routes, tunnel, VXLAN, nftables)
-
-
-@dataclass
-class Cluster:
-    lab: Any
-    kubectl_binary: str
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.kubectl_binary, "--kubeconfig", str(self.lab.kubeconfig), *args],
-                              input=stdin, capture_output=True, text=True, timeout=60)
-
-    def apply(self, *docs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(list(docs)))
-
-    def must(self, proc: subprocess.CompletedProcess[str]) -> str:
-        assert proc.returncode == 0, f"kubectl {' '.join(proc.args[3:])} failed:\n{proc.stderr}"
-        return proc.stdout
-
-    def measure(self) -> Measure:
-        programmed, route_writes, felix_writes = {}, 0, 0
-        for node in NODES:
-            res = self.lab.exec(node, [sys.executable, "-c", PROBE], check=True)
-            seen = json.loads(res.stdout)
-            down = [daemon for daemon in ("felix", "bgpd") if seen[daemon] is None]
-            assert not down, f"{node}: {', '.join(down)} not serving /metrics"
-            programmed[node] = frozenset(
-                " ".join(f"{k}={r[k]}" for k in ("type", "dst", "gateway", "dev", "protocol", "flags") if r.get(k))
-                for r in seen["routes"] if str(r.get("protocol")) in PROGRAMMED)
-            route_writes += int(_sample(seen["felix"], "felix_netlink_writes_total", 'object="route"')
-                                + _sample(seen["bgpd"], "bgpd_route_writes_total"))
-            felix_writes += int(_sample(seen["felix"], "felix_netlink_writes_total"))
-        return Measure(programmed, route_writes, felix_writes)
-
-    def log_marks(self) -> dict[tuple[str, str], int]:
-        return {(node, daemon): self._log(node, daemon).stat().st_size for node in NODES for daemon in ("felix", "bgpd")}
-
-    def _log(self, node: str, daemon: str) -> FilePath:
-        return self.lab.names.log_dir(node) / f"{daemon}.log"
-
-    def logged_since(self, marks: dict[tuple[str, str], int], node: str, daemon: str, *needles: str) -> str | None:
-        """The first line ``daemon`` on ``node`` logged since ``marks`` containing every needle."""
-        with open(self._log(node, daemon), errors="replace") as log:
-            log.seek(marks[(node, daemon)])
-            return next((line.strip() for line in log if all(n in line for n in needles)), None)
-
-    def wait_logged(self, marks: dict[tuple[str, str], int], daemons: tuple[str, ...], *needles: str) -> dict[str, str]:
-        """Until every node's ``daemons`` logged a line with every needle; node1's line of each."""
-        found: dict[str, str] = {}
-        for node in NODES:
-            for daemon in daemons:
-                line = wait_for(f"{daemon} on {node} logging {needles}",
-                                lambda n=node, d=daemon: self.logged_since(marks, n, d, *needles), timeout=60)
-                found.setdefault(daemon, line)
-        return found
-
-    def events(self, name: str, reason: str) -> list[str]:
-        out = self.must(self.kubectl("get", "events", "-A", "-o", "json", "--field-selector",
-                                     f"involvedObject.name={name},reason={reason}"))
-        return [e["message"] for e in json.loads(out)["items"]]
 
 
 def _short(line: str) -> str:
@@ -418,43 +324,9 @@ def _short(line: str) -> str:
     return " ".join(part for part in line.split(" ") if not part.startswith(("ts=", "level=", "logger=")))
 
 
-def _wait_programmed(cluster: Cluster) -> Measure:
-    def whole() -> Measure | None:
-        try:
-            seen = cluster.measure()
-        except AssertionError:      # a daemon still starting
-            return None
-        for node in NODES:
-            got = " ".join(sorted(seen.programmed[node]))
-            wanted = [f"dst={LAB_CIDRS[node]}", f"dst={ROUTER_NET} gateway={ROUTER}"]
-            wanted += [f"dst={LAB_CIDRS[o]} gateway={NODES[o]}" for o in NODES if o != node]
-            if node == "node1":
-                wanted.append(f"dst={POD_IP} dev={cali_interface_name('default', POD)}")
-            if not all(w in got for w in wanted) or len(seen.programmed[node]) != len(wanted):
-                return None
-        return seen
-    return wait_for("every node's pod, block and BGP routes", whole, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, unique_lab_name) -> Iterator[Cluster]:
-    """The daemon lab with felix and bgpd on every node, the router peered with every node and a
-    pod on node1: every kind of route programmed. Destroyed after the module, even on failure."""
-    with module_lab(request, unique_lab_name("fbadres"), DAEMON_LAB, kernel="host",
-                    daemons=("felix", "bgpd")) as lab:
-        c = Cluster(lab, find_tool("kubectl"))
-        c.must(c.apply(_custom("BGPPeer", "office-router", {"peerIP": ROUTER, "asNumber": 65001})))
-        cali = cali_interface_name("default", POD)
-        lab.exec("node1", ["ip", "link", "add", cali, "type", "veth", "peer", "name", "web1peer"], check=True)
-        lab.exec("node1", ["sh", "-c", f"ip link set {cali} up && ip link set web1peer up"], check=True)
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": "default"},
-               "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "busybox"}]}}
-        wait_for("the pod created (its namespace's service account may come late)",
-                 lambda: c.apply(pod).returncode == 0, timeout=60)
-        c.must(c.kubectl("patch", "pod", POD, "-n", "default", "--subresource=status", "--type=merge", "-p",
-                         json.dumps({"status": {"phase": "Running", "podIP": POD_IP, "podIPs": [{"ip": POD_IP}]}})))
-        _wait_programmed(c)
-        yield c
+    yield from faultcluster.deploy(request, unique_lab_name("fbadres"))
 
 
 @dataclass(frozen=True)
@@ -468,10 +340,6 @@ def _lab_pool(name: str = "pool", **spec: Any) -> dict[str, Any]:
     return _custom("IPPool", name, {**base, **spec})
 
 
-def _router_peer(name: str = "office-router", **spec: Any) -> dict[str, Any]:
-    return _custom("BGPPeer", name, {"peerIP": ROUTER, "asNumber": 65001, **spec})
-
-
 API_REFUSED = {
     "IPPool blockSize 33": ApiRefusal(
         _lab_pool("pool-b", cidr="10.250.0.0/16", blockSize=33),
@@ -480,19 +348,19 @@ API_REFUSED = {
         _lab_pool("pool-b", cidr="10.250.0.0/16", blockSize=19),
         'spec.blockSize: Invalid value: 19: spec.blockSize in body should be greater than or equal to 20'),
     "BGPPeer asNumber 0": ApiRefusal(
-        _router_peer("peer-b", asNumber=0),
+        router_peer("peer-b", asNumber=0),
         'spec.asNumber: Invalid value: 0: spec.asNumber in body should be greater than or equal to 1'),
     "BGPPeer asNumber 4294967296": ApiRefusal(
-        _router_peer("peer-b", asNumber=4294967296),
+        router_peer("peer-b", asNumber=4294967296),
         'spec.asNumber: Invalid value: 4294967296: spec.asNumber in body should be less than or equal to 4294967295'),
     "BGPPeer asNumber \"abc\"": ApiRefusal(
-        _router_peer("peer-b", asNumber="abc"),
+        router_peer("peer-b", asNumber="abc"),
         'spec.asNumber: Invalid value: "string": spec.asNumber in body must be of type integer: "string"'),
     "BGPPeer peerIP 10.0.0.300": ApiRefusal(
-        _router_peer("peer-b", peerIP="10.0.0.300"),
+        router_peer("peer-b", peerIP="10.0.0.300"),
         'spec.peerIP: Invalid value: "10.0.0.300": spec.peerIP in body should match'),
     "BGPPeer peerIP 10.0.0.254:0": ApiRefusal(
-        _router_peer("peer-b", peerIP="10.0.0.254:0"),
+        router_peer("peer-b", peerIP="10.0.0.254:0"),
         'spec.peerIP: Invalid value: "10.0.0.254:0": spec.peerIP in body should match'),
     "the in-use IPPool edited to blockSize 33": ApiRefusal(
         _lab_pool(blockSize=33),
@@ -506,17 +374,20 @@ API_REFUSED = {
 def test_the_api_refuses_out_of_range_fields(cluster: Cluster, fault_record, fault: str) -> None:
     refusal = API_REFUSED[fault]
     with fault_record.case(f"{fault} (kubectl apply)",
-                           "API refuses it naming the field; routes unchanged, 0 route writes") as case:
+                           "API refuses it naming the field; routes unchanged, 0 lost, 0 route writes") as case:
         before = cluster.measure()
-        proc = cluster.apply(refusal.obj)
-        assert proc.returncode != 0 and refusal.message in proc.stderr, proc.stderr
-        kind, name = refusal.obj["kind"].lower(), refusal.obj["metadata"]["name"]
-        stored = json.loads(cluster.must(cluster.kubectl("get", f"{kind}.calyx.dev", "-o", "json")))["items"]
-        if name == "pool":       # the edit was refused: the stored pool is the good one
-            assert [o["spec"]["blockSize"] for o in stored if o["metadata"]["name"] == name] == [24]
-        else:
-            assert name not in {o["metadata"]["name"] for o in stored}
-        after = cluster.measure()
+        with PingMatrix(cluster.lab, cluster.pods) as pings:
+            proc = cluster.apply(refusal.obj)
+            assert proc.returncode != 0 and refusal.message in proc.stderr, proc.stderr
+            kind, name = refusal.obj["kind"].lower(), refusal.obj["metadata"]["name"]
+            stored = json.loads(cluster.must(cluster.kubectl("get", f"{kind}.calyx.dev", "-o", "json")))["items"]
+            if name == "pool":       # the edit was refused: the stored pool is the good one
+                assert [o["spec"]["blockSize"] for o in stored if o["metadata"]["name"] == name] == [24]
+            else:
+                assert name not in {o["metadata"]["name"] for o in stored}
+            after = cluster.measure()
+        case.packets(pings.lost, pings.sent)
+        assert pings.lost == 0
         case.route_writes = after.route_writes - before.route_writes
         assert after.programmed == before.programmed
         assert case.route_writes == 0 and after.felix_writes == before.felix_writes
@@ -537,24 +408,27 @@ def _refused_by_daemons(cluster: Cluster, case: Any, bad: dict[str, Any] | tuple
         name, inject = bad
     before = cluster.measure()
     marks = cluster.log_marks()
-    inject()
-    try:
-        lines = cluster.wait_logged(marks, daemons, *needles)
-        events = []
-        if reason is not None:
-            events = wait_for(f"a {reason} Event on {name}",
-                              lambda: [m for m in cluster.events(name, reason) if event_text in m], timeout=30)
+    with PingMatrix(cluster.lab, cluster.pods) as pings:
+        inject()
+        try:
+            lines = cluster.wait_logged(marks, daemons, *needles)
+            events = []
+            if reason is not None:
+                events = wait_for(f"a {reason} Event on {name}",
+                                  lambda: [m for m in cluster.events(name, reason) if event_text in m], timeout=30)
+            time.sleep(SETTLE)
+            after = cluster.measure()
+            case.route_writes = after.route_writes - before.route_writes
+            case.detail = "; ".join(f"{daemon}: {_short(line)}" for daemon, line in lines.items())
+            if events:
+                case.detail += f"; Event {reason}: {events[0]}"
+            assert after.programmed == before.programmed
+            assert case.route_writes == 0 and after.felix_writes == before.felix_writes
+        finally:        # the next case starts from the good cluster, whatever happened here
+            restore()
         time.sleep(SETTLE)
-        after = cluster.measure()
-        case.route_writes = after.route_writes - before.route_writes
-        case.detail = "; ".join(f"{daemon}: {_short(line)}" for daemon, line in lines.items())
-        if events:
-            case.detail += f"; Event {reason}: {events[0]}"
-        assert after.programmed == before.programmed
-        assert case.route_writes == 0 and after.felix_writes == before.felix_writes
-    finally:        # the next case starts from the good cluster, whatever happened here
-        restore()
-    time.sleep(SETTLE)
+    case.packets(pings.lost, pings.sent)
+    assert pings.lost == 0, f"pods lost {pings.lost} of {pings.sent} pings"
     restored = cluster.measure()
     assert restored.programmed == before.programmed
     assert restored.route_writes == before.route_writes
@@ -566,7 +440,7 @@ def test_a_pool_overlapping_the_pool_in_use_is_refused(cluster: Cluster, fault_r
     bad = _lab_pool("pool-overlap", cidr="10.244.1.0/24", ipipMode="Always", disableBGPExport=True)
     with fault_record.case("IPPool overlapping the IPPool in use (10.244.1.0/24 inside 10.244.0.0/16)",
                            "felix and bgpd refuse the newer pool naming spec.cidr; routes unchanged, "
-                           "0 route writes") as case:
+                           "0 lost, 0 route writes") as case:
         _refused_by_daemons(
             cluster, case, bad, lambda: cluster.must(cluster.kubectl("delete", "ippool.calyx.dev", "pool-overlap")),
             ("felix", "bgpd"), ('event="refused resource"', "name=pool-overlap", "field=spec.cidr",
@@ -580,7 +454,7 @@ def test_a_pool_overlapping_the_service_cidr_is_refused(cluster: Cluster, fault_
     bad = _lab_pool("pool-services", cidr="10.96.0.0/16")
     with fault_record.case("IPPool overlapping the Service CIDR (10.96.0.0/16 in 10.96.0.0/12)",
                            "felix and bgpd refuse the pool naming spec.cidr; routes unchanged, "
-                           "0 route writes") as case:
+                           "0 lost, 0 route writes") as case:
         _refused_by_daemons(
             cluster, case, bad, lambda: cluster.must(cluster.kubectl("delete", "ippool.calyx.dev", "pool-services")),
             ("felix", "bgpd"), ('event="refused resource"', "name=pool-services", "field=spec.cidr",
@@ -594,7 +468,7 @@ def test_the_pool_in_use_edited_to_a_broken_node_selector_keeps_its_last_valid_v
         cluster: Cluster, fault_record) -> None:
     with fault_record.case("the IPPool in use edited to nodeSelector \"rack == 'a\" (does not parse)",
                            "felix and bgpd refuse the edit naming spec.nodeSelector and keep the last "
-                           "valid pool; routes unchanged, 0 route writes") as case:
+                           "valid pool; routes unchanged, 0 lost, 0 route writes") as case:
         _refused_by_daemons(
             cluster, case, _lab_pool(nodeSelector="rack == 'a"), lambda: cluster.must(cluster.apply(_lab_pool())),
             ("felix", "bgpd"), ('event="invalid resource"', "kind=IPPool", "name=pool", "field=spec.nodeSelector",
@@ -608,7 +482,7 @@ def test_a_peer_whose_peer_selector_does_not_parse_is_refused(cluster: Cluster, 
     bad = _custom("BGPPeer", "to-reflectors", {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true"})
     with fault_record.case("BGPPeer with peerSelector \"route-reflector == 'true\" (does not parse)",
                            "bgpd refuses it naming spec.peerSelector; sessions and routes unchanged, "
-                           "0 route writes") as case:
+                           "0 lost, 0 route writes") as case:
         sessions = {n: peers(status(cluster.lab, n)) for n in NODES}
         _refused_by_daemons(
             cluster, case, bad, lambda: cluster.must(cluster.kubectl("delete", "bgppeer.calyx.dev", "to-reflectors")),
@@ -623,10 +497,10 @@ def test_a_peer_whose_peer_selector_does_not_parse_is_refused(cluster: Cluster, 
 def test_the_router_peer_edited_to_a_broken_node_selector_keeps_its_session(cluster: Cluster, fault_record) -> None:
     with fault_record.case("the router's BGPPeer edited to nodeSelector \"rack in {'a'\" (does not parse)",
                            "bgpd refuses the edit naming spec.nodeSelector and keeps the session; routes "
-                           "unchanged, 0 route writes") as case:
+                           "unchanged, 0 lost, 0 route writes") as case:
         sessions = {n: peers(status(cluster.lab, n)) for n in NODES}
         _refused_by_daemons(
-            cluster, case, _router_peer(nodeSelector="rack in {'a'"), lambda: cluster.must(cluster.apply(_router_peer())),
+            cluster, case, router_peer(nodeSelector="rack in {'a'"), lambda: cluster.must(cluster.apply(router_peer())),
             ("bgpd",), ('event="invalid resource"', "kind=BGPPeer", "name=office-router", "field=spec.nodeSelector",
                         "kept_previous=true"),
             "InvalidResource", "spec.nodeSelector: \"rack in {'a'\": invalid selector at position")
@@ -638,7 +512,7 @@ def test_the_router_peer_edited_to_a_broken_node_selector_keeps_its_session(clus
 def test_a_node_without_an_address_gets_no_session_and_is_named(cluster: Cluster, fault_record) -> None:
     node4 = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node4"}, "spec": {"podCIDRs": ["10.244.4.0/24"]}}
     with fault_record.case("Node with no address (no calyx.dev/ipv4-address, no InternalIP)",
-                           "bgpd names it and opens no session to it; routes unchanged, 0 route writes") as case:
+                           "bgpd names it and opens no session to it; routes unchanged, 0 lost, 0 route writes") as case:
         sessions = {n: peers(status(cluster.lab, n)) for n in NODES}
         _refused_by_daemons(
             cluster, case, node4, lambda: cluster.must(cluster.kubectl("delete", "node", "node4")),
@@ -685,7 +559,7 @@ def test_a_node_with_a_malformed_annotation_is_refused(cluster: Cluster, fault_r
     with fault_record.case(f"{annotation} (annotations are not validated by the API)",
                            "felix and bgpd refuse the Node naming the annotation"
                            + (" and keep its last valid version" if existing else "; no session to it")
-                           + "; sessions and routes unchanged, 0 route writes") as case:
+                           + "; sessions and routes unchanged, 0 lost, 0 route writes") as case:
         sessions = {n: peers(status(cluster.lab, n)) for n in NODES}
         _refused_by_daemons(
             cluster, case, (name, inject), restore,
