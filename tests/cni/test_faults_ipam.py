@@ -28,6 +28,7 @@ from calyx.kube import client as kube_client
 from calyxlab.controlplane import cluster as controlplane
 from calyxlab.controlplane import pki
 from cnitest_support import Clock, Namespaces, PluginRun, reap, sh
+from podpings import NetnsPingMatrix, PodEnd
 
 pytestmark = [pytest.mark.fault, pytest.mark.lab]
 
@@ -92,6 +93,49 @@ def assert_one_address_per_container_and_none_twice(allocations: list[dict]) -> 
     assert [p for p, n in pods.items() if n > 1] == [], "a pod holds two addresses"
 
 
+class PodsPinging:
+    """Pods made before the fault (uninterrupted ADDs, their Pods in the API) pinging each other
+    every 50 ms, every ordered pair, through the node's routes for as long as the fault lasts
+    (a context manager): an address handed out twice, or a route or interface a crashed plugin
+    took away, costs them packets. Their addresses must be theirs, unchanged, afterwards."""
+
+    def __init__(self, cluster, count: int = 3) -> None:
+        self.cluster = cluster
+        self.pods: dict[str, PodEnd] = {}      # by container ID
+        sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", netns=cluster.node_ns)
+        for i in range(count):
+            name = f"resident-{i}"
+            add_pod_object(cluster, name)
+            netns, run = cluster.add_pod(POD_NAMESPACE, name, container_id=name)
+            assert run.returncode == 0, run.stdout + run.stderr
+            self.pods[name] = PodEnd(netns, run.json["ips"][0]["address"].split("/")[0])
+        self._pings = NetnsPingMatrix(self.pods, cluster.workdir)
+
+    @property
+    def containers(self) -> set[str]:
+        return set(self.pods)
+
+    def others(self, allocations: list[dict]) -> list[dict]:
+        """``allocations`` without the pinging pods'."""
+        return [a for a in allocations if a["containerID"] not in self.pods]
+
+    def __enter__(self) -> "PodsPinging":
+        self._pings.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pings.__exit__(*exc)
+        if exc[0] is None:
+            mine = {a["containerID"]: a["address"] for a in self.cluster.allocations() if a["containerID"] in self.pods}
+            assert mine == {c: pod.ip for c, pod in self.pods.items()}, "a resident pod's address changed"
+            for pod in self.pods.values():
+                assert pod_addresses(pod.netns) == [f"{pod.ip}/32"]
+
+    def record(self, case) -> None:
+        case.packets(self._pings.lost, self._pings.sent)
+        assert self._pings.lost == 0, f"the resident pods lost {self._pings.lost} of {self._pings.sent} pings"
+
+
 # --- case 1: the plugin killed in the middle of ADD, and of DEL ------------------------------
 
 @pytest.mark.timeout(900)
@@ -101,66 +145,71 @@ def test_plugin_killed_mid_add_and_mid_del_leaves_one_address_per_pod(cluster, f
     print(f"\nseed {SEED}")
     # /29 blocks (7 pod addresses): kills land in block claims through the API as well.
     cluster.create_pool("pool-kill", "10.96.0.0/24", block_size=29)
+    residents = PodsPinging(cluster)
     procs: list[subprocess.Popen] = []
     live: dict[str, tuple[str, str, str]] = {}        # container -> (pod, netns, address)
     kills = Counter()
     try:
         with fault_record.case(f"calyx-cni SIGKILLed mid-ADD ({rounds}x) and mid-DEL ({rounds // 2}x), "
                                "random instants", "the retried ADD gives the pod one address, the retried DEL "
-                               "releases it; no address handed out twice") as case:
-            started = time.monotonic()
-            # How long an uninterrupted ADD (from the cache: the second one) and DEL take here and
-            # now: the kills are spread over that.
-            probe_ns = cluster.namespaces.add("probe")
-            for container in ("probe-0", "probe"):
-                add_run, add_s = timed(cluster, cluster.env("ADD", container, Namespaces.path(probe_ns),
+                               "releases it; no address handed out twice; running pods lose no ping") as case:
+            with residents:
+                started = time.monotonic()
+                # How long an uninterrupted ADD (from the cache: the second one) and DEL take here and
+                # now: the kills are spread over that.
+                probe_ns = cluster.namespaces.add("probe")
+                for container in ("probe-0", "probe"):
+                    add_run, add_s = timed(cluster, cluster.env("ADD", container, Namespaces.path(probe_ns),
+                                                                (POD_NAMESPACE, "probe")))
+                    assert add_run.returncode == 0, add_run.stdout + add_run.stderr
+                assert cluster.plugin(cluster.env("DEL", "probe-0", "", (POD_NAMESPACE, "probe"))).returncode == 0
+                del_run, del_s = timed(cluster, cluster.env("DEL", "probe", Namespaces.path(probe_ns),
                                                             (POD_NAMESPACE, "probe")))
-                assert add_run.returncode == 0, add_run.stdout + add_run.stderr
-            assert cluster.plugin(cluster.env("DEL", "probe-0", "", (POD_NAMESPACE, "probe"))).returncode == 0
-            del_run, del_s = timed(cluster, cluster.env("DEL", "probe", Namespaces.path(probe_ns),
-                                                        (POD_NAMESPACE, "probe")))
-            assert del_run.returncode == 0, del_run.stdout + del_run.stderr
-            recoveries = []
-            for i in range(rounds):
-                pod, cid = f"kill-{i}", f"kill-{i}-{rng.randrange(16**8):08x}"
-                netns = cluster.namespaces.add(f"k{i}")
-                env = cluster.env("ADD", cid, Namespaces.path(netns), (POD_NAMESPACE, pod))
-                kills["add"] += run_and_kill(cluster, env, rng.uniform(0.0, add_s * 1.2), procs)
-                retry, took = timed(cluster, env)
-                recoveries.append(took)
-                assert retry.returncode == 0, retry.stdout + retry.stderr
-                address = retry.json["ips"][0]["address"].split("/")[0]
-                again = cluster.plugin(env)                  # and once more: idempotent
-                assert again.returncode == 0 and again.json["ips"] == retry.json["ips"]
-                mine = [a for a in cluster.allocations() if a["pod"] == pod]
-                assert [(a["containerID"], a["address"]) for a in mine] == [(cid, address)]
-                assert pod_addresses(netns) == [f"{address}/32"]
-                live[cid] = (pod, netns, address)
-                if i % 2:
-                    victim = rng.choice(sorted(live))
-                    victim_pod, victim_ns, _ = live.pop(victim)
-                    env = cluster.env("DEL", victim, Namespaces.path(victim_ns), (POD_NAMESPACE, victim_pod))
-                    kills["del"] += run_and_kill(cluster, env, rng.uniform(0.0, del_s * 1.2), procs)
+                assert del_run.returncode == 0, del_run.stdout + del_run.stderr
+                recoveries = []
+                for i in range(rounds):
+                    pod, cid = f"kill-{i}", f"kill-{i}-{rng.randrange(16**8):08x}"
+                    netns = cluster.namespaces.add(f"k{i}")
+                    env = cluster.env("ADD", cid, Namespaces.path(netns), (POD_NAMESPACE, pod))
+                    kills["add"] += run_and_kill(cluster, env, rng.uniform(0.0, add_s * 1.2), procs)
                     retry, took = timed(cluster, env)
                     recoveries.append(took)
                     assert retry.returncode == 0, retry.stdout + retry.stderr
-                    assert [a for a in cluster.allocations() if a["containerID"] == victim] == []
-                    assert not host_link_exists(cluster, victim_pod)
-                    assert pod_addresses(victim_ns) == []
-            allocations = cluster.allocations()
-            assert_one_address_per_container_and_none_twice(allocations)
-            assert {a["containerID"]: a["address"] for a in allocations} == {c: v[2] for c, v in live.items()}
-            for _, netns, address in live.values():
-                assert pod_addresses(netns) == [f"{address}/32"]
-            routes = sh("ip", "route", "show", "proto", "80", netns=cluster.node_ns).stdout.split("\n")
-            assert sorted(r.split()[0] for r in routes if r) == sorted(v[2] for v in live.values())
-            leftovers = sorted(p.name for p in (cluster.workdir / "run" / "ipam").iterdir()
-                               if p.name not in ("state.json", "lock"))
-            assert leftovers == [], "files left behind in the IPAM directory"
-            case.recovery_s = max(recoveries)
-            case.detail = (f"{kills['add']} of {rounds} ADDs and {kills['del']} of {rounds // 2} DELs "
-                           f"killed before finishing, {len(live)} pods left, 0 duplicates, 0 extra addresses; "
-                           f"{time.monotonic() - started:.0f} s")
+                    address = retry.json["ips"][0]["address"].split("/")[0]
+                    again = cluster.plugin(env)                  # and once more: idempotent
+                    assert again.returncode == 0 and again.json["ips"] == retry.json["ips"]
+                    mine = [a for a in cluster.allocations() if a["pod"] == pod]
+                    assert [(a["containerID"], a["address"]) for a in mine] == [(cid, address)]
+                    assert pod_addresses(netns) == [f"{address}/32"]
+                    live[cid] = (pod, netns, address)
+                    if i % 2:
+                        victim = rng.choice(sorted(live))
+                        victim_pod, victim_ns, _ = live.pop(victim)
+                        env = cluster.env("DEL", victim, Namespaces.path(victim_ns), (POD_NAMESPACE, victim_pod))
+                        kills["del"] += run_and_kill(cluster, env, rng.uniform(0.0, del_s * 1.2), procs)
+                        retry, took = timed(cluster, env)
+                        recoveries.append(took)
+                        assert retry.returncode == 0, retry.stdout + retry.stderr
+                        assert [a for a in cluster.allocations() if a["containerID"] == victim] == []
+                        assert not host_link_exists(cluster, victim_pod)
+                        assert pod_addresses(victim_ns) == []
+                allocations = cluster.allocations()
+                assert_one_address_per_container_and_none_twice(allocations)
+                assert {a["containerID"]: a["address"] for a in residents.others(allocations)} == \
+                    {c: v[2] for c, v in live.items()}
+                for _, netns, address in live.values():
+                    assert pod_addresses(netns) == [f"{address}/32"]
+                routes = sh("ip", "route", "show", "proto", "80", netns=cluster.node_ns).stdout.split("\n")
+                assert sorted(r.split()[0] for r in routes if r) == \
+                    sorted([v[2] for v in live.values()] + [pod.ip for pod in residents.pods.values()])
+                leftovers = sorted(p.name for p in (cluster.workdir / "run" / "ipam").iterdir()
+                                   if p.name not in ("state.json", "lock"))
+                assert leftovers == [], "files left behind in the IPAM directory"
+                case.recovery_s = max(recoveries)
+                case.detail = (f"{kills['add']} of {rounds} ADDs and {kills['del']} of {rounds // 2} DELs "
+                               f"killed before finishing, {len(live)} pods left, 0 duplicates, 0 extra addresses; "
+                               f"{time.monotonic() - started:.0f} s")
+            residents.record(case)
     finally:
         reap(procs)
 
@@ -185,6 +234,7 @@ def test_concurrent_adds_with_kills_then_retries_dels_and_leak_collection(cluste
     rng = random.Random(SEED)
     print(f"\nseed {SEED}")
     cluster.create_pool("pool-crowd", "10.98.0.0/22", block_size=26)
+    residents = PodsPinging(cluster)
     names = [f"crowd-{i}" for i in range(pods)]
     for name in names:
         add_pod_object(cluster, name)
@@ -195,83 +245,85 @@ def test_concurrent_adds_with_kills_then_retries_dels_and_leak_collection(cluste
         with fault_record.case(f"{pods} concurrent ADDs on one node, a quarter SIGKILLed at random instants; "
                                "then retries, DELs, sandboxes forgotten without DEL, leak collection",
                                "no address handed out twice; after collection every allocated address "
-                               "belongs to a live pod") as case:
-            started = time.monotonic()
-            conf = json.dumps(cluster.netconf())
-            procs += [cluster.spawn_plugin(env, feed=False) for env in envs]
-            for proc in procs:
-                proc.stdin.write(conf)
-                proc.stdin.close()
-            # 200 ADDs take about a minute on the 2-core test machine: the kills land all along it.
-            victims = {i: rng.uniform(0.0, pods * 0.15) for i in rng.sample(range(pods), k=pods // 4)}
-            killed = kill_some(procs, victims)
-            outcome: dict[int, str] = {}
-            for i, proc in enumerate(procs):
-                out, err = proc.stdout.read(), proc.stderr.read()
-                proc.wait(timeout=600)
-                if i in killed:
-                    assert proc.returncode == -signal.SIGKILL, out + err
-                else:
-                    assert proc.returncode == 0, out + err
+                               "belongs to a live pod; running pods lose no ping") as case:
+            with residents:
+                started = time.monotonic()
+                conf = json.dumps(cluster.netconf())
+                procs += [cluster.spawn_plugin(env, feed=False) for env in envs]
+                for proc in procs:
+                    proc.stdin.write(conf)
+                    proc.stdin.close()
+                # 200 ADDs take about a minute on the 2-core test machine: the kills land all along it.
+                victims = {i: rng.uniform(0.0, pods * 0.15) for i in rng.sample(range(pods), k=pods // 4)}
+                killed = kill_some(procs, victims)
+                outcome: dict[int, str] = {}
+                for i, proc in enumerate(procs):
+                    out, err = proc.stdout.read(), proc.stderr.read()
+                    proc.wait(timeout=600)
+                    if i in killed:
+                        assert proc.returncode == -signal.SIGKILL, out + err
+                    else:
+                        assert proc.returncode == 0, out + err
+                        outcome[i] = json.loads(out)["ips"][0]["address"].split("/")[0]
+                crowd_s = time.monotonic() - started
+
+                # The kubelet's part: retry a third of the killed ones, DEL a third and delete their
+                # Pods; the last third's sandboxes are lost without a DEL (their Pods deleted).
+                # Those killed after the IPAM step hold an address: half of them are among the
+                # forgotten, so the collector has real leaks to find.
+                held_by = {a["containerID"] for a in cluster.allocations()}
+                allocated = [i for i in sorted(killed) if f"cid-{i}" in held_by]
+                others = [i for i in sorted(killed) if f"cid-{i}" not in held_by]
+                rng.shuffle(allocated)
+                rng.shuffle(others)
+                order = allocated[1::2] + others + allocated[0::2]
+                forgotten = order[-((len(order) + 2) // 3):] if order else []
+                rest = order[:len(order) - len(forgotten)]
+                retried, deleted = rest[0::2], rest[1::2]
+                retries = [cluster.spawn_plugin(envs[i]) for i in retried]
+                procs += retries
+                for i, proc in zip(retried, retries):
+                    out, err = proc.stdout.read(), proc.stderr.read()
+                    assert proc.wait(timeout=300) == 0, out + err
                     outcome[i] = json.loads(out)["ips"][0]["address"].split("/")[0]
-            crowd_s = time.monotonic() - started
+                core = k8s.CoreV1Api(cluster.api)
+                for i in deleted:
+                    run = cluster.plugin(cluster.env("DEL", f"cid-{i}", Namespaces.path(netnss[i]), (POD_NAMESPACE, names[i])))
+                    assert run.returncode == 0, run.stdout + run.stderr
+                for i in deleted + forgotten:
+                    core.delete_namespaced_pod(names[i], POD_NAMESPACE, grace_period_seconds=0)
+                for i in forgotten:
+                    sh("ip", "netns", "del", netnss[i])
+                    cluster.namespaces.created.remove(netnss[i])
 
-            # The kubelet's part: retry a third of the killed ones, DEL a third and delete their
-            # Pods; the last third's sandboxes are lost without a DEL (their Pods deleted).
-            # Those killed after the IPAM step hold an address: half of them are among the
-            # forgotten, so the collector has real leaks to find.
-            held_by = {a["containerID"] for a in cluster.allocations()}
-            allocated = [i for i in sorted(killed) if f"cid-{i}" in held_by]
-            others = [i for i in sorted(killed) if f"cid-{i}" not in held_by]
-            rng.shuffle(allocated)
-            rng.shuffle(others)
-            order = allocated[1::2] + others + allocated[0::2]
-            forgotten = order[-((len(order) + 2) // 3):] if order else []
-            rest = order[:len(order) - len(forgotten)]
-            retried, deleted = rest[0::2], rest[1::2]
-            retries = [cluster.spawn_plugin(envs[i]) for i in retried]
-            procs += retries
-            for i, proc in zip(retried, retries):
-                out, err = proc.stdout.read(), proc.stderr.read()
-                assert proc.wait(timeout=300) == 0, out + err
-                outcome[i] = json.loads(out)["ips"][0]["address"].split("/")[0]
-            core = k8s.CoreV1Api(cluster.api)
-            for i in deleted:
-                run = cluster.plugin(cluster.env("DEL", f"cid-{i}", Namespaces.path(netnss[i]), (POD_NAMESPACE, names[i])))
-                assert run.returncode == 0, run.stdout + run.stderr
-            for i in deleted + forgotten:
-                core.delete_namespaced_pod(names[i], POD_NAMESPACE, grace_period_seconds=0)
-            for i in forgotten:
-                sh("ip", "netns", "del", netnss[i])
-                cluster.namespaces.created.remove(netnss[i])
+                live = {f"cid-{i}": address for i, address in outcome.items()}
+                assert len(set(live.values())) == len(live), "an address handed out twice"
+                before = cluster.allocations()
+                assert_one_address_per_container_and_none_twice(before)
+                leaked = {a["containerID"] for a in before} - set(live) - residents.containers
+                assert leaked == {f"cid-{i}" for i in forgotten if i in allocated}
 
-            live = {f"cid-{i}": address for i, address in outcome.items()}
-            assert len(set(live.values())) == len(live), "an address handed out twice"
-            before = cluster.allocations()
-            assert_one_address_per_container_and_none_twice(before)
-            leaked = {a["containerID"] for a in before} - set(live)
-            assert leaked == {f"cid-{i}" for i in forgotten if i in allocated}
-
-            # The collectors as felix runs them: blocks of live nodes stay; leaked addresses go
-            # once they have been leaked for the grace period, the others never.
-            api = blocks.Api(kube_client.load(cluster.kubeconfig))
-            assert gc.GarbageCollector(api).pass_once() == []
-            clock = Clock()
-            collector = leakgc.LeakCollector(api, cluster.node, ipam.AddressStore(str(cluster.workdir / "run")),
-                                             leak_grace=60, clock=clock)
-            assert collector.pass_once() == []
-            clock.t = 60
-            freed = collector.pass_once()
-            assert {a.container_id for a in freed} == leaked
-            assert not collector.pending()
-            after = cluster.allocations()
-            assert {a["containerID"]: a["address"] for a in after} == live
-            for i, address in outcome.items():
-                assert pod_addresses(netnss[i]) == [f"{address}/32"]
-            case.recovery_s = time.monotonic() - started - crowd_s
-            case.detail = (f"{pods} ADDs in {crowd_s:.0f} s, {len(killed)} killed: {len(retried)} retried, "
-                           f"{len(deleted)} DELed, {len(forgotten)} forgotten ({len(leaked)} of them held an "
-                           f"address: leaked, all released by the collector); 0 duplicates, 0 leaked after GC")
+                # The collectors as felix runs them: blocks of live nodes stay; leaked addresses go
+                # once they have been leaked for the grace period, the others never.
+                api = blocks.Api(kube_client.load(cluster.kubeconfig))
+                assert gc.GarbageCollector(api).pass_once() == []
+                clock = Clock()
+                collector = leakgc.LeakCollector(api, cluster.node, ipam.AddressStore(str(cluster.workdir / "run")),
+                                                 leak_grace=60, clock=clock)
+                assert collector.pass_once() == []
+                clock.t = 60
+                freed = collector.pass_once()
+                assert {a.container_id for a in freed} == leaked
+                assert not collector.pending()
+                after = cluster.allocations()
+                assert {a["containerID"]: a["address"] for a in residents.others(after)} == live
+                for i, address in outcome.items():
+                    assert pod_addresses(netnss[i]) == [f"{address}/32"]
+                case.recovery_s = time.monotonic() - started - crowd_s
+                case.detail = (f"{pods} ADDs in {crowd_s:.0f} s, {len(killed)} killed: {len(retried)} retried, "
+                               f"{len(deleted)} DELed, {len(forgotten)} forgotten ({len(leaked)} of them held an "
+                               f"address: leaked, all released by the collector); 0 duplicates, 0 leaked after GC")
+            residents.record(case)
     finally:
         reap(procs)
 
@@ -382,67 +434,70 @@ def test_api_unreachable_mid_add_fails_try_again_later_and_the_retry_succeeds(cl
     # Every ADD asks the API (cache TTL 0), and /29 blocks make it claim a block every 7th.
     conf = cluster.netconf(kubeconfig=relayed_kubeconfig(cluster, relay), ipam_cache_ttl=0)
     cluster.create_pool("pool-api", "10.97.0.0/24", block_size=29)
+    residents = PodsPinging(cluster)
     results = []
     procs: list[subprocess.Popen] = []
     try:
         with fault_record.case(f"API unreachable mid-ADD: relay frozen ({freezes}x at random instants), "
                                "kube-apiserver stopped", "ADD fails with 11 (try again later) leaving no "
-                               "allocation; the retry succeeds") as case:
-            # How many chunks (TLS handshake, requests) one ADD sends the API once its node has a
-            # block: the freezes land among them.
-            for warm in ("warm-0", "warm"):
-                netns = cluster.namespaces.add(warm)
-                before = relay.chunks
-                run = cluster.plugin(cluster.env("ADD", warm, Namespaces.path(netns), (POD_NAMESPACE, warm)), conf)
-                assert run.returncode == 0, run.stdout + run.stderr
-            add_chunks = relay.chunks - before
-            pods = []
-            for i in range(freezes + 1):
-                pod, cid = f"api-{i}", f"api-{i}"
-                netns = cluster.namespaces.add(f"a{i}")
-                env = cluster.env("ADD", cid, Namespaces.path(netns), (POD_NAMESPACE, pod))
-                if i < freezes:
-                    # Frozen as one of its chunks arrives: in the handshake, or in one of its calls
-                    # (reading the Node, the pools, the blocks, claiming a block).
-                    at = rng.randint(1, add_chunks)
-                    what = f"relay frozen at chunk {at}"
-                    relay.freeze_at = relay.chunks + at
-                    proc = cluster.spawn_plugin(env, conf)
-                    procs.append(proc)
-                else:
-                    what = "apiserver stopped"
-                    cluster.kube.stop_api()
-                    proc = cluster.spawn_plugin(env, conf)
-                    procs.append(proc)
-                cut_at = time.monotonic()
-                out, err = proc.stdout.read(), proc.stderr.read()
-                proc.wait(timeout=120)
-                failed_after = time.monotonic() - cut_at
-                if proc.returncode == 0:
-                    results.append(f"{what}: done before the cut")   # the API answered in time
-                else:
-                    error = json.loads(out)
-                    assert error["code"] == 11, out + err
-                    assert_no_trace_of(cluster, cid, pod, netns)
-                    results.append(f"{what}: 11 after {failed_after:.1f} s")
-                if i < freezes:
-                    relay.freeze_at = None
-                    relay.thaw()
-                else:
-                    cluster.kube.restart_api()
-                retry, took = timed(cluster, env, conf)
-                assert retry.returncode == 0, retry.stdout + retry.stderr
-                pods.append((cid, retry.json["ips"][0]["address"].split("/")[0], netns))
-                case.recovery_s = max(case.recovery_s or 0.0, failed_after + took)
-            allocations = cluster.allocations()
-            assert_one_address_per_container_and_none_twice(allocations)
-            for cid, address, netns in pods:
-                assert [a["address"] for a in allocations if a["containerID"] == cid] == [address]
-                assert pod_addresses(netns) == [f"{address}/32"]
-            assert any(r.startswith("relay frozen") and ": 11 after" in r for r in results), "no freeze landed in an ADD"
-            affinities = {b["spec"]["affinity"] for b in cluster.blocks()}
-            assert affinities == {f"host:{cluster.node}"}
-            case.detail = f"one ADD sends the API {add_chunks} chunks; " + "; ".join(results)
+                               "allocation; the retry succeeds; running pods lose no ping") as case:
+            with residents:
+                # How many chunks (TLS handshake, requests) one ADD sends the API once its node has a
+                # block: the freezes land among them.
+                for warm in ("warm-0", "warm"):
+                    netns = cluster.namespaces.add(warm)
+                    before = relay.chunks
+                    run = cluster.plugin(cluster.env("ADD", warm, Namespaces.path(netns), (POD_NAMESPACE, warm)), conf)
+                    assert run.returncode == 0, run.stdout + run.stderr
+                add_chunks = relay.chunks - before
+                pods = []
+                for i in range(freezes + 1):
+                    pod, cid = f"api-{i}", f"api-{i}"
+                    netns = cluster.namespaces.add(f"a{i}")
+                    env = cluster.env("ADD", cid, Namespaces.path(netns), (POD_NAMESPACE, pod))
+                    if i < freezes:
+                        # Frozen as one of its chunks arrives: in the handshake, or in one of its calls
+                        # (reading the Node, the pools, the blocks, claiming a block).
+                        at = rng.randint(1, add_chunks)
+                        what = f"relay frozen at chunk {at}"
+                        relay.freeze_at = relay.chunks + at
+                        proc = cluster.spawn_plugin(env, conf)
+                        procs.append(proc)
+                    else:
+                        what = "apiserver stopped"
+                        cluster.kube.stop_api()
+                        proc = cluster.spawn_plugin(env, conf)
+                        procs.append(proc)
+                    cut_at = time.monotonic()
+                    out, err = proc.stdout.read(), proc.stderr.read()
+                    proc.wait(timeout=120)
+                    failed_after = time.monotonic() - cut_at
+                    if proc.returncode == 0:
+                        results.append(f"{what}: done before the cut")   # the API answered in time
+                    else:
+                        error = json.loads(out)
+                        assert error["code"] == 11, out + err
+                        assert_no_trace_of(cluster, cid, pod, netns)
+                        results.append(f"{what}: 11 after {failed_after:.1f} s")
+                    if i < freezes:
+                        relay.freeze_at = None
+                        relay.thaw()
+                    else:
+                        cluster.kube.restart_api()
+                    retry, took = timed(cluster, env, conf)
+                    assert retry.returncode == 0, retry.stdout + retry.stderr
+                    pods.append((cid, retry.json["ips"][0]["address"].split("/")[0], netns))
+                    case.recovery_s = max(case.recovery_s or 0.0, failed_after + took)
+                allocations = cluster.allocations()
+                assert_one_address_per_container_and_none_twice(allocations)
+                for cid, address, netns in pods:
+                    assert [a["address"] for a in allocations if a["containerID"] == cid] == [address]
+                    assert pod_addresses(netns) == [f"{address}/32"]
+                assert any(r.startswith("relay frozen") and ": 11 after" in r for r in results), "no freeze landed in an ADD"
+                affinities = {b["spec"]["affinity"] for b in cluster.blocks()}
+                assert affinities == {f"host:{cluster.node}"}
+                case.detail = f"one ADD sends the API {add_chunks} chunks; " + "; ".join(results)
+            residents.record(case)
     finally:
         reap(procs)
         relay.stop()
