@@ -5,6 +5,10 @@ malformed UPDATEs, random bytes, an OPEN never answered, a session reset again a
 Each case reports to the fault table (:mod:`faultreport`) and asserts that bgpd keeps its
 other sessions and routes, installs nothing it should refuse, and leaks neither routes, file
 descriptors, threads nor memory.
+
+`make test` runs the hijack cases here; every other fault of this module it runs against a
+cluster with pods pinging between its nodes (tests/faults/test_hostile_peers_in_cluster.py), and
+leaves this single Speaker's closer look to `make faults` (marked ``fault_full``).
 """
 from __future__ import annotations
 
@@ -218,6 +222,7 @@ neighbors:
             router.stop()
 
 
+@pytest.mark.fault_full
 def test_as_path_loop_is_dropped(net: Net, run_root: Path, fault_record) -> None:
     """Case 3: a peer sends paths whose AS_PATH holds this node's own AS."""
     lab = single_node(net, run_root, {"raw": (9, RAW_AS)})
@@ -285,6 +290,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.fault_full
 @pytest.mark.parametrize("variant", sorted(MALFORMED))
 def test_malformed_bytes_harm_only_that_connection(net: Net, run_root: Path, fault_record, variant: str) -> None:
     """Case 5: a raw TCP client sends a malformed UPDATE, or random bytes."""
@@ -362,6 +368,7 @@ def test_malformed_bytes_harm_only_that_connection(net: Net, run_root: Path, fau
         bird.stop()
 
 
+@pytest.mark.fault_full
 @pytest.mark.parametrize("seconds", [
     pytest.param(12, id="12s"),
     pytest.param(75, id="75s", marks=pytest.mark.fault_full),    # past ExaBGP's 60 s wait for an OPEN
@@ -415,6 +422,7 @@ FLAP_PREFIXES = [f"172.25.{i}.0/24" for i in range(40)]
 RESETS = 100     # about 15 s: cheap enough for every run
 
 
+@pytest.mark.fault_full
 def test_a_session_reset_again_and_again_leaks_nothing(net: Net, run_root: Path, fault_record) -> None:
     """Case 7: a peer's session is killed (TCP RST) right after it came up, again and again,
     each time with another set of routes, with and without End-of-RIB; it announces graceful
@@ -495,7 +503,7 @@ def flood_prefixes(n: int = FLOOD) -> list[str]:
 
 
 @pytest.mark.parametrize("limit", [
-    pytest.param(None, id="default-limit"),
+    pytest.param(None, id="default-limit", marks=pytest.mark.fault_full),
     # about 20 s on an idle machine, more under load, and it leaves the test process some
     # 230 MiB larger: `make faults` only
     pytest.param(0, id="no-limit", marks=pytest.mark.fault_full),
