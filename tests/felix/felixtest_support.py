@@ -13,14 +13,18 @@ import time
 import urllib.request
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import kubernetes.client
 
+from calyx.cni import netsetup
 from calyx.kube import client as kube_client
 from calyx.naming import cali_interface_name
 from calyxlab.controlplane.pytest_plugin import KubeAccess
+from felix.netnsthread import call_in_netns
+from podpings import NetnsPingMatrix, PodEnd
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "netlink"))
 from scratch import ip, scratch_netns, unique_name  # noqa: E402
@@ -80,6 +84,7 @@ class Bed:
     kube: KubeAccess
     workdir: Path
     felixes: list[FelixProcess] = field(default_factory=list)
+    pod_namespaces: list[str] = field(default_factory=list)
 
     @property
     def core(self) -> kubernetes.client.CoreV1Api:
@@ -138,6 +143,24 @@ class Bed:
         ip("link", "set", peer, "up", netns=self.netns)
         ip("link", "set", name, "up", netns=self.netns)
         return name
+
+    def add_running_pod(self, pod: str, pod_ip: str) -> PodEnd:
+        """A pod with a network namespace of its own wired as the CNI plugin wires it (cali veth,
+        /32, gateway; :mod:`calyx.cni.netsetup`), in the API and Running: traffic to and from it
+        crosses felix's routes. The namespace is removed with the bed."""
+        netns = unique_name("cxpod")
+        ip("netns", "add", netns)
+        self.pod_namespaces.append(netns)
+        subprocess.run(["ip", "netns", "exec", self.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], check=True)
+        link = netsetup.PodLink(host_ifname=cali_interface_name("default", pod), pod_ifname="eth0",
+                                netns=f"/run/netns/{netns}", address=IPv4Address(pod_ip), mtu=1450)
+        call_in_netns(self.netns, lambda: netsetup.setup(link))
+        self.create_pod(pod, pod_ip)
+        return PodEnd(netns, pod_ip)
+
+    def pings(self, pods: dict[str, PodEnd]) -> NetnsPingMatrix:
+        """A continuous ping between ``pods`` (from :meth:`add_running_pod`), every ordered pair."""
+        return NetnsPingMatrix(pods, self.workdir)
 
     def routes(self, *selector: str) -> list[str]:
         out = ip("route", "show", *selector, netns=self.netns).stdout
@@ -213,5 +236,6 @@ def felix_bed(tmp_path: Path, kube: KubeAccess) -> Iterator[Bed]:
         stack.callback(kubelet.close)
         bed = Bed(netns=netns, host_ip=host_ip, node_ip=node_ip, kubeconfig=kubeconfig,
                   run_dir=tmp_path / "run", api=api, kubelet=kubelet, kube=kube, workdir=tmp_path)
+        stack.callback(lambda: [ip("netns", "del", n, check=False) for n in bed.pod_namespaces])
         stack.callback(lambda: [f.stop() for f in bed.felixes])
         yield bed

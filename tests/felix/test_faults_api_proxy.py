@@ -18,6 +18,7 @@ from felixtest_support import Bed, pod_line, wait_for
 pytestmark = [pytest.mark.lab, pytest.mark.fault]
 
 FAULT_S = 10.0
+RESIDENTS = {"res-1": "10.244.1.7", "res-2": "10.244.1.8"}     # pods pinging each other throughout
 
 
 def free_port(host: str) -> int:
@@ -52,30 +53,35 @@ def test_api_errors_and_timeouts_leave_every_route(bed: Bed, tmp_path: Path, fau
     for pod, pod_ip in (("web-1", "10.244.1.5"), ("web-2", "10.244.1.6")):
         bed.add_pod_link(pod)
         bed.create_pod(pod, pod_ip)
+    residents = {pod: bed.add_running_pod(pod, pod_ip) for pod, pod_ip in RESIDENTS.items()}
     proxy, kubeconfig = proxied(bed, tmp_path)
     with proxy:
         felix = bed.start_felix(KUBECONFIG=str(kubeconfig))
         bed.wait_ready(felix)
-        wait_for("routes", lambda: len(bed.felix_routes()) == 3)
+        wait_for("routes", lambda: len(bed.felix_routes()) == 3 + len(RESIDENTS))
         programmed = sorted(bed.felix_routes())
         writes = bed.metric("felix_netlink_writes_total")
         with fault_record.case(f"the API answers 500 for {FAULT_S:.0f} s, then never answers for {FAULT_S:.0f} s",
-                               "every route kept, 0 writes, live; follows the API after") as case:
-            for mode in (Mode.ERROR, Mode.HANG):
-                proxy.set_mode(mode)
-                if mode is Mode.ERROR:
-                    bed.delete_pod("web-1")            # felix cannot learn this through the proxy
-                until = time.monotonic() + FAULT_S
-                while time.monotonic() < until:
-                    assert sorted(bed.felix_routes()) == programmed, f"routes changed under {mode.value}"
-                    assert bed.http("/livez")[0] == 200, f"felix not live under {mode.value}"
-                    time.sleep(2)
-                assert proxy.requests[mode] > 0, f"felix never met the {mode.value} fault"
-            case.route_writes = int(bed.metric("felix_netlink_writes_total") - writes)
-            assert case.route_writes == 0
-            proxy.set_mode(Mode.PASS)
-            healed = time.monotonic()
-            wait_for("web-1's route removed once the API answers", lambda: set(bed.felix_routes()) == {
-                pod_line("web-2", "10.244.1.6"), "blackhole 10.244.1.0/24"}, timeout=90)
-            case.recovery_s = time.monotonic() - healed
+                               "every route kept, 0 writes, live, 0 lost; follows the API after") as case:
+            with bed.pings(residents) as pings:
+                for mode in (Mode.ERROR, Mode.HANG):
+                    proxy.set_mode(mode)
+                    if mode is Mode.ERROR:
+                        bed.delete_pod("web-1")            # felix cannot learn this through the proxy
+                    until = time.monotonic() + FAULT_S
+                    while time.monotonic() < until:
+                        assert sorted(bed.felix_routes()) == programmed, f"routes changed under {mode.value}"
+                        assert bed.http("/livez")[0] == 200, f"felix not live under {mode.value}"
+                        time.sleep(2)
+                    assert proxy.requests[mode] > 0, f"felix never met the {mode.value} fault"
+                case.route_writes = int(bed.metric("felix_netlink_writes_total") - writes)
+                assert case.route_writes == 0
+                proxy.set_mode(Mode.PASS)
+                healed = time.monotonic()
+                wait_for("web-1's route removed once the API answers", lambda: set(bed.felix_routes()) == {
+                    pod_line("web-2", "10.244.1.6"), "blackhole 10.244.1.0/24",
+                    *(pod_line(pod, pod_ip) for pod, pod_ip in RESIDENTS.items())}, timeout=90)
+                case.recovery_s = time.monotonic() - healed
+            case.packets(pings.lost, pings.sent)
+            assert pings.lost == 0, f"the running pods lost {pings.lost} of {pings.sent} pings"
             case.detail = f"{proxy.requests[Mode.ERROR]} requests answered 500, {proxy.requests[Mode.HANG]} left hanging"

@@ -23,6 +23,7 @@ ACCOUNT = "felix-token-test"
 IN_CLUSTER_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # The kubernetes client re-reads an in-cluster token file at most once a minute.
 REREAD_S = 60.0
+RESIDENTS = {"res-1": "10.244.1.7", "res-2": "10.244.1.8"}     # pods pinging each other throughout
 
 
 def bound_token(bed: Bed, anchor: str) -> str:
@@ -78,6 +79,7 @@ def test_a_revoked_token_then_a_new_one_keeps_every_route(bed: Bed, tmp_path: Pa
         for pod, pod_ip in (("web-1", "10.244.1.5"), ("web-2", "10.244.1.6")):
             bed.add_pod_link(pod)
             bed.create_pod(pod, pod_ip)
+        residents = {pod: bed.add_running_pod(pod, pod_ip) for pod, pod_ip in RESIDENTS.items()}
         secrets_dir = tmp_path / "serviceaccount"
         secrets_dir.mkdir()
         (secrets_dir / "ca.crt").write_bytes(bed.kube.control_plane.pki.ca.cert.read_bytes())
@@ -85,30 +87,34 @@ def test_a_revoked_token_then_a_new_one_keeps_every_route(bed: Bed, tmp_path: Pa
         write_token(secrets_dir, bound_token(bed, "felix-token-a"))
         felix = start_in_cluster_felix(bed, secrets_dir)
         bed.wait_ready(felix)
-        wait_for("routes", lambda: len(bed.felix_routes()) == 3)
+        wait_for("routes", lambda: len(bed.felix_routes()) == 3 + len(RESIDENTS))
         programmed = sorted(bed.felix_routes())
         writes = bed.metric("felix_netlink_writes_total")
         with fault_record.case("felix's ServiceAccount token revoked (401), a new one written later",
-                               "every route kept, 0 writes, live; new token read without restart") as case:
-            bed.core.delete_namespaced_secret("felix-token-a", "default")    # token A now refused
-            new_token = bound_token(bed, "felix-token-b")
-            # watches opened with token A outlive it; an API restart makes felix dial again
-            bed.kube.stop_api()
-            bed.kube.restart_api()
-            wait_for("felix refused with its old token", lambda: "401" in felix.log(), timeout=60)
-            bed.delete_pod("web-1")          # felix cannot learn this with token A
-            until = time.monotonic() + REREAD_S + 10   # past felix's next read of the old file
-            while time.monotonic() < until:
-                assert sorted(bed.felix_routes()) == programmed, "routes changed while the token was refused"
-                assert bed.http("/livez")[0] == 200, "felix not live while its token was refused"
-                time.sleep(5)
-            case.route_writes = int(bed.metric("felix_netlink_writes_total") - writes)
-            assert case.route_writes == 0
-            write_token(secrets_dir, new_token)
-            renewed = time.monotonic()
-            wait_for("web-1's route removed with the new token", lambda: set(bed.felix_routes()) == {
-                pod_line("web-2", "10.244.1.6"), "blackhole 10.244.1.0/24"}, timeout=REREAD_S + 60)
-            case.recovery_s = time.monotonic() - renewed
+                               "every route kept, 0 writes, live, 0 lost; new token read without restart") as case:
+            with bed.pings(residents) as pings:
+                bed.core.delete_namespaced_secret("felix-token-a", "default")    # token A now refused
+                new_token = bound_token(bed, "felix-token-b")
+                # watches opened with token A outlive it; an API restart makes felix dial again
+                bed.kube.stop_api()
+                bed.kube.restart_api()
+                wait_for("felix refused with its old token", lambda: "401" in felix.log(), timeout=60)
+                bed.delete_pod("web-1")          # felix cannot learn this with token A
+                until = time.monotonic() + REREAD_S + 10   # past felix's next read of the old file
+                while time.monotonic() < until:
+                    assert sorted(bed.felix_routes()) == programmed, "routes changed while the token was refused"
+                    assert bed.http("/livez")[0] == 200, "felix not live while its token was refused"
+                    time.sleep(5)
+                case.route_writes = int(bed.metric("felix_netlink_writes_total") - writes)
+                assert case.route_writes == 0
+                write_token(secrets_dir, new_token)
+                renewed = time.monotonic()
+                wait_for("web-1's route removed with the new token", lambda: set(bed.felix_routes()) == {
+                    pod_line("web-2", "10.244.1.6"), "blackhole 10.244.1.0/24",
+                    *(pod_line(pod, pod_ip) for pod, pod_ip in RESIDENTS.items())}, timeout=REREAD_S + 60)
+                case.recovery_s = time.monotonic() - renewed
+            case.packets(pings.lost, pings.sent)
+            assert pings.lost == 0, f"the running pods lost {pings.lost} of {pings.sent} pings"
             assert felix.proc.poll() is None, "felix restarted"
     finally:
         rbac.delete_cluster_role_binding(ACCOUNT)
