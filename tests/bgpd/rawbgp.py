@@ -6,12 +6,15 @@ only: Calyx itself never writes BGP bytes (ExaBGP does).
 from __future__ import annotations
 
 import os
+import random
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Callable
 
 from felix.netnsthread import call_in_netns
 
@@ -155,6 +158,26 @@ def raw_session(ns: str, source: str, target: str, asn: int = RAW_AS, restart_ti
         peer.close()
         return None
     return wait_for(attempt, timeout=timeout, interval=0.1, what=f"a raw BGP session from {source} to {target}")
+
+
+def reset_storm(connect: Callable[[], "RawPeer"], prefixes: list[str], next_hop: str, asn: int, resets: int,
+                rng: random.Random) -> tuple[RawPeer, list[str], float]:
+    """``resets`` sessions from ``connect()`` (one announcing graceful restart), each announcing a
+    random subset of ``prefixes`` (with End-of-RIB half the time) and killed with a TCP RST up to
+    0.2 s later; then a last session announcing 7 of them and End-of-RIB. The last session (open),
+    what it announced, and how long the resets took."""
+    began = time.monotonic()
+    for _ in range(resets):
+        peer = connect()
+        sent = rng.sample(prefixes, rng.randrange(1, len(prefixes)))
+        peer.send(bgp_update(sent, next_hop, (asn,)) + (END_OF_RIB if rng.random() < 0.5 else b""))
+        time.sleep(rng.uniform(0.0, 0.2))
+        peer.reset()
+    took = time.monotonic() - began
+    final = sorted(rng.sample(prefixes, 7))
+    peer = connect()
+    peer.send(bgp_update(final, next_hop, (asn,)) + END_OF_RIB)
+    return peer, final, took
 
 
 # --- what a process uses --------------------------------------------------------------------

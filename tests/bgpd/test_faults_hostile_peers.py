@@ -29,7 +29,8 @@ from calyx.netlink import RouteMonitor
 
 from bgpdtest_support import Bird, GoBgp, Net, make_speaker, peer_row, random_prefixes, wait_for
 from rawbgp import (END_OF_RIB, RAW_AS, SilentListener, Usage, attribute_length_overrun, bgp_update, connected,
-                    notifications, raw_session, total_attribute_length_overrun, usage_detail)
+                    notifications, raw_session, reset_storm, total_attribute_length_overrun,
+                    usage_detail)
 from test_bgpd_interop import ROUTERS, bird
 
 pytestmark = [pytest.mark.lab, pytest.mark.fault]
@@ -447,18 +448,8 @@ def test_a_session_reset_again_and_again_leaks_nothing(net: Net, run_root: Path,
             peer = None
             start = {"bgpd": Usage.of(os.getpid()), "exabgp": Usage.of(exabgp_pid)}
             writes_before = lab.speaker.metrics.route_writes._value.get()
-            began = time.monotonic()
-            for _ in range(resets):
-                peer = raw_session(ns_raw, raw_ip, lab.node_ip, restart_time=120)
-                sent = rng.sample(FLAP_PREFIXES, rng.randrange(1, len(FLAP_PREFIXES)))
-                peer.send(bgp_update(sent, raw_ip, (RAW_AS,)) + (END_OF_RIB if rng.random() < 0.5 else b""))
-                time.sleep(rng.uniform(0.0, 0.2))
-                peer.reset()
-                peer = None
-            took = time.monotonic() - began
-            final = sorted(rng.sample(FLAP_PREFIXES, 7))
-            peer = raw_session(ns_raw, raw_ip, lab.node_ip, restart_time=120)
-            peer.send(bgp_update(final, raw_ip, (RAW_AS,)) + END_OF_RIB)
+            peer, final, took = reset_storm(lambda: raw_session(ns_raw, raw_ip, lab.node_ip, restart_time=120),
+                                            FLAP_PREFIXES, raw_ip, RAW_AS, resets, rng)
             settled = time.monotonic()
             wait_for(lambda: lab.prefixes_installed() == good | set(final), timeout=30,
                      what="kernel routes = BIRD's and the last session's")

@@ -32,7 +32,7 @@ from faultcluster import LAB_CIDRS, NODES, ROUTER, ROUTER_NET, Cluster, custom
 sys.path.insert(0, str(FilePath(__file__).resolve().parents[1] / "bgpd"))
 from bgpd_lab import bgpd_cli, peers, status  # noqa: E402
 from rawbgp import (END_OF_RIB, SilentListener, Usage, attribute_length_overrun,  # noqa: E402
-                    bgp_update, bgp_withdraw, connected, nlri, notifications, raw_session,
+                    bgp_update, bgp_withdraw, connected, nlri, notifications, raw_session, reset_storm,
                     total_attribute_length_overrun, usage_detail)
 
 pytestmark = [pytest.mark.lab, pytest.mark.fault]
@@ -266,18 +266,9 @@ def test_a_session_reset_again_and_again_leaks_nothing(cluster: Cluster, fault_r
                            "leak; 0 lost") as case:
         try:
             with measured(cluster, case):
-                began = time.monotonic()
-                for _ in range(RESETS):
-                    peer = session(cluster, "node1", restart_time=120)
-                    sent = rng.sample(FLAP_PREFIXES, rng.randrange(1, len(FLAP_PREFIXES)))
-                    peer.send(bgp_update(sent, HOSTILE, (HOSTILE_AS,)) + (END_OF_RIB if rng.random() < 0.5 else b""))
-                    time.sleep(rng.uniform(0.0, 0.2))
-                    peer.reset()
-                    peer = None
-                took = time.monotonic() - began
-                final = set(rng.sample(FLAP_PREFIXES, 7))
-                peer = session(cluster, "node1", restart_time=120)
-                peer.send(bgp_update(sorted(final), HOSTILE, (HOSTILE_AS,)) + END_OF_RIB)
+                peer, announced, took = reset_storm(lambda: session(cluster, "node1", restart_time=120),
+                                                    FLAP_PREFIXES, HOSTILE, HOSTILE_AS, RESETS, rng)
+                final = set(announced)
                 settled = time.monotonic()
 
                 def flap_routes() -> set[str]:
