@@ -54,6 +54,11 @@ class NetnsPingMatrix:
             self.sent, self.lost = self.sent + sent, self.lost + lost
             print(f"continuous ping {what} every {self.interval * 1000:.0f} ms: {sent} sent, {lost} lost")
 
+    def record(self, case) -> None:
+        """Lost of sent into a fault case's row (:mod:`faultreport`); none may be lost."""
+        case.packets(self.lost, self.sent)
+        assert self.lost == 0, f"the running pods lost {self.lost} of {self.sent} pings"
+
     def _stop(self, count: bool = True) -> list[tuple[str, int, int]]:
         for _, proc, _ in self._pings:
             if proc.poll() is None:

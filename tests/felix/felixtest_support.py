@@ -53,6 +53,18 @@ def pod_line(pod: str, pod_ip: str) -> str:
     return f"{pod_ip} dev {cali_interface_name('default', pod)} scope link"
 
 
+# The fault cases' pods: two that only have a route (web-1 is deleted while felix cannot hear of
+# it), and two that run (Bed.add_running_pod) and ping each other throughout.
+ROUTED_PODS = {"web-1": "10.244.1.5", "web-2": "10.244.1.6"}
+RUNNING_PODS = {"res-1": "10.244.1.7", "res-2": "10.244.1.8"}
+
+
+def routes_once_web1_is_gone() -> set[str]:
+    """felix's routes once it has heard that web-1 was deleted."""
+    return {pod_line("web-2", ROUTED_PODS["web-2"]), f"blackhole {POD_CIDR}",
+            *(pod_line(pod, pod_ip) for pod, pod_ip in RUNNING_PODS.items())}
+
+
 @dataclass
 class FelixProcess:
     proc: subprocess.Popen
