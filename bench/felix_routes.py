@@ -12,6 +12,7 @@ snapshot to every route in the kernel. Then, with everything in place, a fresh r
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import subprocess
 import time
@@ -44,6 +45,14 @@ def snapshot(n: int) -> model.Snapshot:
     node = model.NodeInfo(name=NODE, pod_cidrs=(cidr,))
     pool = model.IPPool(name="bench", cidr=POOL)
     return model.Snapshot(nodes={NODE: node}, pods=pods, ippools={"bench": pool})
+
+
+def with_running_pods(snap: model.Snapshot, pods: dict[str, str]) -> model.Snapshot:
+    """``snap`` with more running pods on NODE (name -> address), e.g. pods wired for traffic."""
+    extra = {("bench", name): model.PodInfo(namespace="bench", name=name, node=NODE,
+                                            ips=(ipaddress.IPv4Address(ip),), phase="Running")
+             for name, ip in pods.items()}
+    return dataclasses.replace(snap, pods={**snap.pods, **extra})
 
 
 def make_links(netns: str, peers: str, snap: model.Snapshot) -> None:
