@@ -1,16 +1,20 @@
-"""A continuous ping between pods given by their network namespaces, every ordered pair every
-50 ms, for the fault cases that run one node without a lab (felix's bed, the CNI plugin's node):
-a context manager counting packets sent and lost, as :class:`calyxlab.traffic.PingMatrix` does
-for a lab's pods. Pings run by PID and are stopped by PID (SIGINT: ping prints its summary)."""
+"""Pods for the fault cases' traffic outside a lab's own pods: :func:`wire_pod` wires a pod's
+namespace to its node as the CNI plugin does, and :class:`NetnsPingMatrix` pings between pods
+given by their namespaces, every ordered pair every 50 ms, counting packets sent and lost as
+:class:`calyxlab.traffic.PingMatrix` does for a lab's pods. Pings run by PID and are stopped by
+PID (SIGINT: ping prints its summary)."""
 from __future__ import annotations
 
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 
+from calyx.cni import netsetup
 from calyxlab.traffic import count_lost
+from felix.netnsthread import call_in_netns
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,17 @@ class PodEnd:
 
     netns: str
     ip: str
+
+
+def wire_pod(node_netns: str, pod_netns: str, host_ifname: str, address: str, mtu: int) -> PodEnd:
+    """The pod in ``pod_netns`` (a name under /run/netns) wired to the node in ``node_netns`` by
+    the CNI plugin's own code (:func:`calyx.cni.netsetup.setup`: the cali veth, the pod's /32 and
+    gateway, the node's route to it), the node forwarding between its pods."""
+    subprocess.run(["ip", "netns", "exec", node_netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+    link = netsetup.PodLink(host_ifname=host_ifname, pod_ifname="eth0", netns=f"/run/netns/{pod_netns}",
+                            address=IPv4Address(address), mtu=mtu)
+    call_in_netns(node_netns, lambda: netsetup.setup(link))
+    return PodEnd(pod_netns, address)
 
 
 class NetnsPingMatrix:

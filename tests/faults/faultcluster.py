@@ -15,19 +15,17 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path as FilePath
 from typing import Any, Iterator
 
 import yaml
 
-from calyx.cni import netsetup
 from calyx.naming import cali_interface_name
 from calyxlab import pods
 from calyxlab.pytest_plugin import module_lab, wait_for
 from calyxlab.tools import find_tool
 from calyxlab.traffic import POD_NAMESPACE, Pod
-from felix.netnsthread import call_in_netns
+from podpings import wire_pod
 
 DAEMON_LAB = FilePath(__file__).resolve().parents[1] / "bgpd" / "labs" / "daemon" / "daemon.clab.yml"
 NODES = {"node1": "10.0.0.11", "node2": "10.0.0.12", "node3": "10.0.0.13"}
@@ -148,9 +146,7 @@ def _add_pod(cluster: Cluster, pod: Pod) -> None:
     lab = cluster.lab
     netns = pods.pod_netns(lab.name, pod.node, POD_NAMESPACE, pod.name)
     lab.run_root(["ip", "netns", "add", netns], check=True)
-    link = netsetup.PodLink(host_ifname=cali_interface_name(POD_NAMESPACE, pod.name), pod_ifname="eth0",
-                            netns=f"/run/netns/{netns}", address=IPv4Address(pod.ip), mtu=1500)
-    call_in_netns(lab.names.namespace(pod.node), lambda: netsetup.setup(link))
+    wire_pod(lab.names.namespace(pod.node), netns, cali_interface_name(POD_NAMESPACE, pod.name), pod.ip, mtu=1500)
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod.name, "namespace": POD_NAMESPACE},
             "spec": {"nodeName": pod.node, "containers": [{"name": "c", "image": "busybox"}]}}
     wait_for(f"the pod {pod.name} created (its namespace's service account may come late)",

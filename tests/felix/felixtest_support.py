@@ -13,18 +13,15 @@ import time
 import urllib.request
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import kubernetes.client
 
-from calyx.cni import netsetup
 from calyx.kube import client as kube_client
 from calyx.naming import cali_interface_name
 from calyxlab.controlplane.pytest_plugin import KubeAccess
-from felix.netnsthread import call_in_netns
-from podpings import NetnsPingMatrix, PodEnd
+from podpings import NetnsPingMatrix, PodEnd, wire_pod
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "netlink"))
 from scratch import ip, scratch_netns, unique_name  # noqa: E402
@@ -163,12 +160,9 @@ class Bed:
         netns = unique_name("cxpod")
         ip("netns", "add", netns)
         self.pod_namespaces.append(netns)
-        subprocess.run(["ip", "netns", "exec", self.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], check=True)
-        link = netsetup.PodLink(host_ifname=cali_interface_name("default", pod), pod_ifname="eth0",
-                                netns=f"/run/netns/{netns}", address=IPv4Address(pod_ip), mtu=1450)
-        call_in_netns(self.netns, lambda: netsetup.setup(link))
+        end = wire_pod(self.netns, netns, cali_interface_name("default", pod), pod_ip, mtu=1450)
         self.create_pod(pod, pod_ip)
-        return PodEnd(netns, pod_ip)
+        return end
 
     def pings(self, pods: dict[str, PodEnd]) -> NetnsPingMatrix:
         """A continuous ping between ``pods`` (from :meth:`add_running_pod`), every ordered pair."""

@@ -25,14 +25,12 @@ from prometheus_client import CollectorRegistry
 
 from bench.felix_routes import NODE, make_links, snapshot, with_running_pods, writes_of
 from bench.testbed import ip_batch
-from calyx.cni import netsetup
 from calyx.naming import FELIX_ROUTE_PROTOCOL, cali_interface_name
 from calyx.netlink import RouteTable
 from felix.calc import LocalFacts, desired_dataplane
 from felix.dataplane.routes import RouteManager
 from felix.metrics import FelixMetrics
-from felix.netnsthread import call_in_netns
-from podpings import NetnsPingMatrix, PodEnd
+from podpings import NetnsPingMatrix, PodEnd, wire_pod
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "netlink"))
 from scratch import scratch_netns  # noqa: E402
@@ -84,16 +82,10 @@ def kill_while_programming(netns: str, pods: int, running: dict[str, str], delay
 def running_pods(stack: ExitStack, netns: str, snap, count: int = 2) -> dict[str, PodEnd]:
     """``count`` pods with namespaces of their own wired to the node as the CNI plugin wires them
     (their routes in place), on the addresses after the snapshot's pods."""
-    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
     free = list(snap.nodes[NODE].pod_cidrs[0].hosts())[len(snap.pods):]
-    running = {}
-    for i in range(count):
-        name, pod_ns = f"running-{i}", stack.enter_context(scratch_netns("cxr"))
-        link = netsetup.PodLink(host_ifname=cali_interface_name("bench", name), pod_ifname="eth0",
-                                netns=f"/run/netns/{pod_ns}", address=free[i], mtu=1500)
-        call_in_netns(netns, lambda link=link: netsetup.setup(link))
-        running[name] = PodEnd(pod_ns, str(free[i]))
-    return running
+    return {name: wire_pod(netns, stack.enter_context(scratch_netns("cxr")), cali_interface_name("bench", name),
+                           str(free[i]), mtu=1500)
+            for i, name in enumerate(f"running-{i}" for i in range(count))}
 
 
 def delete_routes_but(netns: str, keep: set[str]) -> None:
